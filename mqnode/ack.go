@@ -1,0 +1,172 @@
+package mqnode
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/mqmesh/mqmesh/internal/subject"
+	"github.com/mqmesh/mqmesh/mqnode/wirepb"
+)
+
+// ack settles a batch of deliveries by receipt. Each item gets its own
+// result; a stale receipt fails only its item and changes nothing. All the
+// writes of the batch share one group commit.
+func (s *store) ack(ctx context.Context, items []*wirepb.AckItem) ([]*wirepb.AckResult, error) {
+	if len(items) == 0 {
+		return nil, fmt.Errorf("%w: no ack items", ErrBadRequest)
+	}
+	if len(items) > s.cfg.MaxEnqueueBatch {
+		return nil, fmt.Errorf("%w: %d ack items, limit %d", ErrBadRequest, len(items), s.cfg.MaxEnqueueBatch)
+	}
+	results := make([]*wirepb.AckResult, len(items))
+	type pending struct {
+		i  int
+		op *writeOp
+		l  *lease
+	}
+	var waits []pending
+	now := s.nowMs()
+	for i, it := range items {
+		res := &wirepb.AckResult{}
+		results[i] = res
+		if it == nil {
+			res.Error = toWireError(fmt.Errorf("%w: empty ack item", ErrBadRequest))
+			continue
+		}
+		if it.Kind == wirepb.AckKind_EXTEND {
+			d := it.ExtendMs
+			if max := s.cfg.MaxLease.Milliseconds(); d > max {
+				d = max
+			}
+			dl, ok := s.leases.extend(it.Receipt, d, now)
+			if !ok {
+				res.Error = toWireError(staleErr(it.Receipt))
+				continue
+			}
+			res.LeaseDeadlineUnixMs = dl
+			continue
+		}
+		op, err := s.settleOp(ctx, it, res)
+		if err != nil {
+			res.Error = toWireError(err)
+			continue
+		}
+		waits = append(waits, pending{i: i, op: op.op, l: op.l})
+	}
+	for _, p := range waits {
+		if err := s.w.submit(p.op); err != nil {
+			s.leases.restore(p.l)
+			results[p.i].Error = toWireError(err)
+			p.op = nil
+		}
+	}
+	for _, p := range waits {
+		if p.op == nil || results[p.i].Error != nil {
+			continue
+		}
+		select {
+		case <-p.op.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if p.op.err != nil {
+			s.leases.restore(p.l)
+			results[p.i].Error = toWireError(p.op.err)
+		}
+	}
+	return results, nil
+}
+
+func staleErr(rc []byte) error {
+	return fmt.Errorf("%w: receipt %x has no lease (expired, settled, or from an earlier run)", ErrStaleReceipt, rc)
+}
+
+type settle struct {
+	op *writeOp
+	l  *lease
+}
+
+// settleOp takes the lease of an ACK, NACK or DEAD item and builds its write.
+// Everything that can be checked is checked before the lease is taken.
+func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.AckResult) (settle, error) {
+	var subq *queue
+	switch it.Kind {
+	case wirepb.AckKind_ACK:
+		if len(it.Subtasks) > 0 {
+			if it.SubtaskQueue != "" {
+				if err := subject.Validate("subtask_queue", it.SubtaskQueue); err != nil {
+					return settle{}, err
+				}
+			}
+			if err := s.validateItems(it.Subtasks, "subtasks"); err != nil {
+				return settle{}, err
+			}
+		}
+	case wirepb.AckKind_NACK, wirepb.AckKind_DEAD:
+		if it.DelayMs < 0 {
+			return settle{}, fmt.Errorf("%w: negative nack delay", ErrBadRequest)
+		}
+	default:
+		return settle{}, fmt.Errorf("%w: unknown ack kind %d", ErrBadRequest, it.Kind)
+	}
+	if len(it.Subtasks) > 0 && it.SubtaskQueue != "" {
+		var err error
+		if subq, err = s.queue(ctx, it.SubtaskQueue, true); err != nil {
+			return settle{}, err
+		}
+	}
+	l := s.leases.take(it.Receipt)
+	if l == nil {
+		return settle{}, staleErr(it.Receipt)
+	}
+	switch it.Kind {
+	case wirepb.AckKind_NACK:
+		l.q.c.nacked.Add(1)
+		return settle{op: s.retryOp(l, time.Duration(it.DelayMs)*time.Millisecond, it.Error, "nacked"), l: l}, nil
+	case wirepb.AckKind_DEAD:
+		reason := "given up by handler"
+		if it.Error != "" {
+			reason += ": " + it.Error
+		}
+		t := cloneTask(l.task)
+		t.Attempt++
+		t.LastError = truncate(it.Error, maxReasonLen)
+		return settle{op: s.deadLeaseOp(l, t, reason), l: l}, nil
+	}
+	if subq == nil {
+		subq = l.q
+	}
+	q := l.q
+	return settle{l: l, op: &writeOp{
+		prepare: func(w *wtx) error {
+			w.del(l.key)
+			w.effect(effect{q: q, stored: -1, leased: -1})
+			if len(it.Subtasks) == 0 {
+				return nil
+			}
+			ids, err := w.putTasks(subq, it.Subtasks)
+			if err != nil {
+				return err
+			}
+			res.SubtaskIds = res.SubtaskIds[:0]
+			for _, r := range ids {
+				res.SubtaskIds = append(res.SubtaskIds, r.Id)
+			}
+			return nil
+		},
+		after: func() {
+			now := s.nowMs()
+			q.c.acked.add(now, 1)
+			if n := len(it.Subtasks); n > 0 {
+				subq.c.enqueued.add(now, int64(n))
+			}
+		},
+	}}, nil
+}
+
+// releaseWorker returns every task leased by worker to ready at once (the
+// mesh reports the worker dead). It returns how many leases ended.
+func (s *store) releaseWorker(worker string) int {
+	return s.leases.expireWorker(worker)
+}

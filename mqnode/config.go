@@ -1,0 +1,273 @@
+package mqnode
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mqmesh/mqmesh/internal/subject"
+)
+
+// Durability says when an enqueue is acknowledged.
+type Durability string
+
+const (
+	// DurabilityFsync acknowledges after the write is fsynced. Concurrent
+	// enqueues share one group-committed fsync. Survives power loss.
+	DurabilityFsync Durability = "fsync"
+	// DurabilityAsync acknowledges after the write reached the OS (Badger's
+	// memory-mapped write-ahead log). Survives a kill -9 of the process, not a
+	// power cut or kernel crash.
+	DurabilityAsync Durability = "async"
+)
+
+// Defaults of Config and QueueConfig, beside the settings they govern.
+const (
+	DefaultIDC             = "local"
+	DefaultDataDir         = "./data"
+	DefaultListen          = "127.0.0.1:4222"
+	DefaultMaxPayload      = 1 << 20
+	DefaultLease           = 30 * time.Second
+	DefaultMaxLease        = 12 * time.Hour
+	DefaultMaxPullWait     = 60 * time.Second
+	DefaultMaxPullBatch    = 1000
+	DefaultMaxEnqueueBatch = 10000
+	DefaultReadyBuffer     = 1024
+	DefaultReadyBufferSize = 8 << 20
+	DefaultGCInterval      = time.Minute
+	DefaultMemTableSize    = 32 << 20
+	DefaultBlockCacheSize  = 32 << 20
+	DefaultIndexCacheSize  = 16 << 20
+	DefaultNATSMaxPayload  = 8 << 20
+
+	DefaultMaxAttempts = 10
+	DefaultBackoffBase = time.Second
+	DefaultBackoffMax  = 5 * time.Minute
+	DefaultRetention   = 7 * 24 * time.Hour
+	DefaultDedupWindow = 10 * time.Minute
+)
+
+// ListenNone as Config.Listen starts the node without a TCP listener: only
+// in-process clients can reach it.
+const ListenNone = "none"
+
+// Config configures a Node. The zero value of every field means its default
+// (see WithDefaults); Validate names the first bad field.
+type Config struct {
+	// Name of this node, unique in its IDC; a subject token. Default: the
+	// host name with invalid characters replaced by '-'.
+	Name string `yaml:"name"`
+	// IDC (data centre) of this node; a subject token. Default "local".
+	IDC string `yaml:"idc"`
+	// DataDir holds the Badger store. Default "./data".
+	DataDir string `yaml:"data"`
+	// Listen is the NATS client address (host:port; port 0 picks one).
+	// "none" disables TCP: in-process clients only. Default 127.0.0.1:4222.
+	Listen string `yaml:"listen"`
+	// Durability of enqueues: fsync (default) or async.
+	Durability Durability `yaml:"durability"`
+	// MaxPayload is the largest task payload accepted, in bytes. Default 1 MiB.
+	MaxPayload int `yaml:"max_payload"`
+	// NATSMaxPayload is the embedded NATS server's max message size: the
+	// largest batch request. Default 8 MiB; must exceed MaxPayload.
+	NATSMaxPayload int `yaml:"nats_max_payload"`
+	// AutoCreateQueues lets an enqueue or pull create a queue on first use.
+	// When false only the queues listed in Queues exist. Default true.
+	AutoCreateQueues *bool `yaml:"auto_create_queues"`
+	// QueueDefaults apply to every queue; Queues overrides them per queue.
+	QueueDefaults QueueConfig            `yaml:"queue_defaults"`
+	Queues        map[string]QueueConfig `yaml:"queues"`
+	// DefaultLease is the lease (visibility timeout) of a pull that names
+	// none. Default 30s. MaxLease caps any lease or extension. Default 12h.
+	DefaultLease time.Duration `yaml:"default_lease"`
+	MaxLease     time.Duration `yaml:"max_lease"`
+	// MaxPullWait caps a pull's long-poll wait. Default 60s.
+	MaxPullWait time.Duration `yaml:"max_pull_wait"`
+	// MaxPullBatch caps the tasks one pull returns. Default 1000.
+	MaxPullBatch int `yaml:"max_pull_batch"`
+	// MaxEnqueueBatch caps the tasks one enqueue request carries. Default 10000.
+	MaxEnqueueBatch int `yaml:"max_enqueue_batch"`
+	// ReadyBuffer and ReadyBufferBytes bound the in-memory window of ready
+	// tasks per queue; the rest of the backlog stays on disk and is paged in
+	// by cursor. Defaults 1024 tasks and 8 MiB.
+	ReadyBuffer      int `yaml:"ready_buffer"`
+	ReadyBufferBytes int `yaml:"ready_buffer_bytes"`
+	// GCInterval is how often Badger's value-log GC runs. Default 1m.
+	GCInterval time.Duration `yaml:"gc_interval"`
+	// Badger memory: memtable size, block cache, index cache. Defaults
+	// 32 MiB, 32 MiB, 16 MiB — sized so RSS stays flat as the backlog grows.
+	MemTableSize   int64 `yaml:"memtable_size"`
+	BlockCacheSize int64 `yaml:"block_cache_size"`
+	IndexCacheSize int64 `yaml:"index_cache_size"`
+
+	// Logger receives the node's logs. Default slog.Default().
+	Logger *slog.Logger `yaml:"-"`
+	// now overrides the clock in tests.
+	now func() time.Time
+}
+
+// QueueConfig holds per-queue settings. Zero fields inherit the node's
+// QueueDefaults, whose zero fields take the package defaults.
+type QueueConfig struct {
+	// MaxAttempts is how many deliveries a task gets before it goes to the
+	// dead letter queue. Default 10.
+	MaxAttempts uint32 `yaml:"max_attempts"`
+	// BackoffBase and BackoffMax shape the retry delay after a nack:
+	// base * 2^(attempt-1), capped at max, with ±20% jitter. Defaults 1s, 5m.
+	BackoffBase time.Duration `yaml:"backoff_base"`
+	BackoffMax  time.Duration `yaml:"backoff_max"`
+	// Retention is how long a task may wait to be consumed before it is
+	// moved to the dead letter queue as expired. Default 7 days; negative
+	// means forever.
+	Retention time.Duration `yaml:"retention"`
+	// DedupWindow is how long a producer dedup key is remembered. Default 10m.
+	DedupWindow time.Duration `yaml:"dedup_window"`
+}
+
+func (q QueueConfig) merge(over QueueConfig) QueueConfig {
+	if over.MaxAttempts != 0 {
+		q.MaxAttempts = over.MaxAttempts
+	}
+	if over.BackoffBase != 0 {
+		q.BackoffBase = over.BackoffBase
+	}
+	if over.BackoffMax != 0 {
+		q.BackoffMax = over.BackoffMax
+	}
+	if over.Retention != 0 {
+		q.Retention = over.Retention
+	}
+	if over.DedupWindow != 0 {
+		q.DedupWindow = over.DedupWindow
+	}
+	return q
+}
+
+var packageQueueDefaults = QueueConfig{
+	MaxAttempts: DefaultMaxAttempts,
+	BackoffBase: DefaultBackoffBase,
+	BackoffMax:  DefaultBackoffMax,
+	Retention:   DefaultRetention,
+	DedupWindow: DefaultDedupWindow,
+}
+
+// DefaultName is the node name used when none is configured: the host name
+// made into a valid subject token.
+func DefaultName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "node"
+	}
+	b := []byte(h)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '-'
+		}
+	}
+	s := strings.TrimLeft(string(b), "_")
+	if len(s) > subject.MaxTokenLen {
+		s = s[:subject.MaxTokenLen]
+	}
+	if s == "" {
+		return "node"
+	}
+	return s
+}
+
+// WithDefaults returns a copy of c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	setDefault(&c.Name, DefaultName())
+	setDefault(&c.IDC, DefaultIDC)
+	setDefault(&c.DataDir, DefaultDataDir)
+	setDefault(&c.Listen, DefaultListen)
+	setDefault(&c.Durability, DurabilityFsync)
+	setDefault(&c.MaxPayload, DefaultMaxPayload)
+	setDefault(&c.NATSMaxPayload, DefaultNATSMaxPayload)
+	if c.AutoCreateQueues == nil {
+		t := true
+		c.AutoCreateQueues = &t
+	}
+	c.QueueDefaults = packageQueueDefaults.merge(c.QueueDefaults)
+	setDefault(&c.DefaultLease, DefaultLease)
+	setDefault(&c.MaxLease, DefaultMaxLease)
+	setDefault(&c.MaxPullWait, DefaultMaxPullWait)
+	setDefault(&c.MaxPullBatch, DefaultMaxPullBatch)
+	setDefault(&c.MaxEnqueueBatch, DefaultMaxEnqueueBatch)
+	setDefault(&c.ReadyBuffer, DefaultReadyBuffer)
+	setDefault(&c.ReadyBufferBytes, DefaultReadyBufferSize)
+	setDefault(&c.GCInterval, DefaultGCInterval)
+	setDefault(&c.MemTableSize, DefaultMemTableSize)
+	setDefault(&c.BlockCacheSize, DefaultBlockCacheSize)
+	setDefault(&c.IndexCacheSize, DefaultIndexCacheSize)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// Validate checks a defaulted config and names the first bad field.
+func (c Config) Validate() error {
+	var errs []error
+	if err := subject.Validate("name", c.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if err := subject.Validate("idc", c.IDC); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Durability != DurabilityFsync && c.Durability != DurabilityAsync {
+		errs = append(errs, fmt.Errorf("durability %q: want fsync or async", c.Durability))
+	}
+	if c.MaxPayload < 0 {
+		errs = append(errs, fmt.Errorf("max_payload %d: must be positive", c.MaxPayload))
+	}
+	if c.NATSMaxPayload < c.MaxPayload+4096 {
+		errs = append(errs, fmt.Errorf("nats_max_payload %d: must exceed max_payload (%d) by at least 4096", c.NATSMaxPayload, c.MaxPayload))
+	}
+	if c.DefaultLease <= 0 || c.MaxLease < c.DefaultLease {
+		errs = append(errs, fmt.Errorf("default_lease %s / max_lease %s: need 0 < default_lease <= max_lease", c.DefaultLease, c.MaxLease))
+	}
+	if c.MaxPullWait < 0 || c.MaxPullBatch <= 0 || c.MaxEnqueueBatch <= 0 || c.ReadyBuffer <= 0 || c.ReadyBufferBytes <= 0 {
+		errs = append(errs, errors.New("max_pull_wait, max_pull_batch, max_enqueue_batch, ready_buffer, ready_buffer_bytes: must be positive"))
+	}
+	if c.GCInterval < 0 || c.MemTableSize < 1<<20 || c.BlockCacheSize < 0 || c.IndexCacheSize < 0 {
+		errs = append(errs, errors.New("gc_interval, memtable_size (>= 1 MiB), block_cache_size, index_cache_size: out of range"))
+	}
+	if err := c.QueueDefaults.validate("queue_defaults"); err != nil {
+		errs = append(errs, err)
+	}
+	for name, q := range c.Queues {
+		if err := subject.Validate("queues key", name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := c.QueueDefaults.merge(q).validate("queues." + name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (q QueueConfig) validate(field string) error {
+	if q.MaxAttempts == 0 || q.BackoffBase <= 0 || q.BackoffMax < q.BackoffBase || q.DedupWindow <= 0 {
+		return fmt.Errorf("%s: need max_attempts >= 1, 0 < backoff_base <= backoff_max, dedup_window > 0", field)
+	}
+	return nil
+}
+
+// queueConfig returns the effective settings of a queue.
+func (c *Config) queueConfig(name string) QueueConfig {
+	return c.QueueDefaults.merge(c.Queues[name])
+}

@@ -1,0 +1,208 @@
+package mqnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Version is the node software version reported in NodeInfo.
+const Version = "0.1.0"
+
+// Node is one host's MQ node: a Badger store in Config.DataDir, an embedded
+// NATS server, and the queue API served on mq.<idc>.<name>.<op>.
+//
+// Lifecycle: New, then Start once; Stop (graceful) may be called any number
+// of times, before or after Start, from any goroutine.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	started bool
+	stopped bool
+
+	ns  *server.Server
+	nc  *nats.Conn
+	st  *store
+	svc *service
+
+	// NATSOptions, when set before Start, may adjust the embedded server's
+	// options (the mesh uses it to add routes and gateways).
+	NATSOptions func(*server.Options)
+}
+
+// New checks cfg (after applying defaults) and returns a Node ready to Start.
+func New(cfg Config) (*Node, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("mqnode: config: %w", err)
+	}
+	return &Node{cfg: cfg, log: cfg.Logger.With("component", "mqnode", "node", cfg.Name, "idc", cfg.IDC)}, nil
+}
+
+// Config returns the node's effective configuration (defaults applied).
+func (n *Node) Config() Config { return n.cfg }
+
+// Start opens the store, starts the embedded NATS server and begins serving.
+// On failure everything started is stopped again.
+func (n *Node) Start(ctx context.Context) (err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.started || n.stopped {
+		return errors.New("mqnode: Start called twice or after Stop")
+	}
+	n.started = true
+	defer func() {
+		if err != nil {
+			n.shutdownLocked(context.Background())
+		}
+	}()
+	if n.st, err = openStore(n.cfg); err != nil {
+		return err
+	}
+	opts, err := n.natsOptions()
+	if err != nil {
+		return err
+	}
+	if n.ns, err = server.NewServer(opts); err != nil {
+		return fmt.Errorf("mqnode: nats server: %w", err)
+	}
+	n.ns.SetLoggerV2(natsLogger{n.log.With("component", "nats")}, false, false, false)
+	go n.ns.Start()
+	wait := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wait = time.Until(dl)
+	}
+	if !n.ns.ReadyForConnections(wait) {
+		return fmt.Errorf("mqnode: nats server not ready within %s", wait)
+	}
+	if n.nc, err = nats.Connect("", nats.InProcessServer(n.ns), nats.Name("mqnode-"+n.cfg.Name), nats.MaxReconnects(-1)); err != nil {
+		return fmt.Errorf("mqnode: in-process connection: %w", err)
+	}
+	n.svc = newService(n)
+	if err := n.svc.start(); err != nil {
+		return err
+	}
+	n.log.Info("node started", "listen", n.ClientURL(), "data", n.cfg.DataDir, "durability", n.cfg.Durability)
+	return nil
+}
+
+func (n *Node) natsOptions() (*server.Options, error) {
+	opts := &server.Options{
+		ServerName: n.cfg.IDC + "-" + n.cfg.Name,
+		NoSigs:     true,
+		MaxPayload: int32(n.cfg.NATSMaxPayload),
+	}
+	if n.cfg.Listen == ListenNone {
+		opts.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(n.cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("mqnode: listen %q: %w", n.cfg.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 0 || p > 65535 {
+			return nil, fmt.Errorf("mqnode: listen %q: bad port", n.cfg.Listen)
+		}
+		if p == 0 {
+			p = server.RANDOM_PORT
+		}
+		opts.Host, opts.Port = host, p
+	}
+	if n.NATSOptions != nil {
+		n.NATSOptions(opts)
+	}
+	return opts, nil
+}
+
+// Stop stops serving (pending long-polls answer empty, running requests
+// finish), closes the store and shuts the NATS server down. Leased tasks are
+// ready again on the next Start. Safe to call twice and before Start.
+func (n *Node) Stop(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped {
+		return nil
+	}
+	n.stopped = true
+	return n.shutdownLocked(ctx)
+}
+
+func (n *Node) shutdownLocked(ctx context.Context) error {
+	var errs []error
+	if n.svc != nil {
+		errs = append(errs, n.svc.stop(ctx))
+	}
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	if n.st != nil {
+		errs = append(errs, n.st.close())
+	}
+	if n.ns != nil {
+		n.ns.Shutdown()
+		n.ns.WaitForShutdown()
+	}
+	n.log.Info("node stopped")
+	return errors.Join(errs...)
+}
+
+// ClientURL is the NATS URL clients connect to ("" without a listener).
+func (n *Node) ClientURL() string {
+	if n.ns == nil || n.cfg.Listen == ListenNone {
+		return ""
+	}
+	return n.ns.ClientURL()
+}
+
+// Server returns the embedded NATS server (nil before Start).
+func (n *Node) Server() *server.Server { return n.ns }
+
+// Connect opens a new in-process NATS connection to this node's server (no
+// socket). The caller closes it.
+func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	if n.ns == nil {
+		return nil, ErrClosed
+	}
+	return nats.Connect("", append([]nats.Option{nats.InProcessServer(n.ns)}, opts...)...)
+}
+
+// Client returns a client of this node over a new in-process connection;
+// closing the client closes the connection.
+func (n *Node) Client() (*Client, error) {
+	nc, err := n.Connect(nats.Name("mqnode-client"))
+	if err != nil {
+		return nil, err
+	}
+	c := NewClient(nc, n.cfg.IDC, n.cfg.Name)
+	c.ownConn = true
+	return c, nil
+}
+
+// ReleaseWorker ends every lease held by the named worker now, making its
+// tasks ready again; the mesh calls it when gossip declares a worker dead.
+func (n *Node) ReleaseWorker(workerID string) int {
+	if n.st == nil {
+		return 0
+	}
+	return n.st.releaseWorker(workerID)
+}
+
+// natsLogger routes the embedded server's logs to slog.
+type natsLogger struct{ l *slog.Logger }
+
+func (g natsLogger) Noticef(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g natsLogger) Warnf(f string, a ...any)   { g.l.Warn(fmt.Sprintf(f, a...)) }
+func (g natsLogger) Fatalf(f string, a ...any)  { g.l.Error(fmt.Sprintf(f, a...)) }
+func (g natsLogger) Errorf(f string, a ...any)  { g.l.Error(fmt.Sprintf(f, a...)) }
+func (g natsLogger) Debugf(f string, a ...any)  {}
+func (g natsLogger) Tracef(f string, a ...any)  {}

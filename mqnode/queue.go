@@ -1,0 +1,278 @@
+package mqnode
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/mqmesh/mqmesh/mqnode/wirepb"
+)
+
+// entry is a ready task paged into a queue's in-memory window.
+type entry struct {
+	key     []byte
+	readyAt int64
+	task    *wirepb.Task
+	size    int
+}
+
+// queue is the in-memory state of one queue. The durable truth is in Badger;
+// this holds a bounded window of the next ready tasks (buf), the cursor past
+// which the window continues on disk, counters and the long-poll waiters.
+type queue struct {
+	s         *store
+	name      string
+	cfg       QueueConfig
+	persisted atomic.Bool
+
+	mu       sync.Mutex
+	buf      []*entry
+	bufBytes int
+	cursor   []byte // last key paged in; nil = start of the queue
+	dirty    bool   // ready keys may exist past the cursor
+	timer    *time.Timer
+	timerAt  int64
+	wake     chan struct{} // closed (and replaced) on every change
+	stopped  bool
+
+	stored  int64           // task keys in the store (ready + delayed + leased)
+	leased  int64           // tasks under lease
+	dead    int64           // dead-letter records
+	delayed map[int64]int64 // second → tasks whose readyAt falls in it
+
+	c counters
+}
+
+func newQueue(s *store, name string) *queue {
+	return &queue{
+		s:       s,
+		name:    name,
+		cfg:     s.cfg.queueConfig(name),
+		wake:    make(chan struct{}),
+		dirty:   true,
+		delayed: map[int64]int64{},
+	}
+}
+
+func (q *queue) wakeLocked() {
+	close(q.wake)
+	q.wake = make(chan struct{})
+}
+
+func (q *queue) stop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.stopped = true
+	if q.timer != nil {
+		q.timer.Stop()
+	}
+	q.wakeLocked()
+}
+
+// armLocked makes the queue rescan at time at (ms).
+func (q *queue) armLocked(at int64) {
+	if q.stopped || (q.timerAt != 0 && q.timerAt <= at) {
+		return
+	}
+	q.timerAt = at
+	d := time.Duration(at-q.s.nowMs()) * time.Millisecond
+	if d < time.Millisecond {
+		d = time.Millisecond
+	}
+	if q.timer == nil {
+		q.timer = time.AfterFunc(d, q.fire)
+	} else {
+		q.timer.Reset(d)
+	}
+}
+
+func (q *queue) fire() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.timerAt = 0
+	q.dirty = true
+	if !q.stopped {
+		q.wakeLocked()
+	}
+}
+
+// apply records a committed effect (called by the writer after commit).
+func (q *queue) apply(e effect, now int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.stored += e.stored
+	q.leased += e.leased
+	q.dead += e.dead
+	if e.readyAt == 0 {
+		return
+	}
+	readyAt := e.readyAt
+	if readyAt > now {
+		q.delayed[readyAt/1000]++
+		q.armLocked(readyAt)
+		return
+	}
+	q.dirty = true
+	if !q.stopped {
+		q.wakeLocked()
+	}
+}
+
+// delayedLocked counts tasks not yet ready at now, dropping past buckets.
+func (q *queue) delayedLocked(now int64) int64 {
+	sec := now / 1000
+	var n int64
+	for s, c := range q.delayed {
+		if s <= sec {
+			// readyAt within this second or earlier: count as ready once
+			// the second has fully passed.
+			if s < sec {
+				delete(q.delayed, s)
+			}
+			continue
+		}
+		n += c
+	}
+	return n
+}
+
+func (q *queue) readyLocked(now int64) int64 {
+	r := q.stored - q.leased - q.delayedLocked(now)
+	if r < 0 {
+		return 0
+	}
+	return r
+}
+
+// refillLocked pages ready tasks from Badger into the window, starting past
+// the cursor. It never moves the cursor past the store's horizon (see
+// store.horizon), so no key that commits later can be skipped.
+func (q *queue) refillLocked(now int64) error {
+	maxN, maxBytes := q.s.cfg.ReadyBuffer, q.s.cfg.ReadyBufferBytes
+	if !q.dirty || len(q.buf) >= maxN || q.bufBytes >= maxBytes {
+		return nil
+	}
+	limit := q.s.horizon()
+	q.dirty = false
+	prefix := queuePrefix(pfxTask, q.name)
+	var moves []*writeOp
+	err := q.s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		if q.cursor == nil {
+			it.Rewind()
+		} else {
+			it.Seek(q.cursor)
+			if it.Valid() && string(it.Item().Key()) == string(q.cursor) {
+				it.Next()
+			}
+		}
+		for ; it.Valid(); it.Next() {
+			item := it.Item()
+			key := item.KeyCopy(nil)
+			readyAt, _, err := parseTaskKey(q.name, key)
+			if err != nil {
+				return err
+			}
+			if readyAt > limit {
+				if readyAt > now {
+					q.armLocked(readyAt)
+				} else {
+					// Held back by a write group in flight: look again soon.
+					q.dirty = true
+					q.armLocked(now + 1)
+				}
+				return nil
+			}
+			raw, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			q.cursor = key
+			t, derr := decodeTask(raw)
+			switch {
+			case derr != nil:
+				q.s.log.Error("corrupt task record moved to dead letter queue", "queue", q.name, "key", key, "err", derr)
+				moves = append(moves, q.s.deadOp(q, key, nil, raw, derr.Error()))
+				continue
+			case t.ExpiresUnixMs != 0 && t.ExpiresUnixMs <= now:
+				moves = append(moves, q.s.deadOp(q, key, t, nil, "expired: not consumed within its retention"))
+				continue
+			}
+			e := &entry{key: key, readyAt: readyAt, task: t, size: len(raw)}
+			q.buf = append(q.buf, e)
+			q.bufBytes += e.size
+			if len(q.buf) >= maxN || q.bufBytes >= maxBytes {
+				q.dirty = true // more may follow
+				return nil
+			}
+		}
+		return nil
+	})
+	for _, op := range moves {
+		if serr := q.s.w.submit(op); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}
+	if err != nil {
+		q.dirty = true
+		return storageErr(err)
+	}
+	return nil
+}
+
+// pull leases up to max ready tasks, waiting up to wait for the first one.
+func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration, worker string) ([]*wirepb.Delivery, int64, error) {
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		q.mu.Lock()
+		if q.stopped {
+			q.mu.Unlock()
+			return nil, 0, ErrClosed
+		}
+		now := q.s.nowMs()
+		var err error
+		if len(q.buf) < max {
+			err = q.refillLocked(now)
+		}
+		out := make([]*wirepb.Delivery, 0, min(max, len(q.buf)))
+		n := 0
+		for n < len(q.buf) && len(out) < max {
+			e := q.buf[n]
+			n++
+			q.bufBytes -= e.size
+			if e.task.ExpiresUnixMs != 0 && e.task.ExpiresUnixMs <= now {
+				if serr := q.s.w.submit(q.s.deadOp(q, e.key, e.task, nil, "expired: not consumed within its retention")); serr != nil {
+					err = serr
+				}
+				continue
+			}
+			out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
+		}
+		clear(q.buf[:n])
+		q.buf = q.buf[n:]
+		q.leased += int64(len(out))
+		ready := q.readyLocked(now)
+		wake := q.wake
+		q.mu.Unlock()
+		if len(out) > 0 || err != nil || timeout == nil {
+			return out, ready, err
+		}
+		select {
+		case <-wake:
+		case <-timeout:
+			return nil, ready, nil
+		case <-ctx.Done():
+			return nil, ready, ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,272 @@
+package mqnode
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mqmesh/mqmesh/internal/subject"
+	"github.com/mqmesh/mqmesh/mqnode/wirepb"
+)
+
+// Operations, the last token of a node subject mq.<idc>.<node>.<op>.
+const (
+	OpEnqueue = "enq"
+	OpPull    = "pull"
+	OpAck     = "ack"
+	OpStats   = "stat"
+	OpDLQ     = "dlq"
+	OpInfo    = "info"
+)
+
+// Subject returns the request subject of op on node name in idc.
+func Subject(idc, name, op string) string { return "mq." + idc + "." + name + "." + op }
+
+// IDSubject is where a node answers InfoRequest for the NATS server it runs
+// (by server id), so a client connected anywhere learns which node it is on.
+func IDSubject(serverID string) string { return "mqid." + serverID }
+
+// maxInflight bounds concurrent requests; past it a node answers UNAVAILABLE.
+const maxInflight = 8192
+
+type service struct {
+	n      *Node
+	subs   []*nats.Subscription
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	closed bool
+}
+
+func newService(n *Node) *service {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &service{n: n, sem: make(chan struct{}, maxInflight), ctx: ctx, cancel: cancel}
+}
+
+func (s *service) start() error {
+	cfg := s.n.cfg
+	ops := map[string]func(context.Context, []byte) proto.Message{
+		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info,
+	}
+	prefix := Subject(cfg.IDC, cfg.Name, "")
+	route := func(m *nats.Msg) {
+		h := ops[m.Subject[len(prefix):]]
+		if h == nil {
+			s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: %s", ErrUnknownOp, m.Subject))})
+			return
+		}
+		s.dispatch(m, h)
+	}
+	for _, sp := range []struct {
+		subj string
+		cb   nats.MsgHandler
+	}{
+		{prefix + "*", route},
+		{IDSubject(s.n.ns.ID()), func(m *nats.Msg) { s.dispatch(m, s.info) }},
+	} {
+		sub, err := s.n.nc.Subscribe(sp.subj, sp.cb)
+		if err != nil {
+			return fmt.Errorf("mqnode: subscribe %s: %w", sp.subj, err)
+		}
+		// Requests are handled on their own goroutines; the subscription
+		// only buffers until dispatch picks them up.
+		_ = sub.SetPendingLimits(-1, -1)
+		s.subs = append(s.subs, sub)
+	}
+	return s.n.nc.Flush()
+}
+
+func (s *service) stop(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	for _, sub := range s.subs {
+		_ = sub.Unsubscribe()
+	}
+	s.cancel() // long-polls return empty
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("mqnode: requests still running at stop: %w", ctx.Err())
+	}
+}
+
+func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Message) {
+	if m.Reply == "" {
+		return // fire-and-forget publishes have nobody to answer
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.reply(m, &wirepb.InfoReply{Error: toWireError(ErrClosed)})
+		return
+	}
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		s.mu.Unlock()
+		s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: %d requests in flight", ErrUnavailable, maxInflight))})
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.n.log.Error("request handler panicked", "subject", m.Subject, "panic", r, "stack", string(debug.Stack()))
+				s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: handler panic: %v", ErrInternal, r))})
+			}
+			<-s.sem
+			s.wg.Done()
+		}()
+		s.reply(m, h(s.ctx, m.Data))
+	}()
+}
+
+func (s *service) reply(m *nats.Msg, r proto.Message) {
+	b, err := proto.Marshal(r)
+	if err != nil {
+		s.n.log.Error("encode reply", "err", err)
+		return
+	}
+	if err := m.Respond(b); err != nil && s.ctx.Err() == nil {
+		s.n.log.Debug("reply not sent", "subject", m.Subject, "err", err)
+	}
+}
+
+func badRequest(err error) *wirepb.Error {
+	return toWireError(fmt.Errorf("%w: malformed request body: %w", ErrBadRequest, err))
+}
+
+func (s *service) enqueue(ctx context.Context, b []byte) proto.Message {
+	var req wirepb.EnqueueRequest
+	if err := proto.Unmarshal(b, &req); err != nil {
+		return &wirepb.EnqueueReply{Error: badRequest(err)}
+	}
+	res, err := s.n.st.enqueue(ctx, req.Queue, req.Items)
+	return &wirepb.EnqueueReply{Error: toWireError(err), Results: res}
+}
+
+func (s *service) pull(ctx context.Context, b []byte) proto.Message {
+	var req wirepb.PullRequest
+	if err := proto.Unmarshal(b, &req); err != nil {
+		return &wirepb.PullReply{Error: badRequest(err)}
+	}
+	cfg := s.n.cfg
+	if err := subject.Validate("queue", req.Queue); err != nil {
+		return &wirepb.PullReply{Error: toWireError(err)}
+	}
+	if req.WorkerId != "" {
+		if err := subject.Validate("worker_id", req.WorkerId); err != nil {
+			return &wirepb.PullReply{Error: toWireError(err)}
+		}
+	}
+	if req.MaxWaitMs < 0 || req.LeaseMs < 0 {
+		return &wirepb.PullReply{Error: toWireError(fmt.Errorf("%w: negative max_wait or lease", ErrBadRequest))}
+	}
+	maxTasks := int(min(uint32(cfg.MaxPullBatch), max(req.MaxTasks, 1)))
+	wait := min(time.Duration(req.MaxWaitMs)*time.Millisecond, cfg.MaxPullWait)
+	leaseDur := cfg.DefaultLease
+	if req.LeaseMs > 0 {
+		leaseDur = min(time.Duration(req.LeaseMs)*time.Millisecond, cfg.MaxLease)
+	}
+	q, err := s.n.st.queue(ctx, req.Queue, true)
+	if err != nil {
+		return &wirepb.PullReply{Error: toWireError(err)}
+	}
+	ds, ready, err := q.pull(ctx, maxTasks, wait, leaseDur, req.WorkerId)
+	if err != nil && ctx.Err() != nil && len(ds) == 0 {
+		err = nil // stopping: answer empty, the worker pulls elsewhere
+	}
+	return &wirepb.PullReply{Error: toWireError(err), Deliveries: ds, ReadyAfter: uint64(ready)}
+}
+
+func (s *service) ack(ctx context.Context, b []byte) proto.Message {
+	var req wirepb.AckRequest
+	if err := proto.Unmarshal(b, &req); err != nil {
+		return &wirepb.AckReply{Error: badRequest(err)}
+	}
+	// Settling must not be cut short by a stop: finish the writes.
+	res, err := s.n.st.ack(context.WithoutCancel(ctx), req.Items)
+	return &wirepb.AckReply{Error: toWireError(err), Results: res}
+}
+
+func (s *service) stats(ctx context.Context, b []byte) proto.Message {
+	var req wirepb.StatsRequest
+	if err := proto.Unmarshal(b, &req); err != nil {
+		return &wirepb.StatsReply{Error: badRequest(err)}
+	}
+	rep := &wirepb.StatsReply{Node: s.n.info()}
+	names := []string{req.Queue}
+	if req.Queue == "" {
+		names = s.n.st.queueNames()
+		sortStrings(names)
+	} else if err := subject.Validate("queue", req.Queue); err != nil {
+		rep.Error = toWireError(err)
+		return rep
+	}
+	for _, name := range names {
+		q, err := s.n.st.queue(ctx, name, false)
+		if err != nil {
+			rep.Error = toWireError(err)
+			return rep
+		}
+		st, err := q.stats()
+		if err != nil {
+			rep.Error = toWireError(err)
+			return rep
+		}
+		rep.Queues = append(rep.Queues, st)
+	}
+	return rep
+}
+
+func (s *service) dlq(ctx context.Context, b []byte) proto.Message {
+	var req wirepb.DLQRequest
+	if err := proto.Unmarshal(b, &req); err != nil {
+		return &wirepb.DLQReply{Error: badRequest(err)}
+	}
+	if err := subject.Validate("queue", req.Queue); err != nil {
+		return &wirepb.DLQReply{Error: toWireError(err)}
+	}
+	q, err := s.n.st.queue(ctx, req.Queue, false)
+	if err != nil {
+		return &wirepb.DLQReply{Error: toWireError(err)}
+	}
+	rep := &wirepb.DLQReply{}
+	switch req.Op {
+	case wirepb.DLQOp_DLQ_LIST:
+		rep.Tasks, rep.Next, err = s.n.st.dlqList(q, req.After, int(req.Limit))
+	case wirepb.DLQOp_DLQ_REQUEUE, wirepb.DLQOp_DLQ_PURGE:
+		rep.Affected, err = s.n.st.dlqChange(context.WithoutCancel(ctx), q, req.DeadIds, req.Op == wirepb.DLQOp_DLQ_REQUEUE)
+	default:
+		err = fmt.Errorf("%w: unknown dlq op %d", ErrBadRequest, req.Op)
+	}
+	rep.Error = toWireError(err)
+	return rep
+}
+
+func (s *service) info(ctx context.Context, b []byte) proto.Message {
+	var req wirepb.InfoRequest
+	if err := proto.Unmarshal(b, &req); err != nil {
+		return &wirepb.InfoReply{Error: badRequest(err)}
+	}
+	return &wirepb.InfoReply{Node: s.n.info()}
+}
+
+func (n *Node) info() *wirepb.NodeInfo {
+	return &wirepb.NodeInfo{
+		Name: n.cfg.Name, Idc: n.cfg.IDC, Version: Version, Durability: string(n.cfg.Durability),
+		StartedUnixMs: n.st.started.UnixMilli(), ServerId: n.ns.ID(), MaxPayload: int64(n.cfg.MaxPayload),
+	}
+}

@@ -1,0 +1,82 @@
+package mqnode
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mqmesh/mqmesh/mqnode/wirepb"
+)
+
+const rateWindow = 10 // seconds
+
+// rateCounter counts events in total and over a sliding 10 s window.
+type rateCounter struct {
+	mu      sync.Mutex
+	total   uint64
+	buckets [rateWindow]int64
+	sec     int64 // second of the newest bucket
+}
+
+func (r *rateCounter) add(nowMs int64, n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.advance(nowMs / 1000)
+	r.buckets[r.sec%rateWindow] += n
+	r.total += uint64(n)
+}
+
+func (r *rateCounter) advance(sec int64) {
+	if sec <= r.sec {
+		return
+	}
+	for s := max(r.sec+1, sec-rateWindow+1); s <= sec; s++ {
+		r.buckets[s%rateWindow] = 0
+	}
+	r.sec = sec
+}
+
+// rate is events per second over the last full window (the current,
+// partial second excluded).
+func (r *rateCounter) rate(nowMs int64) (perSec float64, total uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sec := nowMs / 1000
+	r.advance(sec)
+	var sum int64
+	for s := sec - rateWindow + 1; s < sec; s++ {
+		sum += r.buckets[s%rateWindow]
+	}
+	return float64(sum) / float64(rateWindow-1), r.total
+}
+
+type counters struct {
+	enqueued, acked            rateCounter
+	nacked, expired, deadTotal atomic.Uint64
+}
+
+// stats reports one queue.
+func (q *queue) stats() (*wirepb.QueueStats, error) {
+	q.mu.Lock()
+	now := q.s.nowMs()
+	err := q.refillLocked(now)
+	st := &wirepb.QueueStats{
+		Queue:   q.name,
+		Ready:   uint64(q.readyLocked(now)),
+		Leased:  uint64(max(q.leased, 0)),
+		Delayed: uint64(q.delayedLocked(now)),
+		Dead:    uint64(max(q.dead, 0)),
+	}
+	if len(q.buf) > 0 {
+		st.OldestReadyAgeMs = max(now-q.buf[0].readyAt, 0)
+	}
+	q.mu.Unlock()
+	st.EnqueueRate, st.EnqueuedTotal = q.c.enqueued.rate(now)
+	st.AckRate, st.AckedTotal = q.c.acked.rate(now)
+	st.NackedTotal = q.c.nacked.Load()
+	st.ExpiredLeasesTotal = q.c.expired.Load()
+	st.DeadTotal = q.c.deadTotal.Load()
+	return st, err
+}
+
+func sortStrings(s []string) { slices.Sort(s) }
