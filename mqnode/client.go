@@ -216,3 +216,14 @@ func (c *Client) dlqChange(ctx context.Context, queue string, op wirepb.DLQOp, i
 	err := c.call(ctx, c.subj(OpDLQ), &wirepb.DLQRequest{Queue: queue, Op: op, DeadIds: ids}, &rep, func() *wirepb.Error { return rep.Error })
 	return rep.Affected, err
 }
+
+// Ack kinds, re-exported for callers of AckItem.
+const (
+	AckAck    = wirepb.AckKind_ACK
+	AckNack   = wirepb.AckKind_NACK
+	AckExtend = wirepb.AckKind_EXTEND
+	AckDead   = wirepb.AckKind_DEAD
+)
+
+// AckKind says how an AckItem settles a delivery.
+type AckKind = wirepb.AckKind

@@ -42,7 +42,7 @@ type queue struct {
 	stored  int64           // task keys in the store (ready + delayed + leased)
 	leased  int64           // tasks under lease
 	dead    int64           // dead-letter records
-	delayed map[int64]int64 // second → tasks whose readyAt falls in it
+	delayed map[delayBucket]int64 // tasks not ready yet, by coarse readyAt
 
 	c counters
 }
@@ -54,7 +54,7 @@ func newQueue(s *store, name string) *queue {
 		cfg:     s.cfg.queueConfig(name),
 		wake:    make(chan struct{}),
 		dirty:   true,
-		delayed: map[int64]int64{},
+		delayed: map[delayBucket]int64{},
 	}
 }
 
@@ -112,7 +112,7 @@ func (q *queue) apply(e effect, now int64) {
 	}
 	readyAt := e.readyAt
 	if readyAt > now {
-		q.delayed[readyAt/1000]++
+		q.delayed[bucketOf(readyAt, now)]++
 		q.armLocked(readyAt)
 		return
 	}
@@ -122,17 +122,54 @@ func (q *queue) apply(e effect, now int64) {
 	}
 }
 
+// delayBucket groups delayed tasks by readyAt with a width of 2^shift ms,
+// about 1/64 of the delay (at least 8 ms): the count of delayed tasks costs
+// memory in the number of distinct buckets, not tasks, and is never early by
+// more than 2% of a task's delay.
+type delayBucket struct {
+	shift uint8
+	idx   int64
+}
+
+func bucketOf(readyAt, now int64) delayBucket {
+	shift := uint8(3)
+	for d := (readyAt - now) / 64; d >= 1<<(shift+1) && shift < 40; shift++ {
+	}
+	return delayBucket{shift: shift, idx: readyAt >> shift}
+}
+
+// end is the first ms after the bucket.
+func (b delayBucket) end() int64 { return (b.idx + 1) << b.shift }
+
+// undelayLocked is called when a task with readyAt leaves the ready path
+// (delivered or dropped) while a delay bucket holding it may not have ended:
+// it takes the task out of the delayed count.
+func (q *queue) undelayLocked(readyAt, now int64) {
+	if len(q.delayed) == 0 {
+		return
+	}
+	for shift := uint8(3); shift <= 40; shift++ {
+		b := delayBucket{shift: shift, idx: readyAt >> shift}
+		if b.end() <= now {
+			continue
+		}
+		if c, ok := q.delayed[b]; ok {
+			if c <= 1 {
+				delete(q.delayed, b)
+			} else {
+				q.delayed[b] = c - 1
+			}
+			return
+		}
+	}
+}
+
 // delayedLocked counts tasks not yet ready at now, dropping past buckets.
 func (q *queue) delayedLocked(now int64) int64 {
-	sec := now / 1000
 	var n int64
-	for s, c := range q.delayed {
-		if s <= sec {
-			// readyAt within this second or earlier: count as ready once
-			// the second has fully passed.
-			if s < sec {
-				delete(q.delayed, s)
-			}
+	for b, c := range q.delayed {
+		if b.end() <= now {
+			delete(q.delayed, b)
 			continue
 		}
 		n += c
@@ -194,6 +231,9 @@ func (q *queue) refillLocked(now int64) error {
 			}
 			q.cursor = key
 			t, derr := decodeTask(raw)
+			if derr != nil || (t.ExpiresUnixMs != 0 && t.ExpiresUnixMs <= now) {
+				q.undelayLocked(readyAt, now)
+			}
 			switch {
 			case derr != nil:
 				q.s.log.Error("corrupt task record moved to dead letter queue", "queue", q.name, "key", key, "err", derr)
@@ -250,6 +290,7 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 			e := q.buf[n]
 			n++
 			q.bufBytes -= e.size
+			q.undelayLocked(e.readyAt, now)
 			if e.task.ExpiresUnixMs != 0 && e.task.ExpiresUnixMs <= now {
 				if serr := q.s.w.submit(q.s.deadOp(q, e.key, e.task, nil, "expired: not consumed within its retention")); serr != nil {
 					err = serr

@@ -207,7 +207,7 @@ func (s *store) loadQueues() error {
 			for it.Rewind(); it.Valid(); it.Next() {
 				q.stored++
 				if readyAt, _, err := parseTaskKey(name, it.Item().Key()); err == nil && readyAt > now {
-					q.delayed[readyAt/1000]++
+					q.delayed[bucketOf(readyAt, now)]++
 				}
 			}
 			it.Close()
