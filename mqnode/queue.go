@@ -39,9 +39,9 @@ type queue struct {
 	wake     chan struct{} // closed (and replaced) on every change
 	stopped  bool
 
-	stored  int64           // task keys in the store (ready + delayed + leased)
-	leased  int64           // tasks under lease
-	dead    int64           // dead-letter records
+	stored  int64                 // task keys in the store (ready + delayed + leased)
+	leased  int64                 // tasks under lease
+	dead    int64                 // dead-letter records
 	delayed map[delayBucket]int64 // tasks not ready yet, by coarse readyAt
 
 	c counters

@@ -50,9 +50,11 @@ type wtx struct {
 
 func (w *wtx) effect(e effect) { w.fx = append(w.fx, e) }
 
-func (w *wtx) set(k, v []byte)                      { w.muts = append(w.muts, mutation{key: k, val: v}) }
-func (w *wtx) setTTL(k, v []byte, ttl time.Duration) { w.muts = append(w.muts, mutation{key: k, val: v, ttl: ttl}) }
-func (w *wtx) del(k []byte)                         { w.muts = append(w.muts, mutation{key: k, del: true}) }
+func (w *wtx) set(k, v []byte) { w.muts = append(w.muts, mutation{key: k, val: v}) }
+func (w *wtx) setTTL(k, v []byte, ttl time.Duration) {
+	w.muts = append(w.muts, mutation{key: k, val: v, ttl: ttl})
+}
+func (w *wtx) del(k []byte) { w.muts = append(w.muts, mutation{key: k, del: true}) }
 
 // get reads k as of the open transaction; nil, nil when absent.
 func (w *wtx) get(k []byte) ([]byte, error) {
