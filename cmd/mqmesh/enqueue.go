@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mqmesh/mqmesh/mqnode"
+)
+
+// Defaults of `mqmesh enqueue`.
+const (
+	defaultEnqueueBatch = 1000
+	defaultPayloadSize  = 64
+	// batchOverhead is room left in a NATS message for the request's own
+	// framing beside its items.
+	batchOverhead = 4096
+)
+
+// enqueueOptions are the flags of `mqmesh enqueue`.
+type enqueueOptions struct {
+	clientOptions
+	Queue       string
+	Count       int
+	Size        int
+	Payload     string
+	File        string
+	Delay       time.Duration
+	TTL         time.Duration
+	MaxAttempts uint32
+	Dedup       string
+	Headers     []string
+	Batch       int
+
+	// changed reports whether a flag was given (cmd.Flags().Changed).
+	changed func(name string) bool
+	// headers is Headers parsed by Validate.
+	headers map[string]string
+}
+
+// enqueueJSON is the stable --json output of `mqmesh enqueue`.
+type enqueueJSON struct {
+	Queue string `json:"queue"`
+	IDC   string `json:"idc"`
+	Node  string `json:"node"`
+	// IDs of the tasks in enqueue order; a duplicate's id is the id of the
+	// earlier task with the same dedup key.
+	IDs []string `json:"ids"`
+	// Duplicates counts the tasks whose dedup key matched an earlier enqueue.
+	Duplicates int `json:"duplicates"`
+}
+
+func newEnqueueCommand() *cobra.Command {
+	o := &enqueueOptions{}
+	cmd := &cobra.Command{
+		Use:   "enqueue",
+		Short: "Enqueue tasks on a queue",
+		Long: `Enqueue tasks on a queue of one node and print their ids, one per line.
+
+The payload is --payload TEXT, the contents of --file (- for stdin), or
+--count random payloads of --size bytes (the default: one of 64 bytes).
+Tasks are sent in batches of at most --batch tasks and one NATS message.
+With --count N and --dedup KEY, task i gets the dedup key KEY-i, so running
+the same command again enqueues nothing new.`,
+		Example: `  mqmesh enqueue --queue orders --payload '{"id": 7}'
+  mqmesh enqueue --queue load --count 100000 --size 512 --json
+  mqmesh enqueue --queue mail --file msg.eml --delay 10m --header tenant=acme`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.changed = cmd.Flags().Changed
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	fs := cmd.Flags()
+	o.bind(fs)
+	fs.StringVarP(&o.Queue, "queue", "q", "", "queue to enqueue on (required)")
+	fs.IntVarP(&o.Count, "count", "n", 1, "number of tasks with random payloads")
+	fs.IntVar(&o.Size, "size", defaultPayloadSize, "size of each random payload, in bytes")
+	fs.StringVar(&o.Payload, "payload", "", "payload of the task, as text")
+	fs.StringVarP(&o.File, "file", "f", "", "file whose contents are the payload (- for stdin)")
+	fs.DurationVar(&o.Delay, "delay", 0, "deliver no earlier than this from now")
+	fs.DurationVar(&o.TTL, "ttl", 0, "retention of the tasks (0: the queue's)")
+	fs.Uint32Var(&o.MaxAttempts, "max-attempts", 0, "deliveries before dead-lettering (0: the queue's)")
+	fs.StringVar(&o.Dedup, "dedup", "", "producer dedup key (with --count N: KEY-0 .. KEY-(N-1))")
+	fs.StringArrayVarP(&o.Headers, "header", "H", nil, "task header key=value (repeatable)")
+	fs.IntVar(&o.Batch, "batch", defaultEnqueueBatch, "most tasks per enqueue request")
+	return cmd
+}
+
+// Validate checks the flags and parses the headers.
+func (o *enqueueOptions) Validate() error {
+	if err := o.clientOptions.Validate(); err != nil {
+		return err
+	}
+	if err := validateQueue(o.Queue); err != nil {
+		return err
+	}
+	var sources []string
+	for _, f := range []string{"payload", "file", "size"} {
+		if o.changed(f) {
+			sources = append(sources, "--"+f)
+		}
+	}
+	if len(sources) > 1 {
+		return fmt.Errorf("%s: give one payload source", strings.Join(sources, " and "))
+	}
+	if o.changed("count") && (o.changed("payload") || o.changed("file")) {
+		return errors.New("--count goes with random payloads (--size), not with --payload or --file")
+	}
+	switch {
+	case o.Count < 1:
+		return fmt.Errorf("--count %d: must be at least 1", o.Count)
+	case o.Size < 0:
+		return fmt.Errorf("--size %d: must not be negative", o.Size)
+	case o.Batch < 1:
+		return fmt.Errorf("--batch %d: must be at least 1", o.Batch)
+	case o.Delay < 0:
+		return fmt.Errorf("--delay %s: must not be negative", o.Delay)
+	case o.TTL < 0:
+		return fmt.Errorf("--ttl %s: must not be negative", o.TTL)
+	case o.changed("dedup") && o.Dedup == "":
+		return errors.New("--dedup: empty key")
+	case o.changed("file") && o.File == "":
+		return errors.New("--file: empty path")
+	}
+	o.headers = nil
+	for _, h := range o.Headers {
+		k, v, ok := strings.Cut(h, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--header %q: want key=value", h)
+		}
+		if o.headers == nil {
+			o.headers = map[string]string{}
+		}
+		o.headers[k] = v
+	}
+	return nil
+}
+
+// fixedPayload returns the payload of --payload or --file, or nil when the
+// payloads are random.
+func (o *enqueueOptions) fixedPayload(stdin io.Reader) ([]byte, error) {
+	switch {
+	case o.changed("payload"):
+		return []byte(o.Payload), nil
+	case o.File == "-":
+		b, err := io.ReadAll(stdin)
+		if err != nil {
+			return nil, fmt.Errorf("read payload from stdin: %w", err)
+		}
+		return b, nil
+	case o.File != "":
+		b, err := os.ReadFile(o.File)
+		if err != nil {
+			return nil, fmt.Errorf("read payload: %w", err)
+		}
+		return b, nil
+	}
+	return nil, nil
+}
+
+// item builds task i; payload nil means a random one of --size bytes.
+func (o *enqueueOptions) item(i int, payload []byte) *mqnode.EnqueueItem {
+	if payload == nil {
+		payload = make([]byte, o.Size)
+		rand.Read(payload)
+	}
+	it := &mqnode.EnqueueItem{
+		Payload: payload, Headers: o.headers, DelayMs: o.Delay.Milliseconds(),
+		TtlMs: o.TTL.Milliseconds(), MaxAttempts: o.MaxAttempts, DedupKey: o.Dedup,
+	}
+	if o.Dedup != "" && o.Count > 1 {
+		it.DedupKey = fmt.Sprintf("%s-%d", o.Dedup, i)
+	}
+	return it
+}
+
+func (o *enqueueOptions) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
+	payload, err := o.fixedPayload(stdin)
+	if err != nil {
+		return err
+	}
+	c, err := o.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	idc, node := c.Node()
+	out := enqueueJSON{Queue: o.Queue, IDC: idc, Node: node, IDs: make([]string, 0, o.Count)}
+	err = o.send(ctx, c, payload, &out, o.progress(stderr))
+	if perr := o.print(stdout, stderr, out); err == nil {
+		err = perr
+	}
+	if err != nil {
+		return fmt.Errorf("enqueued %d of %d tasks on %s: %w", len(out.IDs), o.Count, o.Queue, err)
+	}
+	return nil
+}
+
+// send enqueues the tasks in batches bounded by --batch and by the
+// connection's max message size, collecting the results in out.
+func (o *enqueueOptions) send(ctx context.Context, c *mqnode.Client, payload []byte, out *enqueueJSON, progress func(done int)) error {
+	budget := int(c.Conn().MaxPayload()) - batchOverhead
+	batch := make([]*mqnode.EnqueueItem, 0, min(o.Batch, o.Count))
+	size := 0
+	flush := func() error {
+		rctx, cancel := o.request(ctx)
+		defer cancel()
+		res, err := c.Enqueue(rctx, o.Queue, batch...)
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			out.IDs = append(out.IDs, r.Id)
+			if r.Duplicate {
+				out.Duplicates++
+			}
+		}
+		progress(len(out.IDs))
+		batch, size = batch[:0], 0
+		return nil
+	}
+	for i := range o.Count {
+		it := o.item(i, payload)
+		n := proto.Size(it) + 8 // the item and its field tag and length
+		if len(batch) == o.Batch || (len(batch) > 0 && size+n > budget) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, it)
+		size += n
+	}
+	return flush()
+}
+
+// progress returns a progress reporter: a counter on stderr when stderr is
+// a terminal and the tasks take more than one batch, else nothing.
+func (o *enqueueOptions) progress(stderr io.Writer) func(done int) {
+	if o.Count <= o.Batch || !isTerminal(stderr) {
+		return func(int) {}
+	}
+	return func(done int) {
+		fmt.Fprintf(stderr, "\renqueued %d/%d", done, o.Count)
+		if done == o.Count {
+			fmt.Fprintln(stderr)
+		}
+	}
+}
+
+func (o *enqueueOptions) print(stdout, stderr io.Writer, out enqueueJSON) error {
+	if o.JSON {
+		return writeJSON(stdout, out)
+	}
+	if out.Duplicates > 0 {
+		fmt.Fprintf(stderr, "%d of %d tasks were duplicates of earlier enqueues (same dedup key)\n", out.Duplicates, len(out.IDs))
+	}
+	w := bufio.NewWriter(stdout)
+	for _, id := range out.IDs {
+		w.WriteString(id)
+		w.WriteByte('\n')
+	}
+	return w.Flush()
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mqmesh/mqmesh/mqnode"
+)
+
+// loadConfig reads a node config file strictly: an unknown key is an error
+// naming the key and its line, and durations need a unit ("30s").
+func loadConfig(path string) (mqnode.Config, error) {
+	var cfg mqnode.Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		if strings.Contains(err.Error(), "into time.Duration") {
+			err = fmt.Errorf("%w\n  (a duration is a number with a unit: 500ms, 30s, 10m, 12h)", err)
+		}
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("config %s: want one YAML document, found more", path)
+	}
+	return cfg, nil
+}
+
+// bindConfigFlags registers a flag for every key of mqnode.Config, bound to
+// c's fields. The flag of a key is its YAML name with '-' for '_'; the keys
+// of queue_defaults drop the prefix (--max-attempts), and --queue declares
+// entries of queues. Registering leaves c unchanged.
+func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
+	fs.StringVar(&c.Name, "name", c.Name, "node name, unique in its IDC; a subject token (the default is the host name)")
+	fs.StringVar(&c.IDC, "idc", c.IDC, "IDC (data centre) of the node; a subject token")
+	fs.StringVar(&c.DataDir, "data", c.DataDir, "directory of the node's Badger store")
+	fs.StringVar(&c.Listen, "listen", c.Listen, `NATS client address host:port (port 0 picks one; "none": in-process clients only)`)
+	fs.Var(durabilityValue{&c.Durability}, "durability", "when an enqueue is acknowledged: fsync (survives power loss) or async (survives kill -9)")
+	fs.IntVar(&c.MaxPayload, "max-payload", c.MaxPayload, "largest task payload accepted, in bytes")
+	fs.IntVar(&c.NATSMaxPayload, "nats-max-payload", c.NATSMaxPayload, "largest NATS message (one batch request), in bytes")
+	fs.VarPF(boolPtrValue{&c.AutoCreateQueues}, "auto-create-queues", "", "create a queue on its first enqueue or pull; when false only declared queues exist").NoOptDefVal = "true"
+	fs.Var(queueNamesValue{&c.Queues}, "queue", "declare a queue with the default settings (repeatable; per-queue settings only in the config file)")
+	fs.DurationVar(&c.DefaultLease, "default-lease", c.DefaultLease, "lease (visibility timeout) of a pull that names none")
+	fs.DurationVar(&c.MaxLease, "max-lease", c.MaxLease, "longest lease or extension")
+	fs.DurationVar(&c.MaxPullWait, "max-pull-wait", c.MaxPullWait, "longest long-poll wait of a pull")
+	fs.IntVar(&c.MaxPullBatch, "max-pull-batch", c.MaxPullBatch, "most tasks one pull returns")
+	fs.IntVar(&c.MaxEnqueueBatch, "max-enqueue-batch", c.MaxEnqueueBatch, "most tasks one enqueue request carries")
+	fs.IntVar(&c.ReadyBuffer, "ready-buffer", c.ReadyBuffer, "ready tasks kept in memory per queue (the rest is paged from disk)")
+	fs.IntVar(&c.ReadyBufferBytes, "ready-buffer-bytes", c.ReadyBufferBytes, "bytes of ready tasks kept in memory per queue")
+	fs.DurationVar(&c.GCInterval, "gc-interval", c.GCInterval, "interval of Badger's value-log GC")
+	fs.Int64Var(&c.MemTableSize, "memtable-size", c.MemTableSize, "Badger memtable size, in bytes")
+	fs.Int64Var(&c.BlockCacheSize, "block-cache-size", c.BlockCacheSize, "Badger block cache size, in bytes")
+	fs.Int64Var(&c.IndexCacheSize, "index-cache-size", c.IndexCacheSize, "Badger index cache size, in bytes")
+	q := &c.QueueDefaults
+	fs.Uint32Var(&q.MaxAttempts, "max-attempts", q.MaxAttempts, "queue default: deliveries before a task goes to the dead letter queue")
+	fs.DurationVar(&q.BackoffBase, "backoff-base", q.BackoffBase, "queue default: first retry delay after a nack (doubles per attempt)")
+	fs.DurationVar(&q.BackoffMax, "backoff-max", q.BackoffMax, "queue default: longest retry delay")
+	fs.DurationVar(&q.Retention, "retention", q.Retention, "queue default: how long a task may wait before it is dead-lettered as expired (negative: forever)")
+	fs.DurationVar(&q.DedupWindow, "dedup-window", q.DedupWindow, "queue default: how long a producer dedup key is remembered")
+}
+
+// applyConfigFlags copies onto c the config flags that were set on fs
+// (Changed), so a flag overrides the file only when given.
+func applyConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) error {
+	onto := pflag.NewFlagSet("config", pflag.ContinueOnError)
+	bindConfigFlags(onto, c)
+	var errs []error
+	onto.VisitAll(func(f *pflag.Flag) {
+		if set := fs.Lookup(f.Name); set != nil && set.Changed {
+			errs = append(errs, onto.Set(f.Name, set.Value.String()))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// durabilityValue is the --durability flag.
+type durabilityValue struct{ p *mqnode.Durability }
+
+func (v durabilityValue) String() string { return string(*v.p) }
+func (v durabilityValue) Type() string   { return "fsync|async" }
+func (v durabilityValue) Set(s string) error {
+	switch d := mqnode.Durability(s); d {
+	case mqnode.DurabilityFsync, mqnode.DurabilityAsync:
+		*v.p = d
+		return nil
+	}
+	return fmt.Errorf("want %s or %s", mqnode.DurabilityFsync, mqnode.DurabilityAsync)
+}
+
+// boolPtrValue is a flag for a *bool field (nil: the default).
+type boolPtrValue struct{ p **bool }
+
+func (v boolPtrValue) Type() string { return "bool" }
+func (v boolPtrValue) String() string {
+	if *v.p == nil {
+		return ""
+	}
+	return strconv.FormatBool(**v.p)
+}
+func (v boolPtrValue) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*v.p = &b
+	return nil
+}
+
+// queueNamesValue declares queues (comma-separated or repeated); a queue
+// the file already configures keeps its settings.
+type queueNamesValue struct {
+	p *map[string]mqnode.QueueConfig
+}
+
+func (v queueNamesValue) Type() string { return "name" }
+func (v queueNamesValue) String() string {
+	names := make([]string, 0, len(*v.p))
+	for name := range *v.p {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ",")
+}
+func (v queueNamesValue) Set(s string) error {
+	if *v.p == nil {
+		*v.p = map[string]mqnode.QueueConfig{}
+	}
+	for name := range strings.SplitSeq(s, ",") {
+		if _, ok := (*v.p)[name]; !ok {
+			(*v.p)[name] = mqnode.QueueConfig{}
+		}
+	}
+	return nil
+}
