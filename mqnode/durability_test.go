@@ -325,3 +325,28 @@ func TestStopIsIdempotentAndSafeBeforeStart(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+func TestStartFailsFastWhenPortTaken(t *testing.T) {
+	n1, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer n1.Stop(context.Background())
+	addr := strings.TrimPrefix(n1.ClientURL(), "nats://")
+	n2, err := New(Config{DataDir: t.TempDir(), Listen: addr, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = n2.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("second node on %s: %v", addr, err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("took %s to report a taken port", el)
+	}
+	_ = n2.Stop(context.Background())
+}

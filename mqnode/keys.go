@@ -3,6 +3,7 @@ package mqnode
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
 )
 
 // Key layout in Badger. Every queue-scoped key is prefix byte, queue-name
@@ -70,12 +71,12 @@ func metaKey(queue string) []byte {
 func deadID(seq uint64) string { return fmt.Sprintf("%016x", seq) }
 
 func parseDeadID(s string) (uint64, error) {
-	var seq uint64
 	if len(s) != 16 {
 		return 0, fmt.Errorf("%w: dead id %q is not 16 hex digits", ErrBadRequest, s)
 	}
-	if _, err := fmt.Sscanf(s, "%016x", &seq); err != nil {
-		return 0, fmt.Errorf("%w: dead id %q: %w", ErrBadRequest, s, err)
+	seq, err := strconv.ParseUint(s, 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: dead id %q is not 16 hex digits", ErrBadRequest, s)
 	}
 	return seq, nil
 }

@@ -76,14 +76,23 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.ns, err = server.NewServer(opts); err != nil {
 		return fmt.Errorf("mqnode: nats server: %w", err)
 	}
-	n.ns.SetLoggerV2(natsLogger{n.log.With("component", "nats")}, false, false, false)
+	fatal := make(chan string, 1)
+	n.ns.SetLoggerV2(natsLogger{l: n.log.With("component", "nats"), fatal: fatal}, false, false, false)
 	go n.ns.Start()
 	wait := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		wait = time.Until(dl)
 	}
-	if !n.ns.ReadyForConnections(wait) {
-		return fmt.Errorf("mqnode: nats server not ready within %s", wait)
+	// Poll readiness so a fatal start error (port in use) fails at once.
+	for deadline := time.Now().Add(wait); !n.ns.ReadyForConnections(50 * time.Millisecond); {
+		select {
+		case msg := <-fatal:
+			return fmt.Errorf("mqnode: nats server on %s: %s", n.cfg.Listen, msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("mqnode: nats server not ready within %s", wait)
+		}
 	}
 	if n.nc, err = nats.Connect("", nats.InProcessServer(n.ns), nats.Name("mqnode-"+n.cfg.Name), nats.MaxReconnects(-1)); err != nil {
 		return fmt.Errorf("mqnode: in-process connection: %w", err)
@@ -197,12 +206,23 @@ func (n *Node) ReleaseWorker(workerID string) int {
 	return n.st.releaseWorker(workerID)
 }
 
-// natsLogger routes the embedded server's logs to slog.
-type natsLogger struct{ l *slog.Logger }
+// natsLogger routes the embedded server's logs to slog; the first fatal
+// message also goes to fatal, which Start watches.
+type natsLogger struct {
+	l     *slog.Logger
+	fatal chan<- string
+}
 
 func (g natsLogger) Noticef(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
 func (g natsLogger) Warnf(f string, a ...any)   { g.l.Warn(fmt.Sprintf(f, a...)) }
-func (g natsLogger) Fatalf(f string, a ...any)  { g.l.Error(fmt.Sprintf(f, a...)) }
-func (g natsLogger) Errorf(f string, a ...any)  { g.l.Error(fmt.Sprintf(f, a...)) }
-func (g natsLogger) Debugf(f string, a ...any)  {}
-func (g natsLogger) Tracef(f string, a ...any)  {}
+func (g natsLogger) Fatalf(f string, a ...any) {
+	msg := fmt.Sprintf(f, a...)
+	g.l.Error(msg)
+	select {
+	case g.fatal <- msg:
+	default:
+	}
+}
+func (g natsLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
+func (g natsLogger) Debugf(f string, a ...any) {}
+func (g natsLogger) Tracef(f string, a ...any) {}
