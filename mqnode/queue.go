@@ -187,17 +187,19 @@ func (q *queue) readyLocked(now int64) int64 {
 
 // refillLocked pages ready tasks from Badger into the window, starting past
 // the cursor. It never moves the cursor past the store's horizon (see
-// store.horizon), so no key that commits later can be skipped.
-func (q *queue) refillLocked(now int64) error {
+// store.horizon), so no key that commits later can be skipped. Records that
+// must move to the dead letter queue (corrupt, expired) are returned as
+// write ops for the caller to submit after releasing q.mu: the writer takes
+// q.mu in its after-commit hooks, so submitting under it could deadlock.
+func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 	maxN, maxBytes := q.s.cfg.ReadyBuffer, q.s.cfg.ReadyBufferBytes
 	if !q.dirty || len(q.buf) >= maxN || q.bufBytes >= maxBytes {
-		return nil
+		return nil, nil
 	}
 	limit := q.s.horizon()
 	q.dirty = false
 	prefix := queuePrefix(pfxTask, q.name)
-	var moves []*writeOp
-	err := q.s.db.View(func(txn *badger.Txn) error {
+	err = q.s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		if q.cursor == nil {
@@ -253,16 +255,20 @@ func (q *queue) refillLocked(now int64) error {
 		}
 		return nil
 	})
-	for _, op := range moves {
-		if serr := q.s.w.submit(op); serr != nil {
-			err = errors.Join(err, serr)
-		}
-	}
 	if err != nil {
 		q.dirty = true
-		return storageErr(err)
+		return moves, storageErr(err)
 	}
-	return nil
+	return moves, nil
+}
+
+// submitAll queues write ops (called without q.mu held).
+func (s *store) submitAll(ops []*writeOp) error {
+	var errs []error
+	for _, op := range ops {
+		errs = append(errs, s.w.submit(op))
+	}
+	return errors.Join(errs...)
 }
 
 // pull leases up to max ready tasks, waiting up to wait for the first one.
@@ -281,8 +287,9 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 		}
 		now := q.s.nowMs()
 		var err error
+		var moves []*writeOp
 		if len(q.buf) < max {
-			err = q.refillLocked(now)
+			moves, err = q.refillLocked(now)
 		}
 		out := make([]*wirepb.Delivery, 0, min(max, len(q.buf)))
 		n := 0
@@ -292,9 +299,7 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 			q.bufBytes -= e.size
 			q.undelayLocked(e.readyAt, now)
 			if e.task.ExpiresUnixMs != 0 && e.task.ExpiresUnixMs <= now {
-				if serr := q.s.w.submit(q.s.deadOp(q, e.key, e.task, nil, "expired: not consumed within its retention")); serr != nil {
-					err = serr
-				}
+				moves = append(moves, q.s.deadOp(q, e.key, e.task, nil, "expired: not consumed within its retention"))
 				continue
 			}
 			out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
@@ -305,6 +310,9 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 		ready := q.readyLocked(now)
 		wake := q.wake
 		q.mu.Unlock()
+		if serr := q.s.submitAll(moves); serr != nil && err == nil {
+			err = serr
+		}
 		if len(out) > 0 || err != nil || timeout == nil {
 			return out, ready, err
 		}

@@ -59,7 +59,7 @@ type counters struct {
 func (q *queue) stats() (*wirepb.QueueStats, error) {
 	q.mu.Lock()
 	now := q.s.nowMs()
-	err := q.refillLocked(now)
+	moves, err := q.refillLocked(now)
 	st := &wirepb.QueueStats{
 		Queue:   q.name,
 		Ready:   uint64(q.readyLocked(now)),
@@ -71,6 +71,9 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 		st.OldestReadyAgeMs = max(now-q.buf[0].readyAt, 0)
 	}
 	q.mu.Unlock()
+	if serr := q.s.submitAll(moves); serr != nil && err == nil {
+		err = serr
+	}
 	st.EnqueueRate, st.EnqueuedTotal = q.c.enqueued.rate(now)
 	st.AckRate, st.AckedTotal = q.c.acked.rate(now)
 	st.NackedTotal = q.c.nacked.Load()

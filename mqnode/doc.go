@@ -1,0 +1,98 @@
+// Package mqnode is one host's MQ node: a durable task store on the host's
+// own disk (Badger) with queue semantics, served over an embedded NATS
+// server by request/reply.
+//
+// # Running a node
+//
+//	n, err := mqnode.New(mqnode.Config{Name: "host1", IDC: "sh", DataDir: "/var/lib/mqmesh"})
+//	if err != nil { ... }               // the config is checked here
+//	if err := n.Start(ctx); err != nil { ... }
+//	defer n.Stop(context.Background()) // graceful; safe twice, safe before Start
+//
+// Clients in the same process use n.Client() (an in-process NATS
+// connection, no socket); others use mqnode.Dial(ctx, "nats://host:4222"),
+// which asks the server it reaches which node it is.
+//
+// # Producing
+//
+// Enqueue stores a batch of tasks and answers only once they are durable
+// under Config.Durability: "fsync" (default; concurrent enqueues share one
+// group-committed fsync, survives power loss) or "async" (written to the
+// OS; survives kill -9, not a power cut). Each task gets a UUIDv7 id. An
+// EnqueueItem may carry headers (trace context), a delay or absolute
+// not-before, a TTL (retention: a task not consumed in time goes to the dead
+// letter queue as expired), max attempts, and a producer dedup key: a retried
+// enqueue with the same key within the queue's DedupWindow returns the
+// original id with Duplicate set and stores nothing.
+//
+// # Consuming
+//
+// Pull is a long poll: it answers with up to MaxTasks leased tasks as soon
+// as any is ready, or empty when MaxWait ends (0 answers at once). Each
+// delivery carries a receipt naming that one delivery. Settle it with Ack,
+// in batches:
+//
+//   - ACK deletes the task. It may carry subtasks (streaming tasks), which
+//     are enqueued in the same Badger transaction as the delete: both happen
+//     or neither does.
+//   - NACK retries after an explicit delay or exponential backoff with
+//     jitter (QueueConfig.BackoffBase/BackoffMax); past MaxAttempts the task
+//     goes to the dead letter queue with its last error.
+//   - EXTEND moves the lease deadline while a handler is still running.
+//   - DEAD gives up at once: straight to the dead letter queue.
+//
+// A receipt whose lease expired (the task was delivered again), was settled,
+// or comes from an earlier run of the node is stale: ErrStaleReceipt, and
+// nothing changes. Lease expiry makes the task ready again with the attempt
+// counted. Delivery is at least once: handlers get the task id and attempt
+// number and should be idempotent.
+//
+// # Guarantees and their limits
+//
+//   - An acknowledged enqueue survives kill -9 (both durability modes) and,
+//     with fsync, power loss.
+//   - Lease state is memory only: after a crash every leased task is ready
+//     again, and the attempt number of a delivery in flight at the crash is
+//     not counted.
+//   - Order: within a queue, tasks are delivered in the order they became
+//     ready (enqueue time or not-before), by a node-wide sequence among
+//     equals. Retries go to the back, at their retry time.
+//   - Every stored record carries a CRC32C; a record that fails it is moved
+//     to the dead letter queue with the reason and its raw bytes, never
+//     delivered.
+//   - Retention is enforced when a task reaches the head of its queue: it is
+//     never delivered after it expired, and it is moved to the dead letter
+//     queue then.
+//
+// # Memory and disk
+//
+// The backlog lives on disk. Each queue keeps a bounded window of its next
+// ready tasks in memory (Config.ReadyBuffer, ReadyBufferBytes) and pages the
+// rest in from Badger by cursor; keys sort by ready time, so the cursor never
+// walks back over acked tasks' tombstones. Badger's caches are sized by
+// config (MemTableSize, BlockCacheSize, IndexCacheSize), and value-log GC
+// runs every GCInterval, so RSS stays flat as the backlog grows and disk use
+// stays bounded under churn.
+//
+// # Wire
+//
+// Requests are protobuf messages (package wirepb, schema wire.proto) on
+// mq.<idc>.<node>.<op> with op one of enq, pull, ack, stat, dlq, info. Every
+// reply carries an Error with a stable Code; the Client maps codes back to
+// this package's sentinels, so errors.Is(err, mqnode.ErrStaleReceipt) works
+// across the wire. Every name that becomes a subject token (IDC, node,
+// queue, worker id) is validated (internal/subject): a queue called "a.>"
+// is refused, never obeyed. Malformed requests get BAD_REQUEST and the node
+// keeps serving; a payload over Config.MaxPayload is refused before anything
+// is written.
+//
+// # Concurrency
+//
+// All writes go through one writer goroutine that gathers whatever
+// operations are waiting into one transaction, hence one fsync (group
+// commit). Lock order: store.qmu → queue.mu → leaseTable.mu →
+// store.clockMu; nothing submits a write while holding queue.mu, because the
+// writer takes queue.mu after each commit. A cursor never passes a key that
+// may still commit below it: scans stop at the first stamp of the write group
+// in flight (store.horizon).
+package mqnode
