@@ -49,6 +49,10 @@ type store struct {
 	once   sync.Once
 }
 
+// valueThreshold: values at least this large go to Badger's value log
+// (reclaimed by value-log GC); smaller ones live in the LSM tree.
+const valueThreshold = 16 << 10
+
 func openStore(cfg Config) (*store, error) {
 	opts := badger.DefaultOptions(cfg.DataDir).
 		WithLogger(badgerLogger{cfg.Logger.With("component", "badger")}).
@@ -57,7 +61,7 @@ func openStore(cfg Config) (*store, error) {
 		WithNumMemtables(3).
 		WithBlockCacheSize(cfg.BlockCacheSize).
 		WithIndexCacheSize(cfg.IndexCacheSize).
-		WithValueThreshold(64 << 10).
+		WithValueThreshold(valueThreshold).
 		WithCompression(options.None).
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(false)
