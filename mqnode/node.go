@@ -12,6 +12,9 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mqmesh/mqmesh/internal/subject"
 )
 
 // Version is the node software version reported in NodeInfo.
@@ -36,8 +39,57 @@ type Node struct {
 	svc *service
 
 	// NATSOptions, when set before Start, may adjust the embedded server's
-	// options (the mesh uses it to add routes and gateways).
+	// options (the mesh uses it to add routes and gateways). It is called
+	// again by ReloadNATS.
 	NATSOptions func(*server.Options)
+
+	extraOps map[string]OpHandler
+}
+
+// OpHandler serves one extra operation on the node's subject prefix: it gets
+// the request body and returns the reply message. It runs on its own
+// goroutine and must honour ctx (cancelled at Stop).
+type OpHandler func(ctx context.Context, body []byte) proto.Message
+
+// HandleOp adds an operation served on mq.<idc>.<name>.<op> (e.g. the
+// mesh's "members"). Call it before Start; op must be a valid subject token
+// not used by the node itself.
+func (n *Node) HandleOp(op string, h OpHandler) error {
+	if err := subject.Validate("op", op); err != nil {
+		return err
+	}
+	switch op {
+	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo:
+		return fmt.Errorf("mqnode: op %q is built in", op)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.started {
+		return errors.New("mqnode: HandleOp after Start")
+	}
+	if n.extraOps == nil {
+		n.extraOps = map[string]OpHandler{}
+	}
+	n.extraOps[op] = h
+	return nil
+}
+
+// ReloadNATS rebuilds the embedded server's options (calling NATSOptions
+// again) and hot-reloads them: e.g. cluster routes added or removed.
+func (n *Node) ReloadNATS() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ns == nil || n.stopped {
+		return ErrClosed
+	}
+	opts, err := n.natsOptions()
+	if err != nil {
+		return err
+	}
+	if err := n.ns.ReloadOptions(opts); err != nil {
+		return fmt.Errorf("mqnode: reload nats options: %w", err)
+	}
+	return nil
 }
 
 // New checks cfg (after applying defaults) and returns a Node ready to Start.

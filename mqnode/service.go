@@ -55,6 +55,9 @@ func (s *service) start() error {
 	ops := map[string]func(context.Context, []byte) proto.Message{
 		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info,
 	}
+	for op, h := range s.n.extraOps {
+		ops[op] = h
+	}
 	prefix := Subject(cfg.IDC, cfg.Name, "")
 	route := func(m *nats.Msg) {
 		h := ops[m.Subject[len(prefix):]]

@@ -1,0 +1,285 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mqmesh/mqmesh/mesh/meshpb"
+	"github.com/mqmesh/mqmesh/mqnode"
+)
+
+// OpMembers is the node operation that answers with the membership as that
+// node sees it (mq.<idc>.<node>.members).
+const OpMembers = "members"
+
+// NodeAgentConfig configures a node that is a member of the mesh.
+type NodeAgentConfig struct {
+	// Node is the MQ node's config; its IDC and Name are the member's.
+	Node mqnode.Config
+	// Mesh is the gossip config; its Meta is filled in by the agent.
+	Mesh Config
+	// Host names this host in the membership. Default: the OS host name.
+	Host string
+	// ClusterListen and GatewayListen are the NATS route and gateway
+	// addresses (host:port; port 0 picks a free one, which is gossiped).
+	// Defaults: the host of Node.Listen with port 0.
+	ClusterListen string
+	GatewayListen string
+}
+
+// NodeAgent runs an MQ node as a mesh member: it joins gossip first, starts
+// the node's NATS server with routes to its IDC's nodes and gateways to the
+// other IDCs as gossip reports them, gossips its own NATS addresses, keeps
+// routes in step with membership, and returns a dead worker's leased tasks
+// to ready as soon as gossip declares it dead.
+type NodeAgent struct {
+	cfg  NodeAgentConfig
+	log  *slog.Logger
+	Mesh *Mesh
+	Node *mqnode.Node
+
+	mu       sync.Mutex
+	topo     Topology
+	gateways []*server.RemoteGatewayOpts // fixed at start: gateways cannot be reloaded
+
+	sub    *Subscription
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+	stopMu sync.Mutex
+}
+
+// NewNodeAgent checks the configs and builds the agent.
+func NewNodeAgent(cfg NodeAgentConfig) (*NodeAgent, error) {
+	cfg.Node = cfg.Node.WithDefaults()
+	if cfg.Node.Listen == mqnode.ListenNone {
+		return nil, errors.New("mesh: a mesh node needs a NATS listen address (not \"none\")")
+	}
+	host, _, err := net.SplitHostPort(cfg.Node.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: node listen %q: %w", cfg.Node.Listen, err)
+	}
+	if cfg.ClusterListen == "" {
+		cfg.ClusterListen = net.JoinHostPort(host, "0")
+	}
+	if cfg.GatewayListen == "" {
+		cfg.GatewayListen = net.JoinHostPort(host, "0")
+	}
+	if cfg.Host == "" {
+		cfg.Host = mqnode.DefaultName()
+	}
+	cfg.Mesh.Meta = Meta{Role: RoleNode, IDC: cfg.Node.IDC, Host: cfg.Host, Name: cfg.Node.Name, Version: mqnode.Version}
+	if cfg.Mesh.Logger == nil {
+		cfg.Mesh.Logger = cfg.Node.Logger
+	}
+	m, err := New(cfg.Mesh)
+	if err != nil {
+		return nil, err
+	}
+	n, err := mqnode.New(cfg.Node)
+	if err != nil {
+		return nil, err
+	}
+	a := &NodeAgent{cfg: cfg, Mesh: m, Node: n, stop: make(chan struct{}),
+		log: cfg.Node.Logger.With("component", "mesh-agent", "node", cfg.Node.Name, "idc", cfg.Node.IDC)}
+	n.NATSOptions = a.natsOptions
+	if err := n.HandleOp(OpMembers, a.members); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func splitListen(field, addr string) (string, int, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("mesh: %s %q: %w", field, addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("mesh: %s %q: bad port", field, addr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return h, port, nil
+}
+
+// natsOptions adds the IDC cluster and the gateways to the node's server.
+func (a *NodeAgent) natsOptions(o *server.Options) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	idc := a.cfg.Node.IDC
+	ch, cp, _ := splitListen("cluster_listen", a.cfg.ClusterListen)
+	gh, gp, _ := splitListen("gateway_listen", a.cfg.GatewayListen)
+	o.Cluster = server.ClusterOpts{Name: idc, Host: ch, Port: cp}
+	o.Routes = a.topo.Routes
+	o.Gateway = server.GatewayOpts{Name: idc, Host: gh, Port: gp, Gateways: a.gateways}
+}
+
+// Start joins the mesh, starts the node with the topology gossip reported,
+// and publishes the node's NATS addresses.
+func (a *NodeAgent) Start(ctx context.Context) (err error) {
+	if _, _, err := splitListen("cluster_listen", a.cfg.ClusterListen); err != nil {
+		return err
+	}
+	if _, _, err := splitListen("gateway_listen", a.cfg.GatewayListen); err != nil {
+		return err
+	}
+	a.sub = a.Mesh.Subscribe(1024)
+	if err := a.Mesh.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = a.Mesh.Shutdown()
+			_ = a.Node.Stop(context.Background())
+		}
+	}()
+	a.mu.Lock()
+	a.topo = TopologyFor(a.Mesh.Self(), a.Mesh.Members())
+	for idc, urls := range a.topo.Gateways {
+		a.gateways = append(a.gateways, &server.RemoteGatewayOpts{Name: idc, URLs: urls})
+	}
+	a.mu.Unlock()
+	if err := a.Node.Start(ctx); err != nil {
+		return err
+	}
+	ns := a.Node.Server()
+	adv := a.cfg.Mesh.AdvertiseAddr
+	if adv == "" {
+		adv = a.cfg.Mesh.WithDefaults().BindAddr
+	}
+	if err := a.Mesh.UpdateMeta(func(m *Meta) {
+		m.NATSClient = ns.ClientURL()
+		m.NATSCluster = "nats-route://" + advertised(ns.ClusterAddr(), adv)
+		m.NATSGateway = "nats://" + advertised(ns.GatewayAddr(), adv)
+	}); err != nil {
+		return fmt.Errorf("mesh: publish nats addresses: %w", err)
+	}
+	a.mu.Lock()
+	nRoutes, nGateways := len(a.topo.Routes), len(a.gateways)
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go a.watch()
+	a.log.Info("node joined the mesh", "routes", nRoutes, "gateways", nGateways)
+	return nil
+}
+
+// advertised renders a listener address, replacing an unspecified IP
+// (0.0.0.0) with the advertise address.
+func advertised(addr *net.TCPAddr, adv string) string {
+	if addr == nil {
+		return ""
+	}
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = adv
+	}
+	return net.JoinHostPort(host, strconv.Itoa(addr.Port))
+}
+
+// watch follows membership: routes for node changes in this IDC, lease
+// release for dead workers.
+func (a *NodeAgent) watch() {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case ev := <-a.sub.C:
+			a.handle(ev)
+		}
+	}
+}
+
+func (a *NodeAgent) handle(ev Event) {
+	mb := ev.Member
+	switch mb.Meta.Role {
+	case RoleWorker:
+		if ev.Type == EventFail || ev.Type == EventLeave {
+			if n := a.Node.ReleaseWorker(mb.Meta.Name); n > 0 {
+				a.log.Info("released the leases of a worker that left the mesh", "worker", mb.Meta.Name, "event", ev.Type, "tasks", n)
+			}
+		}
+	case RoleNode:
+		if mb.Meta.IDC != a.cfg.Node.IDC || mb.Meta.Name == a.cfg.Node.Name {
+			return
+		}
+		topo := TopologyFor(a.Mesh.Self(), a.Mesh.Members())
+		a.mu.Lock()
+		changed := !sameURLs(topo.Routes, a.topo.Routes)
+		a.topo.Routes = topo.Routes
+		a.mu.Unlock()
+		if changed {
+			if err := a.Node.ReloadNATS(); err != nil {
+				a.log.Warn("route reload failed", "err", err)
+			} else {
+				a.log.Info("routes follow membership", "routes", len(topo.Routes), "event", ev.Type, "member", mb.ID)
+			}
+		}
+	}
+}
+
+// Stop leaves the mesh gracefully (others see "left") and stops the node.
+// Safe to call twice.
+func (a *NodeAgent) Stop(ctx context.Context) error {
+	return a.shutdown(ctx, true)
+}
+
+// Kill stops gossip without a leave, as a crash would (others detect a
+// failure), then stops the node. For tests and the simulator.
+func (a *NodeAgent) Kill() error {
+	return a.shutdown(context.Background(), false)
+}
+
+func (a *NodeAgent) shutdown(ctx context.Context, graceful bool) error {
+	var err error
+	a.once.Do(func() {
+		close(a.stop)
+		a.wg.Wait()
+		if a.sub != nil {
+			a.sub.Close()
+		}
+		var errM error
+		if graceful {
+			errM = a.Mesh.Leave(2 * time.Second)
+		} else {
+			errM = a.Mesh.Shutdown()
+		}
+		err = errors.Join(errM, a.Node.Stop(ctx))
+	})
+	return err
+}
+
+// members answers OpMembers.
+func (a *NodeAgent) members(ctx context.Context, body []byte) proto.Message {
+	var req meshpb.MembersRequest
+	if err := proto.Unmarshal(body, &req); err != nil {
+		return &meshpb.MembersReply{Error: "bad request: " + err.Error()}
+	}
+	return MembersReply(a.Mesh)
+}
+
+// MembersReply renders the membership as the wire reply.
+func MembersReply(m *Mesh) *meshpb.MembersReply {
+	rep := &meshpb.MembersReply{Self: m.Self().memberID()}
+	for _, mb := range m.Members() {
+		meta := mb.Meta
+		rep.Members = append(rep.Members, &meshpb.Member{
+			Id: mb.ID, State: stateToPB[mb.State], GossipAddr: mb.Addr, SinceUnixMs: mb.Since.UnixMilli(),
+			Meta: &meshpb.Meta{Role: roleToPB(meta.Role), Idc: meta.IDC, Host: meta.Host, Name: meta.Name, Node: meta.Node,
+				NatsClient: meta.NATSClient, NatsCluster: meta.NATSCluster, NatsGateway: meta.NATSGateway,
+				Version: meta.Version, Leaving: meta.Leaving},
+		})
+	}
+	return rep
+}

@@ -1,0 +1,213 @@
+package mesh
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/mqmesh/mqmesh/internal/subject"
+)
+
+// Profile selects memberlist timings, as memberlist's own
+// DefaultLANConfig / DefaultWANConfig / DefaultLocalConfig.
+type Profile string
+
+const (
+	// ProfileLAN suits members inside one IDC: failure detected in about
+	// 5 s (probe 1 s, suspicion 4 × log10(n) probes).
+	ProfileLAN Profile = "lan"
+	// ProfileWAN suits a mesh spanning IDCs over slower links: probe 5 s,
+	// suspicion 6 × log10(n) probes; failure detected in tens of seconds.
+	ProfileWAN Profile = "wan"
+	// ProfileLocal suits one machine (tests, the simulator): probe 1 s with
+	// a 200 ms timeout, suspicion 3 × log10(n) probes; failure in ~2–4 s.
+	ProfileLocal Profile = "local"
+)
+
+// GossipKeyEnv names the environment variable that may hold the gossip
+// encryption key (base64 of 16, 24 or 32 bytes) when Config.SecretKey is
+// empty.
+const GossipKeyEnv = "MQMESH_GOSSIP_KEY"
+
+// Defaults of Config.
+const (
+	DefaultBindAddr = "127.0.0.1"
+	DefaultBindPort = 7946
+	DefaultProfile  = ProfileLAN
+	DefaultJoinWait = 10 * time.Second
+	// DefaultRetain is how long failed and left members stay listed.
+	DefaultRetain = time.Hour
+)
+
+// Config configures a mesh member.
+type Config struct {
+	// Meta describes this member (role, IDC, host, name, addresses). Role,
+	// IDC and Name are required; Name and IDC are subject tokens.
+	Meta Meta `yaml:"-"`
+	// BindAddr and BindPort are the gossip (UDP+TCP) address. Port 0 picks
+	// a free port. Defaults 127.0.0.1 and 7946.
+	BindAddr string `yaml:"bind"`
+	BindPort int    `yaml:"port"`
+	// AdvertiseAddr is the address others reach this member at, when it
+	// differs from BindAddr (e.g. binding 0.0.0.0). Default: BindAddr.
+	AdvertiseAddr string `yaml:"advertise"`
+	// Seeds are gossip addresses (host:port) of any existing members; one
+	// reachable seed is enough. Empty: start a new mesh.
+	Seeds []string `yaml:"seeds"`
+	// Profile selects failure-detection timings: lan (default), wan, local.
+	Profile Profile `yaml:"profile"`
+	// SecretKey encrypts gossip: base64 of a 16, 24 or 32 byte key. Empty:
+	// taken from $MQMESH_GOSSIP_KEY; empty there too: no encryption.
+	SecretKey string `yaml:"secret_key"`
+	// JoinWait bounds the initial join. Default 10s.
+	JoinWait time.Duration `yaml:"join_wait"`
+	// Retain is how long failed and left members stay in Members(). 1h.
+	Retain time.Duration `yaml:"retain"`
+	// Logger receives the member's logs. Default slog.Default().
+	Logger *slog.Logger `yaml:"-"`
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.BindAddr == "" {
+		c.BindAddr = DefaultBindAddr
+	}
+	if c.Profile == "" {
+		c.Profile = DefaultProfile
+	}
+	if c.JoinWait == 0 {
+		c.JoinWait = DefaultJoinWait
+	}
+	if c.Retain == 0 {
+		c.Retain = DefaultRetain
+	}
+	if c.SecretKey == "" {
+		c.SecretKey = os.Getenv(GossipKeyEnv)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate checks a defaulted config and names the bad field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Meta.Role != RoleNode && c.Meta.Role != RoleWorker {
+		errs = append(errs, fmt.Errorf("meta.role %q: want node or worker", c.Meta.Role))
+	}
+	if err := subject.Validate("idc", c.Meta.IDC); err != nil {
+		errs = append(errs, err)
+	}
+	if err := subject.Validate("name", c.Meta.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Meta.Node != "" {
+		if err := subject.Validate("node", c.Meta.Node); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if net.ParseIP(c.BindAddr) == nil {
+		errs = append(errs, fmt.Errorf("bind %q: not an IP address", c.BindAddr))
+	}
+	if c.BindPort < 0 || c.BindPort > 65535 {
+		errs = append(errs, fmt.Errorf("port %d: out of range", c.BindPort))
+	}
+	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
+		errs = append(errs, fmt.Errorf("advertise %q: not an IP address", c.AdvertiseAddr))
+	}
+	for _, s := range c.Seeds {
+		if _, p, err := net.SplitHostPort(s); err != nil {
+			errs = append(errs, fmt.Errorf("seed %q: want host:port: %w", s, err))
+		} else if _, err := strconv.Atoi(p); err != nil {
+			errs = append(errs, fmt.Errorf("seed %q: bad port", s))
+		}
+	}
+	switch c.Profile {
+	case ProfileLAN, ProfileWAN, ProfileLocal:
+	default:
+		errs = append(errs, fmt.Errorf("profile %q: want lan, wan or local", c.Profile))
+	}
+	if _, err := c.secretKey(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.JoinWait < 0 || c.Retain < 0 {
+		errs = append(errs, errors.New("join_wait, retain: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) secretKey() ([]byte, error) {
+	if c.SecretKey == "" {
+		return nil, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(c.SecretKey)
+	if err != nil {
+		return nil, fmt.Errorf("secret_key: not base64: %w", err)
+	}
+	switch len(k) {
+	case 16, 24, 32:
+		return k, nil
+	}
+	return nil, fmt.Errorf("secret_key: %d bytes, want 16, 24 or 32", len(k))
+}
+
+// memberlistConfig builds the memberlist configuration of a profile.
+func (c Config) memberlistConfig() (*memberlist.Config, error) {
+	var mc *memberlist.Config
+	switch c.Profile {
+	case ProfileWAN:
+		mc = memberlist.DefaultWANConfig()
+	case ProfileLocal:
+		mc = memberlist.DefaultLocalConfig()
+	default:
+		mc = memberlist.DefaultLANConfig()
+	}
+	// A member that comes back at a new address (a restarted host with a
+	// new port) is accepted once it has been dead this long.
+	switch c.Profile {
+	case ProfileLocal:
+		mc.DeadNodeReclaimTime = time.Second
+	case ProfileWAN:
+		mc.DeadNodeReclaimTime = 30 * time.Second
+	default:
+		mc.DeadNodeReclaimTime = 10 * time.Second
+	}
+	mc.BindAddr = c.BindAddr
+	mc.BindPort = c.BindPort
+	mc.AdvertiseAddr = c.AdvertiseAddr
+	if c.AdvertiseAddr == "" {
+		mc.AdvertiseAddr = c.BindAddr
+	}
+	mc.AdvertisePort = c.BindPort
+	key, err := c.secretKey()
+	if err != nil {
+		return nil, err
+	}
+	mc.SecretKey = key
+	mc.LogOutput = slogWriter{c.Logger.With("component", "memberlist")}
+	return mc, nil
+}
+
+// slogWriter turns memberlist's log lines into slog records.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	msg := string(p)
+	switch {
+	case len(msg) > 0 && containsAny(msg, "[ERR]"):
+		w.l.Error(trimLog(msg))
+	case containsAny(msg, "[WARN]"):
+		w.l.Warn(trimLog(msg))
+	default:
+		w.l.Debug(trimLog(msg))
+	}
+	return len(p), nil
+}

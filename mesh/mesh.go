@@ -1,0 +1,338 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Member is one member of the mesh as this member sees it.
+type Member struct {
+	ID    string    `json:"id"` // memberlist name: role:idc:name
+	Meta  Meta      `json:"meta"`
+	State State     `json:"state"`
+	Addr  string    `json:"gossip_addr"` // host:port
+	Since time.Time `json:"since"`       // last state change
+}
+
+// EventType is the kind of a membership event.
+type EventType int
+
+const (
+	EventJoin   EventType = iota + 1 // a member joined (or rejoined)
+	EventUpdate                      // a member's metadata changed
+	EventLeave                       // a member left gracefully
+	EventFail                        // a member was detected dead
+)
+
+func (t EventType) String() string {
+	switch t {
+	case EventJoin:
+		return "join"
+	case EventUpdate:
+		return "update"
+	case EventLeave:
+		return "leave"
+	case EventFail:
+		return "fail"
+	}
+	return "unknown"
+}
+
+// Event is a membership change.
+type Event struct {
+	Type   EventType
+	Member Member
+}
+
+// Subscription receives membership events on C. Delivery never blocks the
+// gossip loop: when C is full the event is dropped and counted.
+type Subscription struct {
+	C       <-chan Event
+	c       chan Event
+	dropped atomic.Uint64
+	m       *Mesh
+}
+
+// Dropped is how many events were dropped because C was full.
+func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Close stops delivery (C is not closed, so readers select on their own
+// stop signal too).
+func (s *Subscription) Close() {
+	s.m.mu.Lock()
+	delete(s.m.subs, s)
+	s.m.mu.Unlock()
+}
+
+// Mesh is this process's membership in the gossip mesh.
+//
+// Lifecycle: New, Start once; then Leave (graceful: others see "left") or
+// Shutdown (as if crashed: others detect "failed"). Both are safe to call
+// twice and in either order.
+type Mesh struct {
+	cfg Config
+	log *slog.Logger
+	ml  *memberlist.Memberlist
+
+	mu      sync.Mutex
+	meta    Meta
+	members map[string]*Member
+	subs    map[*Subscription]struct{}
+	done    bool
+}
+
+// New checks cfg and returns a Mesh ready to Start.
+func New(cfg Config) (*Mesh, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("mesh: config: %w", err)
+	}
+	return &Mesh{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "mesh", "member", cfg.Meta.memberID()),
+		meta:    cfg.Meta,
+		members: map[string]*Member{},
+		subs:    map[*Subscription]struct{}{},
+	}, nil
+}
+
+// Start creates the gossip endpoint and joins the seeds (any one is
+// enough), retrying until Config.JoinWait. With no seeds it starts a mesh.
+func (m *Mesh) Start(ctx context.Context) error {
+	mc, err := m.cfg.memberlistConfig()
+	if err != nil {
+		return err
+	}
+	mc.Name = m.meta.memberID()
+	mc.Delegate = delegate{m}
+	mc.Events = events{m}
+	if _, err := m.meta.encode(); err != nil {
+		return err
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("mesh: gossip on %s:%d: %w", m.cfg.BindAddr, m.cfg.BindPort, err)
+	}
+	m.ml = ml
+	if len(m.cfg.Seeds) == 0 {
+		m.log.Info("started a new mesh", "gossip", m.GossipAddr())
+		return nil
+	}
+	deadline := time.Now().Add(m.cfg.JoinWait)
+	for {
+		n, err := ml.Join(m.cfg.Seeds)
+		if n > 0 {
+			m.log.Info("joined the mesh", "gossip", m.GossipAddr(), "contacted", n)
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			_ = ml.Shutdown()
+			return fmt.Errorf("mesh: join %v: %w", m.cfg.Seeds, errors.Join(err, ctx.Err()))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// GossipAddr is this member's gossip address (host:port).
+func (m *Mesh) GossipAddr() string {
+	n := m.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Self returns this member's own metadata.
+func (m *Mesh) Self() Meta {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.meta
+}
+
+// UpdateMeta changes this member's metadata and gossips it.
+func (m *Mesh) UpdateMeta(change func(*Meta)) error {
+	m.mu.Lock()
+	next := m.meta
+	change(&next)
+	next.Role, next.IDC, next.Name = m.meta.Role, m.meta.IDC, m.meta.Name // identity is fixed
+	if _, err := next.encode(); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	m.meta = next
+	m.mu.Unlock()
+	return m.ml.UpdateNode(5 * time.Second)
+}
+
+// Members returns every known member (alive, and failed or left ones for
+// Config.Retain), this one included, sorted by IDC, role, name.
+func (m *Mesh) Members() []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	out := make([]Member, 0, len(m.members))
+	for id, mb := range m.members {
+		if mb.State != StateAlive && now.Sub(mb.Since) > m.cfg.Retain {
+			delete(m.members, id)
+			continue
+		}
+		out = append(out, *mb)
+	}
+	slices.SortFunc(out, func(a, b Member) int {
+		if c := compare(a.Meta.IDC, b.Meta.IDC); c != 0 {
+			return c
+		}
+		if c := compare(string(a.Meta.Role), string(b.Meta.Role)); c != 0 {
+			return c
+		}
+		return compare(a.Meta.Name, b.Meta.Name)
+	})
+	return out
+}
+
+func compare(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Alive returns the alive members matching keep (nil: all).
+func (m *Mesh) Alive(keep func(Member) bool) []Member {
+	var out []Member
+	for _, mb := range m.Members() {
+		if mb.State == StateAlive && (keep == nil || keep(mb)) {
+			out = append(out, mb)
+		}
+	}
+	return out
+}
+
+// Subscribe returns a subscription to membership events with a buffer of
+// the given size (at least 1).
+func (m *Mesh) Subscribe(buffer int) *Subscription {
+	c := make(chan Event, max(buffer, 1))
+	s := &Subscription{C: c, c: c, m: m}
+	m.mu.Lock()
+	m.subs[s] = struct{}{}
+	m.mu.Unlock()
+	return s
+}
+
+// Leave announces a graceful leave (others see "left", not "failed"),
+// waits up to timeout for it to spread, and stops gossip.
+func (m *Mesh) Leave(timeout time.Duration) error {
+	m.mu.Lock()
+	if m.done || m.ml == nil {
+		m.mu.Unlock()
+		return nil
+	}
+	m.done = true
+	m.meta.Leaving = true
+	m.mu.Unlock()
+	// Gossip the intent first: memberlist reports leaves and deaths through
+	// one callback, so the intent is how others tell them apart.
+	errU := m.ml.UpdateNode(timeout / 2)
+	errL := m.ml.Leave(timeout / 2)
+	errS := m.ml.Shutdown()
+	m.log.Info("left the mesh")
+	return errors.Join(errU, errL, errS)
+}
+
+// Shutdown stops gossip without a leave, as a crash would: others detect
+// the failure.
+func (m *Mesh) Shutdown() error {
+	m.mu.Lock()
+	if m.done || m.ml == nil {
+		m.mu.Unlock()
+		return nil
+	}
+	m.done = true
+	m.mu.Unlock()
+	return m.ml.Shutdown()
+}
+
+// emitLocked delivers an event to every subscriber without blocking.
+func (m *Mesh) emitLocked(ev Event) {
+	for s := range m.subs {
+		select {
+		case s.c <- ev:
+		default:
+			s.dropped.Add(1)
+		}
+	}
+}
+
+func (m *Mesh) observe(n *memberlist.Node, typ EventType) {
+	meta, err := decodeMeta(n.Meta)
+	if err != nil {
+		m.log.Warn("ignoring member with bad metadata", "member", n.Name, "err", err)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mb := m.members[n.Name]
+	if mb == nil {
+		mb = &Member{ID: n.Name}
+		m.members[n.Name] = mb
+	}
+	prev := mb.State
+	mb.Meta = meta
+	mb.Addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	switch typ {
+	case EventJoin, EventUpdate:
+		mb.State = StateAlive
+	case EventLeave, EventFail:
+		// memberlist reports both through NotifyLeave; the leaving flag
+		// gossiped before a graceful leave tells them apart.
+		typ = EventFail
+		mb.State = StateFailed
+		if meta.Leaving {
+			typ = EventLeave
+			mb.State = StateLeft
+		}
+	}
+	if prev != mb.State {
+		mb.Since = time.Now()
+	}
+	if n.Name != m.meta.memberID() {
+		m.log.Debug("membership", "event", typ, "member", n.Name, "state", mb.State)
+	}
+	m.emitLocked(Event{Type: typ, Member: *mb})
+}
+
+type events struct{ m *Mesh }
+
+func (e events) NotifyJoin(n *memberlist.Node)   { e.m.observe(n, EventJoin) }
+func (e events) NotifyLeave(n *memberlist.Node)  { e.m.observe(n, EventFail) }
+func (e events) NotifyUpdate(n *memberlist.Node) { e.m.observe(n, EventUpdate) }
+
+type delegate struct{ m *Mesh }
+
+func (d delegate) NodeMeta(limit int) []byte {
+	d.m.mu.Lock()
+	defer d.m.mu.Unlock()
+	b, err := d.m.meta.encode()
+	if err != nil || len(b) > limit {
+		d.m.log.Error("member metadata too large", "bytes", len(b), "limit", limit)
+		return nil
+	}
+	return b
+}
+func (delegate) NotifyMsg([]byte)                           {}
+func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (delegate) LocalState(join bool) []byte                { return nil }
+func (delegate) MergeRemoteState(buf []byte, join bool)     {}
