@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mqmesh/mqmesh/backlog"
 	"github.com/mqmesh/mqmesh/mesh/meshpb"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
@@ -34,6 +36,10 @@ type NodeAgentConfig struct {
 	// Defaults: the host of Node.Listen with port 0.
 	ClusterListen string
 	GatewayListen string
+	// Backlog are the backlog publisher's per-tier policies (zero entries:
+	// defaults). NoBacklog turns the publisher off.
+	Backlog   [backlog.NumTiers]backlog.TierPolicy
+	NoBacklog bool
 }
 
 // NodeAgent runs an MQ node as a mesh member: it joins gossip first, starts
@@ -51,11 +57,13 @@ type NodeAgent struct {
 	topo     Topology
 	gateways []*server.RemoteGatewayOpts // fixed at start: gateways cannot be reloaded
 
-	sub    *Subscription
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	once   sync.Once
-	stopMu sync.Mutex
+	pub     *backlog.Publisher
+	pubConn *nats.Conn
+	sub     *Subscription
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+	stopMu  sync.Mutex
 }
 
 // NewNodeAgent checks the configs and builds the agent.
@@ -165,6 +173,11 @@ func (a *NodeAgent) Start(ctx context.Context) (err error) {
 	}); err != nil {
 		return fmt.Errorf("mesh: publish nats addresses: %w", err)
 	}
+	if !a.cfg.NoBacklog {
+		if a.pub, a.pubConn, err = StartPublisher(a.Node, a.cfg.Backlog); err != nil {
+			return err
+		}
+	}
 	a.mu.Lock()
 	nRoutes, nGateways := len(a.topo.Routes), len(a.gateways)
 	a.mu.Unlock()
@@ -246,6 +259,10 @@ func (a *NodeAgent) shutdown(ctx context.Context, graceful bool) error {
 	a.once.Do(func() {
 		close(a.stop)
 		a.wg.Wait()
+		if a.pub != nil {
+			a.pub.Stop()
+			a.pubConn.Close()
+		}
 		if a.sub != nil {
 			a.sub.Close()
 		}
@@ -282,4 +299,24 @@ func MembersReply(m *Mesh) *meshpb.MembersReply {
 		})
 	}
 	return rep
+}
+
+// StartPublisher starts the backlog publisher of a started node on its own
+// in-process connection; stop the publisher, then close the connection.
+func StartPublisher(n *mqnode.Node, policies [backlog.NumTiers]backlog.TierPolicy) (*backlog.Publisher, *nats.Conn, error) {
+	nc, err := n.Connect(nats.Name("backlog-publisher"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := n.Config()
+	p, err := backlog.NewPublisher(nc, backlog.PublisherConfig{
+		IDC: cfg.IDC, Node: cfg.Name, NATSClient: n.ClientURL(), Policies: policies,
+		Source: n.Levels, Logger: cfg.Logger,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	p.Start()
+	return p, nc, nil
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
@@ -58,6 +59,10 @@ type counters struct {
 // stats reports one queue.
 func (q *queue) stats() (*wirepb.QueueStats, error) {
 	q.mu.Lock()
+	if q.stopped {
+		q.mu.Unlock()
+		return nil, ErrClosed
+	}
 	now := q.s.nowMs()
 	moves, err := q.refillLocked(now)
 	st := &wirepb.QueueStats{
@@ -83,3 +88,44 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 }
 
 func sortStrings(s []string) { slices.Sort(s) }
+
+// QueueLevel is the backlog summary of one queue, for the backlog
+// publisher: cheap to compute, no I/O unless the ready window needs paging.
+type QueueLevel struct {
+	Queue       string
+	Ready       uint64
+	OldestReady time.Duration
+	EnqueueRate float64
+	DrainRate   float64
+}
+
+// Levels returns the backlog summary of every queue.
+func (n *Node) Levels() []QueueLevel {
+	n.mu.Lock()
+	st := n.st
+	stopped := n.stopped
+	n.mu.Unlock()
+	if st == nil || stopped {
+		return nil
+	}
+	names := st.queueNames()
+	sortStrings(names)
+	out := make([]QueueLevel, 0, len(names))
+	for _, name := range names {
+		st.qmu.RLock()
+		q := st.queues[name]
+		st.qmu.RUnlock()
+		if q == nil {
+			continue
+		}
+		s, err := q.stats()
+		if err != nil {
+			continue
+		}
+		out = append(out, QueueLevel{
+			Queue: name, Ready: s.Ready, OldestReady: time.Duration(s.OldestReadyAgeMs) * time.Millisecond,
+			EnqueueRate: s.EnqueueRate, DrainRate: s.AckRate,
+		})
+	}
+	return out
+}

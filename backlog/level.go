@@ -1,0 +1,101 @@
+package backlog
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"time"
+)
+
+// TierPolicy is how a node publishes one tier.
+type TierPolicy struct {
+	// Off disables the tier.
+	Off bool `yaml:"off"`
+	// High and Low bound the "has backlog" state with hysteresis: a queue
+	// enters it when ready >= High and leaves it when ready <= Low. Both
+	// crossings are published at once.
+	High uint64 `yaml:"high"`
+	Low  uint64 `yaml:"low"`
+	// MinInterval rate-limits changes inside the backlog state (level =
+	// 1 + log2(ready/High)): at most one notice per queue per MinInterval.
+	MinInterval time.Duration `yaml:"min_interval"`
+	// Heartbeat is the period of the node's heartbeat on this tier, and of a
+	// refresh of every queue in the backlog state, so a silent node is told
+	// apart from an idle one.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+}
+
+// DefaultPolicies are the publisher's defaults, nearest tier first: the
+// host tier hears every level change, the IDC tier a real backlog, the
+// global tier only a large one, each less often.
+var DefaultPolicies = [NumTiers]TierPolicy{
+	TierHost:   {High: 1, Low: 0, MinInterval: 100 * time.Millisecond, Heartbeat: time.Second},
+	TierIDC:    {High: 20, Low: 5, MinInterval: 500 * time.Millisecond, Heartbeat: 5 * time.Second},
+	TierGlobal: {High: 500, Low: 100, MinInterval: 2 * time.Second, Heartbeat: 15 * time.Second},
+}
+
+func (p TierPolicy) validate(t Tier) error {
+	if p.Off {
+		return nil
+	}
+	if p.High == 0 || p.Low >= p.High {
+		return fmt.Errorf("tier %s: need 0 <= low < high (low %d, high %d)", t, p.Low, p.High)
+	}
+	if p.MinInterval <= 0 || p.Heartbeat < p.MinInterval {
+		return fmt.Errorf("tier %s: need 0 < min_interval <= heartbeat", t)
+	}
+	return nil
+}
+
+// ValidatePolicies checks every tier's policy.
+func ValidatePolicies(ps [NumTiers]TierPolicy) error {
+	var errs []error
+	for _, t := range Tiers {
+		errs = append(errs, ps[t].validate(t))
+	}
+	return errors.Join(errs...)
+}
+
+// Level of a ready count in the backlog state: 1 at High, +1 per doubling.
+func (p TierPolicy) Level(ready uint64) uint32 {
+	if ready < p.High {
+		return 1
+	}
+	return 1 + uint32(bits.Len64(ready/p.High)) - 1
+}
+
+// queueState is the publisher's memory of one queue on one tier.
+type queueState struct {
+	in        bool
+	sentLevel uint32
+	lastSent  time.Time
+}
+
+// decide is the publisher's pure decision for one queue on one tier at
+// time now: whether to send a notice, and with which level (0 = no
+// backlog). It updates st when it says send.
+func (p TierPolicy) decide(st *queueState, ready uint64, now time.Time) (send bool, level uint32, heartbeat bool) {
+	wasIn := st.in
+	switch {
+	case !st.in && ready >= p.High:
+		st.in = true
+	case st.in && ready <= p.Low:
+		st.in = false
+	}
+	if st.in {
+		level = p.Level(ready)
+	}
+	since := now.Sub(st.lastSent)
+	switch {
+	case st.in != wasIn:
+		send = true // crossing: at once
+	case st.in && level != st.sentLevel && since >= p.MinInterval:
+		send = true
+	case st.in && since >= p.Heartbeat:
+		send, heartbeat = true, true
+	}
+	if send {
+		st.sentLevel, st.lastSent = level, now
+	}
+	return send, level, heartbeat
+}

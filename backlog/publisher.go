@@ -1,0 +1,182 @@
+package backlog
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mqmesh/mqmesh/backlog/backlogpb"
+	"github.com/mqmesh/mqmesh/internal/subject"
+	"github.com/mqmesh/mqmesh/mqnode"
+)
+
+// DefaultPoll is how often the publisher looks at the node's queues: the
+// bound on how late a crossing is published (plus NATS delivery).
+const DefaultPoll = 20 * time.Millisecond
+
+// PublisherConfig configures a node's backlog publisher.
+type PublisherConfig struct {
+	IDC, Node  string
+	NATSClient string // informational: where workers reach the node
+	// Policies per tier; the zero value of an entry means its default.
+	Policies [NumTiers]TierPolicy
+	// Poll is the observation period. Default 20ms.
+	Poll time.Duration
+	// Source returns the node's queues (mqnode.Node.Levels).
+	Source func() []mqnode.QueueLevel
+	Logger *slog.Logger
+	// Now overrides the clock (tests).
+	Now func() time.Time
+}
+
+func (c PublisherConfig) withDefaults() PublisherConfig {
+	for _, t := range Tiers {
+		if c.Policies[t] == (TierPolicy{}) {
+			c.Policies[t] = DefaultPolicies[t]
+		}
+	}
+	if c.Poll <= 0 {
+		c.Poll = DefaultPoll
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c PublisherConfig) validate() error {
+	var errs []error
+	errs = append(errs, subject.Validate("idc", c.IDC), subject.Validate("node", c.Node), ValidatePolicies(c.Policies))
+	if c.Source == nil {
+		errs = append(errs, errors.New("source: required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Publisher broadcasts a node's backlog levels on the tier subjects.
+// Start it once; Stop is safe twice.
+type Publisher struct {
+	cfg  PublisherConfig
+	nc   *nats.Conn
+	inc  uint64
+	seq  uint64
+	st   [NumTiers]map[string]*queueState
+	hb   [NumTiers]time.Time
+	sent [NumTiers]atomic.Uint64
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// NewPublisher checks cfg and returns a publisher that will send on nc.
+func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("backlog: publisher config: %w", err)
+	}
+	p := &Publisher{cfg: cfg, nc: nc, inc: uint64(cfg.Now().UnixNano()), stop: make(chan struct{})}
+	for _, t := range Tiers {
+		p.st[t] = map[string]*queueState{}
+	}
+	return p, nil
+}
+
+// Start begins publishing.
+func (p *Publisher) Start() {
+	p.wg.Add(1)
+	go p.run()
+}
+
+// Stop stops publishing and waits for the loop to end.
+func (p *Publisher) Stop() {
+	p.once.Do(func() {
+		close(p.stop)
+		p.wg.Wait()
+	})
+}
+
+// Sent is how many notices were published on a tier.
+func (p *Publisher) Sent(t Tier) uint64 { return p.sent[t].Load() }
+
+func (p *Publisher) run() {
+	defer p.wg.Done()
+	t := time.NewTicker(p.cfg.Poll)
+	defer t.Stop()
+	for {
+		p.Tick()
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Tick observes the node once and publishes what changed. The run loop
+// calls it every Poll; tests may call it directly (never concurrently).
+func (p *Publisher) Tick() {
+	now := p.cfg.Now()
+	levels := p.cfg.Source()
+	seen := make(map[string]bool, len(levels))
+	for _, ql := range levels {
+		seen[ql.Queue] = true
+		for _, tier := range Tiers {
+			pol := p.cfg.Policies[tier]
+			if pol.Off {
+				continue
+			}
+			st := p.st[tier][ql.Queue]
+			if st == nil {
+				st = &queueState{}
+				p.st[tier][ql.Queue] = st
+			}
+			if send, level, hb := pol.decide(st, ql.Ready, now); send {
+				p.publish(tier, ql, level, hb, now)
+			}
+		}
+	}
+	for _, tier := range Tiers {
+		pol := p.cfg.Policies[tier]
+		if pol.Off {
+			continue
+		}
+		for q := range p.st[tier] {
+			if !seen[q] {
+				delete(p.st[tier], q)
+			}
+		}
+		if now.Sub(p.hb[tier]) >= pol.Heartbeat {
+			p.hb[tier] = now
+			p.publish(tier, mqnode.QueueLevel{Queue: HeartbeatQueue}, 0, true, now)
+		}
+	}
+}
+
+func (p *Publisher) publish(tier Tier, ql mqnode.QueueLevel, level uint32, hb bool, now time.Time) {
+	p.seq++
+	b, err := proto.Marshal(&backlogpb.Notice{
+		Idc: p.cfg.IDC, Node: p.cfg.Node, Queue: ql.Queue, Ready: ql.Ready,
+		OldestReadyAgeMs: ql.OldestReady.Milliseconds(), EnqueueRate: ql.EnqueueRate, DrainRate: ql.DrainRate,
+		Seq: p.seq, Incarnation: p.inc, Level: level, Heartbeat: hb, SentUnixMs: now.UnixMilli(),
+		NatsClient: p.cfg.NATSClient,
+	})
+	if err != nil {
+		p.cfg.Logger.Error("encode backlog notice", "err", err)
+		return
+	}
+	if err := p.nc.Publish(Subject(tier, p.cfg.IDC, p.cfg.Node, ql.Queue), b); err != nil {
+		p.cfg.Logger.Debug("backlog notice not published", "err", err)
+		return
+	}
+	p.sent[tier].Add(1)
+}

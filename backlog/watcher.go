@@ -1,0 +1,212 @@
+package backlog
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mqmesh/mqmesh/backlog/backlogpb"
+)
+
+// Watcher feeds a View from NATS: one subscription per tier of its
+// filters. Callbacks only decode and apply (a map update under a mutex);
+// they never block the NATS read loop.
+type Watcher struct {
+	nc        *nats.Conn
+	view      *View
+	idc, node string
+	log       *slog.Logger
+
+	mu      sync.Mutex
+	subs    []*nats.Subscription
+	filters Filters
+	path    string
+	bad     uint64
+
+	fw   *fsnotify.Watcher
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// NewWatcher returns a watcher for a worker in idc on the host of node
+// ("" for a worker-only host). Call Apply or WatchFile to subscribe.
+func NewWatcher(nc *nats.Conn, view *View, idc, node string, logger *slog.Logger) *Watcher {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Watcher{nc: nc, view: view, idc: idc, node: node, log: logger.With("component", "backlog-watcher"), stop: make(chan struct{})}
+}
+
+// View returns the view the watcher feeds.
+func (w *Watcher) View() *View { return w.view }
+
+// Apply validates f and switches the subscriptions to it: new ones are in
+// place before the old ones go. A bad filter changes nothing.
+func (w *Watcher) Apply(f Filters) error {
+	subs, err := f.resolve(w.idc, w.node)
+	if err != nil {
+		return fmt.Errorf("backlog: filters: %w", err)
+	}
+	var fresh []*nats.Subscription
+	for _, s := range subs {
+		tier := s.tier
+		sub, err := w.nc.Subscribe(s.pattern.Text, func(m *nats.Msg) { w.receive(tier, m) })
+		if err != nil {
+			for _, f := range fresh {
+				_ = f.Unsubscribe()
+			}
+			return fmt.Errorf("backlog: subscribe %s: %w", s.pattern.Text, err)
+		}
+		fresh = append(fresh, sub)
+	}
+	if err := w.nc.Flush(); err != nil {
+		w.log.Warn("flush after subscribe", "err", err)
+	}
+	w.mu.Lock()
+	old := w.subs
+	w.subs, w.filters = fresh, f
+	for _, t := range Tiers {
+		w.view.SetFilter(t, nil)
+	}
+	for _, s := range subs {
+		flt := s.filter
+		w.view.SetFilter(s.tier, &flt)
+	}
+	w.mu.Unlock()
+	for _, s := range old {
+		_ = s.Unsubscribe()
+	}
+	for _, s := range subs {
+		w.log.Info("subscribed", "tier", s.tier, "subject", s.pattern.Text, "min_backlog", s.filter.MinBacklog, "max_rate", s.filter.MaxRate)
+	}
+	return nil
+}
+
+// Filters returns the filters in force.
+func (w *Watcher) Filters() Filters {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.filters
+}
+
+// Malformed is how many notices were dropped as malformed.
+func (w *Watcher) Malformed() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bad
+}
+
+func (w *Watcher) receive(tier Tier, m *nats.Msg) {
+	addr, err := ParseSubject(m.Subject)
+	var n backlogpb.Notice
+	if err == nil {
+		err = proto.Unmarshal(m.Data, &n)
+	}
+	if err == nil && (addr.Tier != tier || addr.IDC != n.Idc || addr.Node != n.Node || addr.Queue != n.Queue) {
+		err = errors.New("notice does not match its subject")
+	}
+	if err != nil {
+		w.mu.Lock()
+		w.bad++
+		w.mu.Unlock()
+		w.log.Debug("dropped malformed backlog notice", "subject", m.Subject, "err", err)
+		return
+	}
+	w.view.Apply(tier, &n)
+}
+
+// WatchFile loads the filter file, applies it, and reloads it whenever it
+// changes. A bad file is refused with a logged error and the filters in
+// force stay. Reload can also be triggered by hand (SIGHUP).
+func (w *Watcher) WatchFile(path string) error {
+	f, err := LoadFilters(path)
+	if err != nil {
+		return err
+	}
+	if err := w.Apply(f); err != nil {
+		return err
+	}
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("backlog: watch %s: %w", path, err)
+	}
+	// Watch the directory: editors and config managers replace files.
+	if err := fw.Add(filepath.Dir(path)); err != nil {
+		fw.Close()
+		return fmt.Errorf("backlog: watch %s: %w", path, err)
+	}
+	w.mu.Lock()
+	w.path, w.fw = path, fw
+	w.mu.Unlock()
+	w.wg.Add(1)
+	go w.watchLoop(fw, filepath.Clean(path))
+	return nil
+}
+
+func (w *Watcher) watchLoop(fw *fsnotify.Watcher, path string) {
+	defer w.wg.Done()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case ev, ok := <-fw.Events:
+			if !ok {
+				return
+			}
+			if filepath.Clean(ev.Name) == path && (ev.Has(fsnotify.Write) || ev.Has(fsnotify.Create)) {
+				_ = w.Reload()
+			}
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return
+			}
+			w.log.Warn("filter file watch", "err", err)
+		}
+	}
+}
+
+// Reload re-reads the watched filter file. On error the old filters stay.
+func (w *Watcher) Reload() error {
+	w.mu.Lock()
+	path := w.path
+	w.mu.Unlock()
+	if path == "" {
+		return errors.New("backlog: no filter file to reload")
+	}
+	f, err := LoadFilters(path)
+	if err == nil {
+		err = w.Apply(f)
+	}
+	if err != nil {
+		w.log.Error("filter file refused; the previous filters stay in force", "path", path, "err", err)
+		return err
+	}
+	w.log.Info("filter file reloaded", "path", path)
+	return nil
+}
+
+// Close unsubscribes and stops watching the file. Safe twice.
+func (w *Watcher) Close() {
+	w.once.Do(func() {
+		close(w.stop)
+		w.mu.Lock()
+		fw := w.fw
+		subs := w.subs
+		w.subs = nil
+		w.mu.Unlock()
+		if fw != nil {
+			fw.Close()
+		}
+		w.wg.Wait()
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	})
+}
