@@ -7,9 +7,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -35,7 +38,9 @@ type nodeOptions struct {
 	dir                  string
 	backlogSteps         []int
 	backlogDurability    string
+	backlogPeers         []string
 	lease, stall         time.Duration
+	profileDir           string
 	launch               Launcher
 	stdout, stderr       io.Writer
 }
@@ -60,7 +65,7 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 				return err
 			}
 			cmd.SilenceUsage = true
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			r, err := runNode(ctx, o)
 			if r != nil {
@@ -85,8 +90,10 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
 	f.StringVar(&o.dir, "dir", "", "root of the temporary data directories (default: the system temp dir)")
 	f.IntSliceVar(&o.backlogSteps, "backlog-steps", nil, "also grow an mqnode backlog to each of these sizes without draining, recording RSS per step (e.g. 200000,1000000,2000000)")
-	f.StringVar(&o.backlogDurability, "backlog-durability", durAsync, "durability of the backlog run: async or fsync")
+	f.StringVar(&o.backlogDurability, "backlog-durability", durAsync, "durability of the backlog runs: async or fsync (JetStream: default or SyncAlways)")
+	f.StringSliceVar(&o.backlogPeers, "backlog-peers", []string{peerMQNode}, "peers to grow a backlog on: mqnode, jetstream")
 	f.DurationVar(&o.lease, "lease", 30*time.Second, "lease (mqnode) and ack wait (JetStream) of pulled tasks")
+	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU and heap profiles of each server process to this directory (<peer>-<durability>.cpu.pprof, .heap.pprof)")
 	f.DurationVar(&o.stall, "stall-timeout", 2*time.Minute, "fail a phase that makes no progress for this long")
 	return cmd
 }
@@ -125,7 +132,13 @@ func (o *nodeOptions) validate() error {
 	if o.backlogDurability != durAsync && o.backlogDurability != durFsync {
 		errs = append(errs, fmt.Errorf("--backlog-durability %q: want async or fsync", o.backlogDurability))
 	}
-	if len(o.pairs) == 0 && len(o.backlogSteps) == 0 {
+	for _, p := range o.backlogPeers {
+		if p != peerMQNode && p != peerJetStream {
+			errs = append(errs, fmt.Errorf("--backlog-peers %q: want mqnode or jetstream", p))
+		}
+	}
+	o.backlogPeers = slices.Compact(o.backlogPeers)
+	if len(o.pairs) == 0 && (len(o.backlogSteps) == 0 || len(o.backlogPeers) == 0) {
 		errs = append(errs, errors.New("nothing to run: --pairs none and no --backlog-steps"))
 	}
 	return errors.Join(errs...)
@@ -139,7 +152,13 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(root)
-	w := newWorkload(o, o.stderr)
+	log := o.stderr
+	if _, ok := log.(*os.File); !ok {
+		// Children's stderr is copied into log by a goroutine of os/exec
+		// while this process writes progress to it too.
+		log = &lockedWriter{w: log}
+	}
+	w := newWorkload(o, log)
 	r := &Report{
 		Schema: ReportSchema,
 		Config: Config{
@@ -152,6 +171,10 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 	}
 	var errs []error
 	for _, pair := range o.pairs {
+		if ctx.Err() != nil {
+			errs = append(errs, context.Cause(ctx))
+			break
+		}
 		p := Pair{Pair: pair}
 		p.MQNode = runPeer(ctx, o, w, root, peerMQNode, pair)
 		p.JetStream = runPeer(ctx, o, w, root, peerJetStream, pair)
@@ -163,17 +186,29 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		}
 		r.Pairs = append(r.Pairs, p)
 	}
-	if len(o.backlogSteps) > 0 {
-		r.Backlog = runBacklog(ctx, o, w, root)
-		if r.Backlog.Error != "" {
-			errs = append(errs, fmt.Errorf("backlog: %s", r.Backlog.Error))
+	for _, peerName := range o.backlogPeers {
+		if len(o.backlogSteps) == 0 || ctx.Err() != nil {
+			break
 		}
+		bl := runBacklog(ctx, o, w, root, peerName)
+		if bl.Error != "" {
+			errs = append(errs, fmt.Errorf("backlog %s: %s", peerName, bl.Error))
+		}
+		r.Backlogs = append(r.Backlogs, bl)
 	}
 	if !procAvailable() {
 		r.Notes = append(r.Notes, "/proc is not available on this platform: RSS and CPU figures are 0")
 	}
 	r.OK = len(errs) == 0
 	return r, errors.Join(errs...)
+}
+
+// durabilityName is how a peer calls durability dur (async or fsync).
+func durabilityName(peerName, dur string) string {
+	if peerName == peerJetStream {
+		return map[string]string{durAsync: "default", durFsync: "sync_always"}[dur]
+	}
+	return dur
 }
 
 func failure(r Result) string {
@@ -195,10 +230,7 @@ func notes() []string {
 
 // runPeer runs the workload against one peer in its own child process.
 func runPeer(ctx context.Context, o *nodeOptions, w *workload, root, peerName, pair string) Result {
-	res := Result{Peer: peerName, Durability: pair}
-	if peerName == peerJetStream {
-		res.Durability = map[string]string{durAsync: "default", durFsync: "sync_always"}[pair]
-	}
+	res := Result{Peer: peerName, Durability: durabilityName(peerName, pair)}
 	label := peerName + " " + res.Durability
 	fmt.Fprintf(w.log, "bench: %s: starting server\n", label)
 	if err := runWorkload(ctx, o, w, root, peerName, pair, label, &res); err != nil {
@@ -216,7 +248,12 @@ func runWorkload(ctx context.Context, o *nodeOptions, w *workload, root, peerNam
 		return err
 	}
 	defer os.RemoveAll(dir)
-	c, err := startChild(ctx, o.launch, serveOptions{peer: peerName, durability: pair, dir: dir}, w.log)
+	so := serveOptions{peer: peerName, durability: pair, dir: dir}
+	if o.profileDir != "" {
+		so.cpuProfile = filepath.Join(o.profileDir, peerName+"-"+res.Durability+".cpu.pprof")
+		so.memProfile = filepath.Join(o.profileDir, peerName+"-"+res.Durability+".heap.pprof")
+	}
+	c, err := startChild(ctx, o.launch, so, w.log)
 	if err != nil {
 		return err
 	}
@@ -274,7 +311,8 @@ func runWorkload(ctx context.Context, o *nodeOptions, w *workload, root, peerNam
 	if cpu1, err := readCPU(c.pid); err == nil {
 		res.CPUS = (cpu1 - cpu0).Seconds()
 	}
-	res.SampledPeakRSSMiB = mib(smp.finish())
+	peak := smp.finish()
+	res.SampledPeakRSSMiB, res.PeakAnonMiB, res.PeakFileMiB = mib(peak.rss), mib(peak.anon), mib(peak.file)
 	if m, err := readMemory(c.pid); err == nil {
 		res.FinalRSSMiB, res.PeakRSSMiB = mib(m.rss), mib(m.hwm)
 	}
@@ -289,4 +327,17 @@ func connect(ctx context.Context, peerName, url string, w *workload) (peer, erro
 		return dialMQNode(ctx, url, w.lease)
 	}
 	return dialJetStream(url, w)
+}
+
+// lockedWriter serialises writes to w. It has no ReadFrom, so io.Copy into
+// it goes through Write too.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

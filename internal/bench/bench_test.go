@@ -1,0 +1,276 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// childEnv makes the test binary act as `bench serve` (see TestMain).
+const childEnv = "MQMESH_BENCH_TEST_CHILD"
+
+// TestMain lets the test binary serve as the benchmark's child process: the
+// test binary is not the mqmesh binary, so testLauncher re-executes it with
+// childEnv set and the serve flags as arguments.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		cmd := NewCommand()
+		cmd.SetArgs(append([]string{"serve"}, os.Args[1:]...))
+		if err := cmd.Execute(); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func testLauncher(args []string) (*exec.Cmd, error) {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	return cmd, nil
+}
+
+// runCommand runs `bench <args>` with the test launcher and returns stdout
+// and stderr.
+func runCommand(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := newCommand(testLauncher)
+	cmd.SetArgs(args)
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stderr)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	err := cmd.ExecuteContext(ctx)
+	return stdout.String(), stderr.String(), err
+}
+
+func TestNodeJSONBothPairs(t *testing.T) {
+	dir := t.TempDir()
+	out, logs, err := runCommand(t, "node", "--count", "2000", "--batch", "50", "--producers", "4",
+		"--consumers", "2", "--json", "--dir", dir)
+	if err != nil {
+		t.Fatalf("bench node: %v\nstderr:\n%s", err, logs)
+	}
+	var r Report
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("decode report: %v\n%s", err, out)
+	}
+	if r.Schema != ReportSchema || !r.OK || r.Config.Count != 2000 || r.Config.Batch != 50 {
+		t.Fatalf("report header: %+v", r)
+	}
+	if len(r.Pairs) != 2 || r.Pairs[0].Pair != "async" || r.Pairs[1].Pair != "fsync" {
+		t.Fatalf("pairs: %+v", r.Pairs)
+	}
+	wantDur := map[string][2]string{"async": {"async", "default"}, "fsync": {"fsync", "sync_always"}}
+	for _, p := range r.Pairs {
+		for i, res := range []Result{p.MQNode, p.JetStream} {
+			want := [2]string{"mqnode", "jetstream"}[i]
+			if res.Peer != want || res.Durability != wantDur[p.Pair][i] {
+				t.Errorf("%s: peer %q durability %q", p.Pair, res.Peer, res.Durability)
+			}
+			if !res.OK || res.Error != "" || res.Enqueued != 2000 || res.Delivered != 2000 || res.Lost != 0 {
+				t.Errorf("%s %s: %+v", p.Pair, res.Peer, res)
+			}
+			if res.EnqueuePerS <= 0 || res.DrainPerS <= 0 || res.EndToEndS <= 0 {
+				t.Errorf("%s %s: figures missing: %+v", p.Pair, res.Peer, res)
+			}
+			if procAvailable() && (res.PeakRSSMiB <= 0 || res.FinalRSSMiB <= 0) {
+				t.Errorf("%s %s: RSS missing: %+v", p.Pair, res.Peer, res)
+			}
+		}
+		if p.Ratio == nil || p.Ratio.EnqueuePerS <= 0 || p.Ratio.DrainPerS <= 0 || p.Ratio.EndToEndS <= 0 {
+			t.Errorf("%s: ratio %+v", p.Pair, p.Ratio)
+		}
+	}
+	if r.Backlogs != nil {
+		t.Errorf("backlog ran without --backlog-steps")
+	}
+	if !strings.Contains(logs, "bench: mqnode async: enqueued 2000 tasks") {
+		t.Errorf("no progress on stderr:\n%s", logs)
+	}
+	assertEmptyDir(t, dir)
+}
+
+func TestNodeTableAndBacklog(t *testing.T) {
+	dir := t.TempDir()
+	out, logs, err := runCommand(t, "node", "--count", "500", "--pairs", "async",
+		"--backlog-steps", "300,900", "--dir", dir)
+	if err != nil {
+		t.Fatalf("bench node: %v\nstderr:\n%s", err, logs)
+	}
+	for _, want := range []string{"enqueue/s", "drain/s", "end-to-end s", "peak RSS MiB", "mqnode/jetstream",
+		"500/500 ok", "backlog growth, mqnode durability async", "900"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "fsync") && strings.Contains(out, "sync_always") {
+		t.Errorf("--pairs async ran the fsync pairing:\n%s", out)
+	}
+	assertEmptyDir(t, dir)
+}
+
+func TestBacklogJSON(t *testing.T) {
+	out, logs, err := runCommand(t, "node", "--pairs", "none", "--backlog-steps", "200,600", "--backlog-peers", "mqnode,jetstream",
+		"--json", "--dir", t.TempDir())
+	if err != nil {
+		t.Fatalf("bench node: %v\nstderr:\n%s", err, logs)
+	}
+	var r Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Pairs) != 0 || len(r.Backlogs) != 2 || !r.OK {
+		t.Fatalf("report: %s", out)
+	}
+	for j, peer := range []string{"mqnode", "jetstream"} {
+		bl := r.Backlogs[j]
+		if bl.Peer != peer || len(bl.Steps) != 2 {
+			t.Fatalf("backlog %d: %+v", j, bl)
+		}
+		for i, want := range []int64{200, 600} {
+			s := bl.Steps[i]
+			if s.Backlog != want || s.EnqueuePerS <= 0 || (procAvailable() && s.RSSMiB <= 0) {
+				t.Errorf("%s step %d: %+v", peer, i, s)
+			}
+		}
+	}
+}
+
+func TestNodeRejectsBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"node", "--size", "4"},
+		{"node", "--pairs", "bogus"},
+		{"node", "--count", "0"},
+		{"node", "--backlog-steps", "5,3"},
+		{"node", "--pairs", "none"},
+		{"node", "--backlog-peers", "redis", "--backlog-steps", "10"},
+	} {
+		if _, _, err := runCommand(t, args...); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+}
+
+// A child that never prints its URL is killed, and the error says so.
+func TestChildThatFailsToStart(t *testing.T) {
+	launch := func([]string) (*exec.Cmd, error) {
+		cmd := exec.Command(os.Args[0], "--peer", "nonsense")
+		cmd.Env = append(os.Environ(), childEnv+"=1")
+		return cmd, nil
+	}
+	_, err := startChild(context.Background(), launch, serveOptions{peer: "x", durability: durAsync, dir: t.TempDir()}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "exited before it was ready") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// Closing a child's stdin makes it shut down and exit cleanly.
+func TestChildStopsOnStdinEOF(t *testing.T) {
+	var logs bytes.Buffer
+	c, err := startChild(context.Background(), testLauncher, serveOptions{peer: peerJetStream, durability: durAsync, dir: t.TempDir()}, &logs)
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, logs.String())
+	}
+	if _, err := readMemory(c.pid); procAvailable() && err != nil {
+		t.Fatal(err)
+	}
+	if err := c.stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, logs.String())
+	}
+	if c.cmd.ProcessState == nil || !c.cmd.ProcessState.Exited() {
+		t.Fatalf("child still running: %v", c.cmd.ProcessState)
+	}
+}
+
+// A run cancelled in the middle of a phase fails with the cancellation,
+// stops its child and leaves no data behind.
+func TestCancelledRun(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	var (
+		mu   sync.Mutex
+		cmds []*exec.Cmd
+	)
+	launch := func(args []string) (*exec.Cmd, error) {
+		cmd, err := testLauncher(args)
+		mu.Lock()
+		cmds = append(cmds, cmd)
+		mu.Unlock()
+		return cmd, err
+	}
+	var logs bytes.Buffer
+	o := &nodeOptions{count: 5_000_000, size: 256, batch: 100, producers: 2, consumers: 1, pairs: []string{durAsync},
+		dir: dir, backlogDurability: durAsync, lease: 30 * time.Second, stall: time.Minute,
+		launch: launch, stdout: &bytes.Buffer{},
+		// Cancel at the first progress line of the enqueue phase.
+		stderr: &cancelOnWrite{w: &logs, cancel: cancel, after: "mqnode async enqueue "}}
+	if err := o.validate(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := runNode(ctx, o)
+	if err == nil || r == nil || r.OK {
+		t.Fatalf("runNode after cancel: err %v, report %+v", err, r)
+	}
+	if !strings.Contains(r.Pairs[0].MQNode.Error, "context canceled") {
+		t.Errorf("mqnode error %q, want the cancellation\n%s", r.Pairs[0].MQNode.Error, logs.String())
+	}
+	if len(cmds) == 0 {
+		t.Fatal("no child started")
+	}
+	for _, c := range cmds {
+		if c.ProcessState == nil {
+			t.Errorf("child %v not reaped", c.Args)
+		}
+	}
+	assertEmptyDir(t, dir)
+}
+
+// cancelOnWrite passes writes on and calls cancel once one contains after.
+type cancelOnWrite struct {
+	mu     sync.Mutex
+	w      io.Writer
+	cancel func()
+	after  string
+}
+
+func (c *cancelOnWrite) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if bytes.Contains(p, []byte(c.after)) {
+		c.cancel()
+	}
+	return c.w.Write(p)
+}
+
+func assertEmptyDir(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("data left behind in %s: %v", dir, entries)
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for in, want := range map[float64]string{0: "0", 999: "999", 1000: "1,000", 1234567.4: "1,234,567"} {
+		if got := thousands(in); got != want {
+			t.Errorf("thousands(%v) = %q, want %q", in, got, want)
+		}
+	}
+}

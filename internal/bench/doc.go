@@ -1,0 +1,86 @@
+// Package bench runs mqmesh's benchmarks against a named peer measured in
+// the same run. `mqmesh bench node` puts an mqnode and an embedded NATS
+// JetStream work-queue stream through the same workload and prints the two
+// side by side, with ratios.
+//
+// # Running it
+//
+//	mqmesh bench node                          # 200,000 tasks of 256 B, both pairings
+//	mqmesh bench node --pairs async --count 50000
+//	mqmesh bench node --json > bench.json      # stable output for scripts
+//	mqmesh bench node --pairs none --backlog-steps 200000,1000000,2000000
+//
+// Flags: --count tasks per run, --size payload bytes (>= 8), --batch tasks
+// per enqueue request and per pull, --producers and --consumers concurrent
+// goroutines, --pairs which pairings to run (async, fsync, or none), --dir
+// the root of the temporary data directories (removed afterwards), --json,
+// --backlog-steps, --backlog-durability and --backlog-peers for the backlog
+// mode, --profile-dir for profiles of the servers.
+//
+// # What runs
+//
+// Each peer's server runs in a child process, so the RSS reported is the
+// peer's own: the command re-executes its own binary with the hidden
+// `bench serve --peer mqnode|jetstream --durability ... --dir ...`, which
+// listens on 127.0.0.1 at a random port, prints its client URL as one line
+// on stdout and runs until its stdin closes or it gets SIGTERM. The parent
+// connects to it over loopback TCP (never in-process, so both peers pay the
+// same wire costs), runs the workload and samples the child's VmRSS from
+// /proc/<pid>/status every 100 ms; VmHWM, the kernel's high-water mark, is
+// the peak reported. Peers run one after the other, never at once.
+//
+// Two pairings:
+//
+//   - async: mqnode with durability async (acknowledged once written to
+//     Badger's write-ahead log in the OS page cache) against JetStream's
+//     default file store (acknowledged once written to the OS, no fsync per
+//     message).
+//   - fsync: mqnode with durability fsync (group commit: concurrent enqueues
+//     share one fsync) against JetStream with the server option SyncAlways
+//     (an fsync per message).
+//
+// The workload, the same for both peers:
+//
+//   - Enqueue: --producers goroutines share one connection. mqnode producers
+//     send batches of --batch tasks, one Enqueue request each, and wait for
+//     its reply. JetStream producers use PublishAsync with at most
+//     producers×batch PubAcks outstanding (WithPublishAsyncMaxPending), and
+//     the phase ends when PublishAsyncComplete says every PubAck is in. The
+//     phase ends when every task is acknowledged as durable.
+//   - Drain: --consumers goroutines share a second connection, each pulling
+//     up to --batch tasks at a time with a 30 s lease (JetStream: a durable
+//     pull consumer, AckExplicit, AckWait 30 s, FetchNoWait while there is
+//     backlog). A no-op handler: mqnode acks a batch in one Ack request;
+//     JetStream acks each message with msg.Ack(), the JetStream idiom. The
+//     phase ends when every task is acked and the peer reports none left.
+//
+// Every payload carries its task's index, so the run checks that each
+// enqueued task was delivered (delivered == enqueued, duplicates counted);
+// a lost task fails the command.
+//
+// # Reading the output
+//
+// The table gives, per pairing, one row per peer and one ratio row:
+// enqueue/s and drain/s are tasks per second; end-to-end s is enqueue plus
+// drain time (the backlog check between the phases is not counted); peak
+// RSS is VmHWM of the server process; cpu s is the server's user+system CPU
+// time during the workload; delivered is unique deliveries out of tasks
+// enqueued. Ratios are mqnode / JetStream: above 1 means mqnode is faster
+// for enqueue/s and drain/s, below 1 means mqnode is faster (end-to-end s)
+// or smaller (RSS, CPU). Progress goes to stderr, the report to stdout.
+//
+// The backlog mode (mqnode by default; --backlog-peers mqnode,jetstream adds
+// JetStream for reference) grows a backlog without draining it to each
+// cumulative size in --backlog-steps and records the server's RSS (split
+// into anon: heap and stacks, and file: mapped files such as Badger's
+// tables, which the kernel can reclaim) and disk use after each step. It
+// shows whether RSS stays flat while the backlog grows: the ready index
+// pages from Badger by cursor, so the queue itself holds a bounded window,
+// and what grows is the store's.
+//
+// --profile-dir writes a CPU profile and a heap profile (taken as the server
+// stops) of every server process, for `go tool pprof`.
+//
+// Numbers depend on the machine: compare the peers within one run, not runs
+// across machines. The tests run small workloads and never assert speed.
+package bench

@@ -1,0 +1,226 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// ReportSchema names the JSON layout; it changes only when a field is
+// removed or changes meaning (fields may be added).
+const ReportSchema = "mqmesh.bench.node/v1"
+
+// Report is the outcome of `bench node`, printed as a table or as JSON.
+type Report struct {
+	Schema   string    `json:"schema"`
+	Config   Config    `json:"config"`
+	Pairs    []Pair    `json:"pairs"`
+	Backlogs []Backlog `json:"backlogs,omitempty"`
+	// OK is true when every run finished and no task was lost.
+	OK    bool     `json:"ok"`
+	Notes []string `json:"notes"`
+}
+
+// Config is the workload every peer ran.
+type Config struct {
+	Count     int     `json:"count"`
+	Size      int     `json:"size_bytes"`
+	Batch     int     `json:"batch"`
+	Producers int     `json:"producers"`
+	Consumers int     `json:"consumers"`
+	LeaseS    float64 `json:"lease_s"`
+	CPUs      int     `json:"cpus"`
+	GoVersion string  `json:"go_version"`
+	Platform  string  `json:"platform"`
+}
+
+// Pair is one pairing: mqnode and JetStream at comparable durability.
+type Pair struct {
+	Pair      string `json:"pair"` // "async" or "fsync"
+	MQNode    Result `json:"mqnode"`
+	JetStream Result `json:"jetstream"`
+	// Ratio is mqnode / JetStream; absent unless both runs succeeded.
+	Ratio *Ratio `json:"ratio,omitempty"`
+}
+
+// Result is one peer's run.
+type Result struct {
+	Peer       string `json:"peer"`       // "mqnode" or "jetstream"
+	Durability string `json:"durability"` // mqnode: async, fsync; jetstream: default, sync_always
+	Enqueued   int64  `json:"enqueued"`   // enqueues acknowledged as durable
+	Delivered  int64  `json:"delivered"`  // distinct tasks delivered and acked
+	Duplicates int64  `json:"duplicates"` // deliveries of a task already acked
+	Lost       int64  `json:"lost"`       // tasks enqueued - delivered
+	OK         bool   `json:"ok"`         // no error and delivered == enqueued == count
+
+	EnqueueS    float64 `json:"enqueue_s"`
+	EnqueuePerS float64 `json:"enqueue_per_s"`
+	DrainS      float64 `json:"drain_s"`
+	DrainPerS   float64 `json:"drain_per_s"`
+	EndToEndS   float64 `json:"end_to_end_s"`
+
+	PeakRSSMiB         float64 `json:"peak_rss_mib"`         // VmHWM of the server process
+	SampledPeakRSSMiB  float64 `json:"sampled_peak_rss_mib"` // largest VmRSS sampled during the workload
+	PeakAnonMiB        float64 `json:"peak_anon_mib"`        // largest RssAnon sampled (heap, stacks)
+	PeakFileMiB        float64 `json:"peak_file_mib"`        // largest RssFile sampled (mapped files)
+	RSSAfterEnqueueMiB float64 `json:"rss_after_enqueue_mib"`
+	FinalRSSMiB        float64 `json:"final_rss_mib"`
+	CPUS               float64 `json:"cpu_s"` // server user+system CPU during the workload
+
+	Error string `json:"error,omitempty"`
+}
+
+// Ratio is mqnode / JetStream for each figure.
+type Ratio struct {
+	EnqueuePerS float64 `json:"enqueue_per_s"`
+	DrainPerS   float64 `json:"drain_per_s"`
+	EndToEndS   float64 `json:"end_to_end_s"`
+	PeakRSS     float64 `json:"peak_rss"`
+	PeakAnon    float64 `json:"peak_anon"`
+	CPUS        float64 `json:"cpu_s"`
+}
+
+// Backlog is a backlog-growth run on one peer.
+type Backlog struct {
+	Peer       string        `json:"peer"`
+	Durability string        `json:"durability"`
+	Steps      []BacklogStep `json:"steps"`
+	Error      string        `json:"error,omitempty"`
+}
+
+// BacklogStep is the server's state once the backlog reached a step.
+type BacklogStep struct {
+	Backlog     int64   `json:"backlog"` // tasks the node reports stored
+	Added       int64   `json:"added"`
+	EnqueueS    float64 `json:"enqueue_s"`
+	EnqueuePerS float64 `json:"enqueue_per_s"`
+	RSSMiB      float64 `json:"rss_mib"`      // VmRSS at the end of the step
+	AnonMiB     float64 `json:"anon_mib"`     // RssAnon at the end of the step (heap, stacks)
+	FileMiB     float64 `json:"file_mib"`     // RssFile at the end of the step (mapped files)
+	PeakRSSMiB  float64 `json:"peak_rss_mib"` // largest VmRSS sampled in the step
+	HWMMiB      float64 `json:"hwm_mib"`      // VmHWM so far
+	DiskMiB     float64 `json:"disk_mib"`     // data directory, allocated blocks
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func newRatio(m, j Result) *Ratio {
+	if !m.OK || !j.OK {
+		return nil
+	}
+	return &Ratio{
+		EnqueuePerS: ratio(m.EnqueuePerS, j.EnqueuePerS),
+		DrainPerS:   ratio(m.DrainPerS, j.DrainPerS),
+		EndToEndS:   ratio(m.EndToEndS, j.EndToEndS),
+		PeakRSS:     ratio(m.PeakRSSMiB, j.PeakRSSMiB),
+		PeakAnon:    ratio(m.PeakAnonMiB, j.PeakAnonMiB),
+		CPUS:        ratio(m.CPUS, j.CPUS),
+	}
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// writeJSON prints r as indented JSON.
+func writeJSON(w io.Writer, r *Report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// writeTable prints r for people.
+func writeTable(w io.Writer, r *Report) error {
+	c := r.Config
+	var b strings.Builder
+	fmt.Fprintf(&b, "mqmesh bench node: %s tasks of %d B, batch %d, %d producers, %d consumers, loopback TCP, %d CPUs, %s\n\n",
+		thousands(float64(c.Count)), c.Size, c.Batch, c.Producers, c.Consumers, c.CPUs, c.GoVersion)
+	if len(r.Pairs) > 0 {
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "pairing\tpeer\tdurability\tenqueue/s\tdrain/s\tend-to-end s\tpeak RSS MiB\tpeak anon MiB\tcpu s\tdelivered\t")
+		for _, p := range r.Pairs {
+			for _, res := range []Result{p.MQNode, p.JetStream} {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2f\t%.1f\t%.1f\t%.1f\t%s\t\n", p.Pair, res.Peer, res.Durability,
+					thousands(res.EnqueuePerS), thousands(res.DrainPerS), res.EndToEndS, res.PeakRSSMiB, res.PeakAnonMiB,
+					res.CPUS, delivered(res))
+			}
+			if q := p.Ratio; q != nil {
+				fmt.Fprintf(tw, "%s\tratio\tmqnode/jetstream\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\t\n", p.Pair,
+					q.EnqueuePerS, q.DrainPerS, q.EndToEndS, q.PeakRSS, q.PeakAnon, q.CPUS)
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		b.WriteString("\nratio = mqnode / jetstream: above 1 is better for enqueue/s and drain/s, below 1 is better for\n" +
+			"end-to-end s, peak RSS (VmHWM of the server process), peak anon (largest RssAnon sampled: heap and\n" +
+			"stacks, without mapped files) and cpu s (server CPU during the workload).\n")
+		for _, p := range r.Pairs {
+			for _, res := range []Result{p.MQNode, p.JetStream} {
+				if res.Error != "" {
+					fmt.Fprintf(&b, "error: %s %s %s: %s\n", p.Pair, res.Peer, res.Durability, res.Error)
+				}
+			}
+		}
+	}
+	for _, bl := range r.Backlogs {
+		fmt.Fprintf(&b, "\nbacklog growth, %s durability %s (enqueue only, no consumers):\n", bl.Peer, bl.Durability)
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "backlog\tenqueue/s\tRSS MiB\tanon MiB\tfile MiB\tpeak RSS MiB (step)\tVmHWM MiB\tdisk MiB\t")
+		for _, s := range bl.Steps {
+			fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", thousands(float64(s.Backlog)), thousands(s.EnqueuePerS),
+				s.RSSMiB, s.AnonMiB, s.FileMiB, s.PeakRSSMiB, s.HWMMiB, s.DiskMiB)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if bl.Error != "" {
+			fmt.Fprintf(&b, "error: backlog %s: %s\n", bl.Peer, bl.Error)
+		}
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("\nnotes:\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func delivered(r Result) string {
+	s := fmt.Sprintf("%d/%d", r.Delivered, r.Enqueued)
+	switch {
+	case r.Error != "":
+		return s + " error"
+	case !r.OK:
+		return s + " LOST"
+	case r.Duplicates > 0:
+		return fmt.Sprintf("%s ok (+%d dup)", s, r.Duplicates)
+	}
+	return s + " ok"
+}
+
+// thousands formats v rounded to an integer with comma separators.
+func thousands(v float64) string {
+	s := strconv.FormatInt(int64(v+0.5), 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	if neg {
+		return "-" + string(out)
+	}
+	return string(out)
+}
