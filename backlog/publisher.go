@@ -73,9 +73,27 @@ type Publisher struct {
 	hb   [NumTiers]time.Time
 	sent [NumTiers]atomic.Uint64
 
+	syncReq  [NumTiers]atomic.Bool
+	lastSync [NumTiers]time.Time
+	syncSubs []*nats.Subscription
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 	once sync.Once
+}
+
+// SyncSubject is where a watcher in idc on the host of node asks the
+// publishers of a tier to re-send their state at once (after subscribing)
+// instead of at their next heartbeat: the host tier asks its own node, the
+// IDC tier the nodes of its IDC, the global tier every node.
+func SyncSubject(t Tier, idc, node string) string {
+	switch t {
+	case TierHost:
+		return "blsync.h." + idc + "." + node
+	case TierIDC:
+		return "blsync.i." + idc
+	}
+	return "blsync.g"
 }
 
 // NewPublisher checks cfg and returns a publisher that will send on nc.
@@ -91,18 +109,36 @@ func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
 	return p, nil
 }
 
-// Start begins publishing.
-func (p *Publisher) Start() {
+// Start begins publishing and answering sync requests.
+func (p *Publisher) Start() error {
+	for _, t := range Tiers {
+		tier := t
+		sub, err := p.nc.Subscribe(SyncSubject(tier, p.cfg.IDC, p.cfg.Node), func(*nats.Msg) { p.syncReq[tier].Store(true) })
+		if err != nil {
+			p.unsubscribe()
+			return fmt.Errorf("backlog: subscribe to sync requests: %w", err)
+		}
+		p.syncSubs = append(p.syncSubs, sub)
+	}
 	p.wg.Add(1)
 	go p.run()
+	return nil
 }
 
 // Stop stops publishing and waits for the loop to end.
 func (p *Publisher) Stop() {
 	p.once.Do(func() {
+		p.unsubscribe()
 		close(p.stop)
 		p.wg.Wait()
 	})
+}
+
+func (p *Publisher) unsubscribe() {
+	for _, s := range p.syncSubs {
+		_ = s.Unsubscribe()
+	}
+	p.syncSubs = nil
 }
 
 // Sent is how many notices were published on a tier.
@@ -128,6 +164,15 @@ func (p *Publisher) Tick() {
 	now := p.cfg.Now()
 	levels := p.cfg.Source()
 	seen := make(map[string]bool, len(levels))
+	var sync [NumTiers]bool
+	for _, tier := range Tiers {
+		// Sync requests are answered at most once per MinInterval.
+		if p.syncReq[tier].Load() && now.Sub(p.lastSync[tier]) >= p.cfg.Policies[tier].MinInterval {
+			p.syncReq[tier].Store(false)
+			p.lastSync[tier] = now
+			sync[tier] = true
+		}
+	}
 	for _, ql := range levels {
 		seen[ql.Queue] = true
 		for _, tier := range Tiers {
@@ -140,7 +185,11 @@ func (p *Publisher) Tick() {
 				st = &queueState{}
 				p.st[tier][ql.Queue] = st
 			}
-			if send, level, hb := pol.decide(st, ql.Ready, now); send {
+			send, level, hb := pol.decide(st, ql.Ready, now)
+			if !send && sync[tier] && st.in {
+				send, level = true, st.sentLevel
+			}
+			if send {
 				p.publish(tier, ql, level, hb, now)
 			}
 		}

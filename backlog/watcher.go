@@ -66,6 +66,13 @@ func (w *Watcher) Apply(f Filters) error {
 		}
 		fresh = append(fresh, sub)
 	}
+	// Ask the publishers to re-send their state now rather than at their
+	// next heartbeat; then make sure the subscriptions are in place.
+	for _, s := range subs {
+		if s.tier != TierHost || w.node != "" {
+			_ = w.nc.Publish(SyncSubject(s.tier, w.idc, w.node), nil)
+		}
+	}
 	if err := w.nc.Flush(); err != nil {
 		w.log.Warn("flush after subscribe", "err", err)
 	}

@@ -128,6 +128,10 @@ func (a *NodeAgent) natsOptions(o *server.Options) {
 	idc := a.cfg.Node.IDC
 	ch, cp, _ := splitListen("cluster_listen", a.cfg.ClusterListen)
 	gh, gp, _ := splitListen("gateway_listen", a.cfg.GatewayListen)
+	// No system account: its event traffic ($SYS) would cross every
+	// gateway; mqmesh does not use it, and gateway statistics then count
+	// only application messages.
+	o.NoSystemAccount = true
 	o.Cluster = server.ClusterOpts{Name: idc, Host: ch, Port: cp}
 	o.Routes = a.topo.Routes
 	o.Gateway = server.GatewayOpts{Name: idc, Host: gh, Port: gp, Gateways: a.gateways}
@@ -317,6 +321,9 @@ func StartPublisher(n *mqnode.Node, policies [backlog.NumTiers]backlog.TierPolic
 		nc.Close()
 		return nil, nil, err
 	}
-	p.Start()
+	if err := p.Start(); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
 	return p, nc, nil
 }

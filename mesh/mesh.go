@@ -87,9 +87,13 @@ type Mesh struct {
 	mu      sync.Mutex
 	meta    Meta
 	members map[string]*Member
+	leaving map[string]time.Time // leave intents received, by member id
 	subs    map[*Subscription]struct{}
 	done    bool
 }
+
+// msgLeaveIntent prefixes a direct message announcing a graceful leave.
+const msgLeaveIntent = 'L'
 
 // New checks cfg and returns a Mesh ready to Start.
 func New(cfg Config) (*Mesh, error) {
@@ -102,6 +106,7 @@ func New(cfg Config) (*Mesh, error) {
 		log:     cfg.Logger.With("component", "mesh", "member", cfg.Meta.memberID()),
 		meta:    cfg.Meta,
 		members: map[string]*Member{},
+		leaving: map[string]time.Time{},
 		subs:    map[*Subscription]struct{}{},
 	}, nil
 }
@@ -243,13 +248,41 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 	m.done = true
 	m.meta.Leaving = true
 	m.mu.Unlock()
-	// Gossip the intent first: memberlist reports leaves and deaths through
-	// one callback, so the intent is how others tell them apart.
-	errU := m.ml.UpdateNode(timeout / 2)
+	// Announce the intent first: memberlist reports leaves and deaths
+	// through one callback, so the intent is how others tell them apart.
+	// It goes twice: gossiped in the metadata, and sent directly (TCP) to
+	// every member, so no member sees the leave before the intent.
+	errU := m.ml.UpdateNode(timeout / 4)
+	m.sendLeaveIntent(timeout / 4)
 	errL := m.ml.Leave(timeout / 2)
 	errS := m.ml.Shutdown()
 	m.log.Info("left the mesh")
 	return errors.Join(errU, errL, errS)
+}
+
+func (m *Mesh) sendLeaveIntent(timeout time.Duration) {
+	msg := append([]byte{msgLeaveIntent}, m.meta.memberID()...)
+	self := m.ml.LocalNode().Name
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, n := range m.ml.Members() {
+		if n.Name == self {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(n *memberlist.Node) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = m.ml.SendReliable(n, msg)
+		}(n)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	}
 }
 
 // Shutdown stops gossip without a leave, as a crash would: others detect
@@ -295,12 +328,16 @@ func (m *Mesh) observe(n *memberlist.Node, typ EventType) {
 	switch typ {
 	case EventJoin, EventUpdate:
 		mb.State = StateAlive
+		if typ == EventJoin {
+			delete(m.leaving, n.Name)
+		}
 	case EventLeave, EventFail:
 		// memberlist reports both through NotifyLeave; the leaving flag
 		// gossiped before a graceful leave tells them apart.
 		typ = EventFail
 		mb.State = StateFailed
-		if meta.Leaving {
+		if _, said := m.leaving[n.Name]; meta.Leaving || said {
+			delete(m.leaving, n.Name)
 			typ = EventLeave
 			mb.State = StateLeft
 		}
@@ -332,7 +369,13 @@ func (d delegate) NodeMeta(limit int) []byte {
 	}
 	return b
 }
-func (delegate) NotifyMsg([]byte)                           {}
+func (d delegate) NotifyMsg(b []byte) {
+	if len(b) > 1 && b[0] == msgLeaveIntent {
+		d.m.mu.Lock()
+		d.m.leaving[string(b[1:])] = time.Now()
+		d.m.mu.Unlock()
+	}
+}
 func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (delegate) LocalState(join bool) []byte                { return nil }
 func (delegate) MergeRemoteState(buf []byte, join bool)     {}

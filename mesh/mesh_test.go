@@ -3,11 +3,10 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"github.com/mqmesh/mqmesh/internal/testlog"
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,21 +27,7 @@ func TestMain(m *testing.M) {
 	)
 }
 
-type tWriter struct {
-	mu sync.Mutex
-	t  testing.TB
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(&tWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
+func testLogger(t testing.TB) *slog.Logger { return testlog.New(t) }
 
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()

@@ -2,10 +2,9 @@ package mqnode
 
 import (
 	"context"
-	"io"
+	"github.com/mqmesh/mqmesh/internal/testlog"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,26 +24,7 @@ func TestMain(m *testing.M) {
 }
 
 // testLogger routes logs to t.Log, so they show only when a test fails.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(&tWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(p))
-	}
-	return len(p), nil
-}
-
-var _ io.Writer = (*tWriter)(nil)
+func testLogger(t testing.TB) *slog.Logger { return testlog.New(t) }
 
 // startNode starts a node in a temp dir (or cfg.DataDir) without a TCP
 // listener and returns it with an in-process client; both stop at cleanup.

@@ -1,0 +1,314 @@
+package backlog_test
+
+import (
+	"context"
+	"fmt"
+	"github.com/mqmesh/mqmesh/internal/testlog"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/backlog/backlogpb"
+	"github.com/mqmesh/mqmesh/mesh"
+	"github.com/mqmesh/mqmesh/mqnode"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).suspectNode.func1"),
+		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"),
+	)
+}
+
+func logger(t testing.TB) *slog.Logger { return testlog.New(t) }
+
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// noticeLog records notices received on a subscription.
+type noticeLog struct {
+	mu     sync.Mutex
+	byTier map[byte]int
+	first  map[string]time.Time // "tier/queue" → first notice with level > 0
+}
+
+func listen(t *testing.T, nc *nats.Conn, subj string) *noticeLog {
+	l := &noticeLog{byTier: map[byte]int{}, first: map[string]time.Time{}}
+	sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
+		var n backlogpb.Notice
+		if proto.Unmarshal(m.Data, &n) != nil {
+			return
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.byTier[m.Subject[3]]++
+		k := m.Subject[3:4] + "/" + n.Queue
+		if n.Level > 0 {
+			if _, ok := l.first[k]; !ok {
+				l.first[k] = time.Now()
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return l
+}
+
+func (l *noticeLog) count(tier byte) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.byTier[tier]
+}
+
+func (l *noticeLog) firstAt(key string) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ts, ok := l.first[key]
+	return ts, ok
+}
+
+func startNode(t *testing.T) (*mqnode.Node, *mqnode.Client, *backlog.Publisher) {
+	n, err := mqnode.New(mqnode.Config{Name: "n1", IDC: "sh", DataDir: t.TempDir(), Listen: mqnode.ListenNone, Durability: mqnode.DurabilityAsync, Logger: logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pub, pubConn, err := mesh.StartPublisher(n, [backlog.NumTiers]backlog.TierPolicy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := n.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pub.Stop()
+		pubConn.Close()
+		c.Close()
+		_ = n.Stop(context.Background())
+	})
+	return n, c, pub
+}
+
+// TestBurstIsBoundedAndCrossingIsFast: 100,000 enqueues produce a number of
+// notices bounded by time, not by enqueues, and the "has backlog" notice of
+// the host tier arrives within 100 ms of the crossing.
+func TestBurstIsBoundedAndCrossingIsFast(t *testing.T) {
+	n, c, _ := startNode(t)
+	sc, err := n.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	ctx := context.Background()
+	var lat []time.Duration
+	for round := 0; round < 3; round++ {
+		q := fmt.Sprintf("burst%d", round)
+		log := listen(t, sc, "bl.>")
+		items := make([]*mqnode.EnqueueItem, 1000)
+		for i := range items {
+			items[i] = &mqnode.EnqueueItem{Payload: []byte("x")}
+		}
+		start := time.Now()
+		var crossed time.Time
+		total := 1000
+		if round == 0 {
+			total = 100000
+		}
+		for sent := 0; sent < total; sent += len(items) {
+			if _, err := c.Enqueue(ctx, q, items...); err != nil {
+				t.Fatal(err)
+			}
+			if sent == 0 {
+				crossed = time.Now() // the first enqueue is durable: the queue has backlog
+			}
+		}
+		elapsed := time.Since(start)
+		eventually(t, 5*time.Second, "has-backlog notice", func() bool { _, ok := log.firstAt("h/" + q); return ok })
+		at, _ := log.firstAt("h/" + q)
+		lat = append(lat, at.Sub(crossed))
+		if round == 0 {
+			// Per tier: one crossing, one change per MinInterval, one refresh
+			// per Heartbeat, plus the node heartbeats (this queue and the
+			// earlier ones at most double that).
+			for _, tier := range backlog.Tiers {
+				p := backlog.DefaultPolicies[tier]
+				bound := 2 * (2 + int(elapsed/p.MinInterval) + 2*int(elapsed/p.Heartbeat+1))
+				got := log.count(tier.Token()[0])
+				t.Logf("tier %s: %d notices during a %d-task burst of %s (bound %d)", tier, got, total, elapsed.Round(time.Millisecond), bound)
+				if got > bound {
+					t.Errorf("tier %s: %d notices, bound %d", tier, got, bound)
+				}
+			}
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("crossing → has-backlog notice: %v (3 crossings)", lat)
+	if lat[0] > 100*time.Millisecond {
+		t.Fatalf("has-backlog notice %s after the crossing, want <= 100ms", lat[0])
+	}
+}
+
+func startAgent(t *testing.T, idc, name string, seeds ...string) *mesh.NodeAgent {
+	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
+		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: logger(t)},
+		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Stop(context.Background()) })
+	return a
+}
+
+func gatewayOut(t *testing.T, s *server.Server) int64 {
+	gz, err := s.Gatewayz(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, g := range gz.OutboundGateways {
+		if g.Connection != nil {
+			n += g.Connection.OutMsgs
+		}
+	}
+	return n
+}
+
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFiltersAcrossIDCs: a worker in IDC A subscribed to local + IDC tiers
+// hears nothing of IDC B, and B's gateway sends nothing; switching its
+// filter file to "everything" makes B's notices arrive. A bad filter file is
+// refused and the old filters stay; a failed node leaves the view at once.
+func TestFiltersAcrossIDCs(t *testing.T) {
+	a1 := startAgent(t, "idcA", "a1")
+	b1 := startAgent(t, "idcB", "b1", a1.Mesh.GossipAddr())
+	eventually(t, 20*time.Second, "mesh of 2", func() bool { return len(a1.Mesh.Alive(nil)) == 2 && len(b1.Mesh.Alive(nil)) == 2 })
+
+	wc, err := a1.Node.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	view := backlog.NewView(nil)
+	w := backlog.NewWatcher(wc, view, "idcA", "a1", logger(t))
+	defer w.Close()
+	stopFeed := a1.Mesh.FeedView(view)
+	defer stopFeed()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "filter.yaml")
+	local, _ := os.ReadFile("../configs/filters/local-idc.yaml")
+	everything, _ := os.ReadFile("../configs/filters/everything.yaml")
+	writeFile(t, path, string(local))
+	if err := w.WatchFile(path); err != nil {
+		t.Fatal(err)
+	}
+	// Backlog in both IDCs, above the global threshold.
+	enqueue := func(a *mesh.NodeAgent, n int) {
+		c, err := a.Node.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		items := make([]*mqnode.EnqueueItem, n)
+		for i := range items {
+			items[i] = &mqnode.EnqueueItem{}
+		}
+		if _, err := c.Enqueue(context.Background(), "push", items...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bOut := gatewayOut(t, b1.Node.Server())
+	enqueue(a1, 1000)
+	enqueue(b1, 1000)
+	eventually(t, 5*time.Second, "own node's backlog in the view", func() bool { return len(view.Entries()) == 1 })
+	// Give B's publisher several polls and a heartbeat to (not) send.
+	time.Sleep(1500 * time.Millisecond) // a window for traffic that must not happen
+	for _, e := range view.Entries() {
+		if e.IDC == "idcB" {
+			t.Fatalf("worker in idcA with local+IDC filters heard idcB: %+v", e)
+		}
+	}
+	leaked := gatewayOut(t, b1.Node.Server()) - bOut
+	t.Logf("idcB gateway messages to idcA while nobody there subscribed to the global tier: %d", leaked)
+	if leaked != 0 {
+		t.Errorf("idcB's gateway sent %d messages without interest", leaked)
+	}
+
+	// A bad file is refused; the old filters stay.
+	writeFile(t, path, "tiers:\n  global:\n    subject: bl.g.a.>.x\n")
+	time.Sleep(200 * time.Millisecond) // the watcher reacts to the write
+	if len(w.Filters().Tiers) != 2 {
+		t.Fatalf("filters after a bad file: %+v", w.Filters())
+	}
+	if err := w.Reload(); err == nil {
+		t.Fatal("reload of a bad file succeeded")
+	}
+
+	// Switch to everything: B's global-tier notices arrive (by heartbeat
+	// refresh at the latest).
+	writeFile(t, path, string(everything))
+	eventually(t, 5*time.Second, "filter reload", func() bool { return len(w.Filters().Tiers) == 3 })
+	eventually(t, 20*time.Second, "idcB's backlog in idcA's view", func() bool {
+		for _, e := range view.Entries() {
+			if e.IDC == "idcB" && e.Node == "b1" && e.Ready == 1000 {
+				return true
+			}
+		}
+		return false
+	})
+	if got := gatewayOut(t, b1.Node.Server()) - bOut; got == 0 {
+		t.Fatal("gateway statistics show nothing forwarded after subscribing")
+	}
+	// b1 fails: gossip removes it from the view before it would go stale.
+	_ = b1.Kill()
+	eventually(t, 15*time.Second, "failed node gone from the view", func() bool {
+		for _, e := range view.Entries() {
+			if e.IDC == "idcB" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+var _ = atomic.Int64{}
