@@ -1,0 +1,202 @@
+package worker
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/mqmesh/mqmesh/backlog"
+)
+
+// Where says where a pull goes.
+type Where int
+
+const (
+	// Nowhere: no free capacity, or nothing to do; wait for Decision.Wait.
+	Nowhere Where = iota
+	// Local: the pool's own node.
+	Local
+	// SameIDC: another node of the pool's IDC.
+	SameIDC
+	// OtherIDC: a node of another IDC.
+	OtherIDC
+)
+
+func (w Where) String() string {
+	return [...]string{"nowhere", "local", "same-idc", "other-idc"}[w]
+}
+
+// PolicyConfig tunes the scheduler. The zero value of a field means its
+// default (see WithDefaults).
+type PolicyConfig struct {
+	// LocalBatch, RemoteBatch and CrossIDCBatch cap the tasks one pull asks
+	// for, by where it goes; cross-IDC pulls use larger batches to amortize
+	// latency. Defaults 32, 16, 64.
+	LocalBatch    int `yaml:"local_batch"`
+	RemoteBatch   int `yaml:"remote_batch"`
+	CrossIDCBatch int `yaml:"cross_idc_batch"`
+	// LongPoll is the wait of a local pull when there is nothing to help
+	// with (push-like latency while idle). Default 500ms: also the longest
+	// time before a pool notices remote backlog while parked.
+	LongPoll time.Duration `yaml:"long_poll"`
+	// Idle is how long a pool with no node of its own waits before looking
+	// at its view again when nobody has backlog. Default 100ms.
+	Idle time.Duration `yaml:"idle"`
+	// Jitter spreads remote pulls: each waits a random 0..Jitter first, so
+	// many workers reading one notice do not descend on one node at once.
+	// Default 20ms.
+	Jitter time.Duration `yaml:"jitter"`
+	// MinHelp is the least backlog a remote node must show to be helped.
+	// Default 1.
+	MinHelp uint64 `yaml:"min_help"`
+	// CrossIDCAlways lets the pool help other IDCs even while its own IDC
+	// has backlog elsewhere. Default false: other IDCs only when no node of
+	// its own IDC needs help. (Whether other IDCs are heard at all is the
+	// filter's choice: the global tier.)
+	CrossIDCAlways bool `yaml:"cross_idc_always"`
+	// MaxAge ignores view entries older than this (stale figures). 10s.
+	MaxAge time.Duration `yaml:"max_age"`
+	// LocalOnly switches helping off: the pool pulls only its own node (the
+	// single-host design the mesh replaces; the simulator's baseline).
+	LocalOnly bool `yaml:"local_only"`
+}
+
+// WithDefaults fills zero fields.
+func (c PolicyConfig) WithDefaults() PolicyConfig {
+	def := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	def(&c.LocalBatch, 32)
+	def(&c.RemoteBatch, 16)
+	def(&c.CrossIDCBatch, 64)
+	if c.LongPoll <= 0 {
+		c.LongPoll = 500 * time.Millisecond
+	}
+	if c.Idle <= 0 {
+		c.Idle = 100 * time.Millisecond
+	}
+	if c.Jitter < 0 {
+		c.Jitter = 0
+	} else if c.Jitter == 0 {
+		c.Jitter = 20 * time.Millisecond
+	}
+	if c.MinHelp == 0 {
+		c.MinHelp = 1
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = 10 * time.Second
+	}
+	return c
+}
+
+// Situation is what the scheduler knows when it decides one pull for one
+// queue.
+type Situation struct {
+	IDC  string // the pool's IDC
+	Node string // the pool's own node ("" on a worker-only host)
+	// Queue being scheduled.
+	Queue string
+	// Free is the number of free slots reserved for this pull.
+	Free int
+	// LocalDrained says the last pull from the own node came back short:
+	// it has no ready task now. Until then the own node comes first.
+	LocalDrained bool
+	// Entries is the backlog view (any order).
+	Entries []backlog.Entry
+	Now     time.Time
+}
+
+// Decision is one pull to make.
+type Decision struct {
+	Where    Where
+	IDC      string
+	Node     string
+	MaxTasks int
+	// Wait is the pull's long-poll wait (Local), or how long to idle
+	// (Nowhere).
+	Wait time.Duration
+	// Delay is the jitter to sleep before a remote pull.
+	Delay time.Duration
+}
+
+// Decide is the scheduling policy: a pure function of the situation, the
+// config and a random source, with no I/O and no clock of its own, so the
+// simulator's discrete-event model runs this very code.
+//
+//  1. No free slot: nowhere.
+//  2. The own node first: while it has not come back short, pull it, at
+//     once (no wait).
+//  3. Own node drained and slots free: help a node of the same IDC with
+//     backlog, chosen at random weighted by backlog (after a random
+//     jitter), asking for at most RemoteBatch tasks.
+//  4. No node of the same IDC needs help: help another IDC (as far as the
+//     filter lets the pool hear of it), with CrossIDCBatch.
+//  5. Nobody needs help: long-poll the own node (push-like latency), or
+//     idle on a worker-only host.
+func Decide(s Situation, cfg PolicyConfig, rng *rand.Rand) Decision {
+	if s.Free <= 0 {
+		return Decision{Where: Nowhere, Wait: cfg.Idle}
+	}
+	if s.Node != "" && (!s.LocalDrained || cfg.LocalOnly) {
+		wait := time.Duration(0)
+		if cfg.LocalOnly && s.LocalDrained {
+			wait = cfg.LongPoll
+		}
+		return Decision{Where: Local, IDC: s.IDC, Node: s.Node, MaxTasks: min(s.Free, cfg.LocalBatch), Wait: wait}
+	}
+	if !cfg.LocalOnly {
+		var same, other []backlog.Entry
+		for _, e := range s.Entries {
+			if e.Queue != s.Queue || e.Ready < cfg.MinHelp || s.Now.Sub(e.Updated) > cfg.MaxAge {
+				continue
+			}
+			if e.IDC == s.IDC {
+				if e.Node != s.Node {
+					same = append(same, e)
+				}
+			} else {
+				other = append(other, e)
+			}
+		}
+		pick := func(c []backlog.Entry, where Where, batch int) Decision {
+			e := weightedPick(c, rng)
+			var delay time.Duration
+			if cfg.Jitter > 0 {
+				delay = time.Duration(rng.Int64N(int64(cfg.Jitter)))
+			}
+			n := min(s.Free, batch, int(min(e.Ready, uint64(batch))))
+			return Decision{Where: where, IDC: e.IDC, Node: e.Node, MaxTasks: max(n, 1), Delay: delay}
+		}
+		switch {
+		case len(same) > 0 && (len(other) == 0 || !cfg.CrossIDCAlways || rng.IntN(2) == 0):
+			return pick(same, SameIDC, cfg.RemoteBatch)
+		case len(other) > 0:
+			return pick(other, OtherIDC, cfg.CrossIDCBatch)
+		}
+	}
+	if s.Node != "" {
+		return Decision{Where: Local, IDC: s.IDC, Node: s.Node, MaxTasks: min(s.Free, cfg.LocalBatch), Wait: cfg.LongPoll}
+	}
+	return Decision{Where: Nowhere, Wait: cfg.Idle}
+}
+
+// weightedPick chooses an entry at random with probability proportional
+// to its backlog (c is non-empty).
+func weightedPick(c []backlog.Entry, rng *rand.Rand) backlog.Entry {
+	var total uint64
+	for _, e := range c {
+		total += e.Ready
+	}
+	if total == 0 {
+		return c[rng.IntN(len(c))]
+	}
+	x := rng.Uint64N(total)
+	for _, e := range c {
+		if x < e.Ready {
+			return e
+		}
+		x -= e.Ready
+	}
+	return c[len(c)-1]
+}
