@@ -17,7 +17,7 @@ func maxBatch(c PolicyConfig) int { return max(c.LocalBatch, c.RemoteBatch, c.Cr
 // where to pull, pull, hand each task to a slot.
 func (p *Pool) fetch(r *registered) {
 	defer p.fetchWG.Done()
-	drained := false
+	drained, helping := false, false
 	limit := maxBatch(p.cfg.Policy)
 	for {
 		// Reserve at least one slot, then whatever else is free.
@@ -36,7 +36,7 @@ func (p *Pool) fetch(r *registered) {
 				break more
 			}
 		}
-		d := p.decide(Situation{IDC: p.cfg.IDC, Node: p.cfg.Node, Queue: r.queue, Free: k, LocalDrained: drained, Entries: p.view.Entries(), Now: time.Now()})
+		d := p.decide(Situation{IDC: p.cfg.IDC, Node: p.cfg.Node, Queue: r.queue, Free: k, LocalDrained: drained, Helping: helping, Entries: p.view.Entries(), Now: time.Now()})
 		if d.Where == Nowhere {
 			p.release(k)
 			if !p.sleep(d.Wait) {
@@ -60,9 +60,13 @@ func (p *Pool) fetch(r *registered) {
 		switch {
 		case d.Where == Local:
 			drained = err == nil && len(ds) < d.MaxTasks
+			if len(ds) > 0 || d.Wait > 0 {
+				helping = false // busy at home, or nothing left to help with
+			}
 		default:
 			// Back to the own node first after every remote pull.
 			drained = false
+			helping = err == nil && len(ds) > 0
 			if err == nil {
 				p.view.Correct(d.IDC, d.Node, r.queue, readyAfter)
 			}

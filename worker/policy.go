@@ -102,6 +102,10 @@ type Situation struct {
 	// LocalDrained says the last pull from the own node came back short:
 	// it has no ready task now. Until then the own node comes first.
 	LocalDrained bool
+	// Helping says the previous pull went to another node and got tasks:
+	// the pool is already helping, so no jitter is added (jitter is for the
+	// first pull after a notice, when many workers read the same one).
+	Helping bool
 	// Entries is the backlog view (any order).
 	Entries []backlog.Entry
 	Now     time.Time
@@ -162,7 +166,7 @@ func Decide(s Situation, cfg PolicyConfig, rng *rand.Rand) Decision {
 		pick := func(c []backlog.Entry, where Where, batch int) Decision {
 			e := weightedPick(c, rng)
 			var delay time.Duration
-			if cfg.Jitter > 0 {
+			if cfg.Jitter > 0 && !s.Helping {
 				delay = time.Duration(rng.Int64N(int64(cfg.Jitter)))
 			}
 			n := min(s.Free, batch, int(min(e.Ready, uint64(batch))))

@@ -1,0 +1,299 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/testlog"
+	"github.com/mqmesh/mqmesh/mesh"
+	"github.com/mqmesh/mqmesh/mqnode"
+)
+
+// host is one host of an in-process mesh: a node agent and a worker pool.
+type host struct {
+	idc, name string
+	agent     *mesh.NodeAgent
+	client    *mqnode.Client
+	pool      *Pool
+	slowdown  atomic.Int64 // handler latency multiplier (1 = normal)
+	stopped   atomic.Bool
+}
+
+// cluster is idcs × hosts hosts on loopback.
+type cluster struct {
+	t     *testing.T
+	hosts []*host
+	// processedBy[origin node][pool host] counts handled tasks.
+	mu          sync.Mutex
+	processedBy map[string]map[string]int
+	firstRemote map[string]time.Time // pool host → first task from another node
+}
+
+const baseLatency = 4 * time.Millisecond
+
+func startCluster(t *testing.T, idcs, perIDC, slots int, filters backlog.Filters) *cluster {
+	c := &cluster{t: t, processedBy: map[string]map[string]int{}, firstRemote: map[string]time.Time{}}
+	var seed string
+	for i := 0; i < idcs; i++ {
+		for j := 0; j < perIDC; j++ {
+			h := &host{idc: fmt.Sprintf("idc%c", 'A'+i), name: fmt.Sprintf("h%c%d", 'a'+i, j+1)}
+			h.slowdown.Store(1)
+			var seeds []string
+			if seed != "" {
+				seeds = []string{seed}
+			}
+			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
+				Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: testlog.NewLevel(t, 4)},
+				Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = a.Stop(context.Background()) })
+			if seed == "" {
+				seed = a.Mesh.GossipAddr()
+			}
+			h.agent = a
+			if h.client, err = a.Node.Client(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(h.client.Close)
+			c.hosts = append(c.hosts, h)
+		}
+	}
+	eventually(t, 30*time.Second, "mesh formed", func() bool {
+		for _, h := range c.hosts {
+			if len(h.agent.Mesh.Alive(nil)) != len(c.hosts) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, h := range c.hosts {
+		c.startPool(h, slots, filters)
+	}
+	return c
+}
+
+func (c *cluster) startPool(h *host, slots int, filters backlog.Filters) {
+	t := c.t
+	nc, err := h.agent.Node.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	f := filters
+	p, err := New(nc, Config{ID: "pool-" + h.name, IDC: h.idc, Host: h.name, Node: h.name, Slots: slots, Filters: &f,
+		Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{c.hosts[0].agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal},
+		Logger: testlog.NewLevel(t, 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, p.Handle("push", func(ctx context.Context, task *Task) Result {
+		select {
+		case <-time.After(baseLatency * time.Duration(h.slowdown.Load())):
+		case <-ctx.Done():
+			return Retry(ctx.Err(), 0)
+		}
+		c.mu.Lock()
+		m := c.processedBy[task.Origin.Node]
+		if m == nil {
+			m = map[string]int{}
+			c.processedBy[task.Origin.Node] = m
+		}
+		m[h.name]++
+		if task.Origin.Node != h.name {
+			if _, ok := c.firstRemote[h.name]; !ok {
+				c.firstRemote[h.name] = time.Now()
+			}
+		}
+		c.mu.Unlock()
+		return Done()
+	}))
+	must(t, p.Start(context.Background()))
+	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	h.pool = p
+}
+
+// load enqueues rate tasks/s on every host (or only on the given ones)
+// for d, in batches every 20 ms. It returns the number enqueued per host.
+func (c *cluster) load(rate int, d time.Duration, only ...*host) map[string]int {
+	targets := c.hosts
+	if len(only) > 0 {
+		targets = only
+	}
+	counts := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, h := range targets {
+		wg.Add(1)
+		go func(h *host) {
+			defer wg.Done()
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			per := max(rate/50, 1)
+			for end := time.Now().Add(d); time.Now().Before(end); <-tick.C {
+				items := make([]*mqnode.EnqueueItem, per)
+				for i := range items {
+					items[i] = &mqnode.EnqueueItem{}
+				}
+				if _, err := h.client.Enqueue(context.Background(), "push", items...); err != nil {
+					c.t.Error(err)
+					return
+				}
+				mu.Lock()
+				counts[h.name] += per
+				mu.Unlock()
+			}
+		}(h)
+	}
+	wg.Wait()
+	return counts
+}
+
+func (c *cluster) processed() (total int, byOrigin map[string]map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	byOrigin = map[string]map[string]int{}
+	for o, m := range c.processedBy {
+		byOrigin[o] = map[string]int{}
+		for p, n := range m {
+			byOrigin[o][p] = n
+			total += n
+		}
+	}
+	return total, byOrigin
+}
+
+func (c *cluster) backlog() uint64 {
+	var n uint64
+	for _, h := range c.hosts {
+		if _, qs, err := h.client.Stats(context.Background(), "push"); err == nil && len(qs) > 0 {
+			n += qs[0].Ready + qs[0].Leased + qs[0].Delayed
+		}
+	}
+	return n
+}
+
+func everythingFilter() backlog.Filters {
+	return backlog.Filters{Tiers: map[string]backlog.TierSpec{
+		"local":  {Subject: "bl.h.{idc}.{node}.>", MinBacklog: 1},
+		"idc":    {Subject: "bl.i.{idc}.>", MinBacklog: 20},
+		"global": {Subject: "bl.g.>", MinBacklog: 500},
+	}}
+}
+
+// TestLocalityAndHelping: 2 IDCs × 3 hosts. Under steady load within every
+// host's capacity at least 99% of tasks run on their own host. Then one
+// host's pool is slowed 10×: its backlog is drained by the other hosts of
+// its IDC, the other IDC does not step in (the first IDC has spare
+// capacity), nothing is lost, and the backlog returns to zero.
+func TestLocalityAndHelping(t *testing.T) {
+	if testing.Short() {
+		t.Skip("6-host mesh skipped in -short mode")
+	}
+	c := startCluster(t, 2, 3, 8, everythingFilter())
+	// Steady: 100 tasks/s per host; capacity 8 slots / 4 ms = 2000/s.
+	sent := c.load(100, 3*time.Second)
+	want := 0
+	for _, n := range sent {
+		want += n
+	}
+	eventually(t, 20*time.Second, "steady load processed", func() bool { n, _ := c.processed(); return n >= want })
+	_, by := c.processed()
+	local := 0
+	for origin, m := range by {
+		local += m[origin]
+	}
+	ratio := float64(local) / float64(want)
+	t.Logf("steady state: %d of %d tasks ran on their own host (locality %.4f)", local, want, ratio)
+	if ratio < 0.99 {
+		t.Fatalf("locality %.4f < 0.99: %v", ratio, by)
+	}
+
+	// Slow hA1's pool 10×: capacity 8/40ms = 200/s under a load of 400/s.
+	slow := c.hosts[0]
+	slow.slowdown.Store(10)
+	c.mu.Lock()
+	c.firstRemote = map[string]time.Time{}
+	c.mu.Unlock()
+	before, byBefore := c.processed()
+	start := time.Now()
+	sent2 := c.load(400, 4*time.Second, slow)
+	eventually(t, 60*time.Second, "backlog drained", func() bool {
+		n, _ := c.processed()
+		return n >= before+sent2[slow.name] && c.backlog() == 0
+	})
+	drainedIn := time.Since(start)
+	_, byAfter := c.processed()
+	m, m0 := byAfter[slow.name], byBefore[slow.name]
+	helpedSame, helpedOther := 0, 0
+	for _, h := range c.hosts[1:] {
+		n := m[h.name] - m0[h.name]
+		if h.idc == slow.idc {
+			helpedSame += n
+		} else {
+			helpedOther += n
+		}
+	}
+	c.mu.Lock()
+	var first time.Time
+	for _, ts := range c.firstRemote {
+		if first.IsZero() || ts.Before(first) {
+			first = ts
+		}
+	}
+	c.mu.Unlock()
+	own := m[slow.name] - m0[slow.name]
+	t.Logf("slow host: %d tasks enqueued at 400/s for 4s; its own pool ran %d, same-IDC hosts %d, other IDC %d; first remote task %s after the slowdown; all drained in %s",
+		sent2[slow.name], own, helpedSame, helpedOther, first.Sub(start).Round(time.Millisecond), drainedIn.Round(time.Millisecond))
+	if helpedSame == 0 {
+		t.Fatal("no host of the same IDC helped")
+	}
+	if helpedOther != 0 {
+		t.Fatalf("the other IDC ran %d tasks although the first IDC had spare capacity", helpedOther)
+	}
+	for _, h := range c.hosts {
+		if st := h.pool.Stats(); st.AckErrors != 0 {
+			t.Fatalf("%s: %d ack errors", h.name, st.AckErrors)
+		}
+	}
+
+	// Drain rate: the slow host's pool stops; a backlog of 3000 tasks on
+	// its node is drained by the two other hosts of its IDC. Their
+	// capacity is 2 × 8 slots / 4 ms = 4000 tasks/s (handler time only).
+	slow.pool.Stop(context.Background())
+	before, _ = c.processed()
+	items := make([]*mqnode.EnqueueItem, 3000)
+	for i := range items {
+		items[i] = &mqnode.EnqueueItem{}
+	}
+	start = time.Now()
+	if _, err := slow.client.Enqueue(context.Background(), "push", items...); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for c.backlog() != 0 {
+		if time.Now().After(deadline) {
+			for _, h := range c.hosts {
+				_, qs, _ := h.client.Stats(context.Background(), "push")
+				t.Logf("%s: %v view=%+v stats=%+v", h.name, qs, h.pool.View().Entries(), h.pool.Stats())
+			}
+			t.Fatal("backlog of a stopped pool not drained by its IDC")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	el := time.Since(start)
+	after, _ := c.processed()
+	rate := float64(after-before) / el.Seconds()
+	t.Logf("stopped pool's backlog of %d drained by 2 same-IDC hosts in %s: %.0f tasks/s = %.0f%% of their handler capacity (4000/s)",
+		after-before, el.Round(time.Millisecond), rate, rate/4000*100)
+}
