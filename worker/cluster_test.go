@@ -92,7 +92,7 @@ func (c *cluster) startPool(h *host, slots int, filters backlog.Filters) {
 	t.Cleanup(nc.Close)
 	f := filters
 	p, err := New(nc, Config{ID: "pool-" + h.name, IDC: h.idc, Host: h.name, Node: h.name, Slots: slots, Filters: &f,
-		Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{c.hosts[0].agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal},
+		Mesh:   &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{c.hosts[0].agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal},
 		Logger: testlog.NewLevel(t, 4)})
 	if err != nil {
 		t.Fatal(err)
