@@ -38,10 +38,10 @@ const (
 	DefaultReadyBuffer     = 1024
 	DefaultReadyBufferSize = 8 << 20
 	DefaultGCInterval      = time.Minute
-	DefaultMemTableSize    = 64 << 20
+	DefaultMemTableSize    = 16 << 20
 	DefaultBlockCacheSize  = 32 << 20
 	DefaultIndexCacheSize  = 16 << 20
-	DefaultNATSMaxPayload  = 4 << 20
+	DefaultNATSMaxPayload  = 1<<20 + 64<<10
 
 	DefaultMaxAttempts = 10
 	DefaultBackoffBase = time.Second
@@ -72,8 +72,9 @@ type Config struct {
 	// MaxPayload is the largest task payload accepted, in bytes. Default 1 MiB.
 	MaxPayload int `yaml:"max_payload"`
 	// NATSMaxPayload is the embedded NATS server's max message size: the
-	// largest batch request. Default 4 MiB; must exceed MaxPayload, and one
-	// request must fit one Badger transaction: MemTableSize >= 16 × this.
+	// largest batch request. Default 1 MiB + 64 KiB (one max-size task and
+	// its headers); must exceed MaxPayload, and one request must fit one
+	// Badger transaction: MemTableSize >= 14 × this.
 	NATSMaxPayload int `yaml:"nats_max_payload"`
 	// AutoCreateQueues lets an enqueue or pull create a queue on first use.
 	// When false only the queues listed in Queues exist. Default true.
@@ -98,9 +99,10 @@ type Config struct {
 	ReadyBufferBytes int `yaml:"ready_buffer_bytes"`
 	// GCInterval is how often Badger's value-log GC runs. Default 1m.
 	GCInterval time.Duration `yaml:"gc_interval"`
-	// Badger memory: memtable size (at most 3 in memory), block cache,
-	// index cache. Defaults 64 MiB, 32 MiB, 16 MiB — fixed sizes, so RSS
-	// stays flat as the backlog grows.
+	// Badger memory: memtable size (at most 2 in memory), block cache,
+	// index cache. Defaults 16 MiB, 32 MiB, 16 MiB — fixed sizes, so RSS
+	// stays flat as the backlog grows (Badger's table builders, pooled,
+	// grow with the memtable: a small memtable keeps them small).
 	MemTableSize   int64 `yaml:"memtable_size"`
 	BlockCacheSize int64 `yaml:"block_cache_size"`
 	IndexCacheSize int64 `yaml:"index_cache_size"`
@@ -238,8 +240,8 @@ func (c Config) Validate() error {
 	if c.NATSMaxPayload < c.MaxPayload+4096 {
 		errs = append(errs, fmt.Errorf("nats_max_payload %d: must exceed max_payload (%d) by at least 4096", c.NATSMaxPayload, c.MaxPayload))
 	}
-	if c.MemTableSize < 16*int64(c.NATSMaxPayload) {
-		errs = append(errs, fmt.Errorf("memtable_size %d: must be at least 16 × nats_max_payload (%d) so one request fits one transaction", c.MemTableSize, c.NATSMaxPayload))
+	if c.MemTableSize < 14*int64(c.NATSMaxPayload) {
+		errs = append(errs, fmt.Errorf("memtable_size %d: must be at least 14 × nats_max_payload (%d) so one request fits one transaction", c.MemTableSize, c.NATSMaxPayload))
 	}
 	if c.DefaultLease <= 0 || c.MaxLease < c.DefaultLease {
 		errs = append(errs, fmt.Errorf("default_lease %s / max_lease %s: need 0 < default_lease <= max_lease", c.DefaultLease, c.MaxLease))

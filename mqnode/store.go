@@ -58,7 +58,8 @@ func openStore(cfg Config) (*store, error) {
 		WithLogger(badgerLogger{cfg.Logger.With("component", "badger")}).
 		WithSyncWrites(cfg.Durability == DurabilityFsync).
 		WithMemTableSize(cfg.MemTableSize).
-		WithNumMemtables(3).
+		WithNumMemtables(2).
+		WithNumCompactors(2).
 		WithBlockCacheSize(cfg.BlockCacheSize).
 		WithIndexCacheSize(cfg.IndexCacheSize).
 		WithValueThreshold(valueThreshold).
