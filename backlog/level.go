@@ -16,6 +16,12 @@ type TierPolicy struct {
 	// crossings are published at once.
 	High uint64 `yaml:"high"`
 	Low  uint64 `yaml:"low"`
+	// Age also puts a queue in the backlog state when its oldest ready
+	// task has waited this long, however few tasks wait: nobody is taking
+	// them (e.g. the host's pool died), so a handful must not be stranded
+	// below High. It leaves that state once the oldest is younger than
+	// Age/2 (and ready <= Low). 0 disables it.
+	Age time.Duration `yaml:"age"`
 	// MinInterval rate-limits changes inside the backlog state (level =
 	// 1 + log2(ready/High)): at most one notice per queue per MinInterval.
 	MinInterval time.Duration `yaml:"min_interval"`
@@ -30,8 +36,8 @@ type TierPolicy struct {
 // global tier only a large one, each less often.
 var DefaultPolicies = [NumTiers]TierPolicy{
 	TierHost:   {High: 1, Low: 0, MinInterval: 100 * time.Millisecond, Heartbeat: time.Second},
-	TierIDC:    {High: 20, Low: 5, MinInterval: 500 * time.Millisecond, Heartbeat: 5 * time.Second},
-	TierGlobal: {High: 500, Low: 100, MinInterval: 2 * time.Second, Heartbeat: 15 * time.Second},
+	TierIDC:    {High: 20, Low: 0, Age: time.Second, MinInterval: 500 * time.Millisecond, Heartbeat: 5 * time.Second},
+	TierGlobal: {High: 500, Low: 0, Age: 5 * time.Second, MinInterval: 2 * time.Second, Heartbeat: 15 * time.Second},
 }
 
 func (p TierPolicy) validate(t Tier) error {
@@ -41,8 +47,8 @@ func (p TierPolicy) validate(t Tier) error {
 	if p.High == 0 || p.Low >= p.High {
 		return fmt.Errorf("tier %s: need 0 <= low < high (low %d, high %d)", t, p.Low, p.High)
 	}
-	if p.MinInterval <= 0 || p.Heartbeat < p.MinInterval {
-		return fmt.Errorf("tier %s: need 0 < min_interval <= heartbeat", t)
+	if p.Age < 0 || p.MinInterval <= 0 || p.Heartbeat < p.MinInterval {
+		return fmt.Errorf("tier %s: need age >= 0 and 0 < min_interval <= heartbeat", t)
 	}
 	return nil
 }
@@ -74,12 +80,14 @@ type queueState struct {
 // decide is the publisher's pure decision for one queue on one tier at
 // time now: whether to send a notice, and with which level (0 = no
 // backlog). It updates st when it says send.
-func (p TierPolicy) decide(st *queueState, ready uint64, now time.Time) (send bool, level uint32, heartbeat bool) {
+func (p TierPolicy) decide(st *queueState, ready uint64, oldest time.Duration, now time.Time) (send bool, level uint32, heartbeat bool) {
 	wasIn := st.in
+	aged := p.Age > 0 && ready > 0 && oldest >= p.Age
+	young := p.Age == 0 || ready == 0 || oldest < p.Age/2
 	switch {
-	case !st.in && ready >= p.High:
+	case !st.in && (ready >= p.High || aged):
 		st.in = true
-	case st.in && ready <= p.Low:
+	case st.in && ready <= p.Low && young:
 		st.in = false
 	}
 	if st.in {

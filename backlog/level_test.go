@@ -27,7 +27,7 @@ func TestDecideHysteresisAndRate(t *testing.T) {
 		{1200, 10, true, 1}, // heartbeat refresh while in backlog
 	}
 	for _, s := range steps {
-		send, level, _ := p.decide(&st, s.ready, at(s.ms))
+		send, level, _ := p.decide(&st, s.ready, 0, at(s.ms))
 		if send != s.send || (send && level != s.level) {
 			t.Fatalf("at %dms ready %d: send=%v level=%d, want send=%v level=%d", s.ms, s.ready, send, level, s.send, s.level)
 		}
@@ -47,7 +47,7 @@ func TestBurstNoticeBound(t *testing.T) {
 		const dur, poll = 2 * time.Second, 20 * time.Millisecond
 		for el := time.Duration(0); el <= dur; el += poll {
 			ready := uint64(100000 * el / dur)
-			if s, _, _ := p.decide(&st, ready, t0.Add(el)); s {
+			if s, _, _ := p.decide(&st, ready, 0, t0.Add(el)); s {
 				sent++
 			}
 		}
@@ -65,5 +65,25 @@ func TestLevel(t *testing.T) {
 		if got := p.Level(ready); got != want {
 			t.Errorf("Level(%d) = %d, want %d", ready, got, want)
 		}
+	}
+}
+
+// TestDecideAge: a few tasks nobody takes are announced once they are old,
+// and the queue leaves the backlog state only when drained and young.
+func TestDecideAge(t *testing.T) {
+	p := DefaultPolicies[TierIDC]
+	var st queueState
+	t0 := time.Unix(1000, 0)
+	if s, _, _ := p.decide(&st, 3, 100*time.Millisecond, t0); s {
+		t.Fatal("3 young tasks announced on the IDC tier")
+	}
+	if s, lvl, _ := p.decide(&st, 3, 1500*time.Millisecond, t0.Add(time.Second)); !s || lvl == 0 {
+		t.Fatal("3 tasks waiting 1.5s not announced")
+	}
+	if s, _, _ := p.decide(&st, 1, 1200*time.Millisecond, t0.Add(1100*time.Millisecond)); s {
+		t.Fatal("left the backlog state with an old task still waiting")
+	}
+	if s, lvl, _ := p.decide(&st, 0, 0, t0.Add(1200*time.Millisecond)); !s || lvl != 0 {
+		t.Fatal("drained queue not announced")
 	}
 }

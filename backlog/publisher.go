@@ -185,7 +185,7 @@ func (p *Publisher) Tick() {
 				st = &queueState{}
 				p.st[tier][ql.Queue] = st
 			}
-			send, level, hb := pol.decide(st, ql.Ready, now)
+			send, level, hb := pol.decide(st, ql.Ready, ql.OldestReady, now)
 			if !send && sync[tier] && st.in {
 				send, level = true, st.sentLevel
 			}
