@@ -1,0 +1,53 @@
+// Package backlog is how workers learn, fast and precisely, where work is
+// waiting: nodes broadcast their backlog levels over NATS on a hierarchy of
+// subjects, and each worker subscribes, through a filter file, to the tiers
+// it wants to hear.
+//
+// # Subjects
+//
+//	bl.h.<idc>.<node>.<queue>   host tier: every level change, for the host's own pool
+//	bl.i.<idc>.<node>.<queue>   IDC tier: real backlog (20+ tasks, or a task waiting 1s+)
+//	bl.g.<idc>.<node>.<queue>   global tier: large backlog (500+, or a task waiting 5s+)
+//
+// A filter picks tiers by subject pattern: local = bl.h.<myidc>.<mynode>.>,
+// cross-machine = bl.i.<myidc>.>, cross-IDC = bl.g.>. NATS forwards a
+// message over a route or a gateway only where someone subscribes, so an
+// IDC whose workers do not subscribe to the global tier receives nothing
+// from other IDCs. Every token is validated (ParseSubject, ParsePattern).
+//
+// # Publisher (node side)
+//
+// Publisher looks at the node's queues every 20 ms and publishes on
+// meaningful change, not on every enqueue: each tier has a "has backlog"
+// state with hysteresis (enter at High ready tasks or when the oldest has
+// waited Age; leave at Low), crossings are sent at once, level changes
+// inside the state (level = 1 + log2(ready/High)) at most once per
+// MinInterval, and a heartbeat per Heartbeat (a node heartbeat on subject
+// ..._node, and a refresh of every queue in the backlog state), so a silent
+// node is told apart from an idle one. A new subscriber asks for the
+// current state (SyncSubject) instead of waiting for heartbeats. A notice
+// carries node, IDC, queue, ready count, oldest ready age, enqueue and
+// drain rates, level and a sequence number.
+//
+// # View (worker side)
+//
+// View is the worker's table of node backlogs with their ages: a plain data
+// structure with an injectable clock and no I/O, which the scheduler and
+// the simulator use directly. Entries expire when stale (TierFilter
+// StaleAfter), when gossip reports the node left or failed
+// (mesh.Mesh.FeedView), and are corrected by pull replies (View.Correct).
+// Watcher feeds a View from NATS: one subscription per tier; callbacks only
+// decode and update a map, so they never block the NATS read loop.
+//
+// # Filter files
+//
+//	tiers:
+//	  local:  {subject: "bl.h.{idc}.{node}.>", min_backlog: 1}
+//	  idc:    {subject: "bl.i.{idc}.>", min_backlog: 1, max_rate: 100}
+//	  global: {subject: "bl.g.>", min_backlog: 1, max_rate: 20}
+//
+// {idc} and {node} stand for the worker's own, so one file serves every
+// host. Watcher.WatchFile reloads a changed file (or Reload on SIGHUP); a
+// bad file is refused with a clear message and the old filters stay in
+// force. Examples: configs/filters/.
+package backlog

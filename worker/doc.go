@@ -1,0 +1,66 @@
+// Package worker is the worker pool and the SDK business code is written
+// against: handlers per queue, a fixed number of concurrent slots, and the
+// pull scheduler that clears the own host's node first and lends spare
+// capacity to other nodes — same IDC before other IDCs.
+//
+// # Writing a handler
+//
+//	pool, err := worker.New(nc, worker.Config{IDC: "sh", Node: "host1", Slots: 32})
+//	pool.Handle("push", func(ctx context.Context, t *worker.Task) worker.Result {
+//	    if err := send(ctx, t.Payload); err != nil {
+//	        return worker.Retry(err, 0)       // backoff, then again
+//	    }
+//	    return worker.Done()
+//	}, worker.Timeout(10*time.Second))
+//	pool.Start(ctx)
+//	defer pool.Stop(context.Background())   // graceful: running tasks finish and are acked
+//
+// A handler gets the task (id, queue, payload, headers, attempt number, the
+// node it came from and how far away that is) and returns a Result: Done,
+// Retry (after the queue's backoff or a given delay), GiveUp (dead letter,
+// with a reason). Done().WithSubtasks(queue, ...) returns new tasks
+// (streaming tasks): the task's own node enqueues them in the same Badger
+// transaction as the ack — both happen or neither does, so a pool that dies
+// between the handler's return and the ack leaves no orphan subtask, and
+// the parent is simply delivered again. Delivery is at least once: use the
+// task id and attempt number to be idempotent.
+//
+// While a handler runs its lease is extended (every Config.ExtendEvery), so
+// long tasks are not delivered twice; if the node says the lease is gone the
+// handler's context is cancelled and its result is not acked. The handler's
+// own deadline (Timeout, default Config.HandlerTimeout) cancels its context.
+// A panic is caught and counts as a failure (Retry).
+//
+// # Scheduling
+//
+// The choice of where to pull next is Decide: a pure function of the
+// backlog view, the free capacity, the config and a random source, with no
+// I/O and no clock, so the simulator runs the very same policy:
+//
+//  1. With free slots, pull the own node (at once while it has tasks; a
+//     long poll of PolicyConfig.LongPoll when nobody needs help, so an idle
+//     system delivers with push-like latency).
+//  2. When the own node came back short and slots are still free, help a
+//     node of the same IDC that the view shows with backlog, chosen at
+//     random weighted by backlog, after a random jitter (only when starting
+//     to help), asking for no more than its backlog or RemoteBatch.
+//  3. Only when no node of the own IDC needs help: another IDC, as far as
+//     the backlog filter lets the pool hear of it, with larger batches.
+//
+// Short and empty pull replies correct the view at once. A pool on a host
+// without a node (worker-only host) treats its IDC as its first tier.
+// PolicyConfig.LocalOnly switches helping off (the single-host design the
+// mesh replaces).
+//
+// # Membership and stopping
+//
+// With Config.Mesh set the pool is a gossip member (role worker): when it
+// dies, nodes learn it from gossip and return its leased tasks to ready at
+// once instead of at lease expiry, and its view drops nodes that die. Stop
+// is graceful (stop pulling, let running handlers finish and ack, leave the
+// mesh); Kill cancels running handlers and acks nothing: their tasks come
+// back through lease release.
+//
+// Stats counts tasks processed and pulls by where they went (local, same
+// IDC, other IDC), empty pulls and lease extensions.
+package worker
