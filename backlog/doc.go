@@ -6,8 +6,8 @@
 // # Subjects
 //
 //	bl.h.<idc>.<node>.<queue>   host tier: every level change, for the host's own pool
-//	bl.i.<idc>.<node>.<queue>   IDC tier: real backlog (20+ tasks, or a task waiting 1s+)
-//	bl.g.<idc>.<node>.<queue>   global tier: large backlog (500+, or a task waiting 5s+)
+//	bl.i.<idc>.<node>.<queue>   IDC tier: real backlog (20+ tasks, or a task waiting 0.5s+)
+//	bl.g.<idc>.<node>.<queue>   global tier: large backlog (200+, or a task waiting 2s+)
 //
 // A filter picks tiers by subject pattern: local = bl.h.<myidc>.<mynode>.>,
 // cross-machine = bl.i.<myidc>.>, cross-IDC = bl.g.>. NATS forwards a

@@ -36,8 +36,8 @@ type TierPolicy struct {
 // global tier only a large one, each less often.
 var DefaultPolicies = [NumTiers]TierPolicy{
 	TierHost:   {High: 1, Low: 0, MinInterval: 100 * time.Millisecond, Heartbeat: time.Second},
-	TierIDC:    {High: 20, Low: 0, Age: time.Second, MinInterval: 500 * time.Millisecond, Heartbeat: 5 * time.Second},
-	TierGlobal: {High: 500, Low: 0, Age: 5 * time.Second, MinInterval: 2 * time.Second, Heartbeat: 15 * time.Second},
+	TierIDC:    {High: 20, Low: 0, Age: 500 * time.Millisecond, MinInterval: 500 * time.Millisecond, Heartbeat: 5 * time.Second},
+	TierGlobal: {High: 200, Low: 0, Age: 2 * time.Second, MinInterval: 2 * time.Second, Heartbeat: 15 * time.Second},
 }
 
 func (p TierPolicy) validate(t Tier) error {

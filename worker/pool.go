@@ -214,8 +214,9 @@ func (p *Pool) Kill() {
 	})
 }
 
-// crash is Kill without a graceful leave: for tests of failure detection.
-func (p *Pool) crash() {
+// Crash is Kill without a graceful leave, as if the process died: nodes
+// learn it when gossip detects the failure. For the simulator and tests.
+func (p *Pool) Crash() {
 	p.once.Do(func() {
 		p.killed.Store(true)
 		p.cancelRun()

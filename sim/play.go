@@ -1,0 +1,301 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mqmesh/mqmesh/mqnode"
+)
+
+// play runs the load and the timeline, then restores every fault and
+// waits for the backlog to drain. It returns when the run is over.
+func (r *run) play(ctx context.Context) (drainedAfter time.Duration, drained bool, err error) {
+	start := time.Now()
+	first := "normal"
+	if len(r.s.Timeline) > 0 && r.s.Timeline[0].At.D() == 0 {
+		first = phaseName(r.s.Timeline[0])
+	}
+	r.metrics.begin(start, first)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	// Sampler.
+	sampleDone := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(r.s.Sample.D())
+		defer t.Stop()
+		for {
+			r.takeSample(start)
+			select {
+			case <-sampleDone:
+				r.takeSample(start)
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	// Producers.
+	loadEnd := start.Add(r.s.Load.Duration.D())
+	var errMu sync.Mutex
+	var loadErr error
+	for _, h := range r.hosts {
+		if h.workerOnly || r.s.Load.Rate == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func(h *simHost) {
+			defer wg.Done()
+			if err := r.produce(ctx, h, loadEnd); err != nil {
+				errMu.Lock()
+				loadErr = err
+				errMu.Unlock()
+			}
+		}(h)
+	}
+	for _, b := range r.s.Load.Bursts {
+		wg.Add(1)
+		go func(b Burst) {
+			defer wg.Done()
+			sleepUntil(ctx, start.Add(b.At.D()))
+			for _, h := range r.hosts {
+				if !h.workerOnly && (h.name == b.Host || b.Host == "" && h.idc == b.IDC) {
+					r.enqueue(ctx, h, b.Count)
+				}
+			}
+		}(b)
+	}
+	// Timeline.
+	for i, ev := range r.s.Timeline {
+		sleepUntil(ctx, start.Add(ev.At.D()))
+		if ctx.Err() != nil {
+			break
+		}
+		// An event starts a phase if it is named, or is the first at its
+		// time; the very first event at 0s names the initial phase.
+		starts := ev.Phase != "" || i == 0 || r.s.Timeline[i-1].At != ev.At
+		if starts && !(i == 0 && ev.At.D() == 0) {
+			r.metrics.enterPhase(phaseName(ev), time.Now())
+		}
+		if err := r.apply(ctx, ev); err != nil {
+			r.log.Warn("timeline event failed", "event", ev.Action, "err", err)
+		}
+	}
+	sleepUntil(ctx, loadEnd)
+	// Recovery: undo every fault, then drain.
+	r.metrics.enterPhase("drain", time.Now())
+	if err := r.apply(ctx, Event{Action: "restore-all"}); err != nil {
+		r.log.Warn("restore failed", "err", err)
+	}
+	deadline := time.Now().Add(r.s.Drain.D())
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if total, _ := r.backlog(); total == 0 {
+			drained = true
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	drainedAfter = time.Since(loadEnd)
+	close(sampleDone)
+	cancel()
+	wg.Wait()
+	r.metrics.enterPhase("end", time.Now())
+	return drainedAfter, drained, loadErr
+}
+
+func phaseName(ev Event) string {
+	if ev.Phase != "" {
+		return ev.Phase
+	}
+	if ev.IDC != "" || ev.Host != "" {
+		return fmt.Sprintf("%s %s%s", ev.Action, ev.IDC, ev.Host)
+	}
+	return ev.Action
+}
+
+func sleepUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-ctx.Done():
+	}
+}
+
+// produce enqueues Load.Rate tasks/s on a host's node in 20 ms batches.
+func (r *run) produce(ctx context.Context, h *simHost, end time.Time) error {
+	const tick = 20 * time.Millisecond
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	owed := 0.0
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		owed += float64(r.s.Load.Rate) * tick.Seconds()
+		n := int(owed)
+		owed -= float64(n)
+		if n > 0 {
+			r.enqueue(ctx, h, n)
+		}
+	}
+	return nil
+}
+
+// enqueue puts n tasks on a host's node (skipped while it is down: a dead
+// host produces nothing).
+func (r *run) enqueue(ctx context.Context, h *simHost, n int) {
+	h.mu.Lock()
+	c := h.client
+	h.mu.Unlock()
+	if c == nil {
+		return
+	}
+	payload := make([]byte, r.s.Load.PayloadSize)
+	for n > 0 {
+		k := min(n, 1000)
+		items := make([]*mqnode.EnqueueItem, k)
+		for i := range items {
+			items[i] = &mqnode.EnqueueItem{Payload: payload}
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := c.Enqueue(rctx, Queue, items...)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && h.nodeUp.Load() {
+				r.log.Warn("enqueue failed", "host", h.name, "err", err)
+			}
+			return
+		}
+		ids := make([]string, len(res))
+		for i, x := range res {
+			ids[i] = x.Id
+		}
+		r.metrics.enqueue(ids, h.name)
+		n -= k
+	}
+}
+
+// backlog sums ready + delayed + leased over the live nodes, per IDC.
+func (r *run) backlog() (uint64, map[string]uint64) {
+	per := map[string]uint64{}
+	var total uint64
+	for _, idc := range r.s.Topology.IDCs {
+		per[idc.Name] = 0
+	}
+	for _, h := range r.hosts {
+		h.mu.Lock()
+		c := h.client
+		h.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, qs, err := c.Stats(ctx, Queue)
+		cancel()
+		if err != nil || len(qs) == 0 {
+			continue
+		}
+		n := qs[0].Ready + qs[0].Delayed + qs[0].Leased
+		per[h.idc] += n
+		total += n
+	}
+	return total, per
+}
+
+func (r *run) takeSample(start time.Time) {
+	total, per := r.backlog()
+	notices := r.noticeBase.Load()
+	workers := 0
+	for _, h := range r.hosts {
+		h.mu.Lock()
+		p := h.pool
+		h.mu.Unlock()
+		if p != nil {
+			notices += noticesOf(p)
+			workers++
+		}
+	}
+	s := Sample{T: time.Since(start).Seconds(), Backlog: per, Total: total, Notices: notices, Workers: workers}
+	r.metrics.sample(s)
+	if r.progress != nil {
+		r.metrics.mu.Lock()
+		last := r.metrics.series[len(r.metrics.series)-1]
+		r.metrics.mu.Unlock()
+		r.progress(r.mode, last)
+	}
+}
+
+// apply carries out one timeline event.
+func (r *run) apply(ctx context.Context, ev Event) error {
+	switch ev.Action {
+	case "normal":
+	case "degrade":
+		r.backends.degrade(ev.IDC, ev.Slowdown, ev.ErrorRate)
+	case "restore":
+		r.backends.restore(ev.IDC)
+	case "kill-pools":
+		for _, h := range r.hosts {
+			if h.idc == ev.IDC {
+				r.stopPool(h, false)
+			}
+		}
+	case "restore-pools":
+		for _, h := range r.hosts {
+			if h.idc == ev.IDC && !h.poolUp.Load() && !h.removed.Load() {
+				if err := r.startPool(ctx, h); err != nil {
+					return err
+				}
+			}
+		}
+	case "kill-node":
+		h := r.host(ev.Host)
+		r.stopPool(h, false)
+		r.stopNode(h, false)
+	case "restart-node":
+		h := r.host(ev.Host)
+		if h.nodeUp.Load() {
+			return nil
+		}
+		if err := r.startNode(ctx, h); err != nil {
+			return err
+		}
+		return r.startPool(ctx, h)
+	case "remove-host":
+		h := r.host(ev.Host)
+		h.removed.Store(true)
+		r.stopPool(h, true)
+		r.stopNode(h, true)
+	case "restore-all":
+		for _, idc := range r.s.Topology.IDCs {
+			r.backends.restore(idc.Name)
+		}
+		for _, h := range r.hosts {
+			if h.removed.Load() {
+				continue
+			}
+			if !h.workerOnly && !h.nodeUp.Load() {
+				if err := r.startNode(ctx, h); err != nil {
+					return err
+				}
+			}
+			if !h.poolUp.Load() {
+				if err := r.startPool(ctx, h); err != nil {
+					return err
+				}
+			}
+		}
+	default:
+		return fmt.Errorf("unknown action %q", ev.Action)
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package sim
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the outcome of a scenario in every mode.
+type Report struct {
+	Scenario string       `json:"scenario"`
+	Seed     uint64       `json:"seed"`
+	Modes    []ModeReport `json:"modes"`
+}
+
+// ModeReport is one mode's outcome.
+type ModeReport struct {
+	Mode       string        `json:"mode"`
+	Phases     []PhaseReport `json:"phases"`
+	Enqueued   int           `json:"enqueued"`
+	Completed  int           `json:"completed"` // distinct tasks completed
+	Lost       int           `json:"lost"`      // enqueued, never completed, not on a dead node
+	Stranded   int           `json:"stranded"`  // on a node still down at the end
+	Duplicates int           `json:"duplicate_deliveries"`
+	// Drained says the backlog reached zero after the load; DrainedAfterS
+	// is how long after the end of the load.
+	Drained       bool     `json:"drained"`
+	DrainedAfterS float64  `json:"drained_after_s"`
+	PeakBacklog   uint64   `json:"peak_backlog"`
+	Series        []Sample `json:"-"`
+}
+
+// PhaseReport is one phase of the timeline in one mode.
+type PhaseReport struct {
+	Name        string  `json:"name"`
+	StartS      float64 `json:"start_s"`
+	EndS        float64 `json:"end_s"`
+	Completed   int     `json:"completed"`
+	Throughput  float64 `json:"throughput"` // completions/s
+	P50Ms       float64 `json:"p50_ms"`     // enqueue → done
+	P99Ms       float64 `json:"p99_ms"`
+	P999Ms      float64 `json:"p999_ms"`
+	PeakBacklog uint64  `json:"peak_backlog"`
+	EndBacklog  uint64  `json:"end_backlog"`
+	Local       float64 `json:"local_share"`
+	SameIDC     float64 `json:"same_idc_share"`
+	OtherIDC    float64 `json:"other_idc_share"`
+	// NoticesPerWorker is backlog notices accepted per worker per second.
+	NoticesPerWorker float64 `json:"notices_per_worker_per_s"`
+}
+
+// Run plays the scenario in each of its modes, one after the other.
+func Run(ctx context.Context, s Scenario, opt Options) (*Report, error) {
+	rep := &Report{Scenario: s.Name, Seed: s.Seed}
+	for _, mode := range s.Modes {
+		mr, err := runMode(ctx, s, mode, opt)
+		if err != nil {
+			return rep, fmt.Errorf("%s mode: %w", mode, err)
+		}
+		rep.Modes = append(rep.Modes, *mr)
+	}
+	return rep, nil
+}
+
+func runMode(ctx context.Context, s Scenario, mode string, opt Options) (*ModeReport, error) {
+	r, err := newRun(s, mode, opt)
+	if err != nil {
+		return nil, err
+	}
+	defer r.teardown()
+	if err := r.setup(ctx); err != nil {
+		return nil, err
+	}
+	after, drained, err := r.play(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.summarize(after, drained), nil
+}
+
+func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
+	m := r.metrics
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mr := &ModeReport{Mode: r.mode, Enqueued: len(m.enqueued), Drained: drained, DrainedAfterS: after.Seconds(), Series: slices.Clone(m.series)}
+	down := map[string]bool{}
+	for _, h := range r.hosts {
+		if !h.workerOnly && !h.nodeUp.Load() {
+			down[h.name] = true
+		}
+	}
+	for id, host := range m.enqueued {
+		n := m.completions[id]
+		switch {
+		case n > 0:
+			mr.Completed++
+			mr.Duplicates += n - 1
+		case down[host]:
+			mr.Stranded++
+		default:
+			mr.Lost++
+		}
+	}
+	for _, s := range m.series {
+		mr.PeakBacklog = max(mr.PeakBacklog, s.Total)
+	}
+	for _, p := range m.phases {
+		if p.name == "end" {
+			continue
+		}
+		pr := PhaseReport{Name: p.name, StartS: p.start.Seconds(), EndS: p.end.Seconds(), Completed: p.done}
+		if d := (p.end - p.start).Seconds(); d > 0 {
+			pr.Throughput = float64(p.done) / d
+		}
+		pr.P50Ms, pr.P99Ms, pr.P999Ms = ms(percentile(p.latencies, 0.5)), ms(percentile(p.latencies, 0.99)), ms(percentile(p.latencies, 0.999))
+		if p.done > 0 {
+			pr.Local = float64(p.where[0]) / float64(p.done)
+			pr.SameIDC = float64(p.where[1]) / float64(p.done)
+			pr.OtherIDC = float64(p.where[2]) / float64(p.done)
+		}
+		var first, last *Sample
+		for i := range m.series {
+			s := &m.series[i]
+			if s.T < pr.StartS || s.T > pr.EndS {
+				continue
+			}
+			if first == nil {
+				first = s
+			}
+			last = s
+			pr.PeakBacklog = max(pr.PeakBacklog, s.Total)
+		}
+		if last != nil {
+			pr.EndBacklog = last.Total
+			if dt := last.T - first.T; dt > 0 && last.Workers > 0 {
+				pr.NoticesPerWorker = float64(last.Notices-first.Notices) / dt / float64(last.Workers)
+			}
+		}
+		mr.Phases = append(mr.Phases, pr)
+	}
+	return mr
+}
+
+// WriteTable prints the phase table of every mode.
+func (rep *Report) WriteTable(w io.Writer) error {
+	fmt.Fprintf(w, "scenario %s (seed %d)\n", rep.Scenario, rep.Seed)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "mode\tphase\ttime s\tdone/s\tp50 ms\tp99 ms\tp999 ms\tpeak backlog\tend backlog\tlocal\tsame IDC\tother IDC\tnotices/worker/s\t")
+	for _, m := range rep.Modes {
+		for _, p := range m.Phases {
+			fmt.Fprintf(tw, "%s\t%s\t%.1f-%.1f\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.1f%%\t%.1f%%\t%.1f%%\t%.2f\t\n",
+				m.Mode, p.Name, p.StartS, p.EndS, p.Throughput, p.P50Ms, p.P99Ms, p.P999Ms, p.PeakBacklog, p.EndBacklog,
+				100*p.Local, 100*p.SameIDC, 100*p.OtherIDC, p.NoticesPerWorker)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, m := range rep.Modes {
+		drain := fmt.Sprintf("drained %.1fs after the load", m.DrainedAfterS)
+		if !m.Drained {
+			drain = fmt.Sprintf("NOT drained %.1fs after the load", m.DrainedAfterS)
+		}
+		fmt.Fprintf(w, "%s: %d enqueued, %d completed, %d lost, %d stranded on dead nodes, %d duplicate deliveries; peak backlog %d; %s\n",
+			m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, m.Duplicates, m.PeakBacklog, drain)
+	}
+	return nil
+}
+
+// WriteCSV writes the time series of every mode.
+func (rep *Report) WriteCSV(w io.Writer, idcs []string) error {
+	cw := csv.NewWriter(w)
+	head := []string{"mode", "t_s", "phase", "total_backlog"}
+	for _, idc := range idcs {
+		head = append(head, "backlog_"+idc)
+	}
+	head = append(head, "done", "done_local", "done_same_idc", "done_other_idc", "p99_ms", "notices", "workers")
+	if err := cw.Write(head); err != nil {
+		return err
+	}
+	for _, m := range rep.Modes {
+		for _, s := range m.Series {
+			row := []string{m.Mode, strconv.FormatFloat(s.T, 'f', 3, 64), s.Phase, strconv.FormatUint(s.Total, 10)}
+			for _, idc := range idcs {
+				row = append(row, strconv.FormatUint(s.Backlog[idc], 10))
+			}
+			row = append(row, strconv.Itoa(s.Done), strconv.Itoa(s.Where[0]), strconv.Itoa(s.Where[1]), strconv.Itoa(s.Where[2]),
+				strconv.FormatFloat(s.P99Ms, 'f', 2, 64), strconv.FormatUint(s.Notices, 10), strconv.Itoa(s.Workers))
+			if err := cw.Write(row); err != nil {
+				return err
+			}
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// IDCNames lists the scenario's IDCs in order.
+func (s Scenario) IDCNames() []string {
+	var out []string
+	for _, idc := range s.Topology.IDCs {
+		out = append(out, idc.Name)
+	}
+	return out
+}

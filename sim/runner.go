@@ -1,0 +1,311 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/mesh"
+	"github.com/mqmesh/mqmesh/mqnode"
+	"github.com/mqmesh/mqmesh/worker"
+)
+
+// Queue is the queue the simulated load uses.
+const Queue = "push"
+
+// simHost is one host of the simulated mesh.
+type simHost struct {
+	index      int
+	idc, name  string
+	workerOnly bool
+	dataDir    string
+	slots      int
+
+	mu      sync.Mutex
+	agent   *mesh.NodeAgent
+	client  *mqnode.Client
+	poolNC  *nats.Conn
+	pool    *worker.Pool
+	gen     int
+	nodeUp  atomic.Bool
+	poolUp  atomic.Bool
+	removed atomic.Bool
+}
+
+// run is one mode of a scenario.
+type run struct {
+	s          Scenario
+	mode       string
+	log        *slog.Logger
+	dir        string
+	hosts      []*simHost
+	backends   *backends
+	metrics    *metrics
+	seed       string
+	filters    backlog.Filters
+	progress   func(mode string, s Sample)
+	noticeBase atomic.Uint64 // notices of pools that were replaced
+}
+
+// Options tune a run.
+type Options struct {
+	// Dir holds the Badger stores (a temp dir when empty; removed after).
+	Dir string
+	// FiltersDir holds the filter files (default configs/filters, falling
+	// back to built-in equivalents).
+	Logger *slog.Logger
+	// Progress, when set, is called with every sample.
+	Progress func(mode string, s Sample)
+}
+
+func newRun(s Scenario, mode string, opt Options) (*run, error) {
+	dir := opt.Dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "mqmesh-sim-*"); err != nil {
+			return nil, err
+		}
+	}
+	dir = filepath.Join(dir, mode)
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	r := &run{s: s, mode: mode, log: log, dir: dir, backends: newBackends(s), metrics: newMetrics(), progress: opt.Progress}
+	f, err := filterFor(s.Filter)
+	if err != nil {
+		return nil, err
+	}
+	r.filters = f
+	i := 0
+	for _, idc := range s.Topology.IDCs {
+		for j := 1; j <= idc.Hosts; j++ {
+			r.hosts = append(r.hosts, &simHost{index: i, idc: idc.Name, name: HostName(idc.Name, j), slots: idc.Slots, dataDir: filepath.Join(dir, HostName(idc.Name, j))})
+			i++
+		}
+		for j := 1; j <= idc.WorkerHosts; j++ {
+			r.hosts = append(r.hosts, &simHost{index: i, idc: idc.Name, name: WorkerHostName(idc.Name, j), slots: idc.Slots, workerOnly: true})
+			i++
+		}
+	}
+	return r, nil
+}
+
+func (r *run) host(name string) *simHost {
+	for _, h := range r.hosts {
+		if h.name == name {
+			return h
+		}
+	}
+	return nil
+}
+
+// startNode starts (or restarts) the node of a host.
+func (r *run) startNode(ctx context.Context, h *simHost) error {
+	var seeds []string
+	if r.seed != "" {
+		seeds = []string{r.seed}
+	}
+	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
+		Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: h.dataDir, Listen: "127.0.0.1:0",
+			Durability: mqnode.Durability(r.s.Durability), Logger: r.log,
+			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000}},
+		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
+		Host: h.name,
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.Start(ctx); err != nil {
+		return fmt.Errorf("start node %s: %w", h.name, err)
+	}
+	c, err := a.Node.Client()
+	if err != nil {
+		_ = a.Kill()
+		return err
+	}
+	h.mu.Lock()
+	h.agent, h.client = a, c
+	h.mu.Unlock()
+	h.nodeUp.Store(true)
+	if r.seed == "" {
+		r.seed = a.Mesh.GossipAddr()
+	}
+	return nil
+}
+
+// nodeOf returns the agent a host's pool connects to: its own node, or
+// (worker-only host) the first live node of its IDC.
+func (r *run) nodeOf(h *simHost) *simHost {
+	if !h.workerOnly {
+		return h
+	}
+	for _, o := range r.hosts {
+		if o.idc == h.idc && !o.workerOnly && o.nodeUp.Load() {
+			return o
+		}
+	}
+	return nil
+}
+
+func (r *run) startPool(ctx context.Context, h *simHost) error {
+	nh := r.nodeOf(h)
+	if nh == nil || !nh.nodeUp.Load() {
+		return fmt.Errorf("no node for the pool of %s", h.name)
+	}
+	nh.mu.Lock()
+	agent := nh.agent
+	nh.mu.Unlock()
+	nc, err := agent.Node.Connect()
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.gen++
+	gen := h.gen
+	h.mu.Unlock()
+	cfg := worker.Config{
+		ID: fmt.Sprintf("pool-%s-g%d", h.name, gen), IDC: h.idc, Host: h.name, Slots: h.slots, Seed: r.s.Seed + uint64(h.index)*7919 + uint64(gen),
+		Lease: 10 * time.Second, Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{r.seed}, Profile: mesh.ProfileLocal, Logger: r.log},
+		Logger: r.log,
+	}
+	if !h.workerOnly {
+		cfg.Node = h.name
+	}
+	f := r.filters
+	if r.mode == ModeBaseline {
+		cfg.Policy.LocalOnly = true
+		f = mustFilter("local-only")
+		if h.workerOnly {
+			// A worker-only host has no node of its own: in the baseline it
+			// serves the node it is attached to.
+			cfg.Node = nh.name
+		}
+	}
+	if h.workerOnly {
+		delete(f.Tiers, "local")
+	}
+	cfg.Filters = &f
+	p, err := worker.New(nc, cfg)
+	if err == nil {
+		err = p.Handle(Queue, r.handler(h))
+	}
+	if err == nil {
+		err = p.Start(ctx)
+	}
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("start pool %s: %w", h.name, err)
+	}
+	h.mu.Lock()
+	h.pool, h.poolNC = p, nc
+	h.mu.Unlock()
+	h.poolUp.Store(true)
+	return nil
+}
+
+// stopPool ends a host's pool: crash (no leave) or graceful.
+func (r *run) stopPool(h *simHost, graceful bool) {
+	h.mu.Lock()
+	p, nc := h.pool, h.poolNC
+	h.pool, h.poolNC = nil, nil
+	h.mu.Unlock()
+	if p == nil {
+		return
+	}
+	h.poolUp.Store(false)
+	r.noticeBase.Add(noticesOf(p))
+	if graceful {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = p.Stop(ctx)
+		cancel()
+	} else {
+		p.Crash()
+	}
+	nc.Close()
+}
+
+func (r *run) stopNode(h *simHost, graceful bool) {
+	h.mu.Lock()
+	a, c := h.agent, h.client
+	h.agent, h.client = nil, nil
+	h.mu.Unlock()
+	if a == nil {
+		return
+	}
+	h.nodeUp.Store(false)
+	c.Close()
+	if graceful {
+		_ = a.Stop(context.Background())
+	} else {
+		_ = a.Kill()
+	}
+}
+
+func noticesOf(p *worker.Pool) uint64 {
+	st := p.View().Stats()
+	var n uint64
+	for _, a := range st.Accepted {
+		n += a
+	}
+	return n
+}
+
+// setup starts every node, waits for the mesh, then starts every pool.
+func (r *run) setup(ctx context.Context) error {
+	for _, h := range r.hosts {
+		if !h.workerOnly {
+			if err := r.startNode(ctx, h); err != nil {
+				return err
+			}
+		}
+	}
+	nodes := 0
+	for _, h := range r.hosts {
+		if !h.workerOnly {
+			nodes++
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok := true
+		for _, h := range r.hosts {
+			if !h.workerOnly && len(h.agent.Mesh.Alive(func(m mesh.Member) bool { return m.Meta.Role == mesh.RoleNode })) != nodes {
+				ok = false
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the mesh did not form within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, h := range r.hosts {
+		if err := r.startPool(ctx, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// teardown stops everything and removes the run's data.
+func (r *run) teardown() {
+	for _, h := range r.hosts {
+		r.stopPool(h, false)
+	}
+	for _, h := range r.hosts {
+		r.stopNode(h, true)
+	}
+	_ = os.RemoveAll(r.dir)
+}

@@ -1,0 +1,131 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/testlog"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).suspectNode.func1"),
+		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"),
+	)
+}
+
+const shortScenario = `
+name: short
+seed: 3
+topology:
+  idcs:
+    - {name: a, hosts: 2, slots: 4}
+    - {name: b, hosts: 2, slots: 4}
+load: {rate: 100, duration: 8s}
+handler: {median: 4ms, p99: 12ms}
+filter: everything
+timeline:
+  - {at: 0s, phase: normal, action: normal}
+  - {at: 2s, phase: a degraded, action: degrade, idc: a, slowdown: 20, error_rate: 0.5}
+  - {at: 5s, phase: a pools lost, action: kill-pools, idc: a}
+  - {at: 7s, phase: recovery, action: restore-all}
+drain: 30s
+`
+
+// TestShortScenarioInvariants: on the real components, no task is lost,
+// the backlog drains after the faults end, and the mesh beats the
+// single-host baseline on peak backlog.
+func TestShortScenarioInvariants(t *testing.T) {
+	if testing.Short() {
+		t.Skip("simulation skipped in -short mode")
+	}
+	s, err := ParseScenario([]byte(shortScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(context.Background(), s, Options{Dir: t.TempDir(), Logger: testlog.NewLevel(t, 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	_ = rep.WriteTable(&buf)
+	t.Log("\n" + buf.String())
+	byMode := map[string]ModeReport{}
+	for _, m := range rep.Modes {
+		byMode[m.Mode] = m
+		if m.Lost != 0 || m.Stranded != 0 {
+			t.Errorf("%s: %d lost, %d stranded", m.Mode, m.Lost, m.Stranded)
+		}
+		if !m.Drained {
+			t.Errorf("%s: backlog not drained after the faults ended", m.Mode)
+		}
+		if m.Enqueued < 1000 || m.Completed != m.Enqueued {
+			t.Errorf("%s: %d enqueued, %d completed", m.Mode, m.Enqueued, m.Completed)
+		}
+	}
+	mesh, base := byMode[ModeMesh], byMode[ModeBaseline]
+	if mesh.PeakBacklog >= base.PeakBacklog {
+		t.Errorf("mesh peak backlog %d not below the baseline's %d", mesh.PeakBacklog, base.PeakBacklog)
+	}
+	var csvBuf bytes.Buffer
+	if err := rep.WriteCSV(&csvBuf, s.IDCNames()); err != nil || !strings.HasPrefix(csvBuf.String(), "mode,t_s,phase,total_backlog,backlog_a,backlog_b") {
+		t.Fatalf("csv: %v %q", err, csvBuf.String()[:80])
+	}
+}
+
+func TestScenarioErrorsNameTheField(t *testing.T) {
+	cases := map[string]string{
+		"topology: {idcs: []}\nload: {rate: 1, duration: 1s}\n":                                                                                "topology.idcs",
+		"topology: {idcs: [{name: a.b, hosts: 1}]}\nload: {rate: 1, duration: 1s}\n":                                                           "topology.idcs[0].name",
+		"topology: {idcs: [{name: a, hosts: 0}]}\nload: {rate: 1, duration: 1s}\n":                                                             "topology.idcs[0].hosts",
+		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\nfilter: all\n":                                                "filter",
+		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: soon}\n":                                                           "not a duration",
+		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\nbogus: 1\n":                                                   "bogus",
+		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\ntimeline: [{at: 0s, action: explode}]\n":                      "timeline[0].action",
+		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\ntimeline: [{at: 0s, action: degrade, idc: z, slowdown: 2}]\n": "timeline[0].idc",
+		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\ntimeline: [{at: 0s, action: kill-node, host: a-h9}]\n":        "timeline[0].host",
+		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\ntimeline: [{at: 0s, action: partition}]\n":                    "not supported yet",
+	}
+	for doc, want := range cases {
+		if _, err := ParseScenario([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want an error naming %q", doc, err, want)
+		}
+	}
+}
+
+func TestDefaultScenarioAndExamples(t *testing.T) {
+	d := Default()
+	if len(d.Topology.IDCs) != 3 || d.Topology.IDCs[0].Hosts != 3 || len(d.Modes) != 2 {
+		t.Fatalf("default scenario: %+v", d)
+	}
+	onDisk, err := os.ReadFile("../configs/sim/default.yaml")
+	if err != nil || !bytes.Equal(onDisk, DefaultYAML()) {
+		t.Fatal("configs/sim/default.yaml differs from the embedded sim/default.yaml")
+	}
+	files, _ := os.ReadDir("../configs/sim")
+	for _, f := range files {
+		if _, err := LoadScenario("../configs/sim/" + f.Name()); err != nil {
+			t.Errorf("%s: %v", f.Name(), err)
+		}
+	}
+	for name := range builtinFilters {
+		disk, err := backlog.LoadFilters("../configs/filters/" + name + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(disk, mustFilter(name)) {
+			t.Errorf("built-in filter %s differs from configs/filters/%s.yaml", name, name)
+		}
+	}
+	_ = time.Second
+}
