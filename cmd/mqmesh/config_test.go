@@ -155,7 +155,7 @@ func TestConfigFlagsCoverEveryKey(t *testing.T) {
 
 // printConfig runs `mqmesh node ... --print-config` and decodes the result
 // strictly.
-func printConfig(t *testing.T, args ...string) mqnode.Config {
+func printConfig(t *testing.T, args ...string) fileConfig {
 	t.Helper()
 	out := mustCLI(t, append([]string{"node", "--print-config"}, args...)...)
 	cfg, err := loadConfig(writeFile(t, "effective.yaml", out))

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
 
@@ -31,10 +32,17 @@ type nodeOptions struct {
 	LogFormat       string
 	ShutdownTimeout time.Duration
 
-	// flags is bound to the config flags; only those set are used.
-	flags mqnode.Config
+	// Mesh is --mesh: join a mesh even without a mesh section or flag.
+	Mesh bool
+
+	// flags and meshFlags are bound to the config flags; only those set
+	// are used.
+	flags     mqnode.Config
+	meshFlags meshConfig
 	// cfg is the config file with the set flags applied (see complete).
 	cfg mqnode.Config
+	// mesh is cfg's mesh section, defaulted; nil for a standalone node.
+	mesh *meshConfig
 }
 
 // nodeReadyJSON is the --json line `mqmesh node` prints once it serves.
@@ -45,10 +53,12 @@ type nodeReadyJSON struct {
 	Data       string `json:"data"`
 	Durability string `json:"durability"`
 	Version    string `json:"version"`
+	// Gossip is the mesh gossip address host:port ("" when standalone).
+	Gossip string `json:"gossip"`
 }
 
 func newNodeCommand() *cobra.Command {
-	o := &nodeOptions{flags: mqnode.Config{}.WithDefaults()}
+	o := &nodeOptions{flags: mqnode.Config{}.WithDefaults(), meshFlags: *newMeshConfig()}
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run an MQ node until SIGINT or SIGTERM",
@@ -57,11 +67,24 @@ func newNodeCommand() *cobra.Command {
 The configuration comes from --config (YAML, see configs/node.yaml), then
 from the flags that are set; anything left out takes its default, so
 'mqmesh node' alone serves a standalone node from ./data on 127.0.0.1:4222.
-Once the node serves, its client URL is printed on stdout; logs go to
-stderr. SIGINT or SIGTERM stops it gracefully (a second one kills it).`,
+
+With a mesh section in the file (see configs/mesh/), a mesh flag, or
+--mesh, the node joins a mesh: it gossips its membership (hashicorp/
+memberlist) and links its NATS server to the other nodes, by routes inside
+its IDC and by gateways to other IDCs. Naming any one member with --seed
+is enough to join; no seed starts a new mesh. Mesh defaults: gossip on the
+host of --listen port 7946, routes on port 6222, gateways on 7222, profile
+lan. The gossip key comes from secret_key or $` + mesh.GossipKeyEnv + `.
+
+Once the node serves, its client URL (and gossip address) is printed on
+stdout; logs go to stderr. SIGINT or SIGTERM stops it gracefully: a mesh
+member announces its leave first (a second signal kills it; a killed
+member is detected as failed).`,
 		Example: `  mqmesh node
   mqmesh node --config configs/node.yaml --listen 0.0.0.0:4222
-  mqmesh node --config node.yaml --print-config`,
+  mqmesh node --config node.yaml --print-config
+  mqmesh node --config configs/mesh/idc-a-host1.yaml
+  mqmesh node --idc east --name n2 --listen 10.0.0.2:4222 --seed 10.0.0.1:7946`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.complete(cmd.Flags()); err != nil {
@@ -85,20 +108,44 @@ stderr. SIGINT or SIGTERM stops it gracefully (a second one kills it).`,
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long a graceful stop may take")
 	bindConfigFlags(fs, &o.flags)
+	fs.BoolVar(&o.Mesh, "mesh", false, "join a mesh (implied by a mesh section or any mesh flag; --mesh=false runs standalone)")
+	bindMeshFlags(fs, &o.meshFlags)
 	return cmd
 }
 
-// complete builds the config: the file (if any), then the set flags.
+// complete builds the config: the file (if any), then the set flags; and
+// the mesh section, defaulted, when the node joins a mesh.
 func (o *nodeOptions) complete(fs *pflag.FlagSet) error {
-	o.cfg = mqnode.Config{}
+	o.cfg, o.mesh = mqnode.Config{}, nil
 	if o.ConfigFile != "" {
 		cfg, err := loadConfig(o.ConfigFile)
 		if err != nil {
 			return err
 		}
-		o.cfg = cfg
+		o.cfg, o.mesh = cfg.Config, cfg.Mesh
 	}
-	return applyConfigFlags(fs, &o.cfg)
+	if err := applyConfigFlags(fs, &o.cfg); err != nil {
+		return err
+	}
+	join := o.mesh != nil || meshFlagsSet(fs)
+	if fs.Changed("mesh") {
+		if !o.Mesh && meshFlagsSet(fs) {
+			return errors.New("--mesh=false: mesh flags given too")
+		}
+		join = o.Mesh
+	}
+	if !join {
+		o.mesh = nil
+		return nil
+	}
+	if o.mesh == nil {
+		o.mesh = newMeshConfig()
+	}
+	if err := applySetFlags(fs, func(onto *pflag.FlagSet) { bindMeshFlags(onto, o.mesh) }); err != nil {
+		return err
+	}
+	*o.mesh = o.mesh.withDefaults(o.cfg.WithDefaults().Listen)
+	return nil
 }
 
 // Validate checks the options and the node config.
@@ -114,6 +161,9 @@ func (o *nodeOptions) Validate() error {
 	}
 	if err := o.cfg.WithDefaults().Validate(); err != nil {
 		return fmt.Errorf("node config: %w", err)
+	}
+	if o.mesh != nil {
+		return o.mesh.validate(o.cfg.WithDefaults())
 	}
 	return nil
 }
@@ -136,7 +186,7 @@ func (o *nodeOptions) logger(w io.Writer) *slog.Logger {
 }
 
 func (o *nodeOptions) printConfig(w io.Writer) error {
-	b, err := yaml.Marshal(o.cfg.WithDefaults())
+	b, err := yaml.Marshal(fileConfig{Config: o.cfg.WithDefaults(), Mesh: o.mesh})
 	if err != nil {
 		return fmt.Errorf("encode config: %w", err)
 	}
@@ -144,48 +194,76 @@ func (o *nodeOptions) printConfig(w io.Writer) error {
 	return err
 }
 
-// run starts the node, reports it ready, and stops it gracefully when ctx
-// ends or a signal arrives.
+// service is what `mqmesh node` runs: an *mqnode.Node, or a
+// *mesh.NodeAgent (the node as a mesh member).
+type service interface {
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+}
+
+// run starts the node (as a mesh member when configured), reports it
+// ready, and stops it gracefully when ctx ends or a signal arrives; a mesh
+// member announces its leave.
 func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err error) {
 	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
 	cfg := o.cfg
 	cfg.Logger = o.logger(stderr)
-	n, err := mqnode.New(cfg)
-	if err != nil {
-		return err
+	var (
+		svc   service
+		n     *mqnode.Node
+		agent *mesh.NodeAgent
+	)
+	if o.mesh == nil {
+		if n, err = mqnode.New(cfg); err != nil {
+			return err
+		}
+		svc = n
+	} else {
+		if agent, err = mesh.NewNodeAgent(o.mesh.agentConfig(cfg)); err != nil {
+			return err
+		}
+		svc, n = agent, agent.Node
 	}
-	if err := n.Start(ctx); err != nil {
+	if err := svc.Start(ctx); err != nil {
 		return err
 	}
 	defer func() {
 		stopSignals() // from here a second signal kills the process
-		cfg.Logger.Info("stopping node", "timeout", o.ShutdownTimeout)
+		cfg.Logger.Info("stopping node", "timeout", o.ShutdownTimeout, "mesh", agent != nil)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownTimeout)
 		defer cancel()
-		if serr := n.Stop(sctx); serr != nil {
+		if serr := svc.Stop(sctx); serr != nil {
 			err = errors.Join(err, fmt.Errorf("stop node: %w", serr))
 		}
 	}()
-	if err := o.printReady(stdout, n); err != nil {
+	gossip := ""
+	if agent != nil {
+		gossip = agent.Mesh.GossipAddr()
+	}
+	if err := o.printReady(stdout, n, gossip); err != nil {
 		return err
 	}
 	<-ctx.Done()
 	return nil
 }
 
-func (o *nodeOptions) printReady(w io.Writer, n *mqnode.Node) error {
+// printReady prints the ready line; gossip is "" for a standalone node.
+func (o *nodeOptions) printReady(w io.Writer, n *mqnode.Node, gossip string) error {
 	c := n.Config()
 	if o.JSON {
 		// One line, so a supervisor can read it like the text form.
 		return json.NewEncoder(w).Encode(nodeReadyJSON{
 			Name: c.Name, IDC: c.IDC, URL: n.ClientURL(), Data: c.DataDir,
-			Durability: string(c.Durability), Version: mqnode.Version,
+			Durability: string(c.Durability), Version: mqnode.Version, Gossip: gossip,
 		})
 	}
 	where := "at " + n.ClientURL()
 	if c.Listen == mqnode.ListenNone {
 		where = "without a listener (in-process clients only)"
+	}
+	if gossip != "" {
+		where += ", mesh gossip at " + gossip
 	}
 	_, err := fmt.Fprintf(w, "mqmesh node %s (idc %s) ready %s\n", c.Name, c.IDC, where)
 	return err

@@ -16,10 +16,18 @@ import (
 	"github.com/mqmesh/mqmesh/mqnode"
 )
 
+// fileConfig is a node config file: the keys of mqnode.Config at the top
+// level, and an optional mesh section that makes the node a mesh member.
+type fileConfig struct {
+	mqnode.Config `yaml:",inline"`
+	// Mesh is nil when the file has no mesh section (a standalone node).
+	Mesh *meshConfig `yaml:"mesh,omitempty"`
+}
+
 // loadConfig reads a node config file strictly: an unknown key is an error
 // naming the key and its line, and durations need a unit ("30s").
-func loadConfig(path string) (mqnode.Config, error) {
-	var cfg mqnode.Config
+func loadConfig(path string) (fileConfig, error) {
+	var cfg fileConfig
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
@@ -27,6 +35,12 @@ func loadConfig(path string) (mqnode.Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for i, e := range te.Errors {
+				te.Errors[i] = strings.ReplaceAll(e, "in type main.meshSection", "in the mesh section")
+			}
+		}
 		if strings.Contains(err.Error(), "into time.Duration") {
 			err = fmt.Errorf("%w\n  (a duration is a number with a unit: 500ms, 30s, 10m, 12h)", err)
 		}
@@ -75,13 +89,29 @@ func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
 // applyConfigFlags copies onto c the config flags that were set on fs
 // (Changed), so a flag overrides the file only when given.
 func applyConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) error {
+	return applySetFlags(fs, func(onto *pflag.FlagSet) { bindConfigFlags(onto, c) })
+}
+
+// applySetFlags binds a fresh flag set with bind and sets on it every flag
+// that was set on fs (Changed), so the bound fields take a flag's value
+// only when it was given.
+func applySetFlags(fs *pflag.FlagSet, bind func(*pflag.FlagSet)) error {
 	onto := pflag.NewFlagSet("config", pflag.ContinueOnError)
-	bindConfigFlags(onto, c)
+	bind(onto)
 	var errs []error
 	onto.VisitAll(func(f *pflag.Flag) {
-		if set := fs.Lookup(f.Name); set != nil && set.Changed {
-			errs = append(errs, onto.Set(f.Name, set.Value.String()))
+		set := fs.Lookup(f.Name)
+		if set == nil || !set.Changed {
+			return
 		}
+		// A list's String() is not what its Set() parses: copy the items.
+		if from, ok := set.Value.(pflag.SliceValue); ok {
+			if to, ok := f.Value.(pflag.SliceValue); ok {
+				errs = append(errs, to.Replace(from.GetSlice()))
+				return
+			}
+		}
+		errs = append(errs, onto.Set(f.Name, set.Value.String()))
 	})
 	return errors.Join(errs...)
 }

@@ -16,7 +16,8 @@ func newRootCommand() *cobra.Command {
 		Use:   "mqmesh",
 		Short: "A decentralized, cross-machine task queue",
 		Long: `mqmesh runs MQ nodes that keep tasks on their own disk and serve them over
-NATS, and talks to them as a client.
+NATS, alone or as members of a mesh spanning hosts and IDCs, and talks to
+them as a client.
 
 Results are printed on stdout (add --json for a stable JSON object);
 diagnostics and logs go to stderr.`,
@@ -33,6 +34,7 @@ diagnostics and logs go to stderr.`,
 		newEnqueueCommand(),
 		newStatsCommand(),
 		newDLQCommand(),
+		newMeshCommand(),
 		bench.NewCommand(),
 	)
 	return root
