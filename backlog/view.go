@@ -157,15 +157,14 @@ func (v *View) Apply(t Tier, n *backlogpb.Notice) bool {
 
 // Correct records what a pull reply said: the node's ready count after the
 // pull. A short or empty reply thus fixes an optimistic broadcast at once.
+// An entry corrected to zero stays (with Ready 0 and Corrected set) while
+// the node has not announced the end of its backlog: the scheduler may
+// probe it again later, since the node only re-announces on a level change
+// or a heartbeat.
 func (v *View) Correct(idc, node, queue string, ready uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	k := entryKey{idc, node, queue}
-	e := v.entries[k]
-	if ready == 0 {
-		delete(v.entries, k)
-		return
-	}
+	e := v.entries[entryKey{idc, node, queue}]
 	if e == nil {
 		return // not announced to us: nothing to correct
 	}

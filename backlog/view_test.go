@@ -34,11 +34,19 @@ func TestViewApplyExpireForget(t *testing.T) {
 		t.Fatalf("after correction: %+v", es)
 	}
 	v.Correct("a", "n1", "q", 0)
+	if es := v.Entries(); len(es) != 1 || es[0].Ready != 0 || !es[0].Corrected {
+		t.Fatalf("an empty pull reply: %+v", es)
+	}
+	// The node's own "no backlog" notice removes it.
+	end := notice("n1", "q", 0, 2)
+	end.Level = 0
+	v.Apply(TierIDC, end)
 	if len(v.Entries()) != 0 {
-		t.Fatal("an empty pull reply did not clear the entry")
+		t.Fatal("entry kept after the node announced the end of its backlog")
 	}
 	// Staleness.
 	v.Apply(TierIDC, notice("n1", "q", 50, 3))
+	c.add(10 * time.Millisecond)
 	c.add(2 * time.Second)
 	if len(v.Entries()) != 1 {
 		t.Fatal("expired too early")

@@ -11,7 +11,12 @@ import (
 
 	"github.com/mqmesh/mqmesh/mesh/meshpb"
 	"github.com/mqmesh/mqmesh/mqnode"
+	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
+
+// ErrNotMember is returned by FetchMembers for a node that is not a mesh
+// member (a standalone node).
+var ErrNotMember = errors.New("mesh: not a mesh member")
 
 // FetchMembers asks node name in idc, over nc, for the membership as it
 // sees it.
@@ -29,16 +34,20 @@ func FetchMembers(ctx context.Context, nc *nats.Conn, idc, name string) (*meshpb
 		}
 		return nil, fmt.Errorf("%w: members of %s/%s: %w", mqnode.ErrUnavailable, idc, name, err)
 	}
+	// A node without the mesh answers UNKNOWN_OP in an mqnode reply.
+	var nodeRep wirepb.InfoReply
+	if proto.Unmarshal(m.Data, &nodeRep) == nil && nodeRep.GetError().GetCode() == wirepb.Code_UNKNOWN_OP {
+		return nil, fmt.Errorf("%w: node %s/%s runs standalone", ErrNotMember, idc, name)
+	}
 	var rep meshpb.MembersReply
 	if err := proto.Unmarshal(m.Data, &rep); err != nil {
-		// A node without the mesh answers UNKNOWN_OP in an mqnode reply.
 		return nil, fmt.Errorf("mesh: undecodable members reply: %w", err)
 	}
 	if rep.Error != "" {
 		return nil, fmt.Errorf("mesh: members: %s", rep.Error)
 	}
 	if len(rep.Members) == 0 && rep.Self == "" {
-		return nil, fmt.Errorf("mesh: node %s/%s is not a mesh member (standalone node?)", idc, name)
+		return nil, fmt.Errorf("%w: node %s/%s", ErrNotMember, idc, name)
 	}
 	return &rep, nil
 }

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/mqmesh/mqmesh/internal/testlog"
 	"log/slog"
@@ -333,5 +334,24 @@ func TestGatewayForwardsOnlyWithInterest(t *testing.T) {
 	t.Logf("gateway messages: %d without interest, %d with a subscriber in idcB (for %d publishes)", noInterest, withInterest, msgs)
 	if withInterest < msgs {
 		t.Fatalf("only %d of %d messages crossed with a subscriber in idcB", withInterest, msgs)
+	}
+}
+
+func TestFetchMembersOfAStandaloneNode(t *testing.T) {
+	n, err := mqnode.New(mqnode.Config{Name: "solo", IDC: "x", DataDir: t.TempDir(), Listen: mqnode.ListenNone, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	nc, err := n.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := FetchMembers(context.Background(), nc, "x", "solo"); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("members of a standalone node: %v", err)
 	}
 }

@@ -55,6 +55,10 @@ type PolicyConfig struct {
 	CrossIDCAlways bool `yaml:"cross_idc_always"`
 	// MaxAge ignores view entries older than this (stale figures). 10s.
 	MaxAge time.Duration `yaml:"max_age"`
+	// Reprobe: a node a pull found empty, but which has not announced the
+	// end of its backlog, is tried again after this long (it re-announces
+	// only on a level change or a heartbeat). Default 500ms.
+	Reprobe time.Duration `yaml:"reprobe"`
 	// LocalOnly switches helping off: the pool pulls only its own node (the
 	// single-host design the mesh replaces; the simulator's baseline).
 	LocalOnly bool `yaml:"local_only"`
@@ -86,6 +90,9 @@ func (c PolicyConfig) WithDefaults() PolicyConfig {
 	}
 	if c.MaxAge <= 0 {
 		c.MaxAge = 10 * time.Second
+	}
+	if c.Reprobe <= 0 {
+		c.Reprobe = 500 * time.Millisecond
 	}
 	return c
 }
@@ -152,7 +159,9 @@ func Decide(s Situation, cfg PolicyConfig, rng *rand.Rand) Decision {
 	if !cfg.LocalOnly {
 		var same, other []backlog.Entry
 		for _, e := range s.Entries {
-			if e.Queue != s.Queue || e.Ready < cfg.MinHelp || s.Now.Sub(e.Updated) > cfg.MaxAge {
+			age := s.Now.Sub(e.Updated)
+			probe := e.Ready == 0 && e.Corrected && e.Level > 0 && age >= cfg.Reprobe
+			if e.Queue != s.Queue || (e.Ready < cfg.MinHelp && !probe) || (age > cfg.MaxAge && !probe) {
 				continue
 			}
 			if e.IDC == s.IDC {
@@ -169,7 +178,10 @@ func Decide(s Situation, cfg PolicyConfig, rng *rand.Rand) Decision {
 			if cfg.Jitter > 0 && !s.Helping {
 				delay = time.Duration(rng.Int64N(int64(cfg.Jitter)))
 			}
-			n := min(s.Free, batch, int(min(e.Ready, uint64(batch))))
+			n := min(s.Free, batch)
+			if e.Ready > 0 {
+				n = min(n, int(min(e.Ready, uint64(batch))))
+			}
 			return Decision{Where: where, IDC: e.IDC, Node: e.Node, MaxTasks: max(n, 1), Delay: delay}
 		}
 		switch {
@@ -188,19 +200,17 @@ func Decide(s Situation, cfg PolicyConfig, rng *rand.Rand) Decision {
 // weightedPick chooses an entry at random with probability proportional
 // to its backlog (c is non-empty).
 func weightedPick(c []backlog.Entry, rng *rand.Rand) backlog.Entry {
+	weight := func(e backlog.Entry) uint64 { return max(e.Ready, 1) } // a probe weighs 1
 	var total uint64
 	for _, e := range c {
-		total += e.Ready
-	}
-	if total == 0 {
-		return c[rng.IntN(len(c))]
+		total += weight(e)
 	}
 	x := rng.Uint64N(total)
 	for _, e := range c {
-		if x < e.Ready {
+		if x < weight(e) {
 			return e
 		}
-		x -= e.Ready
+		x -= weight(e)
 	}
 	return c[len(c)-1]
 }

@@ -39,6 +39,10 @@ func TestDecideTable(t *testing.T) {
 		{"worker-only host idle", Situation{IDC: "a", Free: 5}, Nowhere, "", 0},
 		{"stale entries ignored", Situation{IDC: "a", Node: "n1", Free: 5, LocalDrained: true, Now: now0.Add(time.Minute),
 			Entries: []backlog.Entry{entry("a", "n2", 9)}}, Local, "n1", 5},
+		{"probe a node found empty that still says it has backlog", Situation{IDC: "a", Node: "n1", Free: 5, LocalDrained: true, Now: now0.Add(time.Second),
+			Entries: []backlog.Entry{{IDC: "a", Node: "n2", Queue: "q", Ready: 0, Corrected: true, Level: 2, Updated: now0}}}, SameIDC, "n2", 5},
+		{"but not right after the empty pull", Situation{IDC: "a", Node: "n1", Free: 5, LocalDrained: true, Now: now0.Add(100 * time.Millisecond),
+			Entries: []backlog.Entry{{IDC: "a", Node: "n2", Queue: "q", Ready: 0, Corrected: true, Level: 2, Updated: now0}}}, Local, "n1", 5},
 		{"other queue ignored", Situation{IDC: "a", Node: "n1", Queue: "other", Free: 5, LocalDrained: true,
 			Entries: []backlog.Entry{entry("a", "n2", 9)}}, Local, "n1", 5},
 	}
