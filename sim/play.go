@@ -130,22 +130,27 @@ func sleepUntil(ctx context.Context, t time.Time) {
 }
 
 // produce enqueues Load.Rate tasks/s on a host's node in 20 ms batches.
+// What is owed follows the clock, not the ticks, so a slow enqueue does
+// not lower the load (the next batch is larger).
 func (r *run) produce(ctx context.Context, h *simHost, end time.Time) error {
 	const tick = 20 * time.Millisecond
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	owed := 0.0
-	for time.Now().Before(end) {
+	start := time.Now()
+	sent := 0
+	for now := start; now.Before(end); {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case now = <-t.C:
 		}
-		owed += float64(r.s.Load.Rate) * tick.Seconds()
-		n := int(owed)
-		owed -= float64(n)
-		if n > 0 {
+		if now.After(end) {
+			now = end
+		}
+		due := int(float64(r.s.Load.Rate) * now.Sub(start).Seconds())
+		if n := due - sent; n > 0 {
 			r.enqueue(ctx, h, n)
+			sent += n
 		}
 	}
 	return nil

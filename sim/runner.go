@@ -291,21 +291,29 @@ func (r *run) setup(ctx context.Context) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for _, h := range r.hosts {
-		if err := r.startPool(ctx, h); err != nil {
-			return err
-		}
+	errs := make([]error, len(r.hosts))
+	var wg sync.WaitGroup
+	for i, h := range r.hosts {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = r.startPool(ctx, h) }()
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
-// teardown stops everything and removes the run's data.
+// teardown stops everything (abruptly: the run is over, nobody needs to
+// hear the goodbyes) and removes the run's data.
 func (r *run) teardown() {
+	var wg sync.WaitGroup
 	for _, h := range r.hosts {
-		r.stopPool(h, false)
+		wg.Add(1)
+		go func(h *simHost) { defer wg.Done(); r.stopPool(h, false) }(h)
 	}
+	wg.Wait()
 	for _, h := range r.hosts {
-		r.stopNode(h, true)
+		wg.Add(1)
+		go func(h *simHost) { defer wg.Done(); r.stopNode(h, false) }(h)
 	}
+	wg.Wait()
 	_ = os.RemoveAll(r.dir)
 }

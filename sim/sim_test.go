@@ -77,6 +77,18 @@ func TestShortScenarioInvariants(t *testing.T) {
 	if mesh.PeakBacklog >= base.PeakBacklog {
 		t.Errorf("mesh peak backlog %d not below the baseline's %d", mesh.PeakBacklog, base.PeakBacklog)
 	}
+	var html bytes.Buffer
+	if err := rep.WriteHTML(&html, s.IDCNames()); err != nil || !strings.Contains(html.String(), "<svg") {
+		t.Fatalf("html report: %v", err)
+	}
+	if png, err := rep.BacklogChart("png"); err != nil || len(png) < 1000 {
+		t.Fatalf("png chart: %v", err)
+	}
+	if dir := os.Getenv("MQMESH_SIM_REPORT_DIR"); dir != "" {
+		_ = os.WriteFile(dir+"/report.html", html.Bytes(), 0o644)
+		png, _ := rep.BacklogChart("png")
+		_ = os.WriteFile(dir+"/backlog.png", png, 0o644)
+	}
 	var csvBuf bytes.Buffer
 	if err := rep.WriteCSV(&csvBuf, s.IDCNames()); err != nil || !strings.HasPrefix(csvBuf.String(), "mode,t_s,phase,total_backlog,backlog_a,backlog_b") {
 		t.Fatalf("csv: %v %q", err, csvBuf.String()[:80])

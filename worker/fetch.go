@@ -60,8 +60,8 @@ func (p *Pool) fetch(r *registered) {
 		switch {
 		case d.Where == Local:
 			drained = err == nil && len(ds) < d.MaxTasks
-			if len(ds) > 0 || d.Wait > 0 {
-				helping = false // busy at home, or nothing left to help with
+			if d.Wait > 0 {
+				helping = false // a long poll: nobody needed help
 			}
 		default:
 			// Back to the own node first after every remote pull.

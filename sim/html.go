@@ -1,0 +1,68 @@
+package sim
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+)
+
+var page = template.Must(template.New("report").Funcs(template.FuncMap{"pct": pct}).Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>mqmesh sim: {{.Scenario}}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
+table{border-collapse:collapse;font-size:.85em;margin:1em 0}
+td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
+th{background:#f3f3f3} td.l,th.l{text-align:left}
+.bad{color:#b00;font-weight:bold} .ok{color:#070}
+figure{margin:1.5em 0} svg{max-width:100%;height:auto}
+</style></head><body>
+<h1>mqmesh simulation: {{.Scenario}}</h1>
+<p>Seed {{.Seed}}. Every mode runs the same scenario on the real components in one process: embedded NATS servers with routes and gateways, Badger stores, memberlist, backlog publishers and views, worker pools.
+The <b>baseline</b> pulls only its own node (the single-host design the mesh replaces).</p>
+{{range .Modes}}<p><b>{{.Mode}}</b>: {{.Enqueued}} enqueued, {{.Completed}} completed,
+<span class="{{if .Lost}}bad{{else}}ok{{end}}">{{.Lost}} lost</span>, {{.Stranded}} stranded on dead nodes, {{.Duplicates}} duplicate deliveries;
+peak backlog {{.PeakBacklog}}; {{if .Drained}}drained {{printf "%.1f" .DrainedAfterS}} s after the load{{else}}<span class="bad">not drained</span>{{end}}.</p>
+{{end}}
+<table><tr><th class="l">mode</th><th class="l">phase</th><th>time s</th><th>done/s</th><th>p50 ms</th><th>p99 ms</th><th>p999 ms</th><th>peak backlog</th><th>end backlog</th><th>local</th><th>same IDC</th><th>other IDC</th><th>notices/worker/s</th></tr>
+{{range $m := .Modes}}{{range .Phases}}<tr><td class="l">{{$m.Mode}}</td><td class="l">{{.Name}}</td><td>{{printf "%.1f–%.1f" .StartS .EndS}}</td><td>{{printf "%.0f" .Throughput}}</td><td>{{printf "%.1f" .P50Ms}}</td><td>{{printf "%.1f" .P99Ms}}</td><td>{{printf "%.1f" .P999Ms}}</td><td>{{.PeakBacklog}}</td><td>{{.EndBacklog}}</td><td>{{pct .Local}}</td><td>{{pct .SameIDC}}</td><td>{{pct .OtherIDC}}</td><td>{{printf "%.2f" .NoticesPerWorker}}</td></tr>
+{{end}}{{end}}</table>
+{{range .Charts}}<figure>{{.}}</figure>
+{{end}}
+<p>Time series: the CSV file written beside this report.</p>
+</body></html>
+`))
+
+func pct(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) }
+
+// WriteHTML writes a self-contained report: summary, phase table and SVG
+// charts inline.
+func (rep *Report) WriteHTML(w io.Writer, idcs []string) error {
+	var charts []template.HTML
+	add := func(b []byte, err error) error {
+		if err != nil {
+			return err
+		}
+		charts = append(charts, template.HTML(b)) // our own SVG
+		return nil
+	}
+	if err := add(rep.BacklogChart("svg")); err != nil {
+		return err
+	}
+	for _, m := range rep.Modes {
+		if err := add(rep.IDCBacklogChart(m.Mode, idcs, "svg")); err != nil {
+			return err
+		}
+	}
+	if err := add(rep.LatencyChart("svg")); err != nil {
+		return err
+	}
+	for _, m := range rep.Modes {
+		if err := add(rep.WhereChart(m.Mode, "svg")); err != nil {
+			return err
+		}
+	}
+	return page.Execute(w, struct {
+		*Report
+		Charts []template.HTML
+	}{rep, charts})
+}
