@@ -35,6 +35,7 @@ diagnostics and logs go to stderr.`,
 		newStatsCommand(),
 		newDLQCommand(),
 		newMeshCommand(),
+		newSimCommand(),
 		bench.NewCommand(),
 	)
 	return root
