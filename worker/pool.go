@@ -118,6 +118,15 @@ func (p *Pool) Handle(queue string, h Handler, opts ...HandlerOption) error {
 	return nil
 }
 
+// GossipAddr is the pool's gossip address ("" when it is not a mesh
+// member or not started).
+func (p *Pool) GossipAddr() string {
+	if p.mesh == nil {
+		return ""
+	}
+	return p.mesh.GossipAddr()
+}
+
 // View is the pool's backlog view.
 func (p *Pool) View() *backlog.View { return p.view }
 

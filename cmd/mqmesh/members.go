@@ -7,14 +7,10 @@ import (
 	"io"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mesh/meshpb"
-	"github.com/mqmesh/mqmesh/mqnode"
-	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
 // errNotMeshMember is returned by `mqmesh mesh members` for a node that
@@ -104,7 +100,7 @@ func (o *membersOptions) run(ctx context.Context, stdout io.Writer) error {
 	defer cancel()
 	rep, err := mesh.FetchMembers(rctx, c.Conn(), idc, name)
 	if err != nil {
-		if !errors.Is(err, mqnode.ErrUnavailable) && standalone(rctx, c.Conn(), idc, name) {
+		if errors.Is(err, mesh.ErrNotMember) {
 			return fmt.Errorf("node %s/%s at %s: %w (it runs standalone)", idc, name, o.Server, errNotMeshMember)
 		}
 		return fmt.Errorf("mesh members: %w", err)
@@ -120,18 +116,6 @@ func (o *membersOptions) run(ctx context.Context, stdout io.Writer) error {
 			formatTime(m.Since), dash(m.NATSClient), m.GossipAddr)
 	}
 	return tw.Flush()
-}
-
-// standalone reports whether the node answers the members operation as an
-// unknown one: the reply of a node without the mesh.
-func standalone(ctx context.Context, nc *nats.Conn, idc, name string) bool {
-	body, _ := proto.Marshal(&meshpb.MembersRequest{})
-	m, err := nc.RequestWithContext(ctx, mqnode.Subject(idc, name, mesh.OpMembers), body)
-	if err != nil {
-		return false
-	}
-	var rep wirepb.InfoReply
-	return proto.Unmarshal(m.Data, &rep) == nil && rep.GetError().GetCode() == wirepb.Code_UNKNOWN_OP
 }
 
 func newMembersJSON(rep *meshpb.MembersReply) membersJSON {

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"github.com/nats-io/nats.go"
+
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mqmesh/mqmesh/backlog"
 	"io"
 	"log/slog"
 	"os"
@@ -201,6 +204,34 @@ type service interface {
 	Stop(ctx context.Context) error
 }
 
+// standaloneNode is a node without a mesh that still publishes its backlog, so
+// workers on its host (and worker-only hosts attached to it) hear it.
+type standaloneNode struct {
+	n   *mqnode.Node
+	pub *backlog.Publisher
+	nc  *nats.Conn
+}
+
+func (s *standaloneNode) Start(ctx context.Context) error {
+	if err := s.n.Start(ctx); err != nil {
+		return err
+	}
+	var err error
+	if s.pub, s.nc, err = mesh.StartPublisher(s.n, [backlog.NumTiers]backlog.TierPolicy{}); err != nil {
+		_ = s.n.Stop(context.Background())
+		return err
+	}
+	return nil
+}
+
+func (s *standaloneNode) Stop(ctx context.Context) error {
+	if s.pub != nil {
+		s.pub.Stop()
+		s.nc.Close()
+	}
+	return s.n.Stop(ctx)
+}
+
 // run starts the node (as a mesh member when configured), reports it
 // ready, and stops it gracefully when ctx ends or a signal arrives; a mesh
 // member announces its leave.
@@ -218,7 +249,7 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 		if n, err = mqnode.New(cfg); err != nil {
 			return err
 		}
-		svc = n
+		svc = &standaloneNode{n: n}
 	} else {
 		if agent, err = mesh.NewNodeAgent(o.mesh.agentConfig(cfg)); err != nil {
 			return err
