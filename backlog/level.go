@@ -70,17 +70,19 @@ func (p TierPolicy) Level(ready uint64) uint32 {
 	return 1 + uint32(bits.Len64(ready/p.High)) - 1
 }
 
-// queueState is the publisher's memory of one queue on one tier.
-type queueState struct {
+// QueueState is the publisher's memory of one queue on one tier.
+type QueueState struct {
 	in        bool
 	sentLevel uint32
 	lastSent  time.Time
 }
 
-// decide is the publisher's pure decision for one queue on one tier at
-// time now: whether to send a notice, and with which level (0 = no
-// backlog). It updates st when it says send.
-func (p TierPolicy) decide(st *queueState, ready uint64, oldest time.Duration, now time.Time) (send bool, level uint32, heartbeat bool) {
+// Decide is the publisher's pure decision for one queue on one tier at
+// time now, given its ready count and the age of its oldest ready task:
+// whether to send a notice, with which level (0 = no backlog), and whether
+// it is a heartbeat refresh. It updates st. The Publisher and the
+// simulator's scale model both call it, so they publish alike.
+func (p TierPolicy) Decide(st *QueueState, ready uint64, oldest time.Duration, now time.Time) (send bool, level uint32, heartbeat bool) {
 	wasIn := st.in
 	aged := p.Age > 0 && ready > 0 && oldest >= p.Age
 	young := p.Age == 0 || ready == 0 || oldest < p.Age/2

@@ -7,7 +7,7 @@ import (
 
 func TestDecideHysteresisAndRate(t *testing.T) {
 	p := TierPolicy{High: 10, Low: 3, MinInterval: 100 * time.Millisecond, Heartbeat: time.Second}
-	var st queueState
+	var st QueueState
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	steps := []struct {
@@ -27,7 +27,7 @@ func TestDecideHysteresisAndRate(t *testing.T) {
 		{1200, 10, true, 1}, // heartbeat refresh while in backlog
 	}
 	for _, s := range steps {
-		send, level, _ := p.decide(&st, s.ready, 0, at(s.ms))
+		send, level, _ := p.Decide(&st, s.ready, 0, at(s.ms))
 		if send != s.send || (send && level != s.level) {
 			t.Fatalf("at %dms ready %d: send=%v level=%d, want send=%v level=%d", s.ms, s.ready, send, level, s.send, s.level)
 		}
@@ -41,13 +41,13 @@ func TestDecideHysteresisAndRate(t *testing.T) {
 func TestBurstNoticeBound(t *testing.T) {
 	for _, tier := range Tiers {
 		p := DefaultPolicies[tier]
-		var st queueState
+		var st QueueState
 		t0 := time.Unix(1000, 0)
 		sent := 0
 		const dur, poll = 2 * time.Second, 20 * time.Millisecond
 		for el := time.Duration(0); el <= dur; el += poll {
 			ready := uint64(100000 * el / dur)
-			if s, _, _ := p.decide(&st, ready, 0, t0.Add(el)); s {
+			if s, _, _ := p.Decide(&st, ready, 0, t0.Add(el)); s {
 				sent++
 			}
 		}
@@ -72,18 +72,18 @@ func TestLevel(t *testing.T) {
 // and the queue leaves the backlog state only when drained and young.
 func TestDecideAge(t *testing.T) {
 	p := DefaultPolicies[TierIDC]
-	var st queueState
+	var st QueueState
 	t0 := time.Unix(1000, 0)
-	if s, _, _ := p.decide(&st, 3, 100*time.Millisecond, t0); s {
+	if s, _, _ := p.Decide(&st, 3, 100*time.Millisecond, t0); s {
 		t.Fatal("3 young tasks announced on the IDC tier")
 	}
-	if s, lvl, _ := p.decide(&st, 3, 1500*time.Millisecond, t0.Add(time.Second)); !s || lvl == 0 {
+	if s, lvl, _ := p.Decide(&st, 3, 1500*time.Millisecond, t0.Add(time.Second)); !s || lvl == 0 {
 		t.Fatal("3 tasks waiting 1.5s not announced")
 	}
-	if s, _, _ := p.decide(&st, 1, 1200*time.Millisecond, t0.Add(1100*time.Millisecond)); s {
+	if s, _, _ := p.Decide(&st, 1, 1200*time.Millisecond, t0.Add(1100*time.Millisecond)); s {
 		t.Fatal("left the backlog state with an old task still waiting")
 	}
-	if s, lvl, _ := p.decide(&st, 0, 0, t0.Add(1200*time.Millisecond)); !s || lvl != 0 {
+	if s, lvl, _ := p.Decide(&st, 0, 0, t0.Add(1200*time.Millisecond)); !s || lvl != 0 {
 		t.Fatal("drained queue not announced")
 	}
 }

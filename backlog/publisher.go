@@ -69,7 +69,7 @@ type Publisher struct {
 	nc   *nats.Conn
 	inc  uint64
 	seq  uint64
-	st   [NumTiers]map[string]*queueState
+	st   [NumTiers]map[string]*QueueState
 	hb   [NumTiers]time.Time
 	sent [NumTiers]atomic.Uint64
 
@@ -104,7 +104,7 @@ func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
 	}
 	p := &Publisher{cfg: cfg, nc: nc, inc: uint64(cfg.Now().UnixNano()), stop: make(chan struct{})}
 	for _, t := range Tiers {
-		p.st[t] = map[string]*queueState{}
+		p.st[t] = map[string]*QueueState{}
 	}
 	return p, nil
 }
@@ -182,10 +182,10 @@ func (p *Publisher) Tick() {
 			}
 			st := p.st[tier][ql.Queue]
 			if st == nil {
-				st = &queueState{}
+				st = &QueueState{}
 				p.st[tier][ql.Queue] = st
 			}
-			send, level, hb := pol.decide(st, ql.Ready, ql.OldestReady, now)
+			send, level, hb := pol.Decide(st, ql.Ready, ql.OldestReady, now)
 			if !send && sync[tier] && st.in {
 				send, level = true, st.sentLevel
 			}

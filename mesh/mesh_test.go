@@ -355,3 +355,37 @@ func TestFetchMembersOfAStandaloneNode(t *testing.T) {
 		t.Fatalf("members of a standalone node: %v", err)
 	}
 }
+
+// TestGossipEncryption: members with the same key form a mesh; a member
+// with another key cannot join it.
+func TestGossipEncryption(t *testing.T) {
+	key := "MDEyMzQ1Njc4OWFiY2RlZg==" // 16 bytes
+	other := "ZmVkY2JhOTg3NjU0MzIxMA=="
+	start := func(name, k string, seeds ...string) (*Mesh, error) {
+		m, err := New(Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: ProfileLocal, SecretKey: k, JoinWait: 2 * time.Second,
+			Logger: testLogger(t), Meta: Meta{Role: RoleWorker, IDC: "a", Name: name}})
+		if err != nil {
+			return nil, err
+		}
+		if err := m.Start(context.Background()); err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { _ = m.Shutdown() })
+		return m, nil
+	}
+	m1, err := start("w1", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := start("w2", key, m1.GossipAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "encrypted mesh of 2", func() bool { return len(m1.Alive(nil)) == 2 && len(m2.Alive(nil)) == 2 })
+	if _, err := start("w3", other, m1.GossipAddr()); err == nil {
+		t.Fatal("a member with another key joined")
+	}
+	if _, err := New(Config{SecretKey: "c2hvcnQ=", Meta: Meta{Role: RoleWorker, IDC: "a", Name: "x"}}); err == nil {
+		t.Fatal("a 5-byte key was accepted")
+	}
+}
