@@ -36,6 +36,10 @@ type NodeAgentConfig struct {
 	// Defaults: the host of Node.Listen with port 0.
 	ClusterListen string
 	GatewayListen string
+	// GatewayAdvertise, when set (host:port), is the gateway address given
+	// to other IDCs instead of the listener's: e.g. a proxy in front of it
+	// (the simulator's link faults), or a NAT address.
+	GatewayAdvertise string
 	// Backlog are the backlog publisher's per-tier policies (zero entries:
 	// defaults). NoBacklog turns the publisher off.
 	Backlog   [backlog.NumTiers]backlog.TierPolicy
@@ -134,7 +138,7 @@ func (a *NodeAgent) natsOptions(o *server.Options) {
 	o.NoSystemAccount = true
 	o.Cluster = server.ClusterOpts{Name: idc, Host: ch, Port: cp}
 	o.Routes = a.topo.Routes
-	o.Gateway = server.GatewayOpts{Name: idc, Host: gh, Port: gp, Gateways: a.gateways}
+	o.Gateway = server.GatewayOpts{Name: idc, Host: gh, Port: gp, Gateways: a.gateways, Advertise: a.cfg.GatewayAdvertise}
 }
 
 // Start joins the mesh, starts the node with the topology gossip reported,
@@ -174,6 +178,9 @@ func (a *NodeAgent) Start(ctx context.Context) (err error) {
 		m.NATSClient = ns.ClientURL()
 		m.NATSCluster = "nats-route://" + advertised(ns.ClusterAddr(), adv)
 		m.NATSGateway = "nats://" + advertised(ns.GatewayAddr(), adv)
+		if a.cfg.GatewayAdvertise != "" {
+			m.NATSGateway = "nats://" + a.cfg.GatewayAdvertise
+		}
 	}); err != nil {
 		return fmt.Errorf("mesh: publish nats addresses: %w", err)
 	}

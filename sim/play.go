@@ -280,9 +280,14 @@ func (r *run) apply(ctx context.Context, ev Event) error {
 		h.removed.Store(true)
 		r.stopPool(h, true)
 		r.stopNode(h, true)
+	case "partition", "slow-link", "heal":
+		return r.links.set(r.nodeHosts(ev.IDC), ev.Action == "partition", ev.Latency.D().Milliseconds())
 	case "restore-all":
 		for _, idc := range r.s.Topology.IDCs {
 			r.backends.restore(idc.Name)
+			if err := r.links.set(r.nodeHosts(idc.Name), false, 0); err != nil {
+				return err
+			}
 		}
 		for _, h := range r.hosts {
 			if h.removed.Load() {
@@ -303,4 +308,15 @@ func (r *run) apply(ctx context.Context, ev Event) error {
 		return fmt.Errorf("unknown action %q", ev.Action)
 	}
 	return nil
+}
+
+// nodeHosts lists the hosts of an IDC that run a node.
+func (r *run) nodeHosts(idc string) []string {
+	var out []string
+	for _, h := range r.hosts {
+		if h.idc == idc && !h.workerOnly {
+			out = append(out, h.name)
+		}
+	}
+	return out
 }

@@ -54,6 +54,7 @@ type run struct {
 	filters    backlog.Filters
 	progress   func(mode string, s Sample)
 	noticeBase atomic.Uint64 // notices of pools that were replaced
+	links      *links
 }
 
 // Options tune a run.
@@ -80,7 +81,7 @@ func newRun(s Scenario, mode string, opt Options) (*run, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	r := &run{s: s, mode: mode, log: log, dir: dir, backends: newBackends(s), metrics: newMetrics(), progress: opt.Progress}
+	r := &run{s: s, mode: mode, log: log, dir: dir, backends: newBackends(s), metrics: newMetrics(), progress: opt.Progress, links: newLinks()}
 	f, err := filterFor(s.Filter)
 	if err != nil {
 		return nil, err
@@ -115,7 +116,12 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 	if r.seed != "" {
 		seeds = []string{r.seed}
 	}
+	gwListen, gwAdvertise, err := r.links.gateway(h.name)
+	if err != nil {
+		return err
+	}
 	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
+		GatewayListen: gwListen, GatewayAdvertise: gwAdvertise,
 		Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: h.dataDir, Listen: "127.0.0.1:0",
 			Durability: mqnode.Durability(r.s.Durability), Logger: r.log,
 			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000}},
@@ -315,5 +321,6 @@ func (r *run) teardown() {
 		go func(h *simHost) { defer wg.Done(); r.stopNode(h, false) }(h)
 	}
 	wg.Wait()
+	r.links.close()
 	_ = os.RemoveAll(r.dir)
 }

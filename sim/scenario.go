@@ -101,16 +101,21 @@ type Event struct {
 	// with ErrorRate failures), restore (undo degrade), kill-pools (an
 	// IDC's worker pools die without a word), restore-pools, kill-node (a
 	// host's node and pool stop abruptly), restart-node, remove-host (a
-	// host leaves gracefully), restore-all.
+	// host leaves gracefully), partition (an IDC's gateway links black-
+	// holed: nothing reaches it from other IDCs), slow-link (Latency added
+	// each way on an IDC's gateway links), heal (undo partition/slow-link),
+	// restore-all.
 	Action    string  `yaml:"action"`
 	IDC       string  `yaml:"idc"`
 	Host      string  `yaml:"host"`
 	Slowdown  float64 `yaml:"slowdown"`
 	ErrorRate float64 `yaml:"error_rate"`
+	// Latency of slow-link, each way.
+	Latency Duration `yaml:"latency"`
 }
 
 // Actions the runner knows.
-var Actions = []string{"normal", "degrade", "restore", "kill-pools", "restore-pools", "kill-node", "restart-node", "remove-host", "restore-all"}
+var Actions = []string{"normal", "degrade", "restore", "kill-pools", "restore-pools", "kill-node", "restart-node", "remove-host", "partition", "slow-link", "heal", "restore-all"}
 
 // Duration is a time.Duration that YAML writes as "1.5s".
 type Duration time.Duration
@@ -311,21 +316,20 @@ func (s Scenario) Validate() error {
 		}
 		switch ev.Action {
 		case "normal", "restore-all":
-		case "degrade":
-			if ev.Slowdown < 1 || ev.ErrorRate < 0 || ev.ErrorRate >= 1 {
-				bad(f, "degrade needs slowdown >= 1 and 0 <= error_rate < 1")
-			}
-			fallthrough
-		case "restore", "kill-pools", "restore-pools":
+		case "degrade", "restore", "kill-pools", "restore-pools", "partition", "heal", "slow-link":
 			if _, ok := idcs[ev.IDC]; !ok {
 				bad(f+".idc", "%q: no such IDC", ev.IDC)
+			}
+			if ev.Action == "degrade" && (ev.Slowdown < 1 || ev.ErrorRate < 0 || ev.ErrorRate >= 1) {
+				bad(f, "degrade needs slowdown >= 1 and 0 <= error_rate < 1")
+			}
+			if ev.Action == "slow-link" && (ev.Latency.D() <= 0 || ev.Latency.D() > 10*time.Second) {
+				bad(f+".latency", "%s: slow-link needs 0 < latency <= 10s", ev.Latency.D())
 			}
 		case "kill-node", "restart-node", "remove-host":
 			if err := s.checkTarget(idcs, ev.IDC, ev.Host); err != nil || ev.Host == "" {
 				bad(f+".host", "%s needs an existing host (e.g. %s-h1): %v", ev.Action, s.Topology.IDCs[0].Name, err)
 			}
-		case "partition", "slow-link", "heal":
-			bad(f+".action", "%q: link faults between IDCs are not supported yet (they need a fault-injection proxy on the gateways)", ev.Action)
 		default:
 			bad(f+".action", "%q: want one of %v", ev.Action, Actions)
 		}

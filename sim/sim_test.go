@@ -106,7 +106,8 @@ func TestScenarioErrorsNameTheField(t *testing.T) {
 		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\ntimeline: [{at: 0s, action: explode}]\n":                      "timeline[0].action",
 		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\ntimeline: [{at: 0s, action: degrade, idc: z, slowdown: 2}]\n": "timeline[0].idc",
 		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\ntimeline: [{at: 0s, action: kill-node, host: a-h9}]\n":        "timeline[0].host",
-		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\ntimeline: [{at: 0s, action: partition}]\n":                    "not supported yet",
+		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\ntimeline: [{at: 0s, action: partition}]\n":                    "timeline[0].idc",
+		"topology: {idcs: [{name: a, hosts: 1}]}\nload: {rate: 1, duration: 1s}\ntimeline: [{at: 0s, action: slow-link, idc: a}]\n":            "timeline[0].latency",
 	}
 	for doc, want := range cases {
 		if _, err := ParseScenario([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
