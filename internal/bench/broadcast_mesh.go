@@ -1,0 +1,330 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/mesh"
+	"github.com/mqmesh/mqmesh/mqnode"
+)
+
+// bcNode is one host of the benchmark mesh: a node agent (gossip, NATS
+// routes and gateways, backlog publisher) and a client of it.
+type bcNode struct {
+	idc, name string
+	agent     *mesh.NodeAgent
+	client    *mqnode.Client // in-process: the producer's and the consumer's
+}
+
+// bcCluster is the benchmark mesh: idcs × nodesPerIDC nodes on loopback.
+type bcCluster struct {
+	nodes []*bcNode
+}
+
+// bcIDCName and bcNodeName name IDC i and node j of it: idcA, a1, a2, ...
+func bcIDCName(i int) string     { return "idc" + string(rune('A'+i)) }
+func bcNodeName(i, j int) string { return fmt.Sprintf("%c%d", 'a'+i, j+1) }
+
+// startCluster starts the nodes one after the other (each joins through
+// the first) and waits until every node sees every other alive and can
+// reach it over NATS. On error it stops what it started.
+func startCluster(ctx context.Context, o *broadcastOptions, root string, log *slog.Logger) (c *bcCluster, err error) {
+	c = &bcCluster{}
+	defer func() {
+		if err != nil {
+			c.stop()
+			c = nil
+		}
+	}()
+	var seeds []string
+	for i := range o.idcs {
+		for j := range o.nodesPerIDC {
+			idc, name := bcIDCName(i), bcNodeName(i, j)
+			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
+				Node: mqnode.Config{Name: name, IDC: idc, DataDir: filepath.Join(root, name), Listen: "127.0.0.1:0",
+					Durability: mqnode.DurabilityAsync, Logger: log},
+				Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: log},
+				Host: "host-" + name,
+			})
+			if err != nil {
+				return c, fmt.Errorf("node %s: %w", name, err)
+			}
+			sctx, cancel := context.WithTimeout(ctx, o.setupTimeout)
+			err = a.Start(sctx)
+			cancel()
+			if err != nil {
+				return c, fmt.Errorf("start node %s: %w", name, err)
+			}
+			n := &bcNode{idc: idc, name: name, agent: a}
+			c.nodes = append(c.nodes, n)
+			if n.client, err = a.Node.Client(); err != nil {
+				return c, err
+			}
+			if seeds == nil {
+				seeds = []string{a.Mesh.GossipAddr()}
+			}
+		}
+	}
+	want := len(c.nodes)
+	err = waitUntil(ctx, o.setupTimeout, "every node to see every node alive", func() (bool, error) {
+		for _, n := range c.nodes {
+			if len(n.agent.Mesh.Alive(nil)) != want {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return c, err
+	}
+	err = waitUntil(ctx, o.setupTimeout, "every node to reach every node over NATS routes and gateways", func() (bool, error) {
+		for _, from := range c.nodes {
+			for _, to := range c.nodes {
+				if from != to && !reaches(ctx, from, to) {
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	})
+	return c, err
+}
+
+// reaches reports whether from's NATS server forwards a request to node to.
+func reaches(ctx context.Context, from, to *bcNode) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	info, err := mqnode.NewClient(from.client.Conn(), to.idc, to.name).Info(ctx)
+	return err == nil && info.GetName() == to.name
+}
+
+// stop stops the nodes one after the other, each with a graceful leave.
+// Not all at once: mesh.Mesh.Leave reads memberlist's node records while
+// memberlist may be updating them from another member's leave (a data
+// race the race detector reports when several members leave together).
+func (c *bcCluster) stop() {
+	for i := len(c.nodes) - 1; i >= 0; i-- {
+		n := c.nodes[i]
+		if n.client != nil {
+			n.client.Close()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_ = n.agent.Stop(ctx)
+		cancel()
+	}
+}
+
+// bcWorker is one worker's backlog picture: a watcher and a view on its
+// own in-process connection to its host's node, with one filter config.
+type bcWorker struct {
+	filter int // index in the options' filter list
+	node   *bcNode
+	nc     *nats.Conn
+	view   *backlog.View
+	w      *backlog.Watcher
+	// patterns are the worker's resolved subscriptions, per tier (nil:
+	// not subscribed); minBacklog the filter's per tier.
+	patterns   [backlog.NumTiers]*backlog.Pattern
+	minBacklog [backlog.NumTiers]uint64
+}
+
+// startWorker subscribes a worker on n with filters f.
+func startWorker(fi int, f backlog.Filters, n *bcNode, log *slog.Logger) (*bcWorker, error) {
+	w := &bcWorker{filter: fi, node: n, view: backlog.NewView(nil)}
+	for name, spec := range f.Tiers {
+		t, err := backlog.ParseTier(name)
+		if err != nil {
+			return nil, err
+		}
+		text := strings.NewReplacer("{idc}", n.idc, "{node}", n.name).Replace(spec.Subject)
+		p, err := backlog.ParsePattern(text)
+		if err != nil {
+			return nil, err
+		}
+		w.patterns[t], w.minBacklog[t] = &p, spec.MinBacklog
+	}
+	nc, err := n.agent.Node.Connect(nats.Name("bench-worker-" + n.name))
+	if err != nil {
+		return nil, err
+	}
+	w.nc = nc
+	w.w = backlog.NewWatcher(nc, w.view, n.idc, n.name, log)
+	if err := w.w.Apply(f); err != nil {
+		w.close()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *bcWorker) close() {
+	if w.w != nil {
+		w.w.Close()
+	}
+	w.nc.Close()
+}
+
+// hears reports through which tier, nearest first, the worker hears a
+// notice of queue on node n with ready tasks; ok false when it does not.
+// A node heartbeat (backlog.HeartbeatQueue) is heard whatever ready says.
+func (w *bcWorker) hears(n *bcNode, queue string, ready uint64) (backlog.Tier, bool) {
+	for _, t := range backlog.Tiers {
+		enough := ready >= w.minBacklog[t] || queue == backlog.HeartbeatQueue
+		if p := w.patterns[t]; p != nil && enough && p.Matches(backlog.Subject(t, n.idc, n.name, queue)) {
+			return t, true
+		}
+	}
+	return 0, false
+}
+
+// counts is a worker's notice counters at one moment.
+type counts struct {
+	accepted, dropped [backlog.NumTiers]uint64
+}
+
+func (w *bcWorker) counts() counts {
+	st := w.view.Stats()
+	return counts{accepted: st.Accepted, dropped: st.Dropped}
+}
+
+// sees reports whether the worker's view has queue on n with tasks ready.
+func (w *bcWorker) sees(n *bcNode, queue string) bool {
+	for _, e := range w.view.Entries() {
+		if e.IDC == n.idc && e.Node == n.name && e.Queue == queue {
+			return e.Ready > 0
+		}
+	}
+	return false
+}
+
+// load is the light steady load: on every node a producer enqueueing rate
+// tasks/s on the steady queue and a consumer pulling and acking them from
+// the same node.
+type load struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+}
+
+// bcSteadyQueue is the queue of the steady load.
+const bcSteadyQueue = "steady"
+
+func startLoad(ctx context.Context, c *bcCluster, rate float64) *load {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &load{cancel: cancel}
+	for _, n := range c.nodes {
+		l.wg.Add(2)
+		go func() { defer l.wg.Done(); l.fail(produce1(ctx, n, rate)) }()
+		go func() { defer l.wg.Done(); l.fail(consume(ctx, n)) }()
+	}
+	return l
+}
+
+func (l *load) fail(err error) {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return
+	}
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.mu.Unlock()
+}
+
+// failed returns the first error of a producer or consumer.
+func (l *load) failed() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// stop ends the load and returns its first error.
+func (l *load) stop() error {
+	l.cancel()
+	l.wg.Wait()
+	return l.failed()
+}
+
+// produce1 enqueues rate tasks/s on n's steady queue, in ticks of 20 ms.
+func produce1(ctx context.Context, n *bcNode, rate float64) error {
+	const tick = 20 * time.Millisecond
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	start, sent := time.Now(), 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			due := int(rate*now.Sub(start).Seconds()) - sent
+			if due <= 0 {
+				continue
+			}
+			items := make([]*mqnode.EnqueueItem, due)
+			for i := range items {
+				items[i] = &mqnode.EnqueueItem{Payload: []byte("steady")}
+			}
+			if _, err := n.client.Enqueue(ctx, bcSteadyQueue, items...); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("producer on %s: %w", n.name, err)
+			}
+			sent += due
+		}
+	}
+}
+
+// consume pulls (long-polling) and acks n's steady queue.
+func consume(ctx context.Context, n *bcNode) error {
+	for ctx.Err() == nil {
+		if _, err := pullAck(ctx, n, bcSteadyQueue, 100, 500*time.Millisecond); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("consumer on %s: %w", n.name, err)
+		}
+	}
+	return nil
+}
+
+// pullAck pulls up to max tasks of queue from n, waiting up to wait for
+// the first, acks them, and returns how many there were.
+func pullAck(ctx context.Context, n *bcNode, queue string, max int, wait time.Duration) (int, error) {
+	ds, _, err := n.client.Pull(ctx, mqnode.PullRequest{Queue: queue, MaxTasks: max, MaxWait: wait, Lease: 30 * time.Second,
+		WorkerID: "bench-consumer-" + n.name})
+	if err != nil || len(ds) == 0 {
+		return 0, err
+	}
+	items := make([]*mqnode.AckItem, len(ds))
+	for i, d := range ds {
+		items[i] = &mqnode.AckItem{Receipt: d.GetReceipt()}
+	}
+	res, err := n.client.Ack(ctx, items...)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range res {
+		if err := mqnode.ItemErr(r); err != nil {
+			return 0, err
+		}
+	}
+	return len(ds), nil
+}
+
+// waitUntil is waitFor with an error naming what it waited for.
+func waitUntil(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
+	if err := waitFor(ctx, timeout, cond); err != nil {
+		return fmt.Errorf("waiting for %s: %w", what, err)
+	}
+	return nil
+}
