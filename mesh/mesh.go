@@ -268,13 +268,24 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 
 func (m *Mesh) sendLeaveIntent(timeout time.Duration) {
 	msg := append([]byte{msgLeaveIntent}, m.meta.memberID()...)
-	self := m.ml.LocalNode().Name
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
-	for _, n := range m.ml.Members() {
-		if n.Name == self {
+	// Addresses come from this mesh's own table: memberlist's node records
+	// may be rewritten by its gossip goroutines while we send.
+	self := m.meta.memberID()
+	var targets []*memberlist.Node
+	for _, mb := range m.Members() {
+		if mb.ID == self || mb.State != StateAlive {
 			continue
 		}
+		host, port, err := net.SplitHostPort(mb.Addr)
+		p, perr := strconv.Atoi(port)
+		if err != nil || perr != nil {
+			continue
+		}
+		targets = append(targets, &memberlist.Node{Name: mb.ID, Addr: net.ParseIP(host), Port: uint16(p)})
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, n := range targets {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(n *memberlist.Node) {
