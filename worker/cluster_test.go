@@ -304,6 +304,6 @@ func TestLocalityAndHelping(t *testing.T) {
 	}
 	rate := float64(after-before) / el.Seconds()
 	// 5 hosts × 8 slots / 4 ms: 10,000 tasks/s of handler capacity.
-	t.Logf("stopped pool's backlog of %d drained in %s (same IDC %d, other IDC %d: the backlog crossed the global tier's 500): %.0f tasks/s = %.0f%% of the 5 helpers' handler capacity (10,000/s)",
+	t.Logf("stopped pool's backlog of %d drained in %s (same IDC %d, other IDC %d: the backlog is past the global tier's threshold): %.0f tasks/s = %.0f%% of the 5 helpers' handler capacity (10,000/s)",
 		after-before, el.Round(time.Millisecond), same, other, rate, rate/10000*100)
 }

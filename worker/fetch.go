@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqmesh/mqmesh/backlog"
@@ -14,10 +16,20 @@ import (
 func maxBatch(c PolicyConfig) int { return max(c.LocalBatch, c.RemoteBatch, c.CrossIDCBatch) }
 
 // fetch is the pull loop of one queue: reserve free slots, ask the policy
-// where to pull, pull, hand each task to a slot.
+// where to pull, pull, hand each task to a slot. A pull from another node
+// runs on its own goroutine (one at a time per queue), so a slow or cut
+// link never holds up the own node's work; a node whose pull failed is
+// avoided for a while (doubling up to MaxAvoid).
 func (p *Pool) fetch(r *registered) {
 	defer p.fetchWG.Done()
-	drained, helping := false, false
+	var (
+		drained    bool
+		helping    atomic.Bool
+		remoteBusy atomic.Bool
+		remoteWG   sync.WaitGroup
+		remoteDone = make(chan struct{}, 1)
+	)
+	defer remoteWG.Wait()
 	limit := maxBatch(p.cfg.Policy)
 	for {
 		// Reserve at least one slot, then whatever else is free.
@@ -36,7 +48,12 @@ func (p *Pool) fetch(r *registered) {
 				break more
 			}
 		}
-		d := p.decide(Situation{IDC: p.cfg.IDC, Node: p.cfg.Node, Queue: r.queue, Free: k, LocalDrained: drained, Helping: helping, Entries: p.view.Entries(), Now: time.Now()})
+		now := time.Now()
+		var entries []backlog.Entry
+		if !remoteBusy.Load() {
+			entries = p.avoidFilter(p.view.Entries(), now)
+		}
+		d := p.decide(Situation{IDC: p.cfg.IDC, Node: p.cfg.Node, Queue: r.queue, Free: k, LocalDrained: drained, Helping: helping.Load(), Entries: entries, Now: now})
 		if d.Where == Nowhere {
 			p.release(k)
 			if !p.sleep(d.Wait) {
@@ -44,48 +61,135 @@ func (p *Pool) fetch(r *registered) {
 			}
 			continue
 		}
-		if !p.sleep(d.Delay) {
-			p.release(k)
-			return
+		if d.Where != Local {
+			remoteBusy.Store(true)
+			remoteWG.Add(1)
+			go func() {
+				defer remoteWG.Done()
+				got, err := p.pullRemote(r, d, k)
+				helping.Store(err == nil && got > 0)
+				remoteBusy.Store(false)
+				select {
+				case remoteDone <- struct{}{}:
+				default:
+				}
+			}()
+			drained = false // back to the own node first
+			continue
 		}
-		origin := Origin{IDC: d.IDC, Node: d.Node}
+		// While a remote pull is out, do not park on the own node: look at it
+		// at once, and again when the remote pull ends (or soon).
+		park := d.Wait > 0 && remoteBusy.Load()
+		if park {
+			d.Wait = 0
+		}
 		// Not cancelled by Stop: a pull cut short would strand leases.
 		ctx, cancel := context.WithTimeout(context.Background(), d.Wait+mqnode.DefaultRequestTimeout)
-		ds, readyAfter, err := p.client(origin).Pull(ctx, mqnode.PullRequest{
+		ds, _, err := p.client(Origin{IDC: d.IDC, Node: d.Node}).Pull(ctx, mqnode.PullRequest{
 			Queue: r.queue, MaxTasks: d.MaxTasks, MaxWait: d.Wait, Lease: p.cfg.Lease, WorkerID: p.cfg.ID,
 		})
 		cancel()
 		p.release(k - len(ds))
-		p.stats.pull(d.Where, len(ds))
-		switch {
-		case d.Where == Local:
-			drained = err == nil && len(ds) < d.MaxTasks
-			if d.Wait > 0 {
-				helping = false // a long poll: nobody needed help
-			}
-		default:
-			// Back to the own node first after every remote pull.
-			drained = false
-			helping = err == nil && len(ds) > 0
-			if err == nil {
-				p.view.Correct(d.IDC, d.Node, r.queue, readyAfter)
-			}
+		p.stats.pull(Local, len(ds))
+		drained = err == nil && len(ds) < d.MaxTasks
+		if d.Wait > 0 {
+			helping.Store(false) // a long poll: nobody needed help
 		}
 		if err != nil {
-			if errors.Is(err, mqnode.ErrUnavailable) && d.Where != Local {
-				p.view.Correct(d.IDC, d.Node, r.queue, 0) // gone or stopping: look elsewhere
-			}
-			p.log.Warn("pull failed", "from", origin, "queue", r.queue, "err", err)
+			p.log.Warn("pull from the own node failed", "node", d.Node, "queue", r.queue, "err", err)
 			if !p.sleep(100 * time.Millisecond) {
 				return
 			}
 			continue
 		}
-		for _, dl := range ds {
-			p.runWG.Add(1)
-			go p.run(r, origin, d.Where, dl)
+		p.dispatch(r, Origin{IDC: d.IDC, Node: d.Node}, Local, ds)
+		if park && len(ds) == 0 {
+			t := time.NewTimer(20 * time.Millisecond)
+			select {
+			case <-remoteDone:
+			case <-t.C:
+			case <-p.fetchStop:
+				t.Stop()
+				return
+			}
+			t.Stop()
 		}
 	}
+}
+
+// pullRemote makes a pull the policy sent to another node, with its k
+// reserved slots, and hands the tasks to them.
+func (p *Pool) pullRemote(r *registered, d Decision, k int) (int, error) {
+	if !p.sleep(d.Delay) {
+		p.release(k)
+		return 0, errStopping
+	}
+	origin := Origin{IDC: d.IDC, Node: d.Node}
+	ctx, cancel := context.WithTimeout(context.Background(), d.Wait+p.cfg.Policy.RemoteTimeout)
+	ds, readyAfter, err := p.client(origin).Pull(ctx, mqnode.PullRequest{
+		Queue: r.queue, MaxTasks: d.MaxTasks, MaxWait: d.Wait, Lease: p.cfg.Lease, WorkerID: p.cfg.ID,
+	})
+	cancel()
+	p.release(k - len(ds))
+	p.stats.pull(d.Where, len(ds))
+	if err != nil {
+		back := p.avoid(origin)
+		p.view.Correct(d.IDC, d.Node, r.queue, 0)
+		p.log.Warn("pull from another node failed; avoiding it", "from", origin, "queue", r.queue, "for", back, "err", err)
+		return 0, err
+	}
+	p.trust(origin)
+	p.view.Correct(d.IDC, d.Node, r.queue, readyAfter)
+	p.dispatch(r, origin, d.Where, ds)
+	return len(ds), nil
+}
+
+var errStopping = errors.New("stopping")
+
+func (p *Pool) dispatch(r *registered, origin Origin, where Where, ds []*mqnode.Delivery) {
+	for _, dl := range ds {
+		p.runWG.Add(1)
+		go p.run(r, origin, where, dl)
+	}
+}
+
+// avoid records a failed pull from o and returns how long o is avoided.
+func (p *Pool) avoid(o Origin) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a := p.avoided[o]
+	a.backoff = min(max(2*a.backoff, time.Second), p.cfg.Policy.MaxAvoid)
+	a.until = time.Now().Add(a.backoff)
+	p.avoided[o] = a
+	return a.backoff
+}
+
+func (p *Pool) trust(o Origin) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.avoided, o)
+}
+
+// avoidFilter drops the entries of nodes being avoided.
+func (p *Pool) avoidFilter(es []backlog.Entry, now time.Time) []backlog.Entry {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.avoided) == 0 {
+		return es
+	}
+	out := es[:0]
+	for _, e := range es {
+		if a, ok := p.avoided[Origin{IDC: e.IDC, Node: e.Node}]; ok && now.Before(a.until) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+type avoidance struct {
+	until   time.Time
+	backoff time.Duration
 }
 
 func (p *Pool) release(n int) {

@@ -59,6 +59,12 @@ type PolicyConfig struct {
 	// end of its backlog, is tried again after this long (it re-announces
 	// only on a level change or a heartbeat). Default 500ms.
 	Reprobe time.Duration `yaml:"reprobe"`
+	// RemoteTimeout bounds a pull from another node (beyond its wait): a
+	// slow or cut link must not hold slots for long. Default 3s.
+	RemoteTimeout time.Duration `yaml:"remote_timeout"`
+	// MaxAvoid caps how long a node whose pull failed is avoided (the
+	// backoff doubles from 1s). Default 30s.
+	MaxAvoid time.Duration `yaml:"max_avoid"`
 	// LocalOnly switches helping off: the pool pulls only its own node (the
 	// single-host design the mesh replaces; the simulator's baseline).
 	LocalOnly bool `yaml:"local_only"`
@@ -90,6 +96,12 @@ func (c PolicyConfig) WithDefaults() PolicyConfig {
 	}
 	if c.MaxAge <= 0 {
 		c.MaxAge = 10 * time.Second
+	}
+	if c.RemoteTimeout <= 0 {
+		c.RemoteTimeout = 3 * time.Second
+	}
+	if c.MaxAvoid <= 0 {
+		c.MaxAvoid = 30 * time.Second
 	}
 	if c.Reprobe <= 0 {
 		c.Reprobe = 500 * time.Millisecond

@@ -38,6 +38,7 @@ type Pool struct {
 	rng     *rand.Rand
 	clients map[Origin]*mqnode.Client
 	ackers  map[Origin]*acker
+	avoided map[Origin]avoidance
 	started bool
 
 	watcher  *backlog.Watcher
@@ -86,6 +87,7 @@ func New(nc *nats.Conn, cfg Config) (*Pool, error) {
 		rng:       rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		clients:   map[Origin]*mqnode.Client{},
 		ackers:    map[Origin]*acker{},
+		avoided:   map[Origin]avoidance{},
 		fetchStop: make(chan struct{}),
 		runCtx:    ctx,
 		cancelRun: cancel,
