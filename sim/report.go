@@ -47,9 +47,13 @@ type PhaseReport struct {
 	P999Ms      float64 `json:"p999_ms"`
 	PeakBacklog uint64  `json:"peak_backlog"`
 	EndBacklog  uint64  `json:"end_backlog"`
-	Local       float64 `json:"local_share"`
-	SameIDC     float64 `json:"same_idc_share"`
-	OtherIDC    float64 `json:"other_idc_share"`
+	// DrainS is how long after the phase's start the backlog was back to
+	// its normal level (the first phase's peak, at least 10 tasks) after
+	// the phase's peak; -1 if it never was by the end of the run.
+	DrainS   float64 `json:"drain_s"`
+	Local    float64 `json:"local_share"`
+	SameIDC  float64 `json:"same_idc_share"`
+	OtherIDC float64 `json:"other_idc_share"`
 	// NoticesPerWorker is backlog notices accepted per worker per second.
 	NoticesPerWorker float64 `json:"notices_per_worker_per_s"`
 }
@@ -135,6 +139,7 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 			last = s
 			pr.PeakBacklog = max(pr.PeakBacklog, s.Total)
 		}
+		pr.DrainS = drainTime(m.series, pr.StartS, pr.EndS, normalLevel(m))
 		if last != nil {
 			pr.EndBacklog = last.Total
 			if dt := last.T - first.T; dt > 0 && last.Workers > 0 {
@@ -146,15 +151,54 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 	return mr
 }
 
+// normalLevel is the backlog a run counts as drained: the first phase's
+// peak, at least 10 tasks.
+func normalLevel(m *metrics) uint64 {
+	level := uint64(10)
+	if len(m.phases) > 0 {
+		end := m.phases[0].end.Seconds()
+		for _, s := range m.series {
+			if s.T <= end {
+				level = max(level, s.Total)
+			}
+		}
+	}
+	return level
+}
+
+// drainTime finds, after the peak of [start, end], the first sample at or
+// below level, and returns its time since start (-1: never).
+func drainTime(series []Sample, start, end float64, level uint64) float64 {
+	peakAt, peak := -1, uint64(0)
+	for i, s := range series {
+		if s.T >= start && s.T <= end && (peakAt < 0 || s.Total > peak) {
+			peakAt, peak = i, s.Total
+		}
+	}
+	if peakAt < 0 {
+		return -1
+	}
+	for _, s := range series[peakAt:] {
+		if s.Total <= level {
+			return max(s.T-start, 0)
+		}
+	}
+	return -1
+}
+
 // WriteTable prints the phase table of every mode.
 func (rep *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "scenario %s (seed %d)\n", rep.Scenario, rep.Seed)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tphase\ttime s\tdone/s\tp50 ms\tp99 ms\tp999 ms\tpeak backlog\tend backlog\tlocal\tsame IDC\tother IDC\tnotices/worker/s\t")
+	fmt.Fprintln(tw, "mode\tphase\ttime s\tdone/s\tp50 ms\tp99 ms\tp999 ms\tpeak backlog\tend backlog\tdrained after s\tlocal\tsame IDC\tother IDC\tnotices/worker/s\t")
 	for _, m := range rep.Modes {
 		for _, p := range m.Phases {
-			fmt.Fprintf(tw, "%s\t%s\t%.1f-%.1f\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.1f%%\t%.1f%%\t%.1f%%\t%.2f\t\n",
-				m.Mode, p.Name, p.StartS, p.EndS, p.Throughput, p.P50Ms, p.P99Ms, p.P999Ms, p.PeakBacklog, p.EndBacklog,
+			drain := "never"
+			if p.DrainS >= 0 {
+				drain = fmt.Sprintf("%.1f", p.DrainS)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.1f-%.1f\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%s\t%.1f%%\t%.1f%%\t%.1f%%\t%.2f\t\n",
+				m.Mode, p.Name, p.StartS, p.EndS, p.Throughput, p.P50Ms, p.P99Ms, p.P999Ms, p.PeakBacklog, p.EndBacklog, drain,
 				100*p.Local, 100*p.SameIDC, 100*p.OtherIDC, p.NoticesPerWorker)
 		}
 	}
