@@ -25,25 +25,15 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).suspectNode.func1"),
-		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"),
-	)
+	goleak.VerifyTestMain(m, testlog.LeakOptions()...)
 }
 
 func logger(t testing.TB) *slog.Logger { return testlog.New(t) }
 
+// eventually waits for cond (testlog.Eventually).
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testlog.Eventually(t, within, what, cond)
 }
 
 // noticeLog records notices received on a subscription.
@@ -190,19 +180,7 @@ func startAgent(t *testing.T, idc, name string, seeds ...string) *mesh.NodeAgent
 	return a
 }
 
-func gatewayOut(t *testing.T, s *server.Server) int64 {
-	gz, err := s.Gatewayz(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, g := range gz.OutboundGateways {
-		if g.Connection != nil {
-			n += g.Connection.OutMsgs
-		}
-	}
-	return n
-}
+func gatewayOut(t *testing.T, s *server.Server) int64 { return testlog.GatewayOutMsgs(t, s) }
 
 func writeFile(t *testing.T, path, body string) {
 	t.Helper()

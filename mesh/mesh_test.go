@@ -19,27 +19,15 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		// memberlist's suspicion timers may fire once more after Shutdown.
-		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).suspectNode.func1"),
-		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"),
-	)
+	goleak.VerifyTestMain(m, testlog.LeakOptions()...)
 }
 
 func testLogger(t testing.TB) *slog.Logger { return testlog.New(t) }
 
+// eventually waits for cond (testlog.Eventually).
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
+	return testlog.Eventually(t, within, what, cond)
 }
 
 func startAgent(t *testing.T, idc, name string, seeds ...string) *NodeAgent {
@@ -258,20 +246,7 @@ func TestDeadWorkerLeasesReturnEarly(t *testing.T) {
 	t.Logf("leased tasks of a dead worker ready again after %s (lease was %s)", took, lease)
 }
 
-// outMsgs sums messages sent over outbound gateway connections.
-func outMsgs(t *testing.T, s *server.Server) int64 {
-	gz, err := s.Gatewayz(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, g := range gz.OutboundGateways {
-		if g.Connection != nil {
-			n += g.Connection.OutMsgs
-		}
-	}
-	return n
-}
+func outMsgs(t *testing.T, s *server.Server) int64 { return testlog.GatewayOutMsgs(t, s) }
 
 func TestGatewayForwardsOnlyWithInterest(t *testing.T) {
 	all := startMesh(t)
