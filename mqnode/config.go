@@ -42,6 +42,8 @@ const (
 	DefaultBlockCacheSize  = 32 << 20
 	DefaultIndexCacheSize  = 16 << 20
 	DefaultNATSMaxPayload  = 1<<20 + 64<<10
+	DefaultValueThreshold  = 128
+	DefaultValueLogFile    = 64 << 20
 
 	DefaultMaxAttempts = 10
 	DefaultBackoffBase = time.Second
@@ -103,9 +105,17 @@ type Config struct {
 	// index cache. Defaults 16 MiB, 32 MiB, 16 MiB — fixed sizes, so RSS
 	// stays flat as the backlog grows (Badger's table builders, pooled,
 	// grow with the memtable: a small memtable keeps them small).
-	MemTableSize   int64 `yaml:"memtable_size"`
-	BlockCacheSize int64 `yaml:"block_cache_size"`
-	IndexCacheSize int64 `yaml:"index_cache_size"`
+	MemTableSize int64 `yaml:"memtable_size"`
+	// ValueThreshold: stored records at least this large (most tasks: the
+	// record holds the payload) go to Badger's value log, and the LSM tree
+	// holds only their keys and pointers, so it stays small as the backlog
+	// grows; value-log GC reclaims acked tasks. Default 128 bytes.
+	ValueThreshold int64 `yaml:"value_threshold"`
+	// ValueLogFileSize is the size of one value-log file, the unit that
+	// value-log GC rewrites. Default 64 MiB.
+	ValueLogFileSize int64 `yaml:"value_log_file_size"`
+	BlockCacheSize   int64 `yaml:"block_cache_size"`
+	IndexCacheSize   int64 `yaml:"index_cache_size"`
 
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -206,6 +216,8 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.MemTableSize, DefaultMemTableSize)
 	setDefault(&c.BlockCacheSize, DefaultBlockCacheSize)
 	setDefault(&c.IndexCacheSize, DefaultIndexCacheSize)
+	setDefault(&c.ValueThreshold, DefaultValueThreshold)
+	setDefault(&c.ValueLogFileSize, DefaultValueLogFile)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -239,6 +251,9 @@ func (c Config) Validate() error {
 	}
 	if c.NATSMaxPayload < c.MaxPayload+4096 {
 		errs = append(errs, fmt.Errorf("nats_max_payload %d: must exceed max_payload (%d) by at least 4096", c.NATSMaxPayload, c.MaxPayload))
+	}
+	if c.ValueThreshold < 64 || c.ValueThreshold > 1<<20 || c.ValueLogFileSize < 1<<20 || c.ValueLogFileSize >= 2<<30 {
+		errs = append(errs, fmt.Errorf("value_threshold %d / value_log_file_size %d: want 64 B..1 MiB and 1 MiB..2 GiB", c.ValueThreshold, c.ValueLogFileSize))
 	}
 	if c.MemTableSize < 14*int64(c.NATSMaxPayload) {
 		errs = append(errs, fmt.Errorf("memtable_size %d: must be at least 14 × nats_max_payload (%d) so one request fits one transaction", c.MemTableSize, c.NATSMaxPayload))

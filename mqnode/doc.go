@@ -69,10 +69,14 @@
 // The backlog lives on disk. Each queue keeps a bounded window of its next
 // ready tasks in memory (Config.ReadyBuffer, ReadyBufferBytes) and pages the
 // rest in from Badger by cursor; keys sort by ready time, so the cursor never
-// walks back over acked tasks' tombstones. Badger's caches are sized by
-// config (MemTableSize, BlockCacheSize, IndexCacheSize), and value-log GC
-// runs every GCInterval, so RSS stays flat as the backlog grows and disk use
-// stays bounded under churn.
+// walks back over acked tasks' tombstones. Records of ValueThreshold bytes
+// or more (most tasks) live in Badger's value log and the LSM tree holds
+// only keys and pointers, so the tree — and the memory Badger spends
+// building and compacting it — stays small as the backlog grows. Caches
+// are sized by config (MemTableSize, BlockCacheSize, IndexCacheSize).
+// Value-log GC runs every GCInterval and rewrites value-log files once
+// compactions have shown them mostly garbage, so disk use stays bounded
+// under churn (it lags by about one round of compactions).
 //
 // # Wire
 //

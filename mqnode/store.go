@@ -49,10 +49,6 @@ type store struct {
 	once   sync.Once
 }
 
-// valueThreshold: values at least this large go to Badger's value log
-// (reclaimed by value-log GC); smaller ones live in the LSM tree.
-const valueThreshold = 16 << 10
-
 func openStore(cfg Config) (*store, error) {
 	opts := badger.DefaultOptions(cfg.DataDir).
 		WithLogger(badgerLogger{cfg.Logger.With("component", "badger")}).
@@ -62,7 +58,8 @@ func openStore(cfg Config) (*store, error) {
 		WithNumCompactors(2).
 		WithBlockCacheSize(cfg.BlockCacheSize).
 		WithIndexCacheSize(cfg.IndexCacheSize).
-		WithValueThreshold(valueThreshold).
+		WithValueThreshold(cfg.ValueThreshold).
+		WithValueLogFileSize(cfg.ValueLogFileSize).
 		WithCompression(options.None).
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(false)

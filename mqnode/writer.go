@@ -223,7 +223,7 @@ func (w *writer) tryGroup(group []*writeOp) error {
 		var b int64
 		for _, m := range wt.muts {
 			b += int64(len(m.key)) + 32
-			if len(m.val) < valueThreshold {
+			if int64(len(m.val)) < w.s.cfg.ValueThreshold {
 				b += int64(len(m.val))
 			}
 		}

@@ -78,6 +78,8 @@ func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
 	fs.Int64Var(&c.MemTableSize, "memtable-size", c.MemTableSize, "Badger memtable size, in bytes")
 	fs.Int64Var(&c.BlockCacheSize, "block-cache-size", c.BlockCacheSize, "Badger block cache size, in bytes")
 	fs.Int64Var(&c.IndexCacheSize, "index-cache-size", c.IndexCacheSize, "Badger index cache size, in bytes")
+	fs.Int64Var(&c.ValueThreshold, "value-threshold", c.ValueThreshold, "records at least this large go to Badger's value log (bytes)")
+	fs.Int64Var(&c.ValueLogFileSize, "value-log-file-size", c.ValueLogFileSize, "size of one value-log file, the unit of value-log GC (bytes)")
 	q := &c.QueueDefaults
 	fs.Uint32Var(&q.MaxAttempts, "max-attempts", q.MaxAttempts, "queue default: deliveries before a task goes to the dead letter queue")
 	fs.DurationVar(&q.BackoffBase, "backoff-base", q.BackoffBase, "queue default: first retry delay after a nack (doubles per attempt)")
