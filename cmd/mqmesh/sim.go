@@ -27,6 +27,14 @@ type simOptions struct {
 	printScenario bool
 	logLevel      string
 	quiet         bool
+	// --model: the discrete-event scale model (simmodel.go).
+	model         bool
+	sizes         []int
+	idcs          int
+	modelDuration time.Duration
+	modelRate     float64
+	modelFault    string
+	seed          uint64
 }
 
 func (o *simOptions) Validate() error {
@@ -66,7 +74,13 @@ fault timeline, then plays it again with cross-machine help switched off
 Without a file it runs the embedded default scenario (configs/sim/default.yaml):
 3 IDCs x 3 hosts; normal, one IDC's handlers degraded, two IDCs' pools lost,
 recovery. It prints the phase table on stdout (or --json) and writes
-report.html, backlog.svg, backlog.png and series.csv to --out.`,
+report.html, backlog.svg, backlog.png and series.csv to --out.
+
+With --model it runs the scale model instead: a discrete-event run in
+virtual time of 100 to 10,000+ hosts (--sizes) with the same scheduling
+policy (worker.Decide), publisher decisions and backlog views as the real
+code, and prints one row per size (notices per worker, locality, time to
+first help, helper balance, backlog, latency).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -74,6 +88,9 @@ report.html, backlog.svg, backlog.png and series.csv to --out.`,
 			}
 			if err := o.Validate(); err != nil {
 				return err
+			}
+			if o.model || modelFlagsSet(cmd) {
+				return runSimModel(cmd, o)
 			}
 			return runSim(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
@@ -85,6 +102,7 @@ report.html, backlog.svg, backlog.png and series.csv to --out.`,
 	f.BoolVar(&o.printScenario, "print-scenario", false, "print the scenario (the default one without a file) and exit")
 	f.StringVar(&o.logLevel, "log-level", "off", "log level of the simulated components (off, debug, info, warn, error)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress on stderr")
+	addModelFlags(f, o)
 	return cmd
 }
 

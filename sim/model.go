@@ -1,0 +1,358 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/worker"
+)
+
+// The scale model: a discrete-event run, in virtual time, of meshes far
+// larger than one machine can host for real (1,000 to 10,000 hosts). It
+// runs the very scheduling code of the real components:
+//
+//   - every pool decides each pull with worker.Decide, from its own
+//     backlog.View (the real table, with a virtual clock), and corrects the
+//     view from pull replies as worker's fetch loop does;
+//   - every node publishes its backlog with backlog.TierPolicy.Decide per
+//     tier every poll (20 ms), heartbeats and answers sync requests as
+//     backlog.Publisher.Tick does;
+//   - notices reach the pools whose filter (backlog.Filters, the built-in
+//     filter files) subscribes to their subject, after a network delay, and
+//     go through View.Apply (MinBacklog, MaxRate, ordering, tiers).
+//
+// What is modelled rather than run: the node (a FIFO of enqueue times per
+// host; a pull takes the oldest), the network (a fixed delay by distance),
+// the handler (service time from the scenario's lognormal, × an IDC's
+// slowdown), arrivals (Poisson per host), and a pool's death (its leased
+// tasks come back to their nodes LeaseRelease later, when gossip has
+// declared it dead).
+
+// ModelConfig is one run of the scale model.
+type ModelConfig struct {
+	// Hosts is the number of hosts, each with a node and a pool, spread
+	// evenly over the IDCs.
+	Hosts int `json:"hosts"`
+	// IDCs names the data centres.
+	IDCs []string `json:"idcs"`
+	// Slots per pool.
+	Slots int `json:"slots"`
+	// Rate is the tasks/s enqueued on every host's node: Poisson arrivals
+	// (FixedRate: evenly spaced).
+	Rate      float64 `json:"rate"`
+	FixedRate bool    `json:"fixed_rate"`
+	// Duration of the load; after it every fault is restored and the model
+	// runs until the backlog is drained, at most Drain.
+	Duration time.Duration `json:"duration"`
+	Drain    time.Duration `json:"drain"`
+	// Handler: latency (lognormal median/p99) and per-IDC slowdown. Error
+	// rates are not modelled (a run with one is refused).
+	Handler Handler `json:"-"`
+	// Filter is the built-in filter every pool uses (local-only,
+	// local-idc, everything, noisy-neighbour).
+	Filter string `json:"filter"`
+	// Policy is the pools' scheduler configuration (worker.Decide).
+	Policy worker.PolicyConfig `json:"-"`
+	// Publisher is each node's per-tier policy (zero entries: defaults).
+	Publisher [backlog.NumTiers]backlog.TierPolicy `json:"-"`
+	// Poll is the publishers' observation period. Default 20ms.
+	Poll time.Duration `json:"-"`
+	// Net is the network: pull round trips and notice delays.
+	Net ModelNet `json:"-"`
+	// LeaseRelease is how long after a pool dies its leased tasks are
+	// ready again on their nodes (gossip declares it failed). Default 5s.
+	LeaseRelease time.Duration `json:"-"`
+	// ApplyHeartbeats delivers node heartbeats to every subscribed view
+	// (they then count against the tiers' MaxRate, as in the real
+	// watcher). Off by default: heartbeats are counted as deliveries but
+	// not applied, which keeps 10,000-host runs small (see the report).
+	ApplyHeartbeats bool `json:"apply_heartbeats"`
+	// Timeline of IDC-level faults: normal, degrade (slowdown only),
+	// restore, kill-pools, restore-pools, restore-all.
+	Timeline []Event `json:"-"`
+	// CheckViews compares a pool's copy of its view's entries with
+	// View.Entries() every CheckViews decisions (0: never; see viewCache).
+	// Default 1000.
+	CheckViews int `json:"-"`
+	// Sample is the period of backlog sampling. Default 100ms.
+	Sample time.Duration `json:"-"`
+	Seed   uint64        `json:"seed"`
+
+	hooks *modelHooks
+}
+
+// ModelNet is the model's network: pull round trips by distance, and the
+// delay of a notice from its node to a pool.
+type ModelNet struct {
+	PullLocal, PullSameIDC, PullCrossIDC       time.Duration
+	NoticeLocal, NoticeSameIDC, NoticeCrossIDC time.Duration
+}
+
+// DefaultModelNet: a pull's round trip is 0.2 ms on the host, 1 ms in the
+// IDC and 20 ms across IDCs; notices take 0.2 ms / 1 ms / 20 ms.
+var DefaultModelNet = ModelNet{
+	PullLocal: 200 * time.Microsecond, PullSameIDC: time.Millisecond, PullCrossIDC: 20 * time.Millisecond,
+	NoticeLocal: 200 * time.Microsecond, NoticeSameIDC: time.Millisecond, NoticeCrossIDC: 20 * time.Millisecond,
+}
+
+// modelHooks let tests watch (or replace) the decisions the model makes.
+type modelHooks struct {
+	// decide replaces worker.Decide (nil: worker.Decide).
+	decide func(worker.Situation, worker.PolicyConfig, *rand.Rand) worker.Decision
+	// onDecide sees every pool decision with the pool's random state
+	// (rand.PCG.MarshalBinary) just before it was made.
+	onDecide func(pool string, s worker.Situation, rngState []byte, d worker.Decision)
+	// onPull sees every pull as the node serves it.
+	onPull func(pool string, d worker.Decision, decidedAt, arrivedAt time.Duration)
+	// onPublish sees every publisher decision of a queue (not heartbeats).
+	onPublish func(node string, tier backlog.Tier, ready uint64, oldest time.Duration, now time.Time, send bool, level uint32, hb bool)
+}
+
+// Model faults (ModelFault).
+const (
+	FaultPoolsLost = "pools-lost"
+	FaultDegrade   = "degrade"
+	FaultNone      = "none"
+)
+
+// ModelFaults lists the default faults the CLI offers.
+var ModelFaults = []string{FaultPoolsLost, FaultDegrade, FaultNone}
+
+// ModelFromScenario builds a model run of hosts hosts in idcs IDCs from a
+// scenario: its handler, the first IDC's slots, its filter and seed. The
+// IDCs take the scenario's names, then idc4, idc5, ... The timeline is
+// the default fault on the first IDC for the middle third of the load:
+// pools-lost (its pools die, then come back), degrade (its handlers get
+// 20× slower) or none.
+func ModelFromScenario(s Scenario, hosts, idcs int, duration time.Duration, rate float64, fault string) (ModelConfig, error) {
+	if idcs < 1 || idcs > 64 {
+		return ModelConfig{}, fmt.Errorf("idcs %d: want 1..64", idcs)
+	}
+	names := s.IDCNames()
+	if len(names) > idcs {
+		names = names[:idcs]
+	}
+	for i := len(names); i < idcs; i++ {
+		name := fmt.Sprintf("idc%d", i+1)
+		for slices.Contains(names, name) {
+			name += "x"
+		}
+		names = append(names, name)
+	}
+	slots := 8
+	if len(s.Topology.IDCs) > 0 {
+		slots = s.Topology.IDCs[0].Slots
+	}
+	c := ModelConfig{
+		Hosts: hosts, IDCs: names, Slots: slots, Rate: rate, Duration: duration,
+		Handler: s.Handler, Filter: s.Filter, Seed: s.Seed,
+	}
+	c.Handler.ErrorRate = 0
+	c.Handler.PerIDC = maps.Clone(c.Handler.PerIDC)
+	for name, b := range c.Handler.PerIDC {
+		b.ErrorRate = 0
+		c.Handler.PerIDC[name] = b
+	}
+	first, start, end := names[0], Duration(duration/3), Duration(2*duration/3)
+	c.Timeline = []Event{{At: 0, Phase: "normal", Action: "normal"}}
+	switch fault {
+	case FaultPoolsLost:
+		c.Timeline = append(c.Timeline,
+			Event{At: start, Phase: first + " pools lost", Action: "kill-pools", IDC: first},
+			Event{At: end, Phase: "recovery", Action: "restore-pools", IDC: first})
+	case FaultDegrade:
+		c.Timeline = append(c.Timeline,
+			Event{At: start, Phase: first + " degraded", Action: "degrade", IDC: first, Slowdown: 20},
+			Event{At: end, Phase: "recovery", Action: "restore", IDC: first})
+	case FaultNone, "":
+	default:
+		return ModelConfig{}, fmt.Errorf("fault %q: want one of %v", fault, ModelFaults)
+	}
+	return c.withDefaults(), nil
+}
+
+func (c ModelConfig) withDefaults() ModelConfig {
+	if c.Slots == 0 {
+		c.Slots = 8
+	}
+	if c.Drain == 0 {
+		c.Drain = 30 * time.Second
+	}
+	if c.Handler.Median == 0 || c.Filter == "" {
+		def := Default() // the default scenario's handler and filter
+		if c.Handler.Median == 0 {
+			c.Handler = def.Handler
+		}
+		if c.Filter == "" {
+			c.Filter = def.Filter
+		}
+	}
+	c.Policy = c.Policy.WithDefaults()
+	for _, t := range backlog.Tiers {
+		if c.Publisher[t] == (backlog.TierPolicy{}) {
+			c.Publisher[t] = backlog.DefaultPolicies[t]
+		}
+	}
+	if c.Poll <= 0 {
+		c.Poll = backlog.DefaultPoll
+	}
+	if c.Net == (ModelNet{}) {
+		c.Net = DefaultModelNet
+	}
+	if c.LeaseRelease <= 0 {
+		c.LeaseRelease = 5 * time.Second
+	}
+	if c.CheckViews == 0 {
+		c.CheckViews = 1000
+	} else if c.CheckViews < 0 {
+		c.CheckViews = 0
+	}
+	if c.Sample <= 0 {
+		c.Sample = 100 * time.Millisecond
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	return c
+}
+
+// Validate checks a model configuration (after defaults).
+func (c ModelConfig) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("model %s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if len(c.IDCs) == 0 {
+		bad("idcs", "at least one IDC is needed")
+	}
+	if c.Hosts < len(c.IDCs) || c.Hosts > 100_000 {
+		bad("hosts", "%d: want one per IDC at least (%d) and at most 100000", c.Hosts, len(c.IDCs))
+	}
+	if c.Slots < 1 || c.Slots > 1024 {
+		bad("slots", "%d: want 1..1024", c.Slots)
+	}
+	if c.Rate < 0 || c.Rate > 100_000 {
+		bad("rate", "%v tasks/s per host: want 0..100000", c.Rate)
+	}
+	if c.Duration <= 0 || c.Duration > 24*time.Hour || c.Drain <= 0 {
+		bad("duration", "%s (drain %s): want 0 < duration <= 24h and drain > 0", c.Duration, c.Drain)
+	}
+	if c.Handler.Median.D() <= 0 || c.Handler.P99 < c.Handler.Median {
+		bad("handler", "need 0 < median <= p99")
+	}
+	if c.Handler.ErrorRate != 0 {
+		bad("handler.error_rate", "%v: the model does not model failures (use the real sim)", c.Handler.ErrorRate)
+	}
+	for name, b := range c.Handler.PerIDC {
+		if !slices.Contains(c.IDCs, name) {
+			bad("handler.per_idc."+name, "no such IDC")
+		}
+		if b.Slowdown < 0 || b.ErrorRate != 0 {
+			bad("handler.per_idc."+name, "want slowdown >= 0 and no error rate (not modelled)")
+		}
+	}
+	if _, err := filterFor(c.Filter); err != nil {
+		bad("filter", "%v", err)
+	}
+	if err := backlog.ValidatePolicies(c.Publisher); err != nil {
+		bad("publisher", "%v", err)
+	}
+	var last Duration
+	for i, ev := range c.Timeline {
+		f := fmt.Sprintf("timeline[%d]", i)
+		if ev.At < last || ev.At.D() > c.Duration {
+			bad(f+".at", "%s: want events in time order within the load (%s)", ev.At.D(), c.Duration)
+		}
+		last = ev.At
+		switch ev.Action {
+		case "normal", "restore-all":
+		case "degrade":
+			if ev.Slowdown < 1 || ev.ErrorRate != 0 {
+				bad(f, "degrade needs slowdown >= 1 and no error rate (failures are not modelled)")
+			}
+			fallthrough
+		case "restore", "kill-pools", "restore-pools":
+			if !slices.Contains(c.IDCs, ev.IDC) {
+				bad(f+".idc", "%q: no such IDC", ev.IDC)
+			}
+		default:
+			bad(f+".action", "%q: the model knows normal, degrade, restore, kill-pools, restore-pools, restore-all", ev.Action)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ModelReport is the outcome of the model at every size.
+type ModelReport struct {
+	Seed    uint64        `json:"seed"`
+	IDCs    []string      `json:"idcs"`
+	Slots   int           `json:"slots"`
+	Rate    float64       `json:"rate_per_host"`
+	Filter  string        `json:"filter"`
+	Handler string        `json:"handler"`
+	Fault   string        `json:"fault"`
+	Sizes   []int         `json:"sizes_run"`
+	Runs    []ModelResult `json:"runs"`
+}
+
+// ModelProgress is reported while a size runs.
+type ModelProgress struct {
+	Hosts    int
+	VirtualS float64
+	Phase    string
+	Backlog  uint64
+	Done     int64
+	Events   uint64
+	// Finished: the run of this size is over (the last report of it).
+	Finished bool
+}
+
+// RunModel runs one configuration.
+func RunModel(ctx context.Context, c ModelConfig, progress func(ModelProgress)) (*ModelResult, error) {
+	c = c.withDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newModel(c)
+	if err != nil {
+		return nil, err
+	}
+	m.progress = progress
+	if err := m.run(ctx); err != nil {
+		return nil, err
+	}
+	r := m.result()
+	if progress != nil {
+		progress(ModelProgress{Hosts: r.Hosts, VirtualS: r.VirtualS, Phase: "end", Done: r.Completed, Events: r.Events, Finished: true})
+	}
+	return r, nil
+}
+
+// RunModels runs base at each size (number of hosts), smallest first.
+func RunModels(ctx context.Context, base ModelConfig, sizes []int, progress func(ModelProgress)) (*ModelReport, error) {
+	base = base.withDefaults()
+	sizes = slices.Clone(sizes)
+	slices.Sort(sizes)
+	sizes = slices.Compact(sizes)
+	rep := &ModelReport{
+		Seed: base.Seed, IDCs: base.IDCs, Slots: base.Slots, Rate: base.Rate, Filter: base.Filter, Fault: describeFault(base),
+		Handler: fmt.Sprintf("lognormal %s median, %s p99", base.Handler.Median.D(), base.Handler.P99.D()),
+	}
+	for _, n := range sizes {
+		c := base
+		c.Hosts = n
+		res, err := RunModel(ctx, c, progress)
+		if err != nil {
+			return rep, fmt.Errorf("%d hosts: %w", n, err)
+		}
+		rep.Sizes = append(rep.Sizes, n)
+		rep.Runs = append(rep.Runs, *res)
+	}
+	return rep, nil
+}

@@ -1,0 +1,280 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/worker"
+)
+
+// smallModel is a model small enough for the race detector: hosts hosts in
+// 3 IDCs, 9 s of load, the fault (if any) from 3 s to 6 s.
+func smallModel(t *testing.T, hosts int, fault string, seed uint64) ModelConfig {
+	t.Helper()
+	s := Default()
+	s.Seed = seed
+	c, err := ModelFromScenario(s, hosts, 3, 9*time.Second, 20, fault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.CheckViews = 1 // compare every decision's entries with View.Entries()
+	return c
+}
+
+func runModel(t *testing.T, c ModelConfig) *ModelResult {
+	t.Helper()
+	r, err := RunModel(context.Background(), c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Lost != 0 || r.ViewMismatches != 0 || r.StaleNotices != 0 {
+		t.Fatalf("lost %d, view mismatches %d, stale notices %d", r.Lost, r.ViewMismatches, r.StaleNotices)
+	}
+	if r.ViewChecks != r.Decisions {
+		t.Fatalf("views checked %d times for %d decisions", r.ViewChecks, r.Decisions)
+	}
+	return r
+}
+
+func phase(t *testing.T, r *ModelResult, name string) ModelPhase {
+	t.Helper()
+	for _, p := range r.Phases {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no phase %q in %+v", name, r.Phases)
+	return ModelPhase{}
+}
+
+// Same seed and sizes: the same bytes; another seed: other results.
+func TestModelDeterministic(t *testing.T) {
+	out := func(seed uint64) (string, string) {
+		c := smallModel(t, 45, FaultPoolsLost, seed)
+		rep, err := RunModels(context.Background(), c, []int{45, 24}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tbl bytes.Buffer
+		if err := rep.WriteTable(&tbl); err != nil {
+			t.Fatal(err)
+		}
+		js, err := json.Marshal(rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tbl.String(), string(js)
+	}
+	t1, j1 := out(7)
+	t2, j2 := out(7)
+	if t1 != t2 || j1 != j2 {
+		t.Fatalf("same seed, different output:\n%s\n---\n%s", t1, t2)
+	}
+	if !strings.Contains(t1, "sizes run: 24, 45 hosts") {
+		t.Fatalf("sizes not stated:\n%s", t1)
+	}
+	t3, j3 := out(8)
+	if t3 == t1 || j3 == j1 {
+		t.Fatal("another seed gave the same output")
+	}
+	t.Logf("\n%s", t1)
+}
+
+// The model's pools decide with worker.Decide and act on what it decided;
+// its publishers decide with backlog.TierPolicy.Decide. The test proves it
+// by recording every decision with the pool's random state just before it
+// and the exact Situation (whose entries are checked against the real
+// View.Entries() at every decision), then calling worker.Decide again on
+// each: the same Decision every time; and every pull a node served is one
+// of those decisions, sent at the decision's time plus its jitter plus half
+// the round trip. A stand-in policy that never helps changes the outcome,
+// so the outcome comes from the function called.
+func TestModelRunsTheRealPolicy(t *testing.T) {
+	if reflect.ValueOf((&model{decide: worker.Decide}).decide).Pointer() != reflect.ValueOf(worker.Decide).Pointer() {
+		t.Fatal("reflect cannot compare functions here")
+	}
+	c := smallModel(t, 150, FaultPoolsLost, 3)
+	m, err := newModel(c.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reflect.ValueOf(m.decide).Pointer() != reflect.ValueOf(worker.Decide).Pointer() {
+		t.Fatal("the model's policy is not worker.Decide")
+	}
+
+	type rec struct {
+		pool  string
+		s     worker.Situation
+		state []byte
+		d     worker.Decision
+	}
+	type key struct {
+		pool string
+		at   time.Duration
+	}
+	var recs []rec
+	decided := map[key]worker.Decision{}
+	var pulls, remote int
+	type pubKey struct {
+		node string
+		tier backlog.Tier
+	}
+	type pubRec struct {
+		ready     uint64
+		oldest    time.Duration
+		now       time.Time
+		send      bool
+		level     uint32
+		heartbeat bool
+	}
+	published := map[pubKey][]pubRec{}
+	c.hooks = &modelHooks{
+		onDecide: func(pool string, s worker.Situation, state []byte, d worker.Decision) {
+			s.Entries = append([]backlog.Entry(nil), s.Entries...)
+			recs = append(recs, rec{pool, s, state, d})
+			decided[key{pool, s.Now.Sub(modelEpoch)}] = d
+		},
+		onPull: func(pool string, d worker.Decision, at, arrived time.Duration) {
+			pulls++
+			want, ok := decided[key{pool, at}]
+			if !ok || want != d {
+				t.Fatalf("pull by %s at %s: %+v, not the decision made then (%+v, %v)", pool, at, d, want, ok)
+			}
+			rtt := map[worker.Where]time.Duration{worker.Local: c.Net.PullLocal, worker.SameIDC: c.Net.PullSameIDC, worker.OtherIDC: c.Net.PullCrossIDC}[d.Where]
+			if arrived != at+d.Delay+rtt/2 {
+				t.Fatalf("pull by %s decided at %s with delay %s arrived at %s", pool, at, d.Delay, arrived)
+			}
+			if d.Where != worker.Local {
+				remote++
+			}
+		},
+		onPublish: func(node string, tier backlog.Tier, ready uint64, oldest time.Duration, now time.Time, send bool, level uint32, hb bool) {
+			k := pubKey{node, tier}
+			published[k] = append(published[k], pubRec{ready, oldest, now, send, level, hb})
+		},
+	}
+	r := runModel(t, c)
+	if len(recs) == 0 || uint64(len(recs)) != r.Decisions || uint64(pulls) != r.Pulls || remote == 0 {
+		t.Fatalf("%d decisions recorded (%d made), %d pulls (%d), %d remote", len(recs), r.Decisions, pulls, r.Pulls, remote)
+	}
+	cfg := c.withDefaults().Policy
+	for i, x := range recs {
+		pcg := &rand.PCG{}
+		if err := pcg.UnmarshalBinary(x.state); err != nil {
+			t.Fatal(err)
+		}
+		if got := worker.Decide(x.s, cfg, rand.New(pcg)); got != x.d {
+			t.Fatalf("decision %d of %s: the model did %+v, worker.Decide says %+v", i, x.pool, x.d, got)
+		}
+	}
+	for k, seq := range published {
+		pol := c.withDefaults().Publisher[k.tier]
+		var st backlog.QueueState
+		for i, p := range seq {
+			send, level, hb := pol.Decide(&st, p.ready, p.oldest, p.now)
+			if send != p.send || level != p.level || hb != p.heartbeat {
+				t.Fatalf("%s %s observation %d: the model had %v/%d/%v, TierPolicy.Decide says %v/%d/%v", k.node, k.tier, i, p.send, p.level, p.heartbeat, send, level, hb)
+			}
+		}
+	}
+	t.Logf("%d decisions (%d remote pulls) and %d publisher series replayed; first help %.2fs", len(recs), remote, len(published), r.Fault.FirstHelpS)
+
+	// A stand-in that never helps: the same run, no help at all.
+	c.hooks = &modelHooks{decide: func(s worker.Situation, p worker.PolicyConfig, rng *rand.Rand) worker.Decision {
+		p.LocalOnly = true
+		return worker.Decide(s, p, rng)
+	}}
+	alone := runModel(t, c)
+	if alone.OtherIDC != 0 || alone.Fault.FirstHelpS != -1 || r.OtherIDC == 0 || alone.PeakBacklog <= r.PeakBacklog {
+		t.Fatalf("local-only stand-in: other IDC %.3f (real %.3f), first help %v, peak %d (real %d)",
+			alone.OtherIDC, r.OtherIDC, alone.Fault.FirstHelpS, alone.PeakBacklog, r.PeakBacklog)
+	}
+}
+
+// No fault: every task runs on its own host. Pools lost: other IDCs help
+// within a few seconds, the backlog returns to zero, nothing is lost.
+func TestModelInvariants(t *testing.T) {
+	calm := runModel(t, smallModel(t, 45, FaultNone, 5))
+	if !calm.Drained || calm.Completed != calm.Enqueued || calm.Enqueued < 45*20*8 || calm.Local <= 0.99 || calm.Fault != nil {
+		t.Fatalf("no fault: %+v", calm)
+	}
+	for _, n := range calm.Notices {
+		if n.Tier == "global" && n.Delivered-n.Heartbeats != 0 {
+			t.Errorf("no fault, yet %d global queue notices", n.Delivered-n.Heartbeats)
+		}
+	}
+
+	lost := runModel(t, smallModel(t, 45, FaultPoolsLost, 5))
+	f := lost.Fault
+	during := phase(t, lost, "sh pools lost")
+	if !lost.Drained || lost.Completed != lost.Enqueued || lost.Stranded != 0 || f == nil ||
+		f.FirstHelpS < 0 || f.FirstHelpS > 5 || f.Helpers == 0 || f.NodesHelped == 0 || during.OtherIDC == 0 || during.Local == 1 {
+		t.Fatalf("pools lost: %+v\nfault %+v\nphase %+v", lost, f, during)
+	}
+	// Helping starts with the global tier's age threshold (2s) at the
+	// earliest: the IDC's own pools are gone, nobody else hears sooner.
+	if f.FirstHelpS < backlog.DefaultPolicies[backlog.TierGlobal].Age.Seconds() {
+		t.Fatalf("help after %.2fs, before the global tier could announce anything", f.FirstHelpS)
+	}
+	if lost.PeakBacklog == 0 || phase(t, lost, "normal").OtherIDC != 0 {
+		t.Fatalf("pools lost: peak backlog %d, normal phase %+v", lost.PeakBacklog, phase(t, lost, "normal"))
+	}
+
+	slow := runModel(t, smallModel(t, 24, FaultDegrade, 5))
+	if !slow.Drained || slow.Completed != slow.Enqueued || slow.Fault == nil || slow.Fault.Action != "degrade" ||
+		phase(t, slow, "sh degraded").P99Ms < 10*phase(t, slow, "normal").P99Ms {
+		t.Fatalf("degrade: %+v", slow)
+	}
+}
+
+// Heartbeats applied to the views: they count against the tiers' rate
+// caps as in the real watcher, and the copy of the view still matches.
+func TestModelHeartbeatsApplied(t *testing.T) {
+	c := smallModel(t, 30, FaultPoolsLost, 9)
+	plain := runModel(t, c)
+	c.ApplyHeartbeats = true
+	hb := runModel(t, c)
+	var a, b uint64
+	for i := range hb.Notices {
+		a += plain.Notices[i].Accepted + plain.Notices[i].Dropped
+		b += hb.Notices[i].Accepted + hb.Notices[i].Dropped
+	}
+	if b <= a || hb.Notices[2].Heartbeats != plain.Notices[2].Heartbeats {
+		t.Fatalf("applied notices %d (heartbeats too) vs %d; global heartbeats %d vs %d", b, a, hb.Notices[2].Heartbeats, plain.Notices[2].Heartbeats)
+	}
+}
+
+func TestModelConfigErrors(t *testing.T) {
+	s := Default()
+	if _, err := ModelFromScenario(s, 10, 3, time.Minute, 20, "meteor"); err == nil || !strings.Contains(err.Error(), "meteor") {
+		t.Fatalf("bad fault: %v", err)
+	}
+	if _, err := ModelFromScenario(s, 10, 0, time.Minute, 20, FaultNone); err == nil {
+		t.Fatal("0 IDCs accepted")
+	}
+	c, err := ModelFromScenario(s, 2, 3, time.Minute, 20, FaultNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Slots, c.Filter = 0, "chatty"
+	c.Timeline = append(c.Timeline, Event{At: Duration(time.Second), Action: "kill-node", IDC: "sh"}, Event{At: Duration(2 * time.Second), Action: "degrade", IDC: "mars", Slowdown: 2})
+	c.Handler.ErrorRate = 0.1
+	_, err = RunModel(context.Background(), c, nil)
+	for _, want := range []string{"model hosts", "model filter", "timeline[1].action", "kill-node", "timeline[2].idc", "mars", "handler.error_rate"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in %v", want, err)
+		}
+	}
+	// More IDCs than the scenario names.
+	c, err = ModelFromScenario(s, 10, 5, time.Minute, 20, FaultNone)
+	if err != nil || strings.Join(c.IDCs, ",") != "sh,sz,tj,idc4,idc5" {
+		t.Fatalf("5 IDCs: %v %v", c.IDCs, err)
+	}
+}
