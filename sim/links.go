@@ -89,6 +89,7 @@ func (l *links) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, p := range l.proxies {
+		p.Toxics.ResetToxics(context.Background())
 		p.Stop()
 	}
 	l.proxies = map[string]*toxiproxy.Proxy{}
