@@ -57,6 +57,9 @@ type ModelConfig struct {
 	// Filter is the built-in filter every pool uses (local-only,
 	// local-idc, everything, noisy-neighbour).
 	Filter string `json:"filter"`
+	// Filters, when set, replaces the built-in filter named by Filter
+	// (experiments: other tiers, thresholds or rate caps).
+	Filters *backlog.Filters `json:"-"`
 	// Policy is the pools' scheduler configuration (worker.Decide).
 	Policy worker.PolicyConfig `json:"-"`
 	// Publisher is each node's per-tier policy (zero entries: defaults).
@@ -257,7 +260,7 @@ func (c ModelConfig) Validate() error {
 			bad("handler.per_idc."+name, "want slowdown >= 0 and no error rate (not modelled)")
 		}
 	}
-	if _, err := filterFor(c.Filter); err != nil {
+	if _, err := filterFor(c.Filter); err != nil && c.Filters == nil {
 		bad("filter", "%v", err)
 	}
 	if err := backlog.ValidatePolicies(c.Publisher); err != nil {

@@ -346,11 +346,13 @@ type model struct {
 	faultPeak            uint64
 	drained              bool
 	drainedAfter         int64
-	lastProgress         int64
 }
 
 func newModel(c ModelConfig) (*model, error) {
 	f, err := filterFor(c.Filter)
+	if c.Filters != nil {
+		f, err = *c.Filters, nil
+	}
 	if err != nil {
 		return nil, err
 	}

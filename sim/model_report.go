@@ -230,7 +230,7 @@ func (rep *ModelReport) WriteTable(w io.Writer) error {
 		rep.Seed, len(rep.IDCs), strings.Join(rep.IDCs, ", "), rep.Slots, rep.Rate, rep.Handler, rep.Filter, rep.Fault)
 	fmt.Fprintf(w, "sizes run: %s hosts\n", strings.Join(sizes, ", "))
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "hosts\ttasks\tnotices/worker/s\tlocal\tidc\tglobal\t(heartbeats)\tcap-dropped\tlocal\tsame IDC\tother IDC\tfirst help s\thalf helped s\thelpers\thelper max/mean\tpeak backlog\tp99 ms\tdrain s\t")
+	fmt.Fprintln(tw, "hosts\ttasks\tnotices/worker/s\tlocal\tidc\tglobal\theartbeats\tcap-dropped\tlocal\tsame IDC\tother IDC\tfirst help s\thalf helped s\tnodes helped\thelpers\thelper max/mean\tpeak backlog\tp99 ms\tdrain s\t")
 	for _, r := range rep.Runs {
 		var hb, acc, drop float64
 		for _, t := range r.Notices {
@@ -238,9 +238,10 @@ func (rep *ModelReport) WriteTable(w io.Writer) error {
 			acc += float64(t.Accepted)
 			drop += float64(t.Dropped)
 		}
-		first, half, helpers, bal := "-", "-", "-", "-"
+		first, half, nodes, helpers, bal := "-", "-", "-", "-", "-"
 		if f := r.Fault; f != nil {
 			first, half = optS(f.FirstHelpS), optS(f.HalfHelpedS)
+			nodes = fmt.Sprintf("%.0f%%", 100*share(int64(f.NodesHelped), int64(f.Nodes)))
 			helpers = fmt.Sprintf("%d/%d", f.Helpers, f.Candidates)
 			if f.Helpers > 0 {
 				bal = fmt.Sprintf("%.1f", f.HelperMaxMean)
@@ -250,22 +251,33 @@ func (rep *ModelReport) WriteTable(w io.Writer) error {
 		if !r.Drained {
 			drain = "NOT " + drain
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f%%\t%.2f%%\t%.2f%%\t%.2f%%\t%s\t%s\t%s\t%s\t%d\t%.1f\t%s\t\n",
+		fmt.Fprintf(tw, "%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f%%\t%.2f%%\t%.2f%%\t%.2f%%\t%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%s\t\n",
 			r.Hosts, r.Enqueued, r.NoticesPerWorker, r.Notices[0].PerWorkerPerS, r.Notices[1].PerWorkerPerS, r.Notices[2].PerWorkerPerS, hb,
 			100*share(int64(drop), int64(acc+drop)), 100*r.Local, 100*r.SameIDC, 100*r.OtherIDC,
-			first, half, helpers, bal, r.PeakBacklog, r.P99Ms, drain)
+			first, half, nodes, helpers, bal, r.PeakBacklog, r.P99Ms, drain)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(w)
+	fmt.Fprint(w, `notices/worker/s: delivered to each pool per second, in all, per tier, and the node heartbeats among them
+  (counted, not applied to the views); cap-dropped: share of the notices applied to views that a tier's max_rate
+  dropped; local/same IDC/other IDC: where tasks ran; first help: from the fault to the first task of the faulted
+  IDC run by another IDC; half helped: until half its nodes had been helped; nodes helped: share ever helped during
+  the fault; helpers: pools that helped / pools of the other IDCs; helper max/mean: tasks helped by the busiest
+  helper over the mean; drain: after the load, until the last task finished.
+
+`)
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "hosts\tphase\ttime s\tdone/s\tp50 ms\tp99 ms\tpeak backlog\tlocal\tsame IDC\tother IDC\tnotices/worker/s local\tidc\tglobal\t")
 	for _, r := range rep.Runs {
 		for _, p := range r.Phases {
-			fmt.Fprintf(tw, "%d\t%s\t%.1f-%.1f\t%.0f\t%.1f\t%.1f\t%d\t%.2f%%\t%.2f%%\t%.2f%%\t%.2f\t%.2f\t%.2f\t\n",
+			notices := "-\t-\t-" // a phase under a second: a heartbeat round would read as a rate
+			if p.EndS-p.StartS >= 1 {
+				notices = fmt.Sprintf("%.2f\t%.2f\t%.2f", p.NoticesPerWorker[0], p.NoticesPerWorker[1], p.NoticesPerWorker[2])
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%.1f-%.1f\t%.0f\t%.1f\t%.1f\t%d\t%.2f%%\t%.2f%%\t%.2f%%\t%s\t\n",
 				r.Hosts, p.Name, p.StartS, p.EndS, p.Throughput, p.P50Ms, p.P99Ms, p.PeakBacklog,
-				100*p.Local, 100*p.SameIDC, 100*p.OtherIDC, p.NoticesPerWorker[0], p.NoticesPerWorker[1], p.NoticesPerWorker[2])
+				100*p.Local, 100*p.SameIDC, 100*p.OtherIDC, notices)
 		}
 	}
 	if err := tw.Flush(); err != nil {

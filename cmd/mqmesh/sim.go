@@ -34,6 +34,7 @@ type simOptions struct {
 	modelDuration time.Duration
 	modelRate     float64
 	modelFault    string
+	modelFilter   string
 	seed          uint64
 }
 

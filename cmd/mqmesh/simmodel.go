@@ -12,11 +12,12 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/mqmesh/mqmesh/backlog"
 	"github.com/mqmesh/mqmesh/sim"
 )
 
 // modelFlags are the flags of `mqmesh sim --model`.
-var modelFlags = []string{"sizes", "idcs", "model-duration", "model-rate", "model-fault", "seed"}
+var modelFlags = []string{"sizes", "idcs", "model-duration", "model-rate", "model-fault", "model-filter", "seed"}
 
 func addModelFlags(f *pflag.FlagSet, o *simOptions) {
 	f.BoolVar(&o.model, "model", false, "run the discrete-event scale model (the real policy code in virtual time) at each of --sizes instead")
@@ -25,6 +26,7 @@ func addModelFlags(f *pflag.FlagSet, o *simOptions) {
 	f.DurationVar(&o.modelDuration, "model-duration", time.Minute, "--model: virtual duration of the load (the fault is its middle third)")
 	f.Float64Var(&o.modelRate, "model-rate", 20, "--model: tasks/s enqueued per host (Poisson)")
 	f.StringVar(&o.modelFault, "model-fault", sim.FaultPoolsLost, "--model: fault of the first IDC: pools-lost, degrade or none")
+	f.StringVar(&o.modelFilter, "model-filter", "", "--model: a filter file (configs/filters/) for every pool instead of the scenario's filter")
 	f.Uint64Var(&o.seed, "seed", 0, "--model: seed (default: the scenario's)")
 }
 
@@ -73,6 +75,13 @@ func runSimModel(cmd *cobra.Command, o *simOptions) error {
 	base, err := sim.ModelFromScenario(s, 0, o.idcs, o.modelDuration, o.modelRate, o.modelFault)
 	if err != nil {
 		return fmt.Errorf("--model: %w", err)
+	}
+	if o.modelFilter != "" {
+		flt, err := backlog.LoadFilters(o.modelFilter)
+		if err != nil {
+			return fmt.Errorf("--model-filter: %w", err)
+		}
+		base.Filters, base.Filter = &flt, o.modelFilter
 	}
 	base.Hosts = o.sizes[0]
 	if err := base.Validate(); err != nil {

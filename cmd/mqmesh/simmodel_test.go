@@ -47,6 +47,12 @@ func TestSimModelCommand(t *testing.T) {
 		t.Fatal("another seed, same output")
 	}
 
+	nocap := writeFile(t, "nocap.yaml", "tiers:\n  local: {subject: \"bl.h.{idc}.{node}.>\"}\n  idc: {subject: \"bl.i.{idc}.>\"}\n  global: {subject: \"bl.g.>\"}\n")
+	if out := mustCLI(t, append(args, "--model-filter", nocap)...); !strings.Contains(out, "filter "+nocap) || !strings.Contains(out, "  0.0%") {
+		t.Fatalf("--model-filter without caps:\n%s", out)
+	}
+	bad := writeFile(t, "bad.yaml", "tiers: {}\n")
+
 	for _, c := range []struct {
 		args []string
 		want string
@@ -55,6 +61,7 @@ func TestSimModelCommand(t *testing.T) {
 		{[]string{"sim", "--model", "--model-fault", "meteor"}, "meteor"},
 		{[]string{"sim", "--model", "--idcs", "0"}, "idcs"},
 		{[]string{"sim", "--sizes", "100"}, "only with --model"},
+		{[]string{"sim", "--model", "--model-filter", bad}, "--model-filter"},
 		{[]string{"sim", "--model", "--model-duration", "0s", "--sizes", "3"}, "duration"},
 	} {
 		_, _, err := cli(t, "", c.args...)
