@@ -25,7 +25,14 @@ import (
 //     backlog.Publisher.Tick does;
 //   - notices reach the pools whose filter (backlog.Filters, the built-in
 //     filter files) subscribes to their subject, after a network delay, and
-//     go through View.Apply (MinBacklog, MaxRate, ordering, tiers).
+//     go through View.Apply (MinBacklog, MaxRate, ordering, tiers). Node
+//     heartbeats are counted per pool but applied only with
+//     ApplyHeartbeats: they change no entry, only the rate caps, and at
+//     10,000 hosts they are most of the traffic.
+//
+// Each pool's backlog.View is real; the model keeps beside it a copy of
+// what View.Entries() returns (viewCache), checked against it, so a
+// decision does not copy and sort hundreds of entries.
 //
 // What is modelled rather than run: the node (a FIFO of enqueue times per
 // host; a pull takes the oldest), the network (a fixed delay by distance),
