@@ -204,7 +204,7 @@ func (p *Publisher) Tick() {
 				delete(p.st[tier], q)
 			}
 		}
-		if now.Sub(p.hb[tier]) >= pol.Heartbeat {
+		if pol.NodeHeartbeat && now.Sub(p.hb[tier]) >= pol.Heartbeat {
 			p.hb[tier] = now
 			p.publish(tier, mqnode.QueueLevel{Queue: HeartbeatQueue}, 0, true, now)
 		}

@@ -92,11 +92,18 @@ func (v *View) SetFilter(t Tier, f *TierFilter) {
 
 // Apply records a notice received on tier t. It returns false when the
 // notice was dropped (rate cap) or is older than what the view has.
+//
+// The rate cap (TierFilter.MaxRate) only drops notices that would not
+// change what the view knows exists: refreshes, heartbeats and level
+// changes of a node already in the view. A node that starts or ends a
+// backlog always gets through, so a cap never hides a node that needs help
+// nor keeps a drained one; many workers reading the same burst of notices
+// then still see every node that needs help.
 func (v *View) Apply(t Tier, n *backlogpb.Notice) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.now()
-	if f := v.filters[t]; f != nil && f.MaxRate > 0 && !v.buckets[t].take(now, f.MaxRate) {
+	if f := v.filters[t]; f != nil && f.MaxRate > 0 && !v.changesPresenceLocked(n) && !v.buckets[t].take(now, f.MaxRate) {
 		v.stats.Dropped[t]++
 		return false
 	}
@@ -153,6 +160,17 @@ func (v *View) Apply(t Tier, n *backlogpb.Notice) bool {
 	e.EnqueueRate, e.DrainRate, e.NATSClient = n.EnqueueRate, n.DrainRate, n.NatsClient
 	e.Updated, e.Corrected, e.inc, e.seq = now, false, n.Incarnation, n.Seq
 	return true
+}
+
+// changesPresenceLocked reports whether a notice would add or remove an
+// entry: a backlog the view does not know of, or the end of one it does.
+func (v *View) changesPresenceLocked(n *backlogpb.Notice) bool {
+	if n.Queue == HeartbeatQueue {
+		return false
+	}
+	_, known := v.entries[entryKey{n.Idc, n.Node, n.Queue}]
+	has := n.Level > 0 && n.Ready > 0
+	return has != known
 }
 
 // Correct records what a pull reply said: the node's ready count after the

@@ -702,7 +702,7 @@ func (m *model) poll(n *mNode) {
 	}
 	for _, tier := range backlog.Tiers {
 		pol := m.cfg.Publisher[tier]
-		if !pol.Off && m.now-n.hb[tier] >= int64(pol.Heartbeat) {
+		if !pol.Off && pol.NodeHeartbeat && m.now-n.hb[tier] >= int64(pol.Heartbeat) {
 			n.hb[tier] = m.now
 			m.publish(n, tier, 1, 0, 0, 0, true)
 		}
