@@ -22,9 +22,11 @@
 // state with hysteresis (enter at High ready tasks or when the oldest has
 // waited Age; leave at Low), crossings are sent at once, level changes
 // inside the state (level = 1 + log2(ready/High)) at most once per
-// MinInterval, and a heartbeat per Heartbeat (a node heartbeat on subject
-// ..._node, and a refresh of every queue in the backlog state), so a silent
-// node is told apart from an idle one. A new subscriber asks for the
+// MinInterval, and a refresh of every queue in the backlog state per
+// Heartbeat. A node heartbeat (subject ..._node) tells a silent node from an
+// idle one on the host tier; on the wider tiers gossip does that, and
+// heartbeats there would grow with the mesh (TierPolicy.NodeHeartbeat).
+// A new subscriber asks for the
 // current state (SyncSubject) instead of waiting for heartbeats. A notice
 // carries node, IDC, queue, ready count, oldest ready age, enqueue and
 // drain rates, level and a sequence number.
@@ -36,6 +38,8 @@
 // the simulator use directly. Entries expire when stale (TierFilter
 // StaleAfter), when gossip reports the node left or failed
 // (mesh.Mesh.FeedView), and are corrected by pull replies (View.Correct).
+// A per-tier rate cap drops refreshes and level changes, never a notice
+// that a node starts or ends a backlog.
 // Watcher feeds a View from NATS: one subscription per tier; callbacks only
 // decode and update a map, so they never block the NATS read loop.
 //
