@@ -1,6 +1,7 @@
 package mqnode
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -29,7 +30,8 @@ func TestDiskBoundedUnderChurn(t *testing.T) {
 	dir := t.TempDir()
 	_, c := startNode(t, Config{DataDir: dir, Durability: DurabilityAsync, MemTableSize: 2 << 20, NATSMaxPayload: 128 << 10,
 		MaxPayload: 64 << 10, ValueLogFileSize: 1 << 20, GCInterval: 100 * time.Millisecond})
-	ctx := ctxT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // slow under -race
+	defer cancel()
 	payload := make([]byte, 512)
 	const rounds, per = 3000, 100
 	var peak int64

@@ -34,6 +34,7 @@ type queue struct {
 	bufBytes int
 	cursor   []byte // last key paged in; nil = start of the queue
 	dirty    bool   // ready keys may exist past the cursor
+	heldBack bool   // the last refill stopped at a write group in flight
 	timer    *time.Timer
 	timerAt  int64
 	wake     chan struct{} // closed (and replaced) on every change
@@ -192,6 +193,7 @@ func (q *queue) readyLocked(now int64) int64 {
 // write ops for the caller to submit after releasing q.mu: the writer takes
 // q.mu in its after-commit hooks, so submitting under it could deadlock.
 func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
+	q.heldBack = false
 	maxN, maxBytes := q.s.cfg.ReadyBuffer, q.s.cfg.ReadyBufferBytes
 	if !q.dirty || len(q.buf) >= maxN || q.bufBytes >= maxBytes {
 		return nil, nil
@@ -223,6 +225,7 @@ func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 				} else {
 					// Held back by a write group in flight: look again soon.
 					q.dirty = true
+					q.heldBack = true
 					q.armLocked(now + 1)
 				}
 				return nil
@@ -273,6 +276,9 @@ func (s *store) submitAll(ops []*writeOp) error {
 
 // pull leases up to max ready tasks, waiting up to wait for the first one.
 func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration, worker string) ([]*wirepb.Delivery, int64, error) {
+	// A zero wait still waits out a write group in flight (one commit, a
+	// few ms) when ready tasks sit behind it, so "at once" is not "empty".
+	graceUsed := false
 	var timeout <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -309,9 +315,16 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 		q.leased += int64(len(out))
 		ready := q.readyLocked(now)
 		wake := q.wake
+		heldBack := q.heldBack
 		q.mu.Unlock()
 		if serr := q.s.submitAll(moves); serr != nil && err == nil {
 			err = serr
+		}
+		if timeout == nil && heldBack && !graceUsed && len(out) == 0 && err == nil {
+			graceUsed = true
+			t := time.NewTimer(100 * time.Millisecond)
+			defer t.Stop()
+			timeout = t.C
 		}
 		if len(out) > 0 || err != nil || timeout == nil {
 			return out, ready, err

@@ -167,7 +167,6 @@ func (w *writer) run() {
 // allow, then finishes every op.
 func (w *writer) commitGroup(group []*writeOp) {
 	w.s.beginGroup()
-	defer w.s.endGroup()
 	if err := w.tryGroup(group); errors.Is(err, errSplitGroup) {
 		// A mutation failed (e.g. the size estimate was off): fall back to
 		// one transaction per op so no op commits in part.
@@ -176,6 +175,8 @@ func (w *writer) commitGroup(group []*writeOp) {
 			_ = w.tryGroup([]*writeOp{op})
 		}
 	}
+	// Committed: scans may pass these keys now, before anyone is told.
+	w.s.endGroup()
 	now := w.s.nowMs()
 	for _, op := range group {
 		if op.err == nil {

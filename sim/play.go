@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -92,7 +93,7 @@ func (r *run) play(ctx context.Context) (drainedAfter time.Duration, drained boo
 	}
 	deadline := time.Now().Add(r.s.Drain.D())
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if total, _ := r.backlog(); total == 0 {
+		if total, _, complete := r.backlogComplete(); total == 0 && complete {
 			drained = true
 			break
 		}
@@ -162,7 +163,7 @@ func (r *run) enqueue(ctx context.Context, h *simHost, n int) {
 	h.mu.Lock()
 	c := h.client
 	h.mu.Unlock()
-	if c == nil {
+	if c == nil || h.removed.Load() {
 		return
 	}
 	payload := make([]byte, r.s.Load.PayloadSize)
@@ -192,7 +193,15 @@ func (r *run) enqueue(ctx context.Context, h *simHost, n int) {
 
 // backlog sums ready + delayed + leased over the live nodes, per IDC.
 func (r *run) backlog() (uint64, map[string]uint64) {
+	total, per, _ := r.backlogComplete()
+	return total, per
+}
+
+// backlogComplete is backlog, and whether every live node answered (a
+// drain is only declared on a complete reading).
+func (r *run) backlogComplete() (uint64, map[string]uint64, bool) {
 	per := map[string]uint64{}
+	complete := true
 	var total uint64
 	for _, idc := range r.s.Topology.IDCs {
 		per[idc.Name] = 0
@@ -207,14 +216,18 @@ func (r *run) backlog() (uint64, map[string]uint64) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, qs, err := c.Stats(ctx, Queue)
 		cancel()
+		if errors.Is(err, mqnode.ErrUnknownQueue) {
+			continue // nothing was ever enqueued there
+		}
 		if err != nil || len(qs) == 0 {
+			complete = false
 			continue
 		}
 		n := qs[0].Ready + qs[0].Delayed + qs[0].Leased
 		per[h.idc] += n
 		total += n
 	}
-	return total, per
+	return total, per, complete
 }
 
 func (r *run) takeSample(start time.Time) {
@@ -276,10 +289,33 @@ func (r *run) apply(ctx context.Context, ev Event) error {
 		}
 		return r.startPool(ctx, h)
 	case "remove-host":
+		// A planned removal: the host stops taking new tasks, its pool
+		// finishes what it runs and leaves, the other pools drain its node
+		// (for at most 20 s), then the node leaves the mesh.
 		h := r.host(ev.Host)
 		h.removed.Store(true)
 		r.stopPool(h, true)
-		r.stopNode(h, true)
+		r.bg.Add(1)
+		go func() {
+			defer r.bg.Done()
+			deadline := time.Now().Add(20 * time.Second)
+			for time.Now().Before(deadline) {
+				h.mu.Lock()
+				c := h.client
+				h.mu.Unlock()
+				if c == nil {
+					return
+				}
+				sctx, cancel := context.WithTimeout(ctx, time.Second)
+				_, qs, err := c.Stats(sctx, Queue)
+				cancel()
+				if err != nil || len(qs) == 0 || qs[0].Ready+qs[0].Leased+qs[0].Delayed == 0 {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			r.stopNode(h, true)
+		}()
 	case "partition", "slow-link", "heal":
 		return r.links.set(r.nodeHosts(ev.IDC), ev.Action == "partition", ev.Latency.D().Milliseconds())
 	case "restore-all":

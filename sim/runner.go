@@ -50,11 +50,11 @@ type run struct {
 	hosts      []*simHost
 	backends   *backends
 	metrics    *metrics
-	seed       string
 	filters    backlog.Filters
 	progress   func(mode string, s Sample)
 	noticeBase atomic.Uint64 // notices of pools that were replaced
 	links      *links
+	bg         sync.WaitGroup // host removals in progress
 }
 
 // Options tune a run.
@@ -112,10 +112,7 @@ func (r *run) host(name string) *simHost {
 
 // startNode starts (or restarts) the node of a host.
 func (r *run) startNode(ctx context.Context, h *simHost) error {
-	var seeds []string
-	if r.seed != "" {
-		seeds = []string{r.seed}
-	}
+	seeds := r.seeds(h)
 	gwListen, gwAdvertise, err := r.links.gateway(h.name)
 	if err != nil {
 		return err
@@ -143,10 +140,28 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 	h.agent, h.client = a, c
 	h.mu.Unlock()
 	h.nodeUp.Store(true)
-	if r.seed == "" {
-		r.seed = a.Mesh.GossipAddr()
-	}
+
 	return nil
+}
+
+// seeds are the gossip addresses of the live nodes other than h's own (a
+// restarted host must not name its own dead address).
+func (r *run) seeds(h *simHost) []string {
+	var out []string
+	for _, o := range r.hosts {
+		if o == h || o.workerOnly || !o.nodeUp.Load() {
+			continue
+		}
+		o.mu.Lock()
+		if o.agent != nil {
+			out = append(out, o.agent.Mesh.GossipAddr())
+		}
+		o.mu.Unlock()
+		if len(out) == 3 {
+			break
+		}
+	}
+	return out
 }
 
 // nodeOf returns the agent a host's pool connects to: its own node, or
@@ -181,7 +196,7 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 	h.mu.Unlock()
 	cfg := worker.Config{
 		ID: fmt.Sprintf("pool-%s-g%d", h.name, gen), IDC: h.idc, Host: h.name, Slots: h.slots, Seed: r.s.Seed + uint64(h.index)*7919 + uint64(gen),
-		Lease: 10 * time.Second, Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{r.seed}, Profile: mesh.ProfileLocal, Logger: r.log},
+		Lease: 10 * time.Second, Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: r.seeds(h), Profile: mesh.ProfileLocal, Logger: r.log},
 		Logger: r.log,
 	}
 	if !h.workerOnly {
@@ -310,6 +325,7 @@ func (r *run) setup(ctx context.Context) error {
 // teardown stops everything (abruptly: the run is over, nobody needs to
 // hear the goodbyes) and removes the run's data.
 func (r *run) teardown() {
+	r.bg.Wait()
 	var wg sync.WaitGroup
 	for _, h := range r.hosts {
 		wg.Add(1)

@@ -203,7 +203,7 @@ func newBroadcastReport(o *broadcastOptions) *BroadcastReport {
 		Notes: []string{
 			"one process: every node, worker, producer and consumer shares this machine's CPUs; NATS between nodes over loopback TCP, workers on in-process connections to their own node",
 			"all filter configs run at once, under the same traffic; a worker's count does not depend on the other workers (NATS forwards over a route or gateway where anyone subscribes, but delivers to each subscription only what it matches)",
-			"notices include the publishers' heartbeats: per node and tier one node heartbeat per heartbeat period, plus a refresh of every queue in the backlog state",
+			"notices include the publishers' heartbeats: one node heartbeat per heartbeat period on the tiers that send them (by default the local tier only), plus a refresh of every queue in the backlog state per period",
 			fmt.Sprintf("heartbeat periods: local %s, idc %s, global %s: a window shorter than a period counts the whole heartbeats that fell in it, so a short --steady gives the farther tiers coarse figures",
 				backlog.DefaultPolicies[backlog.TierHost].Heartbeat, backlog.DefaultPolicies[backlog.TierIDC].Heartbeat, backlog.DefaultPolicies[backlog.TierGlobal].Heartbeat),
 			"latency: from the acknowledgement of the enqueue that took the burst queue across the tier's threshold (publisher High) to the first poll that found the queue in the worker's view; includes the publisher's 20 ms observation period and the poll period",
@@ -655,7 +655,7 @@ func heartbeatFloor(workers []*bcWorker, idx []int, nodes []*bcNode) float64 {
 	for _, i := range idx {
 		for _, n := range nodes {
 			for _, t := range backlog.Tiers {
-				if p := workers[i].patterns[t]; p != nil && p.Matches(backlog.Subject(t, n.idc, n.name, backlog.HeartbeatQueue)) {
+				if p := workers[i].patterns[t]; p != nil && backlog.DefaultPolicies[t].NodeHeartbeat && p.Matches(backlog.Subject(t, n.idc, n.name, backlog.HeartbeatQueue)) {
 					sum += 1 / backlog.DefaultPolicies[t].Heartbeat.Seconds()
 				}
 			}

@@ -177,7 +177,11 @@ func (w *bcWorker) close() {
 // A node heartbeat (backlog.HeartbeatQueue) is heard whatever ready says.
 func (w *bcWorker) hears(n *bcNode, queue string, ready uint64) (backlog.Tier, bool) {
 	for _, t := range backlog.Tiers {
-		enough := ready >= w.minBacklog[t] || queue == backlog.HeartbeatQueue
+		hb := queue == backlog.HeartbeatQueue
+		if hb && !backlog.DefaultPolicies[t].NodeHeartbeat {
+			continue // this tier carries no node heartbeats
+		}
+		enough := ready >= w.minBacklog[t] || hb
 		if p := w.patterns[t]; p != nil && enough && p.Matches(backlog.Subject(t, n.idc, n.name, queue)) {
 			return t, true
 		}
