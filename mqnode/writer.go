@@ -166,6 +166,7 @@ func (w *writer) run() {
 // commitGroup applies a group in as few transactions as the size limits
 // allow, then finishes every op.
 func (w *writer) commitGroup(group []*writeOp) {
+	w.s.gcMu.Lock()
 	w.s.beginGroup()
 	if err := w.tryGroup(group); errors.Is(err, errSplitGroup) {
 		// A mutation failed (e.g. the size estimate was off): fall back to
@@ -175,6 +176,7 @@ func (w *writer) commitGroup(group []*writeOp) {
 			_ = w.tryGroup([]*writeOp{op})
 		}
 	}
+	w.s.gcMu.Unlock()
 	// Committed: scans may pass these keys now, before anyone is told.
 	w.s.endGroup()
 	now := w.s.nowMs()

@@ -27,6 +27,9 @@ type ModeReport struct {
 	Lost       int           `json:"lost"`      // enqueued, never completed, not on a dead node
 	Stranded   int           `json:"stranded"`  // on a node still down at the end
 	Duplicates int           `json:"duplicate_deliveries"`
+	// DeadLettered is how many tasks sit in the dead letter queues at the
+	// end (not lost: kept with a reason, e.g. a corrupt record).
+	DeadLettered uint64 `json:"dead_lettered"`
 	// Drained says the backlog reached zero after the load; DrainedAfterS
 	// is how long after the end of the load.
 	Drained       bool     `json:"drained"`
@@ -88,10 +91,24 @@ func runMode(ctx context.Context, s Scenario, mode string, opt Options) (*ModeRe
 }
 
 func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
+	var dead uint64
+	for _, h := range r.hosts {
+		h.mu.Lock()
+		c := h.client
+		h.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if _, qs, err := c.Stats(ctx, Queue); err == nil && len(qs) > 0 {
+			dead += qs[0].Dead
+		}
+		cancel()
+	}
 	m := r.metrics
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	mr := &ModeReport{Mode: r.mode, Enqueued: len(m.enqueued), Drained: drained, DrainedAfterS: after.Seconds(), Series: slices.Clone(m.series)}
+	mr := &ModeReport{Mode: r.mode, Enqueued: len(m.enqueued), Drained: drained, DrainedAfterS: after.Seconds(), Series: slices.Clone(m.series), DeadLettered: dead}
 	down := map[string]bool{}
 	for _, h := range r.hosts {
 		if !h.workerOnly && !h.nodeUp.Load() {
@@ -108,6 +125,9 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 			mr.Stranded++
 		default:
 			mr.Lost++
+			if mr.Lost <= 5 {
+				r.log.Error("task never completed", "mode", r.mode, "task", id, "enqueued_on", host)
+			}
 		}
 	}
 	for _, s := range m.series {
@@ -210,8 +230,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if !m.Drained {
 			drain = fmt.Sprintf("NOT drained %.1fs after the load", m.DrainedAfterS)
 		}
-		fmt.Fprintf(w, "%s: %d enqueued, %d completed, %d lost, %d stranded on dead nodes, %d duplicate deliveries; peak backlog %d; %s\n",
-			m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, m.Duplicates, m.PeakBacklog, drain)
+		fmt.Fprintf(w, "%s: %d enqueued, %d completed, %d lost, %d stranded on dead nodes, %d dead-lettered, %d duplicate deliveries; peak backlog %d; %s\n",
+			m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, m.DeadLettered, m.Duplicates, m.PeakBacklog, drain)
 	}
 	return nil
 }
