@@ -19,6 +19,10 @@
 //	    kind: fanout        # one message, many deliveries
 //	    latency: {min: 1ms, max: 3ms}
 //	    fanout: {queue: push, count: 20}
+//	  chat:
+//	    kind: group         # one message to 1,000 members, map/reduce
+//	    group: {members: 1000, servers: 10, batch_size: 50, rpc: 16, push: 32,
+//	            call: {median: 2ms, p99: 20ms}, fail_rate: 0.01}
 //
 // Kinds:
 //
@@ -31,6 +35,16 @@
 //     payload is the parent's payload plus "/<index>"; its dedup key is
 //     the parent's id and the index, so a redelivered parent does not
 //     enqueue its subtasks twice. Fanouts may not form a cycle.
+//   - group: waits, then delivers the task (one group-chat message) to
+//     group.members members with worker/mapreduce: members are grouped by
+//     access server (member i on server i mod group.servers) into batches
+//     of group.batch_size, the calls run in parallel on the handler's pool
+//     "rpc" (group.rpc slots) and each waits a group.call latency, and
+//     each call pushes to its members in a nested stage on pool "push"
+//     (group.push slots); a member fails with group.fail_rate. The
+//     results fold into Counts.Delivered and Undelivered. The pools are
+//     shared by the handler's concurrent tasks (Handler.PoolStats). A
+//     delivery cut short by ctx makes the task a retry.
 //
 // Latency is a duration (fixed) or a distribution: fixed (value), uniform
 // (min..max) or lognormal (median and p99, optionally capped at max). A

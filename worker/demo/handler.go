@@ -43,8 +43,11 @@ type Handler struct {
 	mu  sync.Mutex
 	rng *rand.Rand
 
+	group *groupJob // kind group: its pools
+
 	counts struct {
 		done, retried, gaveUp, cancelled, subtasks atomic.Uint64
+		delivered, undelivered                     atomic.Uint64
 	}
 }
 
@@ -55,6 +58,9 @@ type Counts struct {
 	GaveUp    uint64 `json:"gave_up"`   // injected give-ups (GiveUp)
 	Cancelled uint64 `json:"cancelled"` // ctx ended during the latency
 	Subtasks  uint64 `json:"subtasks"`  // subtasks returned
+	// Kind group: member deliveries that succeeded and failed.
+	Delivered   uint64 `json:"delivered,omitempty"`
+	Undelivered uint64 `json:"undelivered,omitempty"`
 }
 
 // New returns the handler of spec (defaulted and validated here) for a
@@ -83,6 +89,13 @@ func New(spec Spec, env Env) (*Handler, error) {
 		h.factor = sd.LatencyFactor
 		h.errRate = min(h.errRate+sd.ErrorRate, 1-h.giveUp)
 	}
+	if spec.Kind == KindGroup {
+		j, err := newGroupJob(h)
+		if err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		h.group = j
+	}
 	return h, nil
 }
 
@@ -92,7 +105,8 @@ func (h *Handler) Spec() Spec { return h.spec }
 // Counts returns what the handler did so far.
 func (h *Handler) Counts() Counts {
 	c := &h.counts
-	return Counts{Done: c.done.Load(), Retried: c.retried.Load(), GaveUp: c.gaveUp.Load(), Cancelled: c.cancelled.Load(), Subtasks: c.subtasks.Load()}
+	return Counts{Done: c.done.Load(), Retried: c.retried.Load(), GaveUp: c.gaveUp.Load(), Cancelled: c.cancelled.Load(), Subtasks: c.subtasks.Load(),
+		Delivered: c.delivered.Load(), Undelivered: c.undelivered.Load()}
 }
 
 type outcome int
@@ -157,6 +171,15 @@ func (h *Handler) Handle(ctx context.Context, t *worker.Task) worker.Result {
 	case outcomeGiveUp:
 		h.counts.gaveUp.Add(1)
 		return worker.GiveUp(h.injected("give-up").Error())
+	}
+	if h.group != nil {
+		d, err := h.group.deliver(ctx, t.ID)
+		if err != nil {
+			h.counts.cancelled.Add(1)
+			return worker.Retry(fmt.Errorf("demo: group delivery: %w", err), 0)
+		}
+		h.counts.delivered.Add(uint64(d.delivered))
+		h.counts.undelivered.Add(uint64(d.failed))
 	}
 	h.counts.done.Add(1)
 	if s.subtasks == 0 {

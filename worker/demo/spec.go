@@ -25,10 +25,11 @@ const (
 	// KindFanout succeeds and returns Fanout.Count subtasks to Fanout.Queue
 	// (a streaming task: they are enqueued atomically with the ack).
 	KindFanout Kind = "fanout"
-
-	// TODO(issue 7): KindGroup, the "group message" demo built on the
-	// MapReduce helper: group the members of a chat per destination host,
-	// run the batches in isolated pools, reduce the results.
+	// KindGroup delivers each task, a group-chat message, to Group.Members
+	// members with worker/mapreduce: grouped per simulated access server,
+	// batch calls in parallel on pool "rpc", a nested push stage per batch
+	// on pool "push", folded into delivered and failed counts.
+	KindGroup Kind = "group"
 )
 
 // MaxFanout is the most subtasks one fanout task returns: they travel in
@@ -37,7 +38,7 @@ const MaxFanout = 1000
 
 // Spec configures the demo handler of one queue.
 type Spec struct {
-	// Kind is sleep, flaky or fanout. Required.
+	// Kind is sleep, flaky, fanout or group. Required.
 	Kind Kind `yaml:"kind"`
 	// Latency is how long each task takes (every kind). Default: none.
 	Latency Latency `yaml:"latency"`
@@ -52,6 +53,9 @@ type Spec struct {
 	// Fanout configures the subtasks of kind fanout (required there, not
 	// allowed elsewhere).
 	Fanout *Fanout `yaml:"fanout"`
+	// Group configures kind group (required there, not allowed
+	// elsewhere).
+	Group *Group `yaml:"group"`
 	// Slowdown degrades the handler on pools of the named IDCs: their
 	// latency is multiplied and extra failures injected, as when a whole
 	// IDC's path to a backend (the push service) goes bad.
@@ -92,6 +96,10 @@ func (s Spec) WithDefaults() Spec {
 		}
 		s.Fanout = &f
 	}
+	if s.Group != nil {
+		g := s.Group.withDefaults()
+		s.Group = &g
+	}
 	if len(s.Slowdown) > 0 {
 		m := make(map[string]Slowdown, len(s.Slowdown))
 		for idc, sd := range s.Slowdown {
@@ -110,11 +118,11 @@ func (s Spec) WithDefaults() Spec {
 func (s Spec) Validate() error {
 	var errs []error
 	switch s.Kind {
-	case KindSleep, KindFlaky, KindFanout:
+	case KindSleep, KindFlaky, KindFanout, KindGroup:
 	case "":
-		errs = append(errs, errors.New("kind: required: sleep, flaky or fanout"))
+		errs = append(errs, errors.New("kind: required: sleep, flaky or fanout, or group"))
 	default:
-		errs = append(errs, fmt.Errorf("kind %q: want sleep, flaky or fanout", s.Kind))
+		errs = append(errs, fmt.Errorf("kind %q: want sleep, flaky or fanout, or group", s.Kind))
 	}
 	errs = append(errs, s.Latency.Validate())
 	errs = append(errs, checkRate("error_rate", s.ErrorRate), checkRate("give_up_rate", s.GiveUpRate))
@@ -141,6 +149,14 @@ func (s Spec) Validate() error {
 		errs = append(errs, errors.New("fanout: only for kind fanout"))
 	case s.Fanout != nil:
 		errs = append(errs, s.Fanout.validate())
+	}
+	switch {
+	case s.Kind == KindGroup && s.Group == nil:
+		errs = append(errs, errors.New("group: required for kind group (members, servers)"))
+	case s.Kind != KindGroup && s.Group != nil:
+		errs = append(errs, errors.New("group: only for kind group"))
+	case s.Group != nil:
+		errs = append(errs, s.Group.validate())
 	}
 	for _, idc := range sortedKeys(s.Slowdown) {
 		sd := s.Slowdown[idc]
@@ -247,6 +263,12 @@ func (q Queues) checkCycles() error {
 
 // prefixErrors prefixes every error joined in err (at any depth).
 func prefixErrors(prefix string, err error) error {
+	return mapErrors(err, func(e error) error { return fmt.Errorf("%s%w", prefix, e) })
+}
+
+// mapErrors applies f to every error joined in err (at any depth) and
+// joins the results.
+func mapErrors(err error, f func(error) error) error {
 	var out []error
 	var walk func(error)
 	walk = func(e error) {
@@ -257,7 +279,7 @@ func prefixErrors(prefix string, err error) error {
 			return
 		}
 		if e != nil {
-			out = append(out, fmt.Errorf("%s%w", prefix, e))
+			out = append(out, f(e))
 		}
 	}
 	walk(err)
