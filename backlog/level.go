@@ -73,7 +73,7 @@ func (p TierPolicy) Level(ready uint64) uint32 {
 	if ready < p.High {
 		return 1
 	}
-	return 1 + uint32(bits.Len64(ready/p.High)) - 1
+	return uint32(bits.Len64(ready / p.High))
 }
 
 // QueueState is the publisher's memory of one queue on one tier.

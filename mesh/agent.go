@@ -301,12 +301,8 @@ func (a *NodeAgent) members(ctx context.Context, body []byte) proto.Message {
 func MembersReply(m *Mesh) *meshpb.MembersReply {
 	rep := &meshpb.MembersReply{Self: m.Self().memberID()}
 	for _, mb := range m.Members() {
-		meta := mb.Meta
 		rep.Members = append(rep.Members, &meshpb.Member{
-			Id: mb.ID, State: stateToPB[mb.State], GossipAddr: mb.Addr, SinceUnixMs: mb.Since.UnixMilli(),
-			Meta: &meshpb.Meta{Role: roleToPB(meta.Role), Idc: meta.IDC, Host: meta.Host, Name: meta.Name, Node: meta.Node,
-				NatsClient: meta.NATSClient, NatsCluster: meta.NATSCluster, NatsGateway: meta.NATSGateway,
-				Version: meta.Version, Leaving: meta.Leaving},
+			Id: mb.ID, State: stateToPB[mb.State], GossipAddr: mb.Addr, SinceUnixMs: mb.Since.UnixMilli(), Meta: mb.Meta.toPB(),
 		})
 	}
 	return rep

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -202,9 +203,9 @@ type slogWriter struct{ l *slog.Logger }
 func (w slogWriter) Write(p []byte) (int, error) {
 	msg := string(p)
 	switch {
-	case len(msg) > 0 && containsAny(msg, "[ERR]"):
+	case strings.Contains(msg, "[ERR]"):
 		w.l.Error(trimLog(msg))
-	case containsAny(msg, "[WARN]"):
+	case strings.Contains(msg, "[WARN]"):
 		w.l.Warn(trimLog(msg))
 	default:
 		w.l.Debug(trimLog(msg))

@@ -48,12 +48,16 @@ type Meta struct {
 // memberID is the memberlist name of a member: unique per role, IDC, name.
 func (m Meta) memberID() string { return string(m.Role) + ":" + m.IDC + ":" + m.Name }
 
-func (m Meta) encode() ([]byte, error) {
-	b, err := proto.Marshal(&meshpb.Meta{
+func (m Meta) toPB() *meshpb.Meta {
+	return &meshpb.Meta{
 		Role: roleToPB(m.Role), Idc: m.IDC, Host: m.Host, Name: m.Name, Node: m.Node,
 		NatsClient: m.NATSClient, NatsCluster: m.NATSCluster, NatsGateway: m.NATSGateway,
 		Version: m.Version, Leaving: m.Leaving,
-	})
+	}
+}
+
+func (m Meta) encode() ([]byte, error) {
+	b, err := proto.Marshal(m.toPB())
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +104,6 @@ var stateToPB = map[State]meshpb.State{
 	StateAlive: meshpb.State_ALIVE, StateSuspect: meshpb.State_SUSPECT,
 	StateFailed: meshpb.State_FAILED, StateLeft: meshpb.State_LEFT,
 }
-
-func containsAny(s, sub string) bool { return strings.Contains(s, sub) }
 
 func trimLog(s string) string {
 	s = strings.TrimSpace(s)

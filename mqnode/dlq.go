@@ -2,6 +2,7 @@ package mqnode
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -43,7 +44,7 @@ func (s *store) dlqList(q *queue, after string, limit int) ([]*wirepb.DeadTask, 
 			if derr := decodeFrame(raw, &d); derr != nil {
 				k := it.Item().Key()
 				d = wirepb.DeadTask{Reason: "unreadable dead-letter record: " + derr.Error(), Raw: raw,
-					DeadId: deadID(beUint64(k[len(k)-8:]))}
+					DeadId: deadID(deadKeySeq(k))}
 			}
 			out = append(out, &d)
 		}
@@ -52,13 +53,8 @@ func (s *store) dlqList(q *queue, after string, limit int) ([]*wirepb.DeadTask, 
 	return out, next, storageErr(err)
 }
 
-func beUint64(b []byte) uint64 {
-	var v uint64
-	for _, c := range b {
-		v = v<<8 | uint64(c)
-	}
-	return v
-}
+// deadKeySeq is the sequence at the end of a dead-letter key.
+func deadKeySeq(k []byte) uint64 { return binary.BigEndian.Uint64(k[len(k)-8:]) }
 
 // dlqChange requeues or purges dead-letter records: the named ones (all or
 // nothing: an unknown id fails the request and changes nothing), or every
@@ -116,7 +112,7 @@ func (s *store) dlqChangeKeys(ctx context.Context, q *queue, keys [][]byte, requ
 			}
 			if raw == nil {
 				if strict {
-					return fmt.Errorf("%w: dead-letter id %s in queue %q", ErrNotFound, deadID(beUint64(k[len(k)-8:])), q.name)
+					return fmt.Errorf("%w: dead-letter id %s in queue %q", ErrNotFound, deadID(deadKeySeq(k)), q.name)
 				}
 				continue
 			}
@@ -124,7 +120,7 @@ func (s *store) dlqChangeKeys(ctx context.Context, q *queue, keys [][]byte, requ
 				t, ok := requeueable(raw)
 				if !ok {
 					if strict {
-						return fmt.Errorf("%w: dead-letter id %s is unreadable and cannot be requeued; purge it", ErrBadRequest, deadID(beUint64(k[len(k)-8:])))
+						return fmt.Errorf("%w: dead-letter id %s is unreadable and cannot be requeued; purge it", ErrBadRequest, deadID(deadKeySeq(k)))
 					}
 					continue
 				}

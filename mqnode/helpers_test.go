@@ -2,11 +2,12 @@ package mqnode
 
 import (
 	"context"
-	"github.com/mqmesh/mqmesh/internal/testlog"
 	"log/slog"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/mqmesh/mqmesh/internal/testlog"
 
 	"go.uber.org/goleak"
 )

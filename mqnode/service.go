@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -213,7 +214,7 @@ func (s *service) stats(ctx context.Context, b []byte) proto.Message {
 	names := []string{req.Queue}
 	if req.Queue == "" {
 		names = s.n.st.queueNames()
-		sortStrings(names)
+		slices.Sort(names)
 	} else if err := subject.Validate("queue", req.Queue); err != nil {
 		rep.Error = toWireError(err)
 		return rep

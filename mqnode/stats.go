@@ -87,8 +87,6 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 	return st, err
 }
 
-func sortStrings(s []string) { slices.Sort(s) }
-
 // QueueLevel is the backlog summary of one queue, for the backlog
 // publisher: cheap to compute, no I/O unless the ready window needs paging.
 type QueueLevel struct {
@@ -109,7 +107,7 @@ func (n *Node) Levels() []QueueLevel {
 		return nil
 	}
 	names := st.queueNames()
-	sortStrings(names)
+	slices.Sort(names)
 	out := make([]QueueLevel, 0, len(names))
 	for _, name := range names {
 		st.qmu.RLock()

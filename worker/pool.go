@@ -266,12 +266,7 @@ func (p *Pool) teardown(leave bool) {
 func (p *Pool) client(o Origin) *mqnode.Client {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c := p.clients[o]
-	if c == nil {
-		c = mqnode.NewClient(p.nc, o.IDC, o.Node)
-		p.clients[o] = c
-	}
-	return c
+	return p.clientLocked(o)
 }
 
 func (p *Pool) ackerFor(o Origin) *acker {

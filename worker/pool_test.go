@@ -216,7 +216,9 @@ func TestGracefulStopFinishesAndHardStopReturnsTasks(t *testing.T) {
 	s.enqueue(t, "q", 2)
 	<-started
 	<-started
-	go func() { time.Sleep(50 * time.Millisecond); close(block) }()
+	// The handlers still wait for their context, which only Kill cancels;
+	// after that they return Done, which a killed pool must not ack.
+	close(block)
 	p2.Kill()
 	if st := s.stats(t, "q"); st.AckedTotal != 2 {
 		t.Fatalf("a killed pool acked: %v", st)

@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -65,20 +63,13 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 			if err := o.validate(); err != nil {
 				return err
 			}
-			cmd.SilenceUsage = true
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			r, err := runNode(ctx, o)
-			if r != nil {
-				var perr error
-				if o.json {
-					perr = writeJSON(o.stdout, r)
-				} else {
-					perr = writeTable(o.stdout, r)
-				}
-				err = errors.Join(err, perr)
-			}
-			return err
+			return runReport(cmd, func(ctx context.Context) (*Report, error) { return runNode(ctx, o) },
+				func(w io.Writer, r *Report) error {
+					if o.json {
+						return writeJSON(w, r)
+					}
+					return writeTable(w, r)
+				})
 		},
 	}
 	f := cmd.Flags()
