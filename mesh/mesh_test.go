@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mqmesh/mqmesh/internal/testlog"
 	"log/slog"
 	"net"
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/mqmesh/mqmesh/internal/testlog"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"

@@ -2,12 +2,11 @@ package mqnode
 
 import (
 	"context"
+	"github.com/mqmesh/mqmesh/internal/testlog"
 	"log/slog"
 	"os"
 	"testing"
 	"time"
-
-	"github.com/mqmesh/mqmesh/internal/testlog"
 
 	"go.uber.org/goleak"
 )
