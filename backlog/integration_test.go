@@ -82,7 +82,7 @@ func (l *noticeLog) firstAt(key string) (time.Time, bool) {
 }
 
 func startNode(t *testing.T) (*mqnode.Node, *mqnode.Client, *backlog.Publisher) {
-	n, err := mqnode.New(mqnode.Config{Name: "n1", IDC: "sh", DataDir: t.TempDir(), Listen: mqnode.ListenNone, Durability: mqnode.DurabilityAsync, Logger: logger(t)})
+	n, err := mqnode.New(mqnode.Config{Name: "n1", IDC: "sh", DataDir: t.TempDir(), Listen: mqnode.ListenNone, Durability: mqnode.DurabilityAsync, Logger: logger(t), Throttle: testlog.NoCPUThrottle})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestBurstIsBoundedAndCrossingIsFast(t *testing.T) {
 
 func startAgent(t *testing.T, idc, name string, seeds ...string) *mesh.NodeAgent {
 	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
-		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: logger(t)},
+		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: logger(t), Throttle: testlog.NoCPUThrottle},
 		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
 	})
 	if err != nil {

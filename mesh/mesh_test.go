@@ -39,7 +39,7 @@ func startAgent(t *testing.T, idc, name string, seeds ...string) *NodeAgent {
 func startAgentOn(t *testing.T, port int, idc, name string, seeds ...string) *NodeAgent {
 	t.Helper()
 	a, err := NewNodeAgent(NodeAgentConfig{
-		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testLogger(t)},
+		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testLogger(t), Throttle: testlog.NoCPUThrottle},
 		Mesh: Config{BindAddr: "127.0.0.1", BindPort: port, Seeds: seeds, Profile: ProfileLocal},
 		Host: "host-" + name,
 	})
@@ -313,7 +313,7 @@ func TestGatewayForwardsOnlyWithInterest(t *testing.T) {
 }
 
 func TestFetchMembersOfAStandaloneNode(t *testing.T) {
-	n, err := mqnode.New(mqnode.Config{Name: "solo", IDC: "x", DataDir: t.TempDir(), Listen: mqnode.ListenNone, Logger: testLogger(t)})
+	n, err := mqnode.New(mqnode.Config{Name: "solo", IDC: "x", DataDir: t.TempDir(), Listen: mqnode.ListenNone, Logger: testLogger(t), Throttle: testlog.NoCPUThrottle})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,9 +120,11 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 	if l == nil {
 		return settle{}, staleErr(it.Receipt)
 	}
+	s.settled(l.q, it.Calls)
 	switch it.Kind {
 	case wirepb.AckKind_NACK:
 		l.q.c.nacked.Add(1)
+		s.th.Outcome(l.q.name, false)
 		return settle{op: s.retryOp(l, time.Duration(it.DelayMs)*time.Millisecond, it.Error, "nacked"), l: l}, nil
 	case wirepb.AckKind_DEAD:
 		reason := "given up by handler"
@@ -138,6 +140,7 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 		subq = l.q
 	}
 	q := l.q
+	s.th.Outcome(q.name, true)
 	return settle{l: l, op: &writeOp{
 		prepare: func(w *wtx) error {
 			w.del(l.key)

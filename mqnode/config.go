@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mqmesh/mqmesh/internal/subject"
+	"github.com/mqmesh/mqmesh/mqnode/throttle"
 )
 
 // Durability says when an enqueue is acknowledged.
@@ -117,6 +118,14 @@ type Config struct {
 	BlockCacheSize   int64 `yaml:"block_cache_size"`
 	IndexCacheSize   int64 `yaml:"index_cache_size"`
 
+	// Throttle is the node's overload protection: retry admission by
+	// success rate, dispatch by host CPU, mesh-wide backend budgets. On by
+	// default; see package throttle for every setting and its default.
+	Throttle throttle.Config `yaml:"throttle"`
+	// CPUSampler reads the host's CPU usage for the CPU throttle. Default
+	// throttle.HostCPU(); tests inject their own.
+	CPUSampler throttle.CPUSampler `yaml:"-"`
+
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger `yaml:"-"`
 	// now overrides the clock in tests.
@@ -218,6 +227,10 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.IndexCacheSize, DefaultIndexCacheSize)
 	setDefault(&c.ValueThreshold, DefaultValueThreshold)
 	setDefault(&c.ValueLogFileSize, DefaultValueLogFile)
+	c.Throttle = c.Throttle.WithDefaults()
+	if c.CPUSampler == nil {
+		c.CPUSampler = throttle.HostCPU()
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -266,6 +279,9 @@ func (c Config) Validate() error {
 	}
 	if c.GCInterval < 0 || c.MemTableSize < 1<<20 || c.BlockCacheSize < 0 || c.IndexCacheSize < 0 {
 		errs = append(errs, errors.New("gc_interval, memtable_size (>= 1 MiB), block_cache_size, index_cache_size: out of range"))
+	}
+	if err := c.Throttle.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.QueueDefaults.validate("queue_defaults"); err != nil {
 		errs = append(errs, err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqmesh/mqmesh/internal/testlog"
 	"github.com/nats-io/nats.go"
 )
 
@@ -29,6 +30,7 @@ func crashChild() int {
 		Listen:     "127.0.0.1:0",
 		Durability: Durability(os.Getenv("MQNODE_CRASH_DURABILITY")),
 		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Throttle:   testlog.NoCPUThrottle,
 	})
 	if err == nil {
 		err = n.Start(context.Background())

@@ -37,6 +37,9 @@ func startNode(t testing.TB, cfg Config) (*Node, *Client) {
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
+	if cfg.CPUSampler == nil {
+		cfg.Throttle.CPU.Disabled = true // see testlog.NoCPUThrottle
+	}
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

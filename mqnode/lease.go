@@ -155,6 +155,7 @@ func (lt *leaseTable) run() {
 		}
 		lt.mu.Unlock()
 		for _, l := range due {
+			lt.s.th.Outcome(l.q.name, false) // a handler that timed out failed
 			lt.s.expire(l, "lease expired")
 		}
 		if len(due) == 1024 {

@@ -44,6 +44,9 @@ type Node struct {
 	NATSOptions func(*server.Options)
 
 	extraOps map[string]OpHandler
+
+	shareStop chan struct{}
+	shareDone chan struct{}
 }
 
 // OpHandler serves one extra operation on the node's subject prefix: it gets
@@ -153,6 +156,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.svc.start(); err != nil {
 		return err
 	}
+	n.shareStop, n.shareDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(n.shareDone)
+		n.shareUsage(n.nc, n.shareStop)
+	}()
 	n.log.Info("node started", "listen", n.ClientURL(), "data", n.cfg.DataDir, "durability", n.cfg.Durability)
 	return nil
 }
@@ -200,6 +208,10 @@ func (n *Node) Stop(ctx context.Context) error {
 
 func (n *Node) shutdownLocked(ctx context.Context) error {
 	var errs []error
+	if n.shareStop != nil {
+		close(n.shareStop)
+		<-n.shareDone
+	}
 	if n.svc != nil {
 		errs = append(errs, n.svc.stop(ctx))
 	}

@@ -274,8 +274,21 @@ func (s *store) submitAll(ops []*writeOp) error {
 	return errors.Join(errs...)
 }
 
+// pulled is the outcome of one pull.
+type pulled struct {
+	ds    []*wirepb.Delivery
+	ready int64
+	// throttled > 0: ready tasks were held back by a dispatch limit
+	// (by names it); they may go after this long.
+	throttled time.Duration
+	by        string
+}
+
 // pull leases up to max ready tasks, waiting up to wait for the first one.
-func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration, worker string) ([]*wirepb.Delivery, int64, error) {
+// Dispatch passes the node's throttles (package throttle): the CPU limit
+// and backend budgets bound how many tasks go, and a retry the retry gate
+// refuses is deferred on disk instead of delivered.
+func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration, worker string) (pulled, error) {
 	// A zero wait still waits out a write group in flight (one commit, a
 	// few ms) when ready tasks sit behind it, so "at once" is not "empty".
 	graceUsed := false
@@ -285,11 +298,12 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 		defer t.Stop()
 		timeout = t.C
 	}
+	th := q.s.th
 	for {
 		q.mu.Lock()
 		if q.stopped {
 			q.mu.Unlock()
-			return nil, 0, ErrClosed
+			return pulled{}, ErrClosed
 		}
 		now := q.s.nowMs()
 		var err error
@@ -297,22 +311,30 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 		if len(q.buf) < max {
 			moves, err = q.refillLocked(now)
 		}
-		out := make([]*wirepb.Delivery, 0, min(max, len(q.buf)))
+		granted, held, by := th.Dispatch(q.name, min(max, len(q.buf)))
+		out := make([]*wirepb.Delivery, 0, granted)
 		n := 0
-		for n < len(q.buf) && len(out) < max {
+		for n < len(q.buf) && len(out) < granted {
 			e := q.buf[n]
 			n++
 			q.bufBytes -= e.size
 			q.undelayLocked(e.readyAt, now)
-			if e.task.ExpiresUnixMs != 0 && e.task.ExpiresUnixMs <= now {
+			switch {
+			case e.task.ExpiresUnixMs != 0 && e.task.ExpiresUnixMs <= now:
 				moves = append(moves, q.s.deadOp(q, e.key, e.task, nil, "expired: not consumed within its retention"))
+				continue
+			case e.task.Attempt > 0 && !th.AdmitRetry(q.name):
+				moves = append(moves, q.deferOp(e, th.DeferDelay(q.name)))
+				q.c.retriesDeferred.Add(1)
 				continue
 			}
 			out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
 		}
+		th.Refund(q.name, granted-len(out))
 		clear(q.buf[:n])
 		q.buf = q.buf[n:]
 		q.leased += int64(len(out))
+		// Deferred retries stay counted as stored; they are delayed now.
 		ready := q.readyLocked(now)
 		wake := q.wake
 		heldBack := q.heldBack
@@ -327,14 +349,50 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 			timeout = t.C
 		}
 		if len(out) > 0 || err != nil || timeout == nil {
-			return out, ready, err
+			return pulled{ds: out, ready: ready, throttled: held, by: by}, err
+		}
+		var retry <-chan time.Time
+		var rt *time.Timer
+		if held > 0 {
+			rt = time.NewTimer(held)
+			retry = rt.C
 		}
 		select {
 		case <-wake:
+		case <-retry:
 		case <-timeout:
-			return nil, ready, nil
+			return pulled{ready: ready, throttled: held, by: by}, nil
 		case <-ctx.Done():
-			return nil, ready, ctx.Err()
+			return pulled{ready: ready}, ctx.Err()
+		}
+		if rt != nil {
+			rt.Stop()
 		}
 	}
+}
+
+// deferOp puts a ready task back, unchanged, to be ready again after d
+// (a retry the retry gate did not admit). The entry has left the window.
+func (q *queue) deferOp(e *entry, d time.Duration) *writeOp {
+	return &writeOp{prepare: func(w *wtx) error {
+		seq, err := w.nextSeq()
+		if err != nil {
+			return err
+		}
+		readyAt := w.stamp() + d.Milliseconds()
+		frame, err := encodeTask(e.task)
+		if err != nil {
+			return err
+		}
+		w.del(e.key)
+		w.set(taskKey(q.name, readyAt, seq), frame)
+		w.effect(effect{q: q, readyAt: readyAt})
+		return nil
+	}, failed: func(error) {
+		// Not moved: it is still ready under its old key.
+		q.mu.Lock()
+		q.buf = append([]*entry{e}, q.buf...)
+		q.bufBytes += e.size
+		q.mu.Unlock()
+	}}
 }

@@ -188,11 +188,12 @@ func (s *service) pull(ctx context.Context, b []byte) proto.Message {
 	if err != nil {
 		return &wirepb.PullReply{Error: toWireError(err)}
 	}
-	ds, ready, err := q.pull(ctx, maxTasks, wait, leaseDur, req.WorkerId)
-	if err != nil && ctx.Err() != nil && len(ds) == 0 {
+	p, err := q.pull(ctx, maxTasks, wait, leaseDur, req.WorkerId)
+	if err != nil && ctx.Err() != nil && len(p.ds) == 0 {
 		err = nil // stopping: answer empty, the worker pulls elsewhere
 	}
-	return &wirepb.PullReply{Error: toWireError(err), Deliveries: ds, ReadyAfter: uint64(ready)}
+	return &wirepb.PullReply{Error: toWireError(err), Deliveries: p.ds, ReadyAfter: uint64(p.ready),
+		ThrottledMs: p.throttled.Milliseconds(), Throttle: p.by}
 }
 
 func (s *service) ack(ctx context.Context, b []byte) proto.Message {
@@ -210,7 +211,8 @@ func (s *service) stats(ctx context.Context, b []byte) proto.Message {
 	if err := proto.Unmarshal(b, &req); err != nil {
 		return &wirepb.StatsReply{Error: badRequest(err)}
 	}
-	rep := &wirepb.StatsReply{Node: s.n.info()}
+	th := s.n.st.th
+	rep := &wirepb.StatsReply{Node: s.n.info(), NodeThrottles: throttleStates(th.NodeStates()), Backends: backendStats(th.Backends())}
 	names := []string{req.Queue}
 	if req.Queue == "" {
 		names = s.n.st.queueNames()

@@ -54,6 +54,7 @@ func (r *rateCounter) rate(nowMs int64) (perSec float64, total uint64) {
 type counters struct {
 	enqueued, acked            rateCounter
 	nacked, expired, deadTotal atomic.Uint64
+	retriesDeferred            atomic.Uint64
 }
 
 // stats reports one queue.
@@ -84,6 +85,8 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 	st.NackedTotal = q.c.nacked.Load()
 	st.ExpiredLeasesTotal = q.c.expired.Load()
 	st.DeadTotal = q.c.deadTotal.Load()
+	st.RetriesDeferredTotal = q.c.retriesDeferred.Load()
+	st.Throttles = throttleStates(q.s.th.QueueStates(q.name))
 	return st, err
 }
 

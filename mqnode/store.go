@@ -13,6 +13,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 
+	"github.com/mqmesh/mqmesh/mqnode/throttle"
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
@@ -45,6 +46,7 @@ type store struct {
 	queues map[string]*queue
 
 	leases *leaseTable
+	th     *throttle.Throttle
 
 	incarnation uint64
 	started     time.Time
@@ -93,6 +95,7 @@ func openStore(cfg Config) (*store, error) {
 		stopBg:      make(chan struct{}),
 	}
 	s.leases = newLeaseTable(s)
+	s.th = throttle.New(cfg.Throttle, cfg.IDC+"."+cfg.Name, s.nowMs)
 	if err := s.loadQueues(); err != nil {
 		seq.Release()
 		db.Close()
@@ -101,6 +104,9 @@ func openStore(cfg Config) (*store, error) {
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
+	if !cfg.Throttle.Disabled && !cfg.Throttle.CPU.Disabled {
+		s.goBg(s.sampleCPU)
+	}
 	return s, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/mqmesh/mqmesh/backlog"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
+	"github.com/mqmesh/mqmesh/mqnode/throttle"
 	"github.com/mqmesh/mqmesh/worker"
 )
 
@@ -121,6 +122,9 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 		GatewayListen: gwListen, GatewayAdvertise: gwAdvertise,
 		Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: h.dataDir, Listen: "127.0.0.1:0",
 			Durability: mqnode.Durability(r.s.Durability), Logger: r.log,
+			// Every simulated host shares this machine's CPU, so its usage
+			// says nothing of one host: the CPU throttle is off.
+			Throttle:      throttle.Config{CPU: throttle.CPUConfig{Disabled: true}},
 			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000}},
 		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
 		Host: h.name,

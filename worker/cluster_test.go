@@ -48,7 +48,7 @@ func startCluster(t *testing.T, idcs, perIDC, slots int, filters backlog.Filters
 				seeds = []string{seed}
 			}
 			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
-				Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: testlog.NewLevel(t, 4)},
+				Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: testlog.NewLevel(t, 4), Throttle: testlog.NoCPUThrottle},
 				Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
 			})
 			if err != nil {

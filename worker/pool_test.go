@@ -32,7 +32,7 @@ type single struct {
 }
 
 func startSingle(t *testing.T) *single {
-	n, err := mqnode.New(mqnode.Config{Name: "n1", IDC: "a", DataDir: t.TempDir(), Listen: mqnode.ListenNone, Logger: testlog.New(t),
+	n, err := mqnode.New(mqnode.Config{Name: "n1", IDC: "a", DataDir: t.TempDir(), Listen: mqnode.ListenNone, Logger: testlog.New(t), Throttle: testlog.NoCPUThrottle,
 		QueueDefaults: mqnode.QueueConfig{BackoffBase: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/mqmesh/mqmesh/internal/testlog"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
 
@@ -47,7 +48,7 @@ func testLogger(t testing.TB) *slog.Logger {
 func startNode(t testing.TB) (*mqnode.Node, string) {
 	t.Helper()
 	n, err := mqnode.New(mqnode.Config{
-		Name: "n1", DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testLogger(t),
+		Name: "n1", DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testLogger(t), Throttle: testlog.NoCPUThrottle,
 	})
 	if err != nil {
 		t.Fatal(err)

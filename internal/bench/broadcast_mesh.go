@@ -15,6 +15,7 @@ import (
 	"github.com/mqmesh/mqmesh/backlog"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
+	"github.com/mqmesh/mqmesh/mqnode/throttle"
 )
 
 // bcNode is one host of the benchmark mesh: a node agent (gossip, NATS
@@ -51,7 +52,9 @@ func startCluster(ctx context.Context, o *broadcastOptions, root string, log *sl
 			idc, name := bcIDCName(i), bcNodeName(i, j)
 			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
 				Node: mqnode.Config{Name: name, IDC: idc, DataDir: filepath.Join(root, name), Listen: "127.0.0.1:0",
-					Durability: mqnode.DurabilityAsync, Logger: log},
+					Durability: mqnode.DurabilityAsync, Logger: log,
+					// Six nodes share this host's CPU: its usage says nothing of one node.
+					Throttle: throttle.Config{CPU: throttle.CPUConfig{Disabled: true}}},
 				Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: log},
 				Host: "host-" + name,
 			})

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqmesh/mqmesh/mqnode"
+	"github.com/mqmesh/mqmesh/mqnode/throttle"
 )
 
 // Peers and durabilities understood by `bench serve`.
@@ -110,6 +111,9 @@ func serve(ctx context.Context, o serveOptions, stdin io.Reader, stdout, stderr 
 		}
 		n, err := mqnode.New(mqnode.Config{
 			Name: "bench", DataDir: o.dir, Listen: "127.0.0.1:0", Durability: dur, Logger: log,
+			// The bench saturates the host on purpose to compare storage
+			// paths; the CPU throttle would slow dispatch to leave headroom.
+			Throttle: throttle.Config{CPU: throttle.CPUConfig{Disabled: true}},
 		})
 		if err != nil {
 			return err

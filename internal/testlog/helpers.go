@@ -6,6 +6,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
+
+	"github.com/mqmesh/mqmesh/mqnode/throttle"
 )
 
 // LeakOptions are the goleak options of every package's TestMain: the
@@ -51,3 +53,9 @@ func GatewayOutMsgs(t testing.TB, s *server.Server) int64 {
 	}
 	return n
 }
+
+// NoCPUThrottle is a node throttle config with the CPU throttle off, for
+// tests of other features: on a shared 2-core machine running the suite the
+// host's CPU is often above the ceiling, and dispatch would slow at random.
+// The throttle's own tests turn it on.
+var NoCPUThrottle = throttle.Config{CPU: throttle.CPUConfig{Disabled: true}}

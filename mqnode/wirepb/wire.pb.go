@@ -895,7 +895,9 @@ type PullReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
 	Deliveries    []*Delivery            `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
-	ReadyAfter    uint64                 `protobuf:"varint,3,opt,name=ready_after,json=readyAfter,proto3" json:"ready_after,omitempty"` // ready count left after this pull (a backlog hint)
+	ReadyAfter    uint64                 `protobuf:"varint,3,opt,name=ready_after,json=readyAfter,proto3" json:"ready_after,omitempty"`    // ready count left after this pull (a backlog hint)
+	ThrottledMs   int64                  `protobuf:"varint,4,opt,name=throttled_ms,json=throttledMs,proto3" json:"throttled_ms,omitempty"` // > 0: ready tasks were held back by a throttle; ask again after this
+	Throttle      string                 `protobuf:"bytes,5,opt,name=throttle,proto3" json:"throttle,omitempty"`                           // which throttle held them back ("cpu", "budget:<backend>")
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -951,6 +953,20 @@ func (x *PullReply) GetReadyAfter() uint64 {
 	return 0
 }
 
+func (x *PullReply) GetThrottledMs() int64 {
+	if x != nil {
+		return x.ThrottledMs
+	}
+	return 0
+}
+
+func (x *PullReply) GetThrottle() string {
+	if x != nil {
+		return x.Throttle
+	}
+	return ""
+}
+
 type AckItem struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Receipt       []byte                 `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
@@ -960,6 +976,7 @@ type AckItem struct {
 	ExtendMs      int64                  `protobuf:"varint,5,opt,name=extend_ms,json=extendMs,proto3" json:"extend_ms,omitempty"`            // EXTEND: new lease length from now (0 = original)
 	Subtasks      []*EnqueueItem         `protobuf:"bytes,6,rep,name=subtasks,proto3" json:"subtasks,omitempty"`                             // ACK: enqueued atomically with the ack
 	SubtaskQueue  string                 `protobuf:"bytes,7,opt,name=subtask_queue,json=subtaskQueue,proto3" json:"subtask_queue,omitempty"` // queue of the subtasks (default: the task's queue)
+	Calls         []*BackendCalls        `protobuf:"bytes,8,rep,name=calls,proto3" json:"calls,omitempty"`                                   // ACK/NACK/DEAD: backend calls the handler made
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1043,6 +1060,67 @@ func (x *AckItem) GetSubtaskQueue() string {
 	return ""
 }
 
+func (x *AckItem) GetCalls() []*BackendCalls {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+// BackendCalls counts the calls a handler made to one backend (a subject
+// token) while running one task; the node uses them for backend budgets.
+type BackendCalls struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backend       string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	Calls         uint64                 `protobuf:"varint,2,opt,name=calls,proto3" json:"calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendCalls) Reset() {
+	*x = BackendCalls{}
+	mi := &file_wire_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendCalls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendCalls) ProtoMessage() {}
+
+func (x *BackendCalls) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendCalls.ProtoReflect.Descriptor instead.
+func (*BackendCalls) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BackendCalls) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *BackendCalls) GetCalls() uint64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
 type AckRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Items         []*AckItem             `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
@@ -1052,7 +1130,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1142,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1155,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{12}
+	return file_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AckRequest) GetItems() []*AckItem {
@@ -1098,7 +1176,7 @@ type AckResult struct {
 
 func (x *AckResult) Reset() {
 	*x = AckResult{}
-	mi := &file_wire_proto_msgTypes[13]
+	mi := &file_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1188,7 @@ func (x *AckResult) String() string {
 func (*AckResult) ProtoMessage() {}
 
 func (x *AckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[13]
+	mi := &file_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1201,7 @@ func (x *AckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResult.ProtoReflect.Descriptor instead.
 func (*AckResult) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{13}
+	return file_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AckResult) GetError() *Error {
@@ -1157,7 +1235,7 @@ type AckReply struct {
 
 func (x *AckReply) Reset() {
 	*x = AckReply{}
-	mi := &file_wire_proto_msgTypes[14]
+	mi := &file_wire_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1247,7 @@ func (x *AckReply) String() string {
 func (*AckReply) ProtoMessage() {}
 
 func (x *AckReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[14]
+	mi := &file_wire_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1260,7 @@ func (x *AckReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckReply.ProtoReflect.Descriptor instead.
 func (*AckReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{14}
+	return file_wire_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AckReply) GetError() *Error {
@@ -1208,7 +1286,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1298,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1311,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{15}
+	return file_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatsRequest) GetQueue() string {
@@ -1244,27 +1322,29 @@ func (x *StatsRequest) GetQueue() string {
 }
 
 type QueueStats struct {
-	state              protoimpl.MessageState `protogen:"open.v1"`
-	Queue              string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	Ready              uint64                 `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
-	Leased             uint64                 `protobuf:"varint,3,opt,name=leased,proto3" json:"leased,omitempty"`
-	Delayed            uint64                 `protobuf:"varint,4,opt,name=delayed,proto3" json:"delayed,omitempty"`
-	Dead               uint64                 `protobuf:"varint,5,opt,name=dead,proto3" json:"dead,omitempty"`
-	OldestReadyAgeMs   int64                  `protobuf:"varint,6,opt,name=oldest_ready_age_ms,json=oldestReadyAgeMs,proto3" json:"oldest_ready_age_ms,omitempty"`
-	EnqueueRate        float64                `protobuf:"fixed64,7,opt,name=enqueue_rate,json=enqueueRate,proto3" json:"enqueue_rate,omitempty"` // tasks/s, 10 s moving average
-	AckRate            float64                `protobuf:"fixed64,8,opt,name=ack_rate,json=ackRate,proto3" json:"ack_rate,omitempty"`             // tasks/s, 10 s moving average
-	EnqueuedTotal      uint64                 `protobuf:"varint,9,opt,name=enqueued_total,json=enqueuedTotal,proto3" json:"enqueued_total,omitempty"`
-	AckedTotal         uint64                 `protobuf:"varint,10,opt,name=acked_total,json=ackedTotal,proto3" json:"acked_total,omitempty"`
-	NackedTotal        uint64                 `protobuf:"varint,11,opt,name=nacked_total,json=nackedTotal,proto3" json:"nacked_total,omitempty"`
-	ExpiredLeasesTotal uint64                 `protobuf:"varint,12,opt,name=expired_leases_total,json=expiredLeasesTotal,proto3" json:"expired_leases_total,omitempty"`
-	DeadTotal          uint64                 `protobuf:"varint,13,opt,name=dead_total,json=deadTotal,proto3" json:"dead_total,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Queue                string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Ready                uint64                 `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
+	Leased               uint64                 `protobuf:"varint,3,opt,name=leased,proto3" json:"leased,omitempty"`
+	Delayed              uint64                 `protobuf:"varint,4,opt,name=delayed,proto3" json:"delayed,omitempty"`
+	Dead                 uint64                 `protobuf:"varint,5,opt,name=dead,proto3" json:"dead,omitempty"`
+	OldestReadyAgeMs     int64                  `protobuf:"varint,6,opt,name=oldest_ready_age_ms,json=oldestReadyAgeMs,proto3" json:"oldest_ready_age_ms,omitempty"`
+	EnqueueRate          float64                `protobuf:"fixed64,7,opt,name=enqueue_rate,json=enqueueRate,proto3" json:"enqueue_rate,omitempty"` // tasks/s, 10 s moving average
+	AckRate              float64                `protobuf:"fixed64,8,opt,name=ack_rate,json=ackRate,proto3" json:"ack_rate,omitempty"`             // tasks/s, 10 s moving average
+	EnqueuedTotal        uint64                 `protobuf:"varint,9,opt,name=enqueued_total,json=enqueuedTotal,proto3" json:"enqueued_total,omitempty"`
+	AckedTotal           uint64                 `protobuf:"varint,10,opt,name=acked_total,json=ackedTotal,proto3" json:"acked_total,omitempty"`
+	NackedTotal          uint64                 `protobuf:"varint,11,opt,name=nacked_total,json=nackedTotal,proto3" json:"nacked_total,omitempty"`
+	ExpiredLeasesTotal   uint64                 `protobuf:"varint,12,opt,name=expired_leases_total,json=expiredLeasesTotal,proto3" json:"expired_leases_total,omitempty"`
+	DeadTotal            uint64                 `protobuf:"varint,13,opt,name=dead_total,json=deadTotal,proto3" json:"dead_total,omitempty"`
+	Throttles            []*ThrottleState       `protobuf:"bytes,14,rep,name=throttles,proto3" json:"throttles,omitempty"`                                                      // retry gate and backend budgets of this queue
+	RetriesDeferredTotal uint64                 `protobuf:"varint,15,opt,name=retries_deferred_total,json=retriesDeferredTotal,proto3" json:"retries_deferred_total,omitempty"` // retries put back by the retry gate
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *QueueStats) Reset() {
 	*x = QueueStats{}
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1356,7 @@ func (x *QueueStats) String() string {
 func (*QueueStats) ProtoMessage() {}
 
 func (x *QueueStats) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1369,7 @@ func (x *QueueStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStats.ProtoReflect.Descriptor instead.
 func (*QueueStats) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{16}
+	return file_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *QueueStats) GetQueue() string {
@@ -1383,6 +1463,336 @@ func (x *QueueStats) GetDeadTotal() uint64 {
 	return 0
 }
 
+func (x *QueueStats) GetThrottles() []*ThrottleState {
+	if x != nil {
+		return x.Throttles
+	}
+	return nil
+}
+
+func (x *QueueStats) GetRetriesDeferredTotal() uint64 {
+	if x != nil {
+		return x.RetriesDeferredTotal
+	}
+	return 0
+}
+
+// ThrottleState is one throttle: what it limits, how far and why.
+type ThrottleState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`       // "retry", "cpu" or "budget"
+	Backend       string                 `protobuf:"bytes,2,opt,name=backend,proto3" json:"backend,omitempty"` // budget: the backend
+	Active        bool                   `protobuf:"varint,3,opt,name=active,proto3" json:"active,omitempty"`  // holding dispatch back now
+	Limit         float64                `protobuf:"fixed64,4,opt,name=limit,proto3" json:"limit,omitempty"`   // retries/s, tasks/s or calls/s; 0 = none
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	SinceUnixMs   int64                  `protobuf:"varint,6,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	DeferredTotal uint64                 `protobuf:"varint,7,opt,name=deferred_total,json=deferredTotal,proto3" json:"deferred_total,omitempty"` // tasks held back, in total
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ThrottleState) Reset() {
+	*x = ThrottleState{}
+	mi := &file_wire_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ThrottleState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ThrottleState) ProtoMessage() {}
+
+func (x *ThrottleState) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ThrottleState.ProtoReflect.Descriptor instead.
+func (*ThrottleState) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ThrottleState) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ThrottleState) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *ThrottleState) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *ThrottleState) GetLimit() float64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ThrottleState) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ThrottleState) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
+func (x *ThrottleState) GetDeferredTotal() uint64 {
+	if x != nil {
+		return x.DeferredTotal
+	}
+	return 0
+}
+
+// BackendStats is one backend's usage and budget as a node sees it.
+type BackendStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backend       string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	Budget        float64                `protobuf:"fixed64,2,opt,name=budget,proto3" json:"budget,omitempty"`                        // calls/s for the whole mesh; 0 = none
+	NodeUsage     float64                `protobuf:"fixed64,3,opt,name=node_usage,json=nodeUsage,proto3" json:"node_usage,omitempty"` // calls/s by tasks this node dispatched
+	MeshUsage     float64                `protobuf:"fixed64,4,opt,name=mesh_usage,json=meshUsage,proto3" json:"mesh_usage,omitempty"` // calls/s reported by every node
+	Share         float64                `protobuf:"fixed64,5,opt,name=share,proto3" json:"share,omitempty"`                          // this node's part of the budget, calls/s
+	Nodes         uint32                 `protobuf:"varint,6,opt,name=nodes,proto3" json:"nodes,omitempty"`                           // nodes sharing the budget
+	Constrained   bool                   `protobuf:"varint,7,opt,name=constrained,proto3" json:"constrained,omitempty"`               // the share held dispatch back lately
+	DeferredTotal uint64                 `protobuf:"varint,8,opt,name=deferred_total,json=deferredTotal,proto3" json:"deferred_total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendStats) Reset() {
+	*x = BackendStats{}
+	mi := &file_wire_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendStats) ProtoMessage() {}
+
+func (x *BackendStats) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendStats.ProtoReflect.Descriptor instead.
+func (*BackendStats) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BackendStats) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *BackendStats) GetBudget() float64 {
+	if x != nil {
+		return x.Budget
+	}
+	return 0
+}
+
+func (x *BackendStats) GetNodeUsage() float64 {
+	if x != nil {
+		return x.NodeUsage
+	}
+	return 0
+}
+
+func (x *BackendStats) GetMeshUsage() float64 {
+	if x != nil {
+		return x.MeshUsage
+	}
+	return 0
+}
+
+func (x *BackendStats) GetShare() float64 {
+	if x != nil {
+		return x.Share
+	}
+	return 0
+}
+
+func (x *BackendStats) GetNodes() uint32 {
+	if x != nil {
+		return x.Nodes
+	}
+	return 0
+}
+
+func (x *BackendStats) GetConstrained() bool {
+	if x != nil {
+		return x.Constrained
+	}
+	return false
+}
+
+func (x *BackendStats) GetDeferredTotal() uint64 {
+	if x != nil {
+		return x.DeferredTotal
+	}
+	return 0
+}
+
+// UsageReport is what a node publishes every share interval on
+// thr.usage.<idc>.<node> about the budgeted backends it uses.
+type UsageReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Idc           string                 `protobuf:"bytes,1,opt,name=idc,proto3" json:"idc,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Backends      []*BackendUsage        `protobuf:"bytes,3,rep,name=backends,proto3" json:"backends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageReport) Reset() {
+	*x = UsageReport{}
+	mi := &file_wire_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageReport) ProtoMessage() {}
+
+func (x *UsageReport) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageReport.ProtoReflect.Descriptor instead.
+func (*UsageReport) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UsageReport) GetIdc() string {
+	if x != nil {
+		return x.Idc
+	}
+	return ""
+}
+
+func (x *UsageReport) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *UsageReport) GetBackends() []*BackendUsage {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+type BackendUsage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backend       string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	Usage         float64                `protobuf:"fixed64,2,opt,name=usage,proto3" json:"usage,omitempty"` // calls/s
+	Want          float64                `protobuf:"fixed64,3,opt,name=want,proto3" json:"want,omitempty"`   // calls/s it would use; < 0 = unbounded
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendUsage) Reset() {
+	*x = BackendUsage{}
+	mi := &file_wire_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendUsage) ProtoMessage() {}
+
+func (x *BackendUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendUsage.ProtoReflect.Descriptor instead.
+func (*BackendUsage) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *BackendUsage) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *BackendUsage) GetUsage() float64 {
+	if x != nil {
+		return x.Usage
+	}
+	return 0
+}
+
+func (x *BackendUsage) GetWant() float64 {
+	if x != nil {
+		return x.Want
+	}
+	return 0
+}
+
 type NodeInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1398,7 +1808,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1820,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1833,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{17}
+	return file_wire_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -1480,13 +1890,15 @@ type StatsReply struct {
 	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
 	Node          *NodeInfo              `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
 	Queues        []*QueueStats          `protobuf:"bytes,3,rep,name=queues,proto3" json:"queues,omitempty"`
+	NodeThrottles []*ThrottleState       `protobuf:"bytes,4,rep,name=node_throttles,json=nodeThrottles,proto3" json:"node_throttles,omitempty"` // the CPU throttle
+	Backends      []*BackendStats        `protobuf:"bytes,5,rep,name=backends,proto3" json:"backends,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatsReply) Reset() {
 	*x = StatsReply{}
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1910,7 @@ func (x *StatsReply) String() string {
 func (*StatsReply) ProtoMessage() {}
 
 func (x *StatsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1923,7 @@ func (x *StatsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsReply.ProtoReflect.Descriptor instead.
 func (*StatsReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{18}
+	return file_wire_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatsReply) GetError() *Error {
@@ -1535,6 +1947,20 @@ func (x *StatsReply) GetQueues() []*QueueStats {
 	return nil
 }
 
+func (x *StatsReply) GetNodeThrottles() []*ThrottleState {
+	if x != nil {
+		return x.NodeThrottles
+	}
+	return nil
+}
+
+func (x *StatsReply) GetBackends() []*BackendStats {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
 type DLQRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
@@ -1548,7 +1974,7 @@ type DLQRequest struct {
 
 func (x *DLQRequest) Reset() {
 	*x = DLQRequest{}
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1986,7 @@ func (x *DLQRequest) String() string {
 func (*DLQRequest) ProtoMessage() {}
 
 func (x *DLQRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1999,7 @@ func (x *DLQRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQRequest.ProtoReflect.Descriptor instead.
 func (*DLQRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{19}
+	return file_wire_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DLQRequest) GetQueue() string {
@@ -1623,7 +2049,7 @@ type DLQReply struct {
 
 func (x *DLQReply) Reset() {
 	*x = DLQReply{}
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +2061,7 @@ func (x *DLQReply) String() string {
 func (*DLQReply) ProtoMessage() {}
 
 func (x *DLQReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +2074,7 @@ func (x *DLQReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQReply.ProtoReflect.Descriptor instead.
 func (*DLQReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{20}
+	return file_wire_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DLQReply) GetError() *Error {
@@ -1687,7 +2113,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +2125,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +2138,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{21}
+	return file_wire_proto_rawDescGZIP(), []int{26}
 }
 
 type InfoReply struct {
@@ -1725,7 +2151,7 @@ type InfoReply struct {
 
 func (x *InfoReply) Reset() {
 	*x = InfoReply{}
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1737,7 +2163,7 @@ func (x *InfoReply) String() string {
 func (*InfoReply) ProtoMessage() {}
 
 func (x *InfoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1750,7 +2176,7 @@ func (x *InfoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReply.ProtoReflect.Descriptor instead.
 func (*InfoReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{22}
+	return file_wire_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InfoReply) GetError() *Error {
@@ -1832,14 +2258,16 @@ const file_wire_proto_rawDesc = "" +
 	"\bDelivery\x12(\n" +
 	"\x04task\x18\x01 \x01(\v2\x14.mqmesh.wire.v1.TaskR\x04task\x12\x18\n" +
 	"\areceipt\x18\x02 \x01(\fR\areceipt\x123\n" +
-	"\x16lease_deadline_unix_ms\x18\x03 \x01(\x03R\x13leaseDeadlineUnixMs\"\x93\x01\n" +
+	"\x16lease_deadline_unix_ms\x18\x03 \x01(\x03R\x13leaseDeadlineUnixMs\"\xd2\x01\n" +
 	"\tPullReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x128\n" +
 	"\n" +
 	"deliveries\x18\x02 \x03(\v2\x18.mqmesh.wire.v1.DeliveryR\n" +
 	"deliveries\x12\x1f\n" +
 	"\vready_after\x18\x03 \x01(\x04R\n" +
-	"readyAfter\"\xfc\x01\n" +
+	"readyAfter\x12!\n" +
+	"\fthrottled_ms\x18\x04 \x01(\x03R\vthrottledMs\x12\x1a\n" +
+	"\bthrottle\x18\x05 \x01(\tR\bthrottle\"\xb0\x02\n" +
 	"\aAckItem\x12\x18\n" +
 	"\areceipt\x18\x01 \x01(\fR\areceipt\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.mqmesh.wire.v1.AckKindR\x04kind\x12\x19\n" +
@@ -1847,7 +2275,11 @@ const file_wire_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1b\n" +
 	"\textend_ms\x18\x05 \x01(\x03R\bextendMs\x127\n" +
 	"\bsubtasks\x18\x06 \x03(\v2\x1b.mqmesh.wire.v1.EnqueueItemR\bsubtasks\x12#\n" +
-	"\rsubtask_queue\x18\a \x01(\tR\fsubtaskQueue\";\n" +
+	"\rsubtask_queue\x18\a \x01(\tR\fsubtaskQueue\x122\n" +
+	"\x05calls\x18\b \x03(\v2\x1c.mqmesh.wire.v1.BackendCallsR\x05calls\">\n" +
+	"\fBackendCalls\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x12\x14\n" +
+	"\x05calls\x18\x02 \x01(\x04R\x05calls\";\n" +
 	"\n" +
 	"AckRequest\x12-\n" +
 	"\x05items\x18\x01 \x03(\v2\x17.mqmesh.wire.v1.AckItemR\x05items\"\x8e\x01\n" +
@@ -1860,7 +2292,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x123\n" +
 	"\aresults\x18\x02 \x03(\v2\x19.mqmesh.wire.v1.AckResultR\aresults\"$\n" +
 	"\fStatsRequest\x12\x14\n" +
-	"\x05queue\x18\x01 \x01(\tR\x05queue\"\xa7\x03\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x9a\x04\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
@@ -1878,7 +2310,36 @@ const file_wire_proto_rawDesc = "" +
 	"\fnacked_total\x18\v \x01(\x04R\vnackedTotal\x120\n" +
 	"\x14expired_leases_total\x18\f \x01(\x04R\x12expiredLeasesTotal\x12\x1d\n" +
 	"\n" +
-	"dead_total\x18\r \x01(\x04R\tdeadTotal\"\xd0\x01\n" +
+	"dead_total\x18\r \x01(\x04R\tdeadTotal\x12;\n" +
+	"\tthrottles\x18\x0e \x03(\v2\x1d.mqmesh.wire.v1.ThrottleStateR\tthrottles\x124\n" +
+	"\x16retries_deferred_total\x18\x0f \x01(\x04R\x14retriesDeferredTotal\"\xce\x01\n" +
+	"\rThrottleState\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\abackend\x18\x02 \x01(\tR\abackend\x12\x16\n" +
+	"\x06active\x18\x03 \x01(\bR\x06active\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\x01R\x05limit\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\"\n" +
+	"\rsince_unix_ms\x18\x06 \x01(\x03R\vsinceUnixMs\x12%\n" +
+	"\x0edeferred_total\x18\a \x01(\x04R\rdeferredTotal\"\xf3\x01\n" +
+	"\fBackendStats\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x12\x16\n" +
+	"\x06budget\x18\x02 \x01(\x01R\x06budget\x12\x1d\n" +
+	"\n" +
+	"node_usage\x18\x03 \x01(\x01R\tnodeUsage\x12\x1d\n" +
+	"\n" +
+	"mesh_usage\x18\x04 \x01(\x01R\tmeshUsage\x12\x14\n" +
+	"\x05share\x18\x05 \x01(\x01R\x05share\x12\x14\n" +
+	"\x05nodes\x18\x06 \x01(\rR\x05nodes\x12 \n" +
+	"\vconstrained\x18\a \x01(\bR\vconstrained\x12%\n" +
+	"\x0edeferred_total\x18\b \x01(\x04R\rdeferredTotal\"m\n" +
+	"\vUsageReport\x12\x10\n" +
+	"\x03idc\x18\x01 \x01(\tR\x03idc\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x128\n" +
+	"\bbackends\x18\x03 \x03(\v2\x1c.mqmesh.wire.v1.BackendUsageR\bbackends\"R\n" +
+	"\fBackendUsage\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x12\x14\n" +
+	"\x05usage\x18\x02 \x01(\x01R\x05usage\x12\x12\n" +
+	"\x04want\x18\x03 \x01(\x01R\x04want\"\xd0\x01\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03idc\x18\x02 \x01(\tR\x03idc\x12\x18\n" +
@@ -1889,12 +2350,14 @@ const file_wire_proto_rawDesc = "" +
 	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMs\x12\x1b\n" +
 	"\tserver_id\x18\x06 \x01(\tR\bserverId\x12\x1f\n" +
 	"\vmax_payload\x18\a \x01(\x03R\n" +
-	"maxPayload\"\x9b\x01\n" +
+	"maxPayload\"\x9b\x02\n" +
 	"\n" +
 	"StatsReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x12,\n" +
 	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node\x122\n" +
-	"\x06queues\x18\x03 \x03(\v2\x1a.mqmesh.wire.v1.QueueStatsR\x06queues\"\x90\x01\n" +
+	"\x06queues\x18\x03 \x03(\v2\x1a.mqmesh.wire.v1.QueueStatsR\x06queues\x12D\n" +
+	"\x0enode_throttles\x18\x04 \x03(\v2\x1d.mqmesh.wire.v1.ThrottleStateR\rnodeThrottles\x128\n" +
+	"\bbackends\x18\x05 \x03(\v2\x1c.mqmesh.wire.v1.BackendStatsR\bbackends\"\x90\x01\n" +
 	"\n" +
 	"DLQRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12%\n" +
@@ -1950,7 +2413,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_wire_proto_goTypes = []any{
 	(Code)(0),              // 0: mqmesh.wire.v1.Code
 	(AckKind)(0),           // 1: mqmesh.wire.v1.AckKind
@@ -1967,26 +2430,31 @@ var file_wire_proto_goTypes = []any{
 	(*Delivery)(nil),       // 12: mqmesh.wire.v1.Delivery
 	(*PullReply)(nil),      // 13: mqmesh.wire.v1.PullReply
 	(*AckItem)(nil),        // 14: mqmesh.wire.v1.AckItem
-	(*AckRequest)(nil),     // 15: mqmesh.wire.v1.AckRequest
-	(*AckResult)(nil),      // 16: mqmesh.wire.v1.AckResult
-	(*AckReply)(nil),       // 17: mqmesh.wire.v1.AckReply
-	(*StatsRequest)(nil),   // 18: mqmesh.wire.v1.StatsRequest
-	(*QueueStats)(nil),     // 19: mqmesh.wire.v1.QueueStats
-	(*NodeInfo)(nil),       // 20: mqmesh.wire.v1.NodeInfo
-	(*StatsReply)(nil),     // 21: mqmesh.wire.v1.StatsReply
-	(*DLQRequest)(nil),     // 22: mqmesh.wire.v1.DLQRequest
-	(*DLQReply)(nil),       // 23: mqmesh.wire.v1.DLQReply
-	(*InfoRequest)(nil),    // 24: mqmesh.wire.v1.InfoRequest
-	(*InfoReply)(nil),      // 25: mqmesh.wire.v1.InfoReply
-	nil,                    // 26: mqmesh.wire.v1.Task.HeadersEntry
-	nil,                    // 27: mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	(*BackendCalls)(nil),   // 15: mqmesh.wire.v1.BackendCalls
+	(*AckRequest)(nil),     // 16: mqmesh.wire.v1.AckRequest
+	(*AckResult)(nil),      // 17: mqmesh.wire.v1.AckResult
+	(*AckReply)(nil),       // 18: mqmesh.wire.v1.AckReply
+	(*StatsRequest)(nil),   // 19: mqmesh.wire.v1.StatsRequest
+	(*QueueStats)(nil),     // 20: mqmesh.wire.v1.QueueStats
+	(*ThrottleState)(nil),  // 21: mqmesh.wire.v1.ThrottleState
+	(*BackendStats)(nil),   // 22: mqmesh.wire.v1.BackendStats
+	(*UsageReport)(nil),    // 23: mqmesh.wire.v1.UsageReport
+	(*BackendUsage)(nil),   // 24: mqmesh.wire.v1.BackendUsage
+	(*NodeInfo)(nil),       // 25: mqmesh.wire.v1.NodeInfo
+	(*StatsReply)(nil),     // 26: mqmesh.wire.v1.StatsReply
+	(*DLQRequest)(nil),     // 27: mqmesh.wire.v1.DLQRequest
+	(*DLQReply)(nil),       // 28: mqmesh.wire.v1.DLQReply
+	(*InfoRequest)(nil),    // 29: mqmesh.wire.v1.InfoRequest
+	(*InfoReply)(nil),      // 30: mqmesh.wire.v1.InfoReply
+	nil,                    // 31: mqmesh.wire.v1.Task.HeadersEntry
+	nil,                    // 32: mqmesh.wire.v1.EnqueueItem.HeadersEntry
 }
 var file_wire_proto_depIdxs = []int32{
 	0,  // 0: mqmesh.wire.v1.Error.code:type_name -> mqmesh.wire.v1.Code
-	26, // 1: mqmesh.wire.v1.Task.headers:type_name -> mqmesh.wire.v1.Task.HeadersEntry
+	31, // 1: mqmesh.wire.v1.Task.headers:type_name -> mqmesh.wire.v1.Task.HeadersEntry
 	4,  // 2: mqmesh.wire.v1.StoredTask.task:type_name -> mqmesh.wire.v1.Task
 	4,  // 3: mqmesh.wire.v1.DeadTask.task:type_name -> mqmesh.wire.v1.Task
-	27, // 4: mqmesh.wire.v1.EnqueueItem.headers:type_name -> mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	32, // 4: mqmesh.wire.v1.EnqueueItem.headers:type_name -> mqmesh.wire.v1.EnqueueItem.HeadersEntry
 	7,  // 5: mqmesh.wire.v1.EnqueueRequest.items:type_name -> mqmesh.wire.v1.EnqueueItem
 	3,  // 6: mqmesh.wire.v1.EnqueueReply.error:type_name -> mqmesh.wire.v1.Error
 	9,  // 7: mqmesh.wire.v1.EnqueueReply.results:type_name -> mqmesh.wire.v1.EnqueueResult
@@ -1995,23 +2463,28 @@ var file_wire_proto_depIdxs = []int32{
 	12, // 10: mqmesh.wire.v1.PullReply.deliveries:type_name -> mqmesh.wire.v1.Delivery
 	1,  // 11: mqmesh.wire.v1.AckItem.kind:type_name -> mqmesh.wire.v1.AckKind
 	7,  // 12: mqmesh.wire.v1.AckItem.subtasks:type_name -> mqmesh.wire.v1.EnqueueItem
-	14, // 13: mqmesh.wire.v1.AckRequest.items:type_name -> mqmesh.wire.v1.AckItem
-	3,  // 14: mqmesh.wire.v1.AckResult.error:type_name -> mqmesh.wire.v1.Error
-	3,  // 15: mqmesh.wire.v1.AckReply.error:type_name -> mqmesh.wire.v1.Error
-	16, // 16: mqmesh.wire.v1.AckReply.results:type_name -> mqmesh.wire.v1.AckResult
-	3,  // 17: mqmesh.wire.v1.StatsReply.error:type_name -> mqmesh.wire.v1.Error
-	20, // 18: mqmesh.wire.v1.StatsReply.node:type_name -> mqmesh.wire.v1.NodeInfo
-	19, // 19: mqmesh.wire.v1.StatsReply.queues:type_name -> mqmesh.wire.v1.QueueStats
-	2,  // 20: mqmesh.wire.v1.DLQRequest.op:type_name -> mqmesh.wire.v1.DLQOp
-	3,  // 21: mqmesh.wire.v1.DLQReply.error:type_name -> mqmesh.wire.v1.Error
-	6,  // 22: mqmesh.wire.v1.DLQReply.tasks:type_name -> mqmesh.wire.v1.DeadTask
-	3,  // 23: mqmesh.wire.v1.InfoReply.error:type_name -> mqmesh.wire.v1.Error
-	20, // 24: mqmesh.wire.v1.InfoReply.node:type_name -> mqmesh.wire.v1.NodeInfo
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	15, // 13: mqmesh.wire.v1.AckItem.calls:type_name -> mqmesh.wire.v1.BackendCalls
+	14, // 14: mqmesh.wire.v1.AckRequest.items:type_name -> mqmesh.wire.v1.AckItem
+	3,  // 15: mqmesh.wire.v1.AckResult.error:type_name -> mqmesh.wire.v1.Error
+	3,  // 16: mqmesh.wire.v1.AckReply.error:type_name -> mqmesh.wire.v1.Error
+	17, // 17: mqmesh.wire.v1.AckReply.results:type_name -> mqmesh.wire.v1.AckResult
+	21, // 18: mqmesh.wire.v1.QueueStats.throttles:type_name -> mqmesh.wire.v1.ThrottleState
+	24, // 19: mqmesh.wire.v1.UsageReport.backends:type_name -> mqmesh.wire.v1.BackendUsage
+	3,  // 20: mqmesh.wire.v1.StatsReply.error:type_name -> mqmesh.wire.v1.Error
+	25, // 21: mqmesh.wire.v1.StatsReply.node:type_name -> mqmesh.wire.v1.NodeInfo
+	20, // 22: mqmesh.wire.v1.StatsReply.queues:type_name -> mqmesh.wire.v1.QueueStats
+	21, // 23: mqmesh.wire.v1.StatsReply.node_throttles:type_name -> mqmesh.wire.v1.ThrottleState
+	22, // 24: mqmesh.wire.v1.StatsReply.backends:type_name -> mqmesh.wire.v1.BackendStats
+	2,  // 25: mqmesh.wire.v1.DLQRequest.op:type_name -> mqmesh.wire.v1.DLQOp
+	3,  // 26: mqmesh.wire.v1.DLQReply.error:type_name -> mqmesh.wire.v1.Error
+	6,  // 27: mqmesh.wire.v1.DLQReply.tasks:type_name -> mqmesh.wire.v1.DeadTask
+	3,  // 28: mqmesh.wire.v1.InfoReply.error:type_name -> mqmesh.wire.v1.Error
+	25, // 29: mqmesh.wire.v1.InfoReply.node:type_name -> mqmesh.wire.v1.NodeInfo
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -2025,7 +2498,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   25,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,130 @@
+package throttle
+
+import (
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Unbounded is the want of a node that is held back by its share: it would
+// take more than it has.
+const Unbounded = -1.0
+
+// PeerUsage is what one node tells the mesh about one backend.
+type PeerUsage struct {
+	Backend string
+	// Usage is the node's calls/s to the backend over the usage window.
+	Usage float64
+	// Want is the rate it would use if allowed: Unbounded when its share
+	// held dispatch back in the last interval, else about its usage.
+	Want float64
+}
+
+type peer struct {
+	usage, want float64
+	at          int64
+}
+
+// budget is one backend's mesh-wide budget as seen by this node.
+type budget struct {
+	name        string
+	budget      float64
+	calls       *window // a = calls made by tasks this node dispatched
+	constrained bool    // dispatch was held back by this budget since the last share
+	held        bool    // constrained, as of the last share
+	peers       map[string]peer
+	share       float64 // this node's calls/s
+	meshUsage   float64
+	nodes       int
+	bucket      bucket
+	deferred    uint64
+	since       int64
+	reason      string
+	maxCost     float64 // largest per-task cost seen, so one task always fits
+}
+
+func newBudget(name string, b float64, usageWindow int64) *budget {
+	return &budget{name: name, budget: b, calls: newWindowMs(usageWindow, 8), peers: map[string]peer{}, share: b}
+}
+
+func newWindowMs(ms int64, buckets int) *window {
+	w := max(ms/int64(buckets), 1)
+	return &window{width: w, a: make([]float64, buckets), b: make([]float64, buckets), newest: -1}
+}
+
+// own is this node's usage report for the backend.
+func (b *budget) own(now int64) PeerUsage {
+	u := b.calls.rate(now)
+	want := u*1.25 + 1
+	if b.constrained {
+		want = Unbounded
+	}
+	return PeerUsage{Backend: b.name, Usage: u, Want: want}
+}
+
+// reshare recomputes this node's share from its own usage and the peers'
+// latest reports: max-min fair shares of the budget over every node heard
+// from within ttl (a node wanting less than an equal share gets what it
+// wants; the nodes held back split the rest equally), then whatever is left
+// split equally as headroom. Every node runs the same computation on the
+// same reports, so the shares sum to the budget.
+func (b *budget) reshare(now int64, self string, ttl int64) {
+	me := b.own(now)
+	type w struct {
+		id   string
+		want float64
+	}
+	ws := []w{{self, me.Want}}
+	mesh := me.Usage
+	for id, p := range b.peers {
+		if now-p.at > ttl {
+			delete(b.peers, id)
+			continue
+		}
+		ws = append(ws, w{id, p.want})
+		mesh += p.usage
+	}
+	for i := range ws {
+		if ws[i].want < 0 {
+			ws[i].want = math.Inf(1)
+		}
+	}
+	slices.SortFunc(ws, func(x, y w) int {
+		if x.want != y.want {
+			if x.want < y.want {
+				return -1
+			}
+			return 1
+		}
+		if x.id < y.id {
+			return -1
+		}
+		if x.id > y.id {
+			return 1
+		}
+		return 0
+	})
+	left := b.budget
+	alloc := map[string]float64{}
+	for i, x := range ws {
+		a := min(x.want, left/float64(len(ws)-i))
+		alloc[x.id] = a
+		left -= a
+	}
+	share := alloc[self] + left/float64(len(ws))
+	b.share, b.meshUsage, b.nodes = share, mesh, len(ws)
+	b.bucket.set(now, share, max(b.maxCost, share*defaultBucketBurstDelay.Seconds(), 1))
+	held := "not binding"
+	if b.constrained {
+		held = "holding dispatch back"
+	}
+	b.reason = fmt.Sprintf("budget %.0f calls/s over %d nodes: share %.1f/s, mesh usage %.1f/s, %s", b.budget, len(ws), share, mesh, held)
+	if b.constrained != b.held {
+		b.since = now
+	}
+	b.held = b.constrained
+	b.constrained = false
+}
+
+// holding says whether the budget held dispatch back in the last interval.
+func (b *budget) holding() bool { return b.held }

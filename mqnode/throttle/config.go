@@ -1,0 +1,155 @@
+package throttle
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mqmesh/mqmesh/internal/subject"
+)
+
+// Defaults of Config, beside the settings they govern.
+const (
+	DefaultFailureRatio     = 0.5
+	DefaultMinSamples       = 20
+	DefaultWindow           = 5 * time.Second
+	DefaultProbeRate        = 1.0
+	DefaultSuccessShare     = 1.0
+	DefaultMaxDefer         = 5 * time.Second
+	DefaultCPUCeiling       = 0.85
+	DefaultCPUInterval      = 500 * time.Millisecond
+	DefaultCPUMinRate       = 20.0
+	DefaultCPUDecrease      = 0.7
+	DefaultCPUIncrease      = 1.25
+	DefaultShareInterval    = 250 * time.Millisecond
+	DefaultPeerTTL          = 2 * time.Second
+	DefaultUsageWindow      = 2 * time.Second
+	ewmaAlpha               = 0.1
+	recentWindow            = time.Second
+	defaultBucketBurstDelay = 250 * time.Millisecond
+)
+
+// Config configures a node's overload protection. The zero value of every
+// field means its default (WithDefaults); Validate names the first bad field.
+type Config struct {
+	// Disabled switches every throttle off: dispatch is limited only by
+	// what workers pull (the comparison mode of the simulator).
+	Disabled bool `yaml:"disabled"`
+	// Retry governs retry admission per queue by success rate.
+	Retry RetryConfig `yaml:"retry"`
+	// CPU governs dispatch by the host's CPU usage.
+	CPU CPUConfig `yaml:"cpu"`
+	// Backends maps a backend name (a subject token; what handlers pass to
+	// Task.Report) to its mesh-wide budget.
+	Backends map[string]BackendConfig `yaml:"backends"`
+	// ShareInterval is how often a node shares its backend usage with the
+	// mesh over NATS and recomputes its shares. Default 250ms.
+	ShareInterval time.Duration `yaml:"share_interval"`
+	// PeerTTL: a node not heard from for this long no longer holds a share.
+	// Default 2s.
+	PeerTTL time.Duration `yaml:"peer_ttl"`
+	// UsageWindow is the sliding window over which backend calls are
+	// counted into a rate. Default 2s.
+	UsageWindow time.Duration `yaml:"usage_window"`
+}
+
+// RetryConfig: per queue the node counts successes (acks) and failures
+// (nacks, expired leases) over Window and in a moving average (weight 0.1
+// per outcome). When at least MinSamples outcomes are in the window and
+// the average failure share reaches FailureRatio, the queue's
+// retries (deliveries after the first) are admitted only at
+// max(ProbeRate, SuccessShare × successes/s); the others are deferred,
+// rewritten on disk to become ready again later (at most MaxDefer). The
+// limit lifts as soon as a moving average of outcomes (weight 0.1 each)
+// is back above 1 − FailureRatio/2: after about 14 successes in a row.
+type RetryConfig struct {
+	Disabled     bool          `yaml:"disabled"`
+	FailureRatio float64       `yaml:"failure_ratio"` // default 0.5
+	MinSamples   int           `yaml:"min_samples"`   // default 20
+	Window       time.Duration `yaml:"window"`        // default 5s
+	ProbeRate    float64       `yaml:"probe_rate"`    // retries/s always admitted; default 1
+	SuccessShare float64       `yaml:"success_share"` // retries admitted per success; default 1
+	MaxDefer     time.Duration `yaml:"max_defer"`     // default 5s
+}
+
+// CPUConfig: every Interval the node samples the host's CPU usage. Above
+// Ceiling it lowers its dispatch rate (tasks/s, all queues) to Decrease ×
+// the rate it dispatched in the last interval, never below MinRate; once
+// usage is back under Ceiling − 0.1 it raises the limit by Increase per
+// interval and lifts it when it no longer binds. Enqueues are never
+// limited: the buffer keeps accepting while it slows its output.
+type CPUConfig struct {
+	Disabled bool          `yaml:"disabled"`
+	Ceiling  float64       `yaml:"ceiling"`  // fraction of all cores, default 0.85
+	Interval time.Duration `yaml:"interval"` // default 500ms
+	MinRate  float64       `yaml:"min_rate"` // tasks/s floor, default 20
+	Decrease float64       `yaml:"decrease"` // default 0.7
+	Increase float64       `yaml:"increase"` // default 1.25
+}
+
+// BackendConfig is one backend's budget.
+type BackendConfig struct {
+	// Budget is the calls/s the whole mesh may make to the backend. Every
+	// node must configure the same budget.
+	Budget float64 `yaml:"budget"`
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	r := &c.Retry
+	def(&r.FailureRatio, DefaultFailureRatio)
+	def(&r.MinSamples, DefaultMinSamples)
+	def(&r.Window, DefaultWindow)
+	def(&r.ProbeRate, DefaultProbeRate)
+	def(&r.SuccessShare, DefaultSuccessShare)
+	def(&r.MaxDefer, DefaultMaxDefer)
+	p := &c.CPU
+	def(&p.Ceiling, DefaultCPUCeiling)
+	def(&p.Interval, DefaultCPUInterval)
+	def(&p.MinRate, DefaultCPUMinRate)
+	def(&p.Decrease, DefaultCPUDecrease)
+	def(&p.Increase, DefaultCPUIncrease)
+	def(&c.ShareInterval, DefaultShareInterval)
+	def(&c.PeerTTL, DefaultPeerTTL)
+	def(&c.UsageWindow, DefaultUsageWindow)
+	return c
+}
+
+func def[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// Validate checks a defaulted config and names the bad fields.
+func (c Config) Validate() error {
+	var errs []error
+	r := c.Retry
+	if r.FailureRatio <= 0 || r.FailureRatio > 1 {
+		errs = append(errs, fmt.Errorf("throttle.retry.failure_ratio %v: want 0 < x <= 1", r.FailureRatio))
+	}
+	if r.MinSamples < 1 || r.Window < 500*time.Millisecond || r.ProbeRate <= 0 || r.SuccessShare <= 0 || r.MaxDefer < 100*time.Millisecond {
+		errs = append(errs, errors.New("throttle.retry: need min_samples >= 1, window >= 500ms, probe_rate > 0, success_share > 0, max_defer >= 100ms"))
+	}
+	p := c.CPU
+	if p.Ceiling <= 0.1 || p.Ceiling > 1 {
+		errs = append(errs, fmt.Errorf("throttle.cpu.ceiling %v: want 0.1 < x <= 1", p.Ceiling))
+	}
+	if p.Interval < 50*time.Millisecond || p.MinRate <= 0 || p.Decrease <= 0 || p.Decrease >= 1 || p.Increase <= 1 {
+		errs = append(errs, errors.New("throttle.cpu: need interval >= 50ms, min_rate > 0, 0 < decrease < 1, increase > 1"))
+	}
+	if c.ShareInterval < 10*time.Millisecond || c.PeerTTL < 2*c.ShareInterval || c.UsageWindow < c.ShareInterval {
+		errs = append(errs, errors.New("throttle: need share_interval >= 10ms, peer_ttl >= 2 × share_interval, usage_window >= share_interval"))
+	}
+	for name, b := range c.Backends {
+		if err := subject.Validate("throttle.backends key", name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if b.Budget <= 0 {
+			errs = append(errs, fmt.Errorf("throttle.backends.%s.budget %v: must be positive calls/s", name, b.Budget))
+		}
+	}
+	return errors.Join(errs...)
+}

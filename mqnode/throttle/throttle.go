@@ -1,0 +1,372 @@
+package throttle
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Calls is a count of backend calls that a handler reported for one task.
+type Calls struct {
+	Backend string
+	N       uint64
+}
+
+// State describes one throttle for stats: what it limits, how far, why.
+type State struct {
+	// Kind is "retry" (per queue), "cpu" (the node's dispatch) or
+	// "budget" (a backend's mesh-wide budget, per queue that calls it).
+	Kind    string
+	Backend string
+	// Active says whether the limit holds dispatch back now.
+	Active bool
+	// Limit is in retries/s (retry), tasks/s (cpu) or calls/s (budget);
+	// 0 = none.
+	Limit  float64
+	Reason string
+	Since  time.Time
+	// Deferred counts tasks held back by this throttle, in total.
+	Deferred uint64
+}
+
+// BackendState is one backend's usage and budget as this node sees it.
+type BackendState struct {
+	Backend string
+	// Budget is the mesh-wide calls/s (0 = no budget, usage only).
+	Budget float64
+	// NodeUsage is the calls/s of tasks this node dispatched; MeshUsage
+	// the sum over every node that reported; Share this node's part of
+	// the budget; Nodes how many nodes share it.
+	NodeUsage, MeshUsage, Share float64
+	Nodes                       int
+	Constrained                 bool
+	Deferred                    uint64
+}
+
+// maxBackends caps the distinct backend names a node tracks, so reports
+// with made-up names cannot grow its memory without bound.
+const maxBackends = 256
+
+// Throttle is one node's overload protection. All methods are safe for
+// concurrent use.
+type Throttle struct {
+	cfg  Config
+	self string
+	now  func() int64
+
+	mu       sync.Mutex
+	queues   map[string]*queueState
+	cpu      cpuControl
+	lastCPU  int64
+	budgets  map[string]*budget
+	observed map[string]*window // usage of backends without a budget
+	dropped  uint64             // reports over maxBackends
+}
+
+type queueState struct {
+	retry *retryGate
+	// cost is the mean calls per task to each backend the queue's
+	// handlers reported, an exponential moving average over settlements.
+	cost map[string]float64
+}
+
+const costAlpha = 0.1
+
+// New returns the throttle of node self (a unique id in the mesh). cfg must
+// be defaulted and valid; now is the clock (unix ms).
+func New(cfg Config, self string, now func() int64) *Throttle {
+	t := &Throttle{cfg: cfg, self: self, now: now, queues: map[string]*queueState{},
+		budgets: map[string]*budget{}, observed: map[string]*window{}}
+	t.cpu.cfg = cfg.CPU
+	t.cpu.cfg.Disabled = cfg.CPU.Disabled || cfg.Disabled
+	t.cfg.Retry.Disabled = cfg.Retry.Disabled || cfg.Disabled
+	for name, b := range cfg.Backends {
+		t.budgets[name] = newBudget(name, b.Budget, cfg.UsageWindow.Milliseconds())
+	}
+	return t
+}
+
+// Config returns the throttle's configuration.
+func (t *Throttle) Config() Config { return t.cfg }
+
+func (t *Throttle) queueLocked(q string) *queueState {
+	qs := t.queues[q]
+	if qs == nil {
+		qs = &queueState{retry: newRetryGate(t.cfg.Retry), cost: map[string]float64{}}
+		t.queues[q] = qs
+	}
+	return qs
+}
+
+// Forget drops a queue's state (the queue was deleted).
+func (t *Throttle) Forget(q string) {
+	t.mu.Lock()
+	delete(t.queues, q)
+	t.mu.Unlock()
+}
+
+// Dispatch asks to deliver n ready tasks of queue q. It grants up to n at
+// once (taking their tokens from the CPU limit and from the budget of every
+// backend q's tasks call) and, when it grants none, says how long until
+// one fits. Tokens of granted tasks that end up not delivered go back with
+// Refund. by names the throttle that held tasks back ("cpu",
+// "budget:<backend>"), if any.
+func (t *Throttle) Dispatch(q string, n int) (granted int, wait time.Duration, by string) {
+	if n <= 0 {
+		return 0, 0, ""
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	qs := t.queueLocked(q)
+	granted = min(n, t.cpu.bucket.room(now, 1))
+	if !t.cfg.Disabled {
+		for name, c := range qs.cost {
+			if b := t.budgets[name]; b != nil && c > 0 {
+				granted = min(granted, b.bucket.room(now, c))
+			}
+		}
+	}
+	held := n - granted
+	if held > 0 {
+		if t.cpu.bucket.room(now, 1) < n {
+			t.cpu.deferred += uint64(held)
+			if w := t.cpu.bucket.wait(now, 1); w >= wait {
+				wait, by = w, "cpu"
+			}
+		}
+		for name, c := range qs.cost {
+			if b := t.budgets[name]; b != nil && c > 0 && b.bucket.room(now, c) < n {
+				b.constrained = true
+				b.deferred += uint64(held)
+				if w := b.bucket.wait(now, c); w >= wait {
+					wait, by = w, "budget:"+name
+				}
+			}
+		}
+	}
+	t.takeLocked(qs, granted)
+	if granted > 0 {
+		wait = 0
+	}
+	return granted, wait, by
+}
+
+func (t *Throttle) takeLocked(qs *queueState, n int) {
+	t.cpu.bucket.take(n, 1)
+	t.cpu.dispatched += float64(n)
+	if t.cfg.Disabled {
+		return
+	}
+	for name, c := range qs.cost {
+		if b := t.budgets[name]; b != nil {
+			b.bucket.take(n, c)
+		}
+	}
+}
+
+// Refund gives back the tokens of n granted tasks that were not delivered.
+func (t *Throttle) Refund(q string, n int) {
+	if n <= 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.takeLocked(t.queueLocked(q), -n)
+}
+
+// AdmitRetry says whether a retry (a delivery after the first) of queue q
+// may go now; if not, DeferDelay says for how long to put it back.
+func (t *Throttle) AdmitRetry(q string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.queueLocked(q).retry.admit(t.now())
+}
+
+// DeferDelay is how long a retry that AdmitRetry refused should wait.
+func (t *Throttle) DeferDelay(q string) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.queueLocked(q).retry.deferDelay(t.now())
+}
+
+// Outcome records one execution of a task of queue q: success (ack) or
+// failure (nack, expired lease).
+func (t *Throttle) Outcome(q string, success bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.queueLocked(q).retry.observe(t.now(), success)
+}
+
+// Settled records the backend calls a handler reported for one settled
+// task of queue q (every ack, nack or give-up, with or without calls), to
+// learn each queue's calls per task and each backend's usage. Invalid
+// backend names must be dropped by the caller.
+func (t *Throttle) Settled(q string, calls []Calls) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	qs := t.queueLocked(q)
+	for name, c := range qs.cost {
+		var n uint64
+		for _, x := range calls {
+			if x.Backend == name {
+				n += x.N
+			}
+		}
+		qs.cost[name] = c + costAlpha*(float64(n)-c)
+	}
+	for _, x := range calls {
+		if x.N == 0 {
+			continue
+		}
+		if _, ok := qs.cost[x.Backend]; !ok && len(qs.cost) < maxBackends {
+			qs.cost[x.Backend] = float64(x.N) // first sighting: start at it
+		}
+		if b := t.budgets[x.Backend]; b != nil {
+			b.calls.add(now, float64(x.N), 0)
+			b.maxCost = max(b.maxCost, float64(x.N))
+			continue
+		}
+		w := t.observed[x.Backend]
+		if w == nil {
+			if len(t.observed) >= maxBackends {
+				t.dropped++
+				continue
+			}
+			w = newWindowMs(t.cfg.UsageWindow.Milliseconds(), 8)
+			t.observed[x.Backend] = w
+		}
+		w.add(now, float64(x.N), 0)
+	}
+}
+
+// SampleCPU feeds one host CPU sample (0..1 since the previous one).
+func (t *Throttle) SampleCPU(usage float64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	elapsed := now - t.lastCPU
+	if t.lastCPU == 0 {
+		elapsed = t.cfg.CPU.Interval.Milliseconds()
+	}
+	t.lastCPU = now
+	t.cpu.tick(now, usage, elapsed)
+}
+
+// Share recomputes this node's budget shares from the latest reports and
+// returns this node's usage of each budgeted backend, for the mesh. It
+// returns nothing when no budgeted backend is in use here.
+func (t *Throttle) Share() []PeerUsage {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cfg.Disabled {
+		return nil
+	}
+	now := t.now()
+	var out []PeerUsage
+	for _, name := range sortedKeys(t.budgets) {
+		b := t.budgets[name]
+		own := b.own(now)
+		b.reshare(now, t.self, t.cfg.PeerTTL.Milliseconds())
+		if own.Usage > 0 || own.Want == Unbounded {
+			out = append(out, own)
+		}
+	}
+	return out
+}
+
+// Peer records a usage report of another node.
+func (t *Throttle) Peer(node string, usage []PeerUsage) {
+	if node == t.self {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	for _, u := range usage {
+		if b := t.budgets[u.Backend]; b != nil {
+			b.peers[node] = peer{usage: u.Usage, want: u.Want, at: now}
+		}
+	}
+}
+
+// QueueStates returns the throttles that apply to queue q.
+func (t *Throttle) QueueStates(q string) []State {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	qs := t.queues[q]
+	if qs == nil {
+		return nil
+	}
+	g := qs.retry
+	g.update(t.now())
+	out := []State{{Kind: "retry", Active: g.throttled, Limit: g.limit * b2f(g.throttled),
+		Reason: g.reason, Since: msTime(g.since), Deferred: g.deferred}}
+	for _, name := range sortedKeys(qs.cost) {
+		b := t.budgets[name]
+		if b == nil {
+			continue
+		}
+		out = append(out, State{Kind: "budget", Backend: name, Active: b.holding(), Limit: b.share,
+			Reason: fmt.Sprintf("%.2f calls per task; %s", qs.cost[name], b.reason), Since: msTime(b.since), Deferred: b.deferred})
+	}
+	return out
+}
+
+// NodeStates returns the node-wide throttles (CPU).
+func (t *Throttle) NodeStates() []State {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := &t.cpu
+	reason := c.reason
+	if reason == "" {
+		reason = fmt.Sprintf("host cpu %.0f%%, ceiling %.0f%%", 100*c.usage, 100*c.cfg.Ceiling)
+	}
+	if c.cfg.Disabled {
+		reason = "disabled"
+	}
+	return []State{{Kind: "cpu", Active: c.limit > 0, Limit: c.limit, Reason: reason, Since: msTime(c.since), Deferred: c.deferred}}
+}
+
+// Backends returns every backend this node has seen or has a budget for.
+func (t *Throttle) Backends() []BackendState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	var out []BackendState
+	for _, name := range sortedKeys(t.budgets) {
+		b := t.budgets[name]
+		out = append(out, BackendState{Backend: name, Budget: b.budget, NodeUsage: b.calls.rate(now),
+			MeshUsage: b.meshUsage, Share: b.share, Nodes: b.nodes, Constrained: b.holding(), Deferred: b.deferred})
+	}
+	for _, name := range sortedKeys(t.observed) {
+		u := t.observed[name].rate(now)
+		out = append(out, BackendState{Backend: name, NodeUsage: u, MeshUsage: u, Nodes: 1})
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

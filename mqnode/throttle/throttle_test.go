@@ -1,0 +1,242 @@
+package throttle
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+type clock struct{ ms int64 }
+
+func (c *clock) now() int64           { return c.ms }
+func (c *clock) step(d time.Duration) { c.ms += d.Milliseconds() }
+
+func newTest(t *testing.T, cfg Config) (*Throttle, *clock) {
+	t.Helper()
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{ms: 1_700_000_000_000}
+	return New(cfg, "n1", c.now), c
+}
+
+func TestValidateNamesField(t *testing.T) {
+	cfg := Config{Backends: map[string]BackendConfig{"user.db": {Budget: 10}, "ok": {Budget: -1}}}.WithDefaults()
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{"throttle.backends key", "throttle.backends.ok.budget"} {
+		if !contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	bad := Config{Retry: RetryConfig{FailureRatio: 2}}.WithDefaults()
+	if err := bad.Validate(); err == nil || !contains(err.Error(), "failure_ratio") {
+		t.Errorf("failure_ratio 2: %v", err)
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// A failing backend closes the retry gate to the probe rate; successes
+// reopen it within the recent window.
+func TestRetryGateClosesAndReopens(t *testing.T) {
+	th, c := newTest(t, Config{})
+	// Healthy: 100 successes/s for 3 s.
+	for i := 0; i < 300; i++ {
+		th.Outcome("q", true)
+		c.step(10 * time.Millisecond)
+	}
+	if !th.AdmitRetry("q") {
+		t.Fatal("healthy queue refused a retry")
+	}
+	// Backend down: 200 failures/s.
+	admitted := 0
+	for i := 0; i < 1000; i++ { // 5 s
+		th.Outcome("q", false)
+		if th.AdmitRetry("q") {
+			admitted++
+		}
+		c.step(5 * time.Millisecond)
+	}
+	st := th.QueueStates("q")[0]
+	if !st.Active || st.Kind != "retry" {
+		t.Fatalf("gate not closed after 5 s of failures: %+v", st)
+	}
+	// Once closed (within the first 20 outcomes of failure), retries run at
+	// the success rate of the last second, which falls to 0 within a
+	// second: at most ~100 plus the probe, well below the 1,000 asked for.
+	if admitted > 150 {
+		t.Errorf("admitted %d of 1000 retries while the backend failed", admitted)
+	}
+	// Now the window holds only failures: the limit is the probe rate.
+	late := 0
+	for i := 0; i < 400; i++ { // 2 s more
+		th.Outcome("q", false)
+		if th.AdmitRetry("q") {
+			late++
+		}
+		c.step(5 * time.Millisecond)
+	}
+	if late > 4 {
+		t.Errorf("admitted %d retries in 2 s at probe rate 1/s", late)
+	}
+	if d := th.DeferDelay("q"); d < 200*time.Millisecond || d > 6*time.Second {
+		t.Errorf("defer delay %v out of range", d)
+	}
+	// Recovery: 20 successes in a row (200 ms) reopen the gate.
+	for i := 0; i < 20; i++ {
+		th.Outcome("q", true)
+		c.step(10 * time.Millisecond)
+	}
+	if st := th.QueueStates("q")[0]; st.Active {
+		t.Fatalf("gate still closed after recovery: %+v", st)
+	}
+	if !th.AdmitRetry("q") {
+		t.Fatal("recovered queue refused a retry")
+	}
+}
+
+func TestRetryGateDisabled(t *testing.T) {
+	th, c := newTest(t, Config{Disabled: true})
+	for i := 0; i < 100; i++ {
+		th.Outcome("q", false)
+		c.step(time.Millisecond)
+	}
+	for i := 0; i < 100; i++ {
+		if !th.AdmitRetry("q") {
+			t.Fatal("disabled throttle refused a retry")
+		}
+	}
+}
+
+func TestCPUControlAIMD(t *testing.T) {
+	th, c := newTest(t, Config{})
+	dispatch := func(d time.Duration, want int) int {
+		got := 0
+		for end := c.ms + d.Milliseconds(); c.ms < end; c.step(time.Millisecond) {
+			g, _, _ := th.Dispatch("q", want)
+			got += g
+		}
+		return got
+	}
+	// Unlimited at low CPU: 10 tasks a ms.
+	if n := dispatch(500*time.Millisecond, 10); n != 5000 {
+		t.Fatalf("unthrottled dispatch %d, want 5000", n)
+	}
+	th.SampleCPU(0.3)
+	if th.NodeStates()[0].Active {
+		t.Fatal("limit at 30% cpu")
+	}
+	// Hot: each interval cuts the rate to 0.7× the last one.
+	dispatch(500*time.Millisecond, 10)
+	th.SampleCPU(0.97)
+	st := th.NodeStates()[0]
+	if !st.Active || math.Abs(st.Limit-0.7*10000) > 1 {
+		t.Fatalf("after one hot sample: %+v", st)
+	}
+	n := dispatch(time.Second, 10)
+	if n < 6500 || n > 7500 {
+		t.Errorf("dispatched %d in 1 s at a 7000/s limit", n)
+	}
+	for i := 0; i < 40; i++ {
+		dispatch(500*time.Millisecond, 10)
+		th.SampleCPU(0.97)
+	}
+	if st := th.NodeStates()[0]; st.Limit != DefaultCPUMinRate {
+		t.Errorf("limit %v after sustained pressure, want the floor %v", st.Limit, DefaultCPUMinRate)
+	}
+	// Cool: the limit rises by 1.25× an interval, then lifts.
+	for i := 0; i < 60 && th.NodeStates()[0].Active; i++ {
+		dispatch(500*time.Millisecond, 10)
+		th.SampleCPU(0.2)
+	}
+	if st := th.NodeStates()[0]; st.Active {
+		t.Errorf("limit not lifted after 30 s of low cpu: %+v", st)
+	}
+}
+
+// Three nodes share one backend budget by exchanging reports; each
+// dispatches as much as its share lets it, with k calls per task. The sum
+// converges to the budget and every node gets a fair part.
+func TestBudgetConvergesMeshWide(t *testing.T) {
+	const budget, k = 300.0, 3
+	c := &clock{ms: 1_700_000_000_000}
+	cfg := Config{Backends: map[string]BackendConfig{"user-db": {Budget: budget}}}.WithDefaults()
+	names := []string{"a", "b", "c"}
+	nodes := map[string]*Throttle{}
+	for _, n := range names {
+		nodes[n] = New(cfg, n, c.now)
+	}
+	// Node c has little work: 10 tasks/s. a and b are greedy.
+	calls := map[string]int{}
+	var tick int64
+	for step := 0; step < 10_000; step++ { // 10 s in 1 ms steps
+		for _, n := range names {
+			want := 5
+			if n == "c" {
+				want = 0
+				if step%100 == 0 {
+					want = 1
+				}
+			}
+			g, _, _ := nodes[n].Dispatch("q", want)
+			for i := 0; i < g; i++ {
+				nodes[n].Settled("q", []Calls{{"user-db", k}})
+				if step >= 5000 {
+					calls[n] += k
+				}
+			}
+		}
+		if tick++; tick%250 == 0 {
+			for _, n := range names {
+				rep := nodes[n].Share()
+				for _, m := range names {
+					nodes[m].Peer(n, rep)
+				}
+			}
+		}
+		c.step(time.Millisecond)
+	}
+	total := float64(calls["a"]+calls["b"]+calls["c"]) / 5
+	if math.Abs(total-budget) > 0.1*budget {
+		t.Errorf("mesh call rate %.1f/s, budget %v (a %d b %d c %d calls in 5 s)", total, budget, calls["a"], calls["b"], calls["c"])
+	}
+	for _, n := range []string{"a", "b"} {
+		if r := float64(calls[n]) / 5; r < 0.35*budget {
+			t.Errorf("node %s starved: %.1f calls/s", n, r)
+		}
+	}
+	if r := float64(calls["c"]) / 5; r < 25 {
+		t.Errorf("light node c got %.1f calls/s, wants 30", r)
+	}
+	bs := nodes["a"].Backends()
+	if len(bs) != 1 || bs[0].Nodes != 3 || !bs[0].Constrained {
+		t.Errorf("backend state of a: %+v", bs)
+	}
+}
+
+func TestWindowRate(t *testing.T) {
+	w := newWindow(5*time.Second, 20)
+	now := int64(10_000)
+	for i := 0; i < 500; i++ {
+		w.add(now, 1, 0)
+		now += 10
+	}
+	if r := w.rate(now); math.Abs(r-100) > 5 {
+		t.Errorf("rate %.1f, want ~100", r)
+	}
+	now += 10_000
+	if r := w.rate(now); r != 0 {
+		t.Errorf("rate %v after the window passed", r)
+	}
+}
