@@ -20,6 +20,10 @@ type (
 	EnqueueResult = wirepb.EnqueueResult
 	Delivery      = wirepb.Delivery
 	AckItem       = wirepb.AckItem
+	BackendCalls  = wirepb.BackendCalls
+	StatsReply    = wirepb.StatsReply
+	ThrottleState = wirepb.ThrottleState
+	BackendStats  = wirepb.BackendStats
 	AckResult     = wirepb.AckResult
 	QueueStats    = wirepb.QueueStats
 	NodeInfo      = wirepb.NodeInfo
@@ -182,6 +186,15 @@ func (c *Client) Stats(ctx context.Context, queue string) (*NodeInfo, []*QueueSt
 	var rep wirepb.StatsReply
 	err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
 	return rep.Node, rep.Queues, err
+}
+
+// StatsReply returns the node's whole stats reply: the node, its queues
+// (one, or all when queue is ""), its node-wide throttles and the backends
+// its handlers report calls to.
+func (c *Client) StatsReply(ctx context.Context, queue string) (*StatsReply, error) {
+	var rep wirepb.StatsReply
+	err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
+	return &rep, err
 }
 
 // Info returns the node's identity.

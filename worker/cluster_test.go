@@ -32,12 +32,27 @@ type cluster struct {
 	mu          sync.Mutex
 	processedBy map[string]map[string]int
 	firstRemote map[string]time.Time // pool host → first task from another node
+	handler     func(*host) Handler
 }
 
 const baseLatency = 4 * time.Millisecond
 
 func startCluster(t *testing.T, idcs, perIDC, slots int, filters backlog.Filters) *cluster {
-	c := &cluster{t: t, processedBy: map[string]map[string]int{}, firstRemote: map[string]time.Time{}}
+	return startClusterWith(t, clusterOptions{idcs: idcs, perIDC: perIDC, slots: slots, filters: filters})
+}
+
+// clusterOptions: node adjusts every node's config; handler, when set,
+// replaces the default "push" handler (a sleep of baseLatency × slowdown).
+type clusterOptions struct {
+	idcs, perIDC, slots int
+	filters             backlog.Filters
+	node                func(*mqnode.Config)
+	handler             func(*host) Handler
+}
+
+func startClusterWith(t *testing.T, o clusterOptions) *cluster {
+	idcs, perIDC := o.idcs, o.perIDC
+	c := &cluster{t: t, processedBy: map[string]map[string]int{}, firstRemote: map[string]time.Time{}, handler: o.handler}
 	var seed string
 	for i := 0; i < idcs; i++ {
 		for j := 0; j < perIDC; j++ {
@@ -47,8 +62,12 @@ func startCluster(t *testing.T, idcs, perIDC, slots int, filters backlog.Filters
 			if seed != "" {
 				seeds = []string{seed}
 			}
+			cfg := mqnode.Config{Name: h.name, IDC: h.idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: testlog.NewLevel(t, 4), Throttle: testlog.NoCPUThrottle}
+			if o.node != nil {
+				o.node(&cfg)
+			}
 			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
-				Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: testlog.NewLevel(t, 4), Throttle: testlog.NoCPUThrottle},
+				Node: cfg,
 				Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
 			})
 			if err != nil {
@@ -78,7 +97,7 @@ func startCluster(t *testing.T, idcs, perIDC, slots int, filters backlog.Filters
 		return true
 	})
 	for _, h := range c.hosts {
-		c.startPool(h, slots, filters)
+		c.startPool(h, o.slots, o.filters)
 	}
 	return c
 }
@@ -97,7 +116,18 @@ func (c *cluster) startPool(h *host, slots int, filters backlog.Filters) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	must(t, p.Handle("push", func(ctx context.Context, task *Task) Result {
+	if c.handler != nil {
+		must(t, p.Handle("push", c.handler(h)))
+	} else {
+		must(t, p.Handle("push", c.pushHandler(h)))
+	}
+	must(t, p.Start(context.Background()))
+	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	h.pool = p
+}
+
+func (c *cluster) pushHandler(h *host) Handler {
+	return func(ctx context.Context, task *Task) Result {
 		select {
 		case <-time.After(baseLatency * time.Duration(h.slowdown.Load())):
 		case <-ctx.Done():
@@ -117,10 +147,7 @@ func (c *cluster) startPool(h *host, slots int, filters backlog.Filters) {
 		}
 		c.mu.Unlock()
 		return Done()
-	}))
-	must(t, p.Start(context.Background()))
-	t.Cleanup(func() { _ = p.Stop(context.Background()) })
-	h.pool = p
+	}
 }
 
 // load enqueues rate tasks/s on every host (or only on the given ones)

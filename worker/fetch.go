@@ -220,7 +220,7 @@ func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery
 	}
 	leaseCtx, loseLease := context.WithCancelCause(p.runCtx)
 	defer loseLease(nil)
-	ctx, cancel := context.WithTimeout(leaseCtx, r.timeout)
+	ctx, cancel := context.WithTimeout(withTask(leaseCtx, task), r.timeout)
 	defer cancel()
 	p.stats.busy.Add(1)
 	defer p.stats.busy.Add(-1)
@@ -228,6 +228,10 @@ func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery
 	extStopped := make(chan struct{})
 	go p.keepLease(ctx, loseLease, origin, d.Receipt, extDone, extStopped)
 	res := call(ctx, r.h, task)
+	calls, bad := task.takeCalls()
+	if bad != "" {
+		p.log.Warn("handler reported calls to an invalid backend name; dropped", "queue", r.queue, "backend", bad)
+	}
 	close(extDone)
 	<-extStopped
 	if p.killed.Load() {
@@ -240,7 +244,7 @@ func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery
 	if p.beforeAck != nil && !p.beforeAck(task, res) {
 		return
 	}
-	if err := p.ackerFor(origin).ack(res.ackItem(d.Receipt)); err != nil {
+	if err := p.ackerFor(origin).ack(res.ackItem(d.Receipt, calls)); err != nil {
 		p.stats.ackErrors.Add(1)
 		p.log.Warn("ack failed", "task", t.Id, "origin", origin, "err", err)
 	}

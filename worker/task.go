@@ -26,6 +26,8 @@ type Task struct {
 	Tier   backlog.Tier
 	// LastError is the error of the previous attempt, if any.
 	LastError string
+
+	usage usage // backend calls reported by the handler (Report)
 }
 
 // Origin names a node of the mesh.
@@ -103,15 +105,16 @@ func (r Result) WithSubtasks(queue string, subtasks ...Subtask) Result {
 	return r
 }
 
-// ackItem renders a result as the node's ack request item.
-func (r Result) ackItem(receipt []byte) *mqnode.AckItem {
+// ackItem renders a result as the node's ack request item, with the
+// backend calls the handler reported.
+func (r Result) ackItem(receipt []byte, calls []*mqnode.BackendCalls) *mqnode.AckItem {
 	switch r.outcome {
 	case outcomeRetry:
-		return &mqnode.AckItem{Receipt: receipt, Kind: mqnode.AckNack, DelayMs: r.delay.Milliseconds(), Error: r.err}
+		return &mqnode.AckItem{Receipt: receipt, Kind: mqnode.AckNack, DelayMs: r.delay.Milliseconds(), Error: r.err, Calls: calls}
 	case outcomeGiveUp:
-		return &mqnode.AckItem{Receipt: receipt, Kind: mqnode.AckDead, Error: r.err}
+		return &mqnode.AckItem{Receipt: receipt, Kind: mqnode.AckDead, Error: r.err, Calls: calls}
 	}
-	it := &mqnode.AckItem{Receipt: receipt, SubtaskQueue: r.subtaskQueue}
+	it := &mqnode.AckItem{Receipt: receipt, SubtaskQueue: r.subtaskQueue, Calls: calls}
 	for _, s := range r.subtasks {
 		it.Subtasks = append(it.Subtasks, &mqnode.EnqueueItem{Payload: s.Payload, Headers: s.Headers, DelayMs: s.Delay.Milliseconds(), DedupKey: s.DedupKey})
 	}

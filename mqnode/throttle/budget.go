@@ -44,7 +44,11 @@ type budget struct {
 }
 
 func newBudget(name string, b float64, usageWindow int64) *budget {
-	return &budget{name: name, budget: b, calls: newWindowMs(usageWindow, 8), peers: map[string]peer{}, share: b}
+	bu := &budget{name: name, budget: b, calls: newWindowMs(usageWindow, 8), peers: map[string]peer{}, share: b, nodes: 1}
+	// Until the first reports arrive the node assumes it is alone: its
+	// share is the whole budget, never unlimited.
+	bu.bucket.set(0, b, max(b*defaultBucketBurstDelay.Seconds(), 1))
+	return bu
 }
 
 func newWindowMs(ms int64, buckets int) *window {

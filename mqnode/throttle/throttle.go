@@ -26,7 +26,10 @@ type State struct {
 	Limit  float64
 	Reason string
 	Since  time.Time
-	// Deferred counts tasks held back by this throttle, in total.
+	// Deferred counts tasks held back by this throttle: retries put back
+	// (retry), or tasks a pull could have had, summed over dispatch
+	// attempts (cpu, budget: a task waiting through several pulls counts
+	// at each).
 	Deferred uint64
 }
 

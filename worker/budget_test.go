@@ -1,0 +1,114 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mqmesh/mqmesh/internal/testlog"
+	"github.com/mqmesh/mqmesh/mqnode"
+	"github.com/mqmesh/mqmesh/mqnode/throttle"
+)
+
+// TestBackendBudgetMeshWide: 3 nodes, each with a backlog, handlers making
+// k = 3 calls to one backend per task (reported with Task.Report), a
+// budget of B = 300 calls/s set in every node's config. The handlers could
+// make ~30× that. After convergence the mesh-wide call rate stays within
+// ±10% of B, and every node keeps making progress.
+func TestBackendBudgetMeshWide(t *testing.T) {
+	if testing.Short() {
+		t.Skip("9 s of load on a 3-node mesh")
+	}
+	const budget, k = 300.0, 3
+	var mu sync.Mutex
+	calls := map[int64]map[string]int{} // 100 ms bucket → origin node → calls
+	start := time.Now()
+	c := startClusterWith(t, clusterOptions{idcs: 1, perIDC: 3, slots: 8, filters: everythingFilter(),
+		node: func(cfg *mqnode.Config) {
+			cfg.Throttle = testlog.NoCPUThrottle
+			cfg.Throttle.Backends = map[string]throttle.BackendConfig{"user-db": {Budget: budget}}
+		},
+		handler: func(h *host) Handler {
+			return func(ctx context.Context, task *Task) Result {
+				for i := 0; i < k; i++ {
+					_ = task.Call("user-db", func() error { time.Sleep(time.Millisecond); return nil })
+				}
+				b := time.Since(start).Milliseconds() / 100
+				mu.Lock()
+				if calls[b] == nil {
+					calls[b] = map[string]int{}
+				}
+				calls[b][task.Origin.Node] += k
+				mu.Unlock()
+				return Done()
+			}
+		}})
+	start = time.Now()
+	for _, h := range c.hosts {
+		items := make([]*mqnode.EnqueueItem, 2000)
+		for i := range items {
+			items[i] = &mqnode.EnqueueItem{}
+		}
+		if _, err := h.client.Enqueue(context.Background(), "push", items...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const run = 9 * time.Second
+	time.Sleep(time.Until(start.Add(run)))
+	mu.Lock()
+	defer mu.Unlock()
+	// Mesh-wide calls per 1 s window, sliding by 100 ms.
+	rate := func(from int64) (total float64, per map[string]float64) {
+		per = map[string]float64{}
+		for b := from; b < from+10; b++ {
+			for n, x := range calls[b] {
+				per[n] += float64(x)
+				total += float64(x)
+			}
+		}
+		return total, per
+	}
+	last := int64(run/(100*time.Millisecond)) - 10
+	converged := int64(-1)
+	for b := last; b >= 0; b-- {
+		if r, _ := rate(b); r < 0.9*budget || r > 1.1*budget {
+			break
+		}
+		converged = b
+	}
+	var line string
+	for b := int64(0); b <= last; b += 10 {
+		r, _ := rate(b)
+		line += fmt.Sprintf(" %.0f", r)
+	}
+	t.Logf("mesh-wide calls/s per second:%s (budget %v)", line, budget)
+	if converged < 0 || converged > 50 {
+		t.Fatalf("call rate not within ±10%% of the budget for the last 4 s (converged at bucket %d)", converged)
+	}
+	t.Logf("within ±10%% of the budget from %.1f s after the load started", float64(converged)/10)
+	// The last 3 s: every node made progress.
+	var sum float64
+	perNode := map[string]float64{}
+	for b := last - 20; b <= last; b += 10 {
+		r, per := rate(b)
+		sum += r
+		for n, x := range per {
+			perNode[n] += x / 3
+		}
+	}
+	t.Logf("last 3 s: mesh %.0f calls/s; per origin node %v", sum/3, perNode)
+	for _, h := range c.hosts {
+		if perNode[h.name] < 0.25*budget/3 {
+			t.Errorf("node %s starved: %.0f calls/s of tasks it dispatched", h.name, perNode[h.name])
+		}
+		rep, err := h.client.StatsReply(context.Background(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Backends) != 1 || rep.Backends[0].Nodes != 3 || rep.Backends[0].Budget != budget {
+			t.Errorf("node %s backend stats %v", h.name, rep.Backends)
+		}
+	}
+}
