@@ -20,6 +20,7 @@ type storm struct {
 	gateActive  bool
 	reason      string
 	recoverS    float64 // backend up → success rate back at the arrival rate
+	clearS      float64 // backend up → every task of the outage done
 }
 
 // retryStorm enqueues 200 tasks/s on a node while 8 consumers run them: the
@@ -119,24 +120,30 @@ func retryStorm(t *testing.T, th throttle.Config) storm {
 			}
 		}()
 	}
-	var st storm
+	var gate storm
 	time.Sleep(time.Until(downAt))
 	down.Store(true)
 	time.Sleep(time.Until(upAt) - 200*time.Millisecond)
 	if _, qs, err := c.Stats(ctx, "push"); err == nil && len(qs) == 1 {
 		for _, x := range qs[0].Throttles {
 			if x.Kind == "retry" {
-				st.gateActive, st.reason = x.Active, x.Reason
+				gate.gateActive, gate.reason = x.Active, x.Reason
 			}
 		}
 	}
 	time.Sleep(time.Until(upAt))
 	down.Store(false)
+	var st storm
 	eventually(t, 40*time.Second, "every task done", func() bool {
-		return !time.Now().Before(loadEnd) && done.Load() >= enqueued.Load()
+		if !time.Now().Before(loadEnd) && done.Load() >= enqueued.Load() {
+			st.clearS = time.Since(upAt).Seconds()
+			return true
+		}
+		return false
 	})
 	close(stop)
 	wg.Wait()
+	st.gateActive, st.reason = gate.gateActive, gate.reason
 	if _, qs, err := c.Stats(ctx, "push"); err == nil && len(qs) == 1 {
 		st.deferred = qs[0].RetriesDeferredTotal
 	}
@@ -177,10 +184,10 @@ func TestRetryStorm(t *testing.T) {
 	}
 	on := retryStorm(t, throttle.Config{CPU: throttle.CPUConfig{Disabled: true}})
 	off := retryStorm(t, throttle.Config{Disabled: true})
-	t.Logf("throttled:   healthy %.0f ok/s; outage: retries %.1f/s (%.2f× healthy), first tries %.0f/s; %d retries deferred; back to full rate %.1fs after recovery; gate: %s",
-		on.healthyOK, on.retriesDown, on.retriesDown/on.healthyOK, on.firstDown, on.deferred, on.recoverS, on.reason)
-	t.Logf("unthrottled: healthy %.0f ok/s; outage: retries %.1f/s (%.2f× healthy), first tries %.0f/s; back to full rate %.1fs after recovery",
-		off.healthyOK, off.retriesDown, off.retriesDown/off.healthyOK, off.firstDown, off.recoverS)
+	t.Logf("throttled:   healthy %.0f ok/s; outage: retries %.1f/s (%.2f× healthy), first tries %.0f/s; %d retries deferred; back to full rate %.1fs after recovery, every task done %.1fs after; gate: %s",
+		on.healthyOK, on.retriesDown, on.retriesDown/on.healthyOK, on.firstDown, on.deferred, on.recoverS, on.clearS, on.reason)
+	t.Logf("unthrottled: healthy %.0f ok/s; outage: retries %.1f/s (%.2f× healthy), first tries %.0f/s; back to full rate %.1fs after recovery, every task done %.1fs after",
+		off.healthyOK, off.retriesDown, off.retriesDown/off.healthyOK, off.firstDown, off.recoverS, off.clearS)
 	if !on.gateActive || on.deferred == 0 {
 		t.Errorf("retry gate not active during the outage (deferred %d): %s", on.deferred, on.reason)
 	}

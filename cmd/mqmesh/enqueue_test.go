@@ -31,8 +31,12 @@ func TestEnqueueThenStats(t *testing.T) {
 
 	out := mustCLI(t, "stats", "--server", url)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "QUEUE") || strings.Fields(lines[1])[0] != "jobs" || strings.Fields(lines[1])[1] != "25" {
+	if len(lines) < 5 || !strings.HasPrefix(lines[0], "QUEUE") || strings.Fields(lines[1])[0] != "jobs" || strings.Fields(lines[1])[1] != "25" ||
+		lines[2] != "" || !strings.HasPrefix(lines[3], "THROTTLE") || strings.Fields(lines[4])[0] != "cpu" {
 		t.Fatalf("stats table:\n%s", out)
+	}
+	if len(st.Throttles) != 1 || st.Throttles[0].Kind != "cpu" || st.Throttles[0].Reason == "" {
+		t.Fatalf("stats node throttles %+v", st.Throttles)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -13,7 +14,9 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mqnode"
+	"github.com/mqmesh/mqmesh/mqnode/throttle"
 )
 
 // fileConfig is a node config file: the keys of mqnode.Config at the top
@@ -86,6 +89,44 @@ func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
 	fs.DurationVar(&q.BackoffMax, "backoff-max", q.BackoffMax, "queue default: longest retry delay")
 	fs.DurationVar(&q.Retention, "retention", q.Retention, "queue default: how long a task may wait before it is dead-lettered as expired (negative: forever)")
 	fs.DurationVar(&q.DedupWindow, "dedup-window", q.DedupWindow, "queue default: how long a producer dedup key is remembered")
+	th := &c.Throttle
+	fs.BoolVar(&th.Disabled, "no-throttle", th.Disabled, "switch overload protection off (throttle.disabled; other throttle settings only in the config file)")
+	fs.Float64Var(&th.CPU.Ceiling, "cpu-ceiling", th.CPU.Ceiling, "host CPU usage (0..1) above which the node slows its dispatch (throttle.cpu.ceiling)")
+	fs.Var(budgetsValue{&th.Backends}, "backend-budget", "mesh-wide budget of a backend, NAME=CALLS_PER_S (repeatable or comma-separated; throttle.backends)")
+}
+
+// budgetsValue is the --backend-budget flag: NAME=CALLS_PER_S pairs.
+type budgetsValue struct {
+	m *map[string]throttle.BackendConfig
+}
+
+func (v budgetsValue) Type() string { return "name=calls/s" }
+func (v budgetsValue) String() string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(*v.m)) {
+		parts = append(parts, fmt.Sprintf("%s=%g", k, (*v.m)[k].Budget))
+	}
+	return strings.Join(parts, ",")
+}
+func (v budgetsValue) Set(s string) error {
+	for _, pair := range strings.Split(s, ",") {
+		name, val, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok {
+			return fmt.Errorf("%q: want NAME=CALLS_PER_S", pair)
+		}
+		if err := subject.Validate("backend", name); err != nil {
+			return err
+		}
+		b, err := strconv.ParseFloat(val, 64)
+		if err != nil || b <= 0 {
+			return fmt.Errorf("%q: budget must be a positive number of calls/s", pair)
+		}
+		if *v.m == nil {
+			*v.m = map[string]throttle.BackendConfig{}
+		}
+		(*v.m)[name] = throttle.BackendConfig{Budget: b}
+	}
+	return nil
 }
 
 // applyConfigFlags copies onto c the config flags that were set on fs

@@ -22,6 +22,37 @@ type statsOptions struct {
 type statsJSON struct {
 	Node   nodeJSON         `json:"node"`
 	Queues []queueStatsJSON `json:"queues"` // sorted by name; [] when none
+	// Throttles are the node-wide throttles (the CPU throttle).
+	Throttles []throttleJSON `json:"throttles"`
+	// Backends are the backends handlers report calls to, with their
+	// budgets and this node's share ([] when none).
+	Backends []backendJSON `json:"backends"`
+}
+
+// throttleJSON is one throttle: what it limits, how far and why.
+type throttleJSON struct {
+	Kind    string `json:"kind"`              // retry, cpu or budget
+	Backend string `json:"backend,omitempty"` // budget: the backend
+	Active  bool   `json:"active"`            // holding dispatch back now
+	// Limit is retries/s (retry), tasks/s (cpu) or calls/s (budget share);
+	// 0 when none is in force.
+	Limit  float64    `json:"limit"`
+	Reason string     `json:"reason"`
+	Since  *time.Time `json:"since,omitempty"` // last change of Active
+	// Deferred counts tasks held back (see mqnode/throttle.State).
+	Deferred uint64 `json:"deferred_total"`
+}
+
+// backendJSON is one backend's usage and budget as the node sees it.
+type backendJSON struct {
+	Backend     string  `json:"backend"`
+	Budget      float64 `json:"budget"`     // calls/s for the whole mesh; 0 = none
+	NodeUsage   float64 `json:"node_usage"` // calls/s by tasks this node dispatched
+	MeshUsage   float64 `json:"mesh_usage"` // calls/s reported by every node
+	Share       float64 `json:"share"`      // this node's part of the budget
+	Nodes       uint32  `json:"nodes"`      // nodes sharing the budget
+	Constrained bool    `json:"constrained"`
+	Deferred    uint64  `json:"deferred_total"`
 }
 
 // nodeJSON identifies the node that answered.
@@ -52,6 +83,9 @@ type queueStatsJSON struct {
 	NackedTotal        uint64  `json:"nacked_total"`
 	ExpiredLeasesTotal uint64  `json:"expired_leases_total"`
 	DeadTotal          uint64  `json:"dead_total"`
+	// RetriesDeferredTotal counts retries the retry gate put back.
+	RetriesDeferredTotal uint64         `json:"retries_deferred_total"`
+	Throttles            []throttleJSON `json:"throttles"` // retry gate and budgets
 }
 
 func newStatsCommand() *cobra.Command {
@@ -61,7 +95,11 @@ func newStatsCommand() *cobra.Command {
 		Short: "Show the queues of a node",
 		Long: `Show per-queue statistics of one node: tasks ready, leased, delayed and
 dead, the age of the oldest ready task, and enqueue and ack rates (tasks/s,
-10 s moving averages).`,
+10 s moving averages). Then the node's throttles (overload protection):
+the CPU throttle of the node, the retry gate of each queue and the backend
+budgets each queue draws on, each with its state (open or LIMITING), its
+current limit, the tasks it held back and why; and the backends handlers
+report calls to, with the mesh-wide budget, usage and this node's share.`,
 		Example: `  mqmesh stats
   mqmesh stats --server nats://10.0.0.5:4222 --queue orders --json`,
 		Args: cobra.NoArgs,
@@ -96,11 +134,11 @@ func (o *statsOptions) run(ctx context.Context, stdout io.Writer) error {
 	defer c.Close()
 	rctx, cancel := o.request(ctx)
 	defer cancel()
-	info, queues, err := c.Stats(rctx, o.Queue)
+	rep, err := c.StatsReply(rctx, o.Queue)
 	if err != nil {
 		return fmt.Errorf("stats: %w", err)
 	}
-	out := newStatsJSON(info, queues)
+	out := newStatsJSON(rep)
 	if o.JSON {
 		return writeJSON(stdout, out)
 	}
@@ -110,11 +148,77 @@ func (o *statsOptions) run(ctx context.Context, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%.1f\t%.1f\n", q.Queue, q.Ready, q.Leased, q.Delayed, q.Dead,
 			formatAge(q.OldestReadyAgeMs), q.EnqueueRate, q.AckRate)
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeThrottles(stdout, out)
+}
+
+// writeThrottles prints the throttles table (every throttle, in force or
+// not, with its reason) and the backends table when handlers report calls.
+func writeThrottles(w io.Writer, out statsJSON) error {
+	fmt.Fprintln(w)
+	tw := newTable(w)
+	fmt.Fprintln(tw, "THROTTLE\tSCOPE\tSTATE\tLIMIT\tDEFERRED\tWHY")
+	row := func(scope string, t throttleJSON) {
+		state, limit := "open", "-"
+		if t.Active {
+			state = "LIMITING"
+		}
+		if t.Limit > 0 {
+			limit = fmt.Sprintf("%.1f/s", t.Limit)
+		}
+		kind := t.Kind
+		if t.Backend != "" {
+			kind += ":" + t.Backend
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", kind, scope, state, limit, t.Deferred, t.Reason)
+	}
+	for _, t := range out.Throttles {
+		row("node", t)
+	}
+	for _, q := range out.Queues {
+		for _, t := range q.Throttles {
+			row(q.Queue, t)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(out.Backends) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = newTable(w)
+	fmt.Fprintln(tw, "BACKEND\tBUDGET/S\tMESH/S\tNODE/S\tSHARE/S\tNODES\tHELD BACK")
+	for _, b := range out.Backends {
+		budget, share := "-", "-"
+		if b.Budget > 0 {
+			budget, share = fmt.Sprintf("%.0f", b.Budget), fmt.Sprintf("%.1f", b.Share)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%s\t%d\t%v\n", b.Backend, budget, b.MeshUsage, b.NodeUsage, share, b.Nodes, b.Constrained)
+	}
 	return tw.Flush()
 }
 
-func newStatsJSON(info *mqnode.NodeInfo, queues []*mqnode.QueueStats) statsJSON {
+func throttlesJSON(ts []*mqnode.ThrottleState) []throttleJSON {
+	out := make([]throttleJSON, 0, len(ts))
+	for _, t := range ts {
+		j := throttleJSON{Kind: t.Kind, Backend: t.Backend, Active: t.Active, Limit: t.Limit, Reason: t.Reason, Deferred: t.DeferredTotal}
+		if t.SinceUnixMs != 0 {
+			since := unixMsTime(t.SinceUnixMs)
+			j.Since = &since
+		}
+		out = append(out, j)
+	}
+	return out
+}
+
+func newStatsJSON(rep *mqnode.StatsReply) statsJSON {
+	info, queues := rep.Node, rep.Queues
 	out := statsJSON{
+		Throttles: throttlesJSON(rep.NodeThrottles),
+		Backends:  make([]backendJSON, 0, len(rep.Backends)),
 		Node: nodeJSON{
 			Name: info.GetName(), IDC: info.GetIdc(), Version: info.GetVersion(), Durability: info.GetDurability(),
 			StartedAt: unixMsTime(info.GetStartedUnixMs()), ServerID: info.GetServerId(), MaxPayload: info.GetMaxPayload(),
@@ -127,7 +231,12 @@ func newStatsJSON(info *mqnode.NodeInfo, queues []*mqnode.QueueStats) statsJSON 
 			OldestReadyAgeMs: q.OldestReadyAgeMs, EnqueueRate: q.EnqueueRate, AckRate: q.AckRate,
 			EnqueuedTotal: q.EnqueuedTotal, AckedTotal: q.AckedTotal, NackedTotal: q.NackedTotal,
 			ExpiredLeasesTotal: q.ExpiredLeasesTotal, DeadTotal: q.DeadTotal,
+			RetriesDeferredTotal: q.RetriesDeferredTotal, Throttles: throttlesJSON(q.Throttles),
 		})
+	}
+	for _, b := range rep.Backends {
+		out.Backends = append(out.Backends, backendJSON{Backend: b.Backend, Budget: b.Budget, NodeUsage: b.NodeUsage,
+			MeshUsage: b.MeshUsage, Share: b.Share, Nodes: b.Nodes, Constrained: b.Constrained, Deferred: b.DeferredTotal})
 	}
 	return out
 }
