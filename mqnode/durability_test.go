@@ -27,6 +27,7 @@ func newRestartable(t *testing.T, cfg Config) *restartable {
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = ListenNone
 	cfg.Name = "n1"
+	cfg.Throttle.CPU.Disabled = true // see testlog.NoCPUThrottle
 	cfg.Logger = testLogger(t)
 	r := &restartable{t: t, cfg: cfg}
 	r.start()
@@ -294,7 +295,7 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestStopIsIdempotentAndSafeBeforeStart(t *testing.T) {
-	n, err := New(Config{DataDir: t.TempDir(), Listen: ListenNone, Logger: testLogger(t)})
+	n, err := New(Config{DataDir: t.TempDir(), Listen: ListenNone, Logger: testLogger(t), Throttle: testlog.NoCPUThrottle})
 	if err != nil {
 		t.Fatal(err)
 	}
