@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mqmesh/mqmesh/internal/testlog"
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 

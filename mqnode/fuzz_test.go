@@ -3,11 +3,13 @@ package mqnode
 import (
 	"bytes"
 	"context"
+	"math"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mqmesh/mqmesh/mqnode/throttle"
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
@@ -93,4 +95,35 @@ func FuzzRequests(f *testing.F) {
 	if _, err := c.Info(context.Background()); err != nil {
 		f.Fatalf("node stopped serving: %v", err)
 	}
+}
+
+// FuzzDecodeUsage: any bytes on thr.usage.> decode to valid names and
+// finite, non-negative usage (or an error), never a panic; feeding the
+// result to a throttle keeps its shares finite.
+func FuzzDecodeUsage(f *testing.F) {
+	good, _ := proto.Marshal(&wirepb.UsageReport{Idc: "sh", Node: "h1", Backends: []*wirepb.BackendUsage{{Backend: "user-db", Usage: 12.5, Want: -1}}})
+	f.Add(good)
+	f.Add([]byte{})
+	nan, _ := proto.Marshal(&wirepb.UsageReport{Idc: "sh", Node: "h1", Backends: []*wirepb.BackendUsage{{Backend: "user-db", Usage: math.NaN(), Want: math.Inf(1)}}})
+	f.Add(nan)
+	cfg := throttle.Config{Backends: map[string]throttle.BackendConfig{"user-db": {Budget: 100}}}.WithDefaults()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		node, us, err := decodeUsage(b)
+		if err != nil {
+			return
+		}
+		th := throttle.New(cfg, "self.n", func() int64 { return 1_700_000_000_000 })
+		th.Peer(node, us)
+		th.Share()
+		for _, u := range us {
+			if !finite(u.Usage) || u.Usage < 0 || (u.Want < 0 && u.Want != throttle.Unbounded) || math.IsNaN(u.Want) {
+				t.Fatalf("decoded usage %+v", u)
+			}
+		}
+		for _, bs := range th.Backends() {
+			if !finite(bs.Share) || bs.Share < 0 || !finite(bs.MeshUsage) {
+				t.Fatalf("backend state %+v from report %+v", bs, us)
+			}
+		}
+	})
 }

@@ -1,6 +1,8 @@
 package mqnode
 
 import (
+	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -54,19 +56,12 @@ func (n *Node) shareUsage(nc *nats.Conn, stop <-chan struct{}) {
 		return
 	}
 	sub, err := nc.Subscribe(UsageSubjectAll, func(m *nats.Msg) {
-		var rep wirepb.UsageReport
-		if err := proto.Unmarshal(m.Data, &rep); err != nil {
+		node, us, err := decodeUsage(m.Data)
+		if err != nil {
 			n.log.Debug("bad usage report", "subject", m.Subject, "err", err)
 			return
 		}
-		if subject.Validate("idc", rep.Idc) != nil || subject.Validate("node", rep.Node) != nil {
-			return
-		}
-		us := make([]throttle.PeerUsage, 0, len(rep.Backends))
-		for _, b := range rep.Backends {
-			us = append(us, throttle.PeerUsage{Backend: b.Backend, Usage: b.Usage, Want: b.Want})
-		}
-		th.Peer(rep.Idc+"."+rep.Node, us)
+		th.Peer(node, us)
 	})
 	if err != nil {
 		n.log.Error("cannot subscribe to usage reports; budgets are applied per node", "err", err)
@@ -99,6 +94,38 @@ func (n *Node) shareUsage(nc *nats.Conn, stop <-chan struct{}) {
 		}
 	}
 }
+
+// decodeUsage decodes a usage report from the mesh (outside input): the
+// reporting node's id (idc.node) and its usage entries. Entries with an
+// invalid backend name or a usage that is not a finite non-negative number
+// are dropped; a want that is not a finite non-negative number counts as
+// unbounded.
+func decodeUsage(b []byte) (string, []throttle.PeerUsage, error) {
+	var rep wirepb.UsageReport
+	if err := proto.Unmarshal(b, &rep); err != nil {
+		return "", nil, fmt.Errorf("%w: usage report: %w", ErrBadRequest, err)
+	}
+	if err := subject.Validate("idc", rep.Idc); err != nil {
+		return "", nil, err
+	}
+	if err := subject.Validate("node", rep.Node); err != nil {
+		return "", nil, err
+	}
+	us := make([]throttle.PeerUsage, 0, len(rep.Backends))
+	for _, u := range rep.Backends {
+		if u == nil || subject.Validate("backend", u.Backend) != nil || !finite(u.Usage) || u.Usage < 0 {
+			continue
+		}
+		want := u.Want
+		if !finite(want) || want < 0 {
+			want = throttle.Unbounded
+		}
+		us = append(us, throttle.PeerUsage{Backend: u.Backend, Usage: u.Usage, Want: want})
+	}
+	return rep.Idc + "." + rep.Node, us, nil
+}
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // settled feeds the throttle with one settled task's reported calls;
 // invalid backend names are dropped (the settlement itself goes ahead).
