@@ -139,8 +139,26 @@ type PullRequest struct {
 // Pull leases tasks. It returns the deliveries and the node's ready count
 // after the pull (a backlog hint). An empty result is not an error.
 func (c *Client) Pull(ctx context.Context, r PullRequest) ([]*Delivery, uint64, error) {
+	p, err := c.PullResult(ctx, r)
+	return p.Deliveries, p.ReadyAfter, err
+}
+
+// Pulled is the whole answer to a pull.
+type Pulled struct {
+	Deliveries []*Delivery
+	// ReadyAfter is the node's ready count after the pull.
+	ReadyAfter uint64
+	// Throttled > 0 says ready tasks were held back by the node's
+	// overload protection (Throttle names which: "cpu",
+	// "budget:<backend>"); they may go after about this long.
+	Throttled time.Duration
+	Throttle  string
+}
+
+// PullResult is Pull with the whole answer, including throttling.
+func (c *Client) PullResult(ctx context.Context, r PullRequest) (Pulled, error) {
 	if err := subject.Validate("queue", r.Queue); err != nil {
-		return nil, 0, fmt.Errorf("%w: %w", ErrInvalidName, err)
+		return Pulled{}, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -152,7 +170,8 @@ func (c *Client) Pull(ctx context.Context, r PullRequest) ([]*Delivery, uint64, 
 		Queue: r.Queue, MaxTasks: uint32(max(r.MaxTasks, 1)), MaxWaitMs: r.MaxWait.Milliseconds(),
 		LeaseMs: r.Lease.Milliseconds(), WorkerId: r.WorkerID,
 	}, &rep, func() *wirepb.Error { return rep.Error })
-	return rep.Deliveries, rep.ReadyAfter, err
+	return Pulled{Deliveries: rep.Deliveries, ReadyAfter: rep.ReadyAfter,
+		Throttled: time.Duration(rep.ThrottledMs) * time.Millisecond, Throttle: rep.Throttle}, err
 }
 
 // Ack settles deliveries in one request. The returned error is for the

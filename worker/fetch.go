@@ -126,10 +126,11 @@ func (p *Pool) pullRemote(r *registered, d Decision, k int) (int, error) {
 	}
 	origin := Origin{IDC: d.IDC, Node: d.Node}
 	ctx, cancel := context.WithTimeout(context.Background(), d.Wait+p.cfg.Policy.RemoteTimeout)
-	ds, readyAfter, err := p.client(origin).Pull(ctx, mqnode.PullRequest{
+	pr, err := p.client(origin).PullResult(ctx, mqnode.PullRequest{
 		Queue: r.queue, MaxTasks: d.MaxTasks, MaxWait: d.Wait, Lease: p.cfg.Lease, WorkerID: p.cfg.ID,
 	})
 	cancel()
+	ds, readyAfter := pr.Deliveries, pr.ReadyAfter
 	p.release(k - len(ds))
 	p.stats.pull(d.Where, len(ds))
 	if err != nil {
@@ -139,6 +140,11 @@ func (p *Pool) pullRemote(r *registered, d Decision, k int) (int, error) {
 		return 0, err
 	}
 	p.trust(origin)
+	if len(ds) == 0 && pr.Throttled > 0 {
+		// Its backlog is held back by its overload protection: helping
+		// cannot speed it up. Look elsewhere until its throttle may open.
+		p.pause(origin, max(pr.Throttled, minThrottlePause))
+	}
 	p.view.Correct(d.IDC, d.Node, r.queue, readyAfter)
 	p.dispatch(r, origin, d.Where, ds)
 	return len(ds), nil
@@ -162,6 +168,19 @@ func (p *Pool) avoid(o Origin) time.Duration {
 	a.until = time.Now().Add(a.backoff)
 	p.avoided[o] = a
 	return a.backoff
+}
+
+// minThrottlePause is the least time a pool leaves alone a node whose pull
+// came back empty because a throttle held its tasks back.
+const minThrottlePause = 250 * time.Millisecond
+
+// pause avoids o for d without growing its failure backoff.
+func (p *Pool) pause(o Origin, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a := p.avoided[o]
+	a.until = time.Now().Add(min(d, p.cfg.Policy.MaxAvoid))
+	p.avoided[o] = a
 }
 
 func (p *Pool) trust(o Origin) {
