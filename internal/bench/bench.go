@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,38 +39,18 @@ type nodeOptions struct {
 	backlogPeers         []string
 	lease, stall         time.Duration
 	profileDir           string
-	launch               Launcher
-	stdout, stderr       io.Writer
+	runner
 }
 
 func newNodeCommand(launch Launcher) *cobra.Command {
-	o := &nodeOptions{launch: launch}
-	cmd := &cobra.Command{
+	o := &nodeOptions{runner: runner{launch: launch}}
+	cmd := reportCommand(&cobra.Command{
 		Use:   "node",
 		Short: "Compare mqnode with an embedded NATS JetStream work queue on the same workload",
 		Long: "Runs an mqnode and a NATS JetStream work-queue stream, each in its own child process, through\n" +
 			"the same enqueue and drain workload over loopback TCP, and reports throughput, end-to-end time,\n" +
 			"RSS and the mqnode/JetStream ratios. See the package documentation of internal/bench.",
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.launch == nil {
-				// The path of the bench command below the root, so the child
-				// runs `<binary> <path...> serve`.
-				o.launch = selfLauncher(strings.Fields(cmd.Parent().CommandPath())[1:])
-			}
-			o.stdout, o.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
-			if err := o.validate(); err != nil {
-				return err
-			}
-			return runReport(cmd, func(ctx context.Context) (*Report, error) { return runNode(ctx, o) },
-				func(w io.Writer, r *Report) error {
-					if o.json {
-						return writeJSON(w, r)
-					}
-					return writeTable(w, r)
-				})
-		},
-	}
+	}, &o.runner, &o.json, o.validate, func(ctx context.Context) (*Report, error) { return runNode(ctx, o) }, writeTable)
 	f := cmd.Flags()
 	f.IntVar(&o.count, "count", 200_000, "tasks per run")
 	f.IntVar(&o.size, "size", 256, "payload bytes per task (at least 8: the task index)")
@@ -144,13 +123,7 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(root)
-	log := o.stderr
-	if _, ok := log.(*os.File); !ok {
-		// Children's stderr is copied into log by a goroutine of os/exec
-		// while this process writes progress to it too.
-		log = &lockedWriter{w: log}
-	}
-	w := newWorkload(o, log)
+	w := newWorkload(o, progressWriter(o.stderr))
 	r := &Report{
 		Schema: ReportSchema,
 		Config: Config{
@@ -319,6 +292,41 @@ func connect(ctx context.Context, peerName, url string, w *workload) (peer, erro
 		return dialMQNode(ctx, url, w.lease)
 	}
 	return dialJetStream(url, w)
+}
+
+// runner is what a bench command that starts child processes keeps of its
+// cobra command: how to start them, and where the report and the progress
+// go.
+type runner struct {
+	launch         Launcher
+	stdout, stderr io.Writer
+}
+
+// reportCommand completes cmd as such a bench command: no arguments; it
+// attaches r, validates the flags, runs, and prints the report (as JSON
+// when *asJSON, else with table).
+func reportCommand[R any](cmd *cobra.Command, r *runner, asJSON *bool, validate func() error,
+	run func(context.Context) (*R, error), table func(io.Writer, *R) error) *cobra.Command {
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cc *cobra.Command, _ []string) error {
+		r.launch = launcherFor(r.launch, cc)
+		r.stdout, r.stderr = cc.OutOrStdout(), cc.ErrOrStderr()
+		if err := validate(); err != nil {
+			return err
+		}
+		return runReport(cc, run, output(*asJSON, table))
+	}
+	return cmd
+}
+
+// progressWriter returns w ready to take progress lines from this process
+// and the children's stderr at once: os/exec copies a child's stderr into a
+// writer that is not an *os.File from a goroutine of its own.
+func progressWriter(w io.Writer) io.Writer {
+	if _, ok := w.(*os.File); ok {
+		return w
+	}
+	return &lockedWriter{w: w}
 }
 
 // lockedWriter serialises writes to w. It has no ReadFrom, so io.Copy into

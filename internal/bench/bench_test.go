@@ -70,12 +70,7 @@ func TestNodeJSONBothPairs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench node: %v\nstderr:\n%s", err, logs)
 	}
-	var r Report
-	dec := json.NewDecoder(strings.NewReader(out))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		t.Fatalf("decode report: %v\n%s", err, out)
-	}
+	r := decodeStrict[Report](t, out)
 	if r.Schema != ReportSchema || !r.OK || r.Config.Count != 2000 || r.Config.Batch != 50 {
 		t.Fatalf("report header: %+v", r)
 	}
@@ -224,9 +219,9 @@ func TestCancelledRun(t *testing.T) {
 	var logs bytes.Buffer
 	o := &nodeOptions{count: 5_000_000, size: 256, batch: 100, producers: 2, consumers: 1, pairs: []string{durAsync},
 		dir: dir, backlogDurability: durAsync, lease: 30 * time.Second, stall: time.Minute,
-		launch: launch, stdout: &bytes.Buffer{},
-		// Cancel at the first progress line of the enqueue phase.
-		stderr: &cancelOnWrite{w: &logs, cancel: cancel, after: "mqnode async enqueue "}}
+		runner: runner{launch: launch, stdout: &bytes.Buffer{},
+			// Cancel at the first progress line of the enqueue phase.
+			stderr: &cancelOnWrite{w: &logs, cancel: cancel, after: "mqnode async enqueue "}}}
 	if err := o.validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -263,6 +258,18 @@ func (c *cancelOnWrite) Write(p []byte) (int, error) {
 		c.cancel()
 	}
 	return c.w.Write(p)
+}
+
+// decodeStrict decodes a JSON report and fails on fields R does not have.
+func decodeStrict[R any](t *testing.T, out string) R {
+	t.Helper()
+	var r R
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("decode report: %v\n%s", err, out)
+	}
+	return r
 }
 
 func assertEmptyDir(t *testing.T, dir string) {

@@ -97,11 +97,8 @@ func newBroadcastCommand() *cobra.Command {
 			if err := o.validate(); err != nil {
 				return err
 			}
-			write := writeBroadcastTable
-			if o.json {
-				write = writeBroadcastJSON
-			}
-			return runReport(cmd, func(ctx context.Context) (*BroadcastReport, error) { return runBroadcast(ctx, o) }, write)
+			return runReport(cmd, func(ctx context.Context) (*BroadcastReport, error) { return runBroadcast(ctx, o) },
+				output(o.json, writeBroadcastTable))
 		},
 	}
 	f := cmd.Flags()

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -149,13 +148,6 @@ type BurstRound struct {
 	// Unexpected: workers whose filter excludes it and that saw it.
 	Missed     int `json:"missed"`
 	Unexpected int `json:"unexpected"`
-}
-
-// writeBroadcastJSON prints r as indented JSON.
-func writeBroadcastJSON(w io.Writer, r *BroadcastReport) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
 }
 
 // writeBroadcastTable prints r for people.

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -16,12 +15,7 @@ func TestBroadcastShortRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench backlog: %v\nstderr:\n%s", err, logs)
 	}
-	var r BroadcastReport
-	dec := json.NewDecoder(strings.NewReader(out))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		t.Fatalf("decode report: %v\n%s", err, out)
-	}
+	r := decodeStrict[BroadcastReport](t, out)
 	if r.Schema != BroadcastSchema || !r.OK || r.Error != "" || r.Config.IDCs != 2 || r.Config.NodesPerIDC != 3 ||
 		r.Config.Burst != 600 || len(r.Config.Policies) != 3 || len(r.Notes) == 0 {
 		t.Fatalf("report header: %+v", r)

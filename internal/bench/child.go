@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // Launcher returns the command that runs `bench serve` with args (the serve
@@ -32,6 +34,16 @@ func selfLauncher(path []string) Launcher {
 		args := append(append(append([]string{}, path...), "serve"), serveArgs...)
 		return exec.Command(exe, args...), nil
 	}
+}
+
+// launcherFor returns launch, or, when it is nil, the launcher that
+// re-executes this binary as cmd's parent: the bench command's path below
+// the root, so the child runs `<binary> <path...> serve`.
+func launcherFor(launch Launcher, cmd *cobra.Command) Launcher {
+	if launch != nil {
+		return launch
+	}
+	return selfLauncher(strings.Fields(cmd.Parent().CommandPath())[1:])
 }
 
 // Time limits of a child's life cycle.

@@ -128,11 +128,19 @@ func newRatio(m, j Result) *Ratio {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
-// writeJSON prints r as indented JSON.
-func writeJSON(w io.Writer, r *Report) error {
+// writeJSON prints a report as indented JSON.
+func writeJSON[R any](w io.Writer, r *R) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
+}
+
+// output returns how a report is printed: as JSON, or by table.
+func output[R any](asJSON bool, table func(io.Writer, *R) error) func(io.Writer, *R) error {
+	if asJSON {
+		return writeJSON[R]
+	}
+	return table
 }
 
 // writeTable prints r for people.
