@@ -92,7 +92,7 @@ func startChild(ctx context.Context, launch Launcher, o serveOptions, stderr io.
 	select {
 	case url := <-lines.ch:
 		c.url = strings.TrimSpace(url)
-		if !strings.HasPrefix(c.url, "nats://") {
+		if o.peer != peerHog && !strings.HasPrefix(c.url, "nats://") {
 			c.stop()
 			return nil, fmt.Errorf("%s server printed %q, want a nats:// URL", o.peer, c.url)
 		}

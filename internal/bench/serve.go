@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/spf13/cobra"
 
+	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
 )
@@ -26,6 +28,10 @@ const (
 
 	durAsync = "async" // mqnode async; JetStream default (no fsync per message)
 	durFsync = "fsync" // mqnode group commit; JetStream SyncAlways
+
+	// The children of `bench cpu` besides its node (cpu_child.go).
+	peerWorker = "worker" // a worker pool whose handler burns CPU
+	peerHog    = "hog"    // a busy loop on one core
 )
 
 // serveOptions are the flags of the hidden `bench serve` command.
@@ -33,7 +39,19 @@ type serveOptions struct {
 	peer, durability, dir string
 	cpuProfile            string // write a CPU profile of the server's life here
 	memProfile            string // write a heap profile here at shutdown
+	// throttle, for mqnode: "" keeps bench node's setting (CPU throttle
+	// off); on (defaults) or off (all off) runs the node as `mqmesh node`
+	// does, with a backlog publisher, for bench cpu.
+	throttle string
+	worker   workerOptions // peer worker
+	hogFor   time.Duration // peer hog: exit after this long at the latest
 }
+
+// Throttle settings of a node for `bench cpu`.
+const (
+	throttleOn  = "on"
+	throttleOff = "off"
+)
 
 func (o serveOptions) args() []string {
 	a := []string{"--peer", o.peer, "--durability", o.durability, "--dir", o.dir}
@@ -43,12 +61,33 @@ func (o serveOptions) args() []string {
 	if o.memProfile != "" {
 		a = append(a, "--memprofile", o.memProfile)
 	}
+	if o.throttle != "" {
+		a = append(a, "--throttle", o.throttle)
+	}
+	switch o.peer {
+	case peerWorker:
+		a = append(a, o.worker.args()...)
+	case peerHog:
+		a = append(a, "--hog-for", o.hogFor.String())
+	}
 	return a
 }
 
 func (o serveOptions) validate() error {
-	if o.peer != peerMQNode && o.peer != peerJetStream {
-		return fmt.Errorf("--peer %q: want %s or %s", o.peer, peerMQNode, peerJetStream)
+	switch o.peer {
+	case peerWorker:
+		return o.worker.validate()
+	case peerHog:
+		if o.hogFor <= 0 {
+			return errors.New("--hog-for must be positive")
+		}
+		return nil
+	case peerMQNode, peerJetStream:
+	default:
+		return fmt.Errorf("--peer %q: want %s, %s, %s or %s", o.peer, peerMQNode, peerJetStream, peerWorker, peerHog)
+	}
+	if o.throttle != "" && (o.peer != peerMQNode || o.throttle != throttleOn && o.throttle != throttleOff) {
+		return fmt.Errorf("--throttle %q: only for mqnode, want %s or %s", o.throttle, throttleOn, throttleOff)
 	}
 	if o.durability != durAsync && o.durability != durFsync {
 		return fmt.Errorf("--durability %q: want %s or %s", o.durability, durAsync, durFsync)
@@ -80,6 +119,9 @@ func newServeCommand() *cobra.Command {
 	cmd.Flags().StringVar(&o.dir, "dir", "", "data directory")
 	cmd.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the server to this file")
 	cmd.Flags().StringVar(&o.memProfile, "memprofile", "", "write a heap profile of the server to this file when it stops")
+	cmd.Flags().StringVar(&o.throttle, "throttle", "", "mqnode for bench cpu: on (defaults) or off, with a backlog publisher")
+	cmd.Flags().DurationVar(&o.hogFor, "hog-for", 0, "hog: exit after this long at the latest")
+	o.worker.flags(cmd.Flags())
 	return cmd
 }
 
@@ -102,47 +144,20 @@ func serve(ctx context.Context, o serveOptions, stdin io.Reader, stdout, stderr 
 	var (
 		url      string
 		shutdown func() error
+		err      error
 	)
 	switch o.peer {
+	case peerHog:
+		return hog(ctx, o.hogFor, stdin, stdout)
+	case peerWorker:
+		url, shutdown, err = startPoolChild(ctx, o.worker, log)
 	case peerMQNode:
-		dur := mqnode.DurabilityAsync
-		if o.durability == durFsync {
-			dur = mqnode.DurabilityFsync
-		}
-		n, err := mqnode.New(mqnode.Config{
-			Name: "bench", DataDir: o.dir, Listen: "127.0.0.1:0", Durability: dur, Logger: log,
-			// The bench saturates the host on purpose to compare storage
-			// paths; the CPU throttle would slow dispatch to leave headroom.
-			Throttle: throttle.Config{CPU: throttle.CPUConfig{Disabled: true}},
-		})
-		if err != nil {
-			return err
-		}
-		if err := n.Start(ctx); err != nil {
-			return err
-		}
-		url = n.ClientURL()
-		shutdown = func() error {
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			return n.Stop(sctx)
-		}
+		url, shutdown, err = startMQNode(ctx, o, log)
 	case peerJetStream:
-		ns, err := server.NewServer(jetStreamServerOptions(o.dir, o.durability == durFsync))
-		if err != nil {
-			return fmt.Errorf("jetstream: %w", err)
-		}
-		go ns.Start()
-		if !ns.ReadyForConnections(30 * time.Second) {
-			ns.Shutdown()
-			return errors.New("jetstream: server not ready within 30s")
-		}
-		url = ns.ClientURL()
-		shutdown = func() error {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-			return nil
-		}
+		url, shutdown, err = startJetStream(o)
+	}
+	if err != nil {
+		return err
 	}
 	if _, err := fmt.Fprintln(stdout, url); err != nil {
 		return errors.Join(err, shutdown())
@@ -161,6 +176,70 @@ func serve(ctx context.Context, o serveOptions, stdin io.Reader, stdout, stderr 
 		perr = writeHeapProfile(o.memProfile)
 	}
 	return errors.Join(perr, shutdown())
+}
+
+// startJetStream starts the JetStream peer and returns its URL and how to
+// stop it.
+func startJetStream(o serveOptions) (string, func() error, error) {
+	ns, err := server.NewServer(jetStreamServerOptions(o.dir, o.durability == durFsync))
+	if err != nil {
+		return "", nil, fmt.Errorf("jetstream: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return "", nil, errors.New("jetstream: server not ready within 30s")
+	}
+	return ns.ClientURL(), func() error {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil
+	}, nil
+}
+
+// startMQNode starts the mqnode peer and returns its URL and how to stop it.
+func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string, func() error, error) {
+	dur := mqnode.DurabilityAsync
+	if o.durability == durFsync {
+		dur = mqnode.DurabilityFsync
+	}
+	// bench node saturates the host on purpose to compare storage paths;
+	// the CPU throttle would slow dispatch to leave headroom.
+	th := throttle.Config{CPU: throttle.CPUConfig{Disabled: true}}
+	switch o.throttle {
+	case throttleOn:
+		th = throttle.Config{}
+	case throttleOff:
+		th = throttle.Config{Disabled: true}
+	}
+	n, err := mqnode.New(mqnode.Config{
+		Name: "bench", DataDir: o.dir, Listen: "127.0.0.1:0", Durability: dur, Logger: log, Throttle: th,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	if err := n.Start(ctx); err != nil {
+		return "", nil, err
+	}
+	stopNode := func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return n.Stop(sctx)
+	}
+	if o.throttle == "" {
+		return n.ClientURL(), stopNode, nil
+	}
+	// As `mqmesh node` runs a node without a mesh: with its backlog
+	// publisher, which the host's worker pool listens to.
+	pub, nc, err := mesh.StartPublisher(n, [backlog.NumTiers]backlog.TierPolicy{})
+	if err != nil {
+		return "", nil, errors.Join(err, stopNode())
+	}
+	return n.ClientURL(), func() error {
+		pub.Stop()
+		nc.Close()
+		return stopNode()
+	}, nil
 }
 
 func writeHeapProfile(path string) error {
