@@ -15,15 +15,16 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// NewCommand returns the `bench` command tree: `bench node` and the hidden
-// `bench serve` it starts its peers with.
+// NewCommand returns the `bench` command tree: `bench node`, `bench
+// backlog`, `bench cpu` and the hidden `bench serve` the child processes
+// of node and cpu run.
 func NewCommand() *cobra.Command { return newCommand(nil) }
 
 // newCommand builds the tree; a nil launch re-executes the running binary.
 func newCommand(launch Launcher) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Run benchmarks against a peer in the same run"}
 	cmd.AddCommand(newNodeCommand(launch), newServeCommand())
-	cmd.AddCommand(newBroadcastCommand())
+	cmd.AddCommand(newBroadcastCommand(), newCPUCommand(launch))
 	return cmd
 }
 

@@ -1,7 +1,9 @@
 // Package bench runs mqmesh's benchmarks against a named peer measured in
 // the same run. `mqmesh bench node` puts an mqnode and an embedded NATS
 // JetStream work-queue stream through the same workload and prints the two
-// side by side, with ratios.
+// side by side, with ratios. `mqmesh bench cpu` runs a host with the
+// node's CPU throttle on and off, under the same CPU hog (below). `mqmesh
+// bench backlog` measures the backlog broadcast (broadcast.go).
 //
 // # Running it
 //
@@ -81,6 +83,43 @@
 // --profile-dir writes a CPU profile and a heap profile (taken as the server
 // stops) of every server process, for `go tool pprof`.
 //
-// Numbers depend on the machine: compare the peers within one run, not runs
-// across machines. The tests run small workloads and never assert speed.
+// # bench cpu: the CPU throttle under a hog
+//
+// `mqmesh bench cpu` shows what a node's CPU throttle (mqnode/throttle)
+// does when a CPU hog lands on its host: it runs the same host twice, with
+// the throttle on (its defaults) and off (throttle.Config{Disabled: true}),
+// and compares the enqueue latency a steady producer sees during the hog.
+//
+//	mqmesh bench cpu                      # about 2 minutes
+//	mqmesh bench cpu --json
+//	mqmesh bench cpu --rate 1000 --hog 30s --durability async
+//
+// Each mode is one host as deployed: a node (`bench serve --peer mqnode
+// --throttle on|off`, durability --durability, with its backlog publisher,
+// like `mqmesh node`) and the host's worker pool (`bench serve --peer
+// worker`: a worker.Pool of --slots handlers on the node, each task burning
+// a fixed amount of CPU work, calibrated once for both modes) in child
+// processes on loopback. A producer in this process enqueues one task per
+// call at --rate tasks/s, open loop (each call at its scheduled time in its
+// own goroutine, so a slow call does not hold back the next), from start to
+// end, and records each call's latency. After --warmup, --before is
+// measured; then --hogs child processes (`bench serve --peer hog`, default
+// one per core) spin for --hog; then --after is measured. By default the
+// handlers need half the host's CPU at --rate (--handler-load), so the host
+// has headroom before the hog and none during it. The hogs run in the same
+// session as the node and the pool, so under Linux's autogroup scheduling
+// they compete with them thread by thread.
+//
+// Per mode and phase it reports the enqueue latency percentiles, the
+// dispatch rate (deliveries/s: the node's acked + nacked + expired-lease
+// totals plus leased tasks, differenced), the backlog at the end, the
+// host's CPU usage and who used it (node, worker, hogs, this process, and
+// other: anything else on the machine, a sign of a disturbed run), and the
+// node's CPU throttle from its stats (share of samples active, limit range,
+// last reason). The ratio row is throttle on / off during the hog. The
+// JSON also holds the samples (every --sample).
+//
+// Numbers depend on the machine: compare the peers (or modes) within one
+// run, not runs across machines. The tests run small workloads and never
+// assert speed.
 package bench
