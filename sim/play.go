@@ -39,17 +39,19 @@ func (r *run) play(ctx context.Context) (drainedAfter time.Duration, drained boo
 			}
 		}
 	}()
-	// Producers.
+	// Producers (load: the drain is judged only once their last enqueue
+	// is answered, or a task in flight would look lost).
 	loadEnd := start.Add(r.s.Load.Duration.D())
+	var load sync.WaitGroup
 	var errMu sync.Mutex
 	var loadErr error
 	for _, h := range r.hosts {
 		if h.workerOnly || r.s.Load.Rate == 0 {
 			continue
 		}
-		wg.Add(1)
+		load.Add(1)
 		go func(h *simHost) {
-			defer wg.Done()
+			defer load.Done()
 			if err := r.produce(ctx, h, loadEnd); err != nil {
 				errMu.Lock()
 				loadErr = err
@@ -58,9 +60,9 @@ func (r *run) play(ctx context.Context) (drainedAfter time.Duration, drained boo
 		}(h)
 	}
 	for _, b := range r.s.Load.Bursts {
-		wg.Add(1)
+		load.Add(1)
 		go func(b Burst) {
-			defer wg.Done()
+			defer load.Done()
 			sleepUntil(ctx, start.Add(b.At.D()))
 			for _, h := range r.hosts {
 				if !h.workerOnly && (h.name == b.Host || b.Host == "" && h.idc == b.IDC) {
@@ -91,6 +93,7 @@ func (r *run) play(ctx context.Context) (drainedAfter time.Duration, drained boo
 	if err := r.apply(ctx, Event{Action: "restore-all"}); err != nil {
 		r.log.Warn("restore failed", "err", err)
 	}
+	load.Wait()
 	deadline := time.Now().Add(r.s.Drain.D())
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if total, _, complete := r.backlogComplete(); total == 0 && complete {
