@@ -75,6 +75,9 @@ func startChild(ctx context.Context, launch Launcher, o serveOptions, stderr io.
 	if err != nil {
 		return nil, err
 	}
+	if o.ownSession {
+		ownSession(cmd)
+	}
 	lines := &firstLine{ch: make(chan string, 1)}
 	cmd.Stdout = lines
 	cmd.Stderr = stderr

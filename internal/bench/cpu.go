@@ -24,6 +24,7 @@ type cpuOptions struct {
 	burn                       time.Duration
 	load                       float64
 	slots, hogs                int
+	hogSession                 string
 	sample, callTimeout        time.Duration
 	timeout                    time.Duration
 	dir                        string
@@ -54,6 +55,7 @@ func newCPUCommand(launch Launcher) *cobra.Command {
 	f.Float64Var(&o.load, "handler-load", 0.5, "without --burn: the share of the host's CPU the handlers need at --rate")
 	f.IntVar(&o.slots, "slots", 0, "worker pool slots (default: 2 per CPU)")
 	f.IntVar(&o.hogs, "hogs", 0, "busy child processes of the hog (default: one per CPU)")
+	f.StringVar(&o.hogSession, "hog-session", hogOwn, "the hog's session: own (setsid: its own scheduling group under autogroup, like another service or container) or shared (the node's and the pool's: one group, the hog competes with them thread by thread)")
 	f.DurationVar(&o.sample, "sample", 500*time.Millisecond, "how often the node's stats and the host's CPU are sampled")
 	f.DurationVar(&o.callTimeout, "call-timeout", 10*time.Second, "deadline of one enqueue call (a call past it counts as an error)")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "bound on the whole run")
@@ -91,6 +93,9 @@ func (o *cpuOptions) validate() error {
 	if o.slots < 0 || o.hogs < 0 || o.hogs > 256 {
 		errs = append(errs, errors.New("--slots not negative; --hogs 0..256"))
 	}
+	if o.hogSession != hogShared && o.hogSession != hogOwn {
+		errs = append(errs, fmt.Errorf("--hog-session %q: want shared or own", o.hogSession))
+	}
 	if o.sample < 50*time.Millisecond || o.callTimeout < 100*time.Millisecond || o.timeout < time.Second {
 		errs = append(errs, errors.New("--sample at least 50ms, --call-timeout at least 100ms, --timeout at least 1s"))
 	}
@@ -110,6 +115,12 @@ func (o *cpuOptions) withDefaults() {
 	}
 }
 
+// Values of --hog-session.
+const (
+	hogShared = "shared"
+	hogOwn    = "own"
+)
+
 // runCPU runs every mode and returns the report (also when a mode failed)
 // and an error naming what failed.
 func runCPU(ctx context.Context, o *cpuOptions) (*CPUReport, error) {
@@ -128,7 +139,7 @@ func runCPU(ctx context.Context, o *cpuOptions) (*CPUReport, error) {
 		Schema: CPUReportSchema,
 		Config: CPUConfig{
 			RatePerS: o.rate, SizeBytes: o.size, Durability: o.durability, BurnMs: ms(o.burn), BurnIters: iters,
-			Slots: o.slots, Hogs: o.hogs, WarmupS: o.warmup.Seconds(), BeforeS: o.before.Seconds(), HogS: o.hog.Seconds(),
+			Slots: o.slots, Hogs: o.hogs, HogSession: o.hogSession, WarmupS: o.warmup.Seconds(), BeforeS: o.before.Seconds(), HogS: o.hog.Seconds(),
 			AfterS: o.after.Seconds(), SampleS: o.sample.Seconds(), CallTimeoutS: o.callTimeout.Seconds(),
 			HandlerLoad: ms(o.burn) / 1000 * o.rate / float64(runtime.NumCPU()),
 			Ceiling:     def.Ceiling, IntervalS: def.Interval.Seconds(), MinRate: def.MinRate, Decrease: def.Decrease, Increase: def.Increase,
@@ -180,6 +191,7 @@ func cpuNotes() []string {
 		"enqueue latency: one task per Enqueue call, from the call to its reply (durable under the node's durability); calls are open loop at --rate",
 		"dispatch/s: deliveries per second (acked + nacked + expired leases + leased, from the node's stats); backlog: ready + delayed at the end of the phase",
 		"cpu columns are cores used on average (user + system); other = host usage minus node, worker, hogs and this process: load from outside the benchmark",
+		"the node and its worker pool share one session (one scheduling group under Linux's autogroup, as under one supervisor or container); --hog-session own puts the hog in a session of its own, shared in theirs",
 		"throttle: share of samples in which the node's CPU throttle limited dispatch, the range of its limit (tasks/s) and its last reason",
 		"ratio = throttle on / off, during the hog: below 1 is better for enqueue latency",
 	}

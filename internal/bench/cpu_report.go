@@ -40,6 +40,7 @@ type CPUConfig struct {
 	HandlerLoad  float64 `json:"handler_load"` // share of the host's CPU the handlers need at RatePerS
 	Slots        int     `json:"slots"`
 	Hogs         int     `json:"hogs"`
+	HogSession   string  `json:"hog_session"` // shared with the node and pool, or own
 	WarmupS      float64 `json:"warmup_s"`
 	BeforeS      float64 `json:"before_s"`
 	HogS         float64 `json:"hog_s"`
@@ -203,8 +204,9 @@ func writeCPUTable(w io.Writer, r *CPUReport) error {
 	c := r.Config
 	var b strings.Builder
 	fmt.Fprintf(&b, "mqmesh bench cpu: %s enqueues/s of %d B (durability %s); worker pool of %d slots burning %.2f ms CPU per task\n"+
-		"(%.0f%% of the host's %d CPUs at that rate); hog: %d busy processes for %.0fs; %s %s\n",
-		thousands(c.RatePerS), c.SizeBytes, c.Durability, c.Slots, c.BurnMs, 100*c.HandlerLoad, c.CPUs, c.Hogs, c.HogS, c.GoVersion, c.Platform)
+		"(%.0f%% of the host's %d CPUs at that rate); hog: %d busy processes for %.0fs, session %s; %s %s\n",
+		thousands(c.RatePerS), c.SizeBytes, c.Durability, c.Slots, c.BurnMs, 100*c.HandlerLoad, c.CPUs, c.Hogs, c.HogS, c.HogSession,
+		c.GoVersion, c.Platform)
 	fmt.Fprintf(&b, "CPU throttle on = defaults: ceiling %.0f%%, every %.1fs, x%.2f down (floor %.0f tasks/s), x%.2f up; off = disabled\n",
 		100*c.Ceiling, c.IntervalS, c.Decrease, c.MinRate, c.Increase)
 	fmt.Fprintf(&b, "host CPU before the run (load from outside the benchmark): %.0f%%\n\n", 100*r.HostCPUBeforeRun)

@@ -212,7 +212,8 @@ func cpuThrottle(rep *mqnode.StatsReply) *mqnode.ThrottleState {
 func (r *cpuRun) startHogs(ctx context.Context) error {
 	fmt.Fprintf(r.log, "%s: starting the hog (%d busy processes)\n", r.label, r.o.hogs)
 	for range r.o.hogs {
-		h, err := startChild(ctx, r.o.launch, serveOptions{peer: peerHog, durability: r.o.durability, hogFor: r.o.hog + 30*time.Second}, r.log)
+		h, err := startChild(ctx, r.o.launch, serveOptions{peer: peerHog, durability: r.o.durability, hogFor: r.o.hog + 30*time.Second,
+			ownSession: r.o.hogSession == hogOwn}, r.log)
 		if err != nil {
 			return errors.Join(err, r.stopHogs())
 		}

@@ -18,7 +18,7 @@ func TestCPUShortRun(t *testing.T) {
 	}
 	r := decodeStrict[CPUReport](t, out)
 	if r.Schema != CPUReportSchema || !r.OK || r.Config.RatePerS != 50 || r.Config.Hogs != 1 || r.Config.Slots != 2 ||
-		r.Config.BurnIters <= 0 || r.Config.Durability != "async" {
+		r.Config.BurnIters <= 0 || r.Config.Durability != "async" || r.Config.HogSession != "own" {
 		t.Fatalf("report header: %+v", r)
 	}
 	if len(r.Modes) != 2 || r.Modes[0].Throttle != "on" || r.Modes[1].Throttle != "off" {
@@ -72,7 +72,7 @@ func TestCPUShortRun(t *testing.T) {
 // Bad flags fail before anything starts, with an error naming the flag.
 func TestCPURejectsBadFlags(t *testing.T) {
 	for flag, value := range map[string]string{
-		"--rate": "0", "--modes": "maybe", "--durability": "never", "--hog": "0s", "--handler-load": "0", "--hogs": "-1",
+		"--rate": "0", "--modes": "maybe", "--durability": "never", "--hog": "0s", "--handler-load": "0", "--hogs": "-1", "--hog-session": "everyone",
 	} {
 		_, _, err := runCommand(t, "cpu", flag, value)
 		if err == nil || !strings.Contains(err.Error(), flag) {

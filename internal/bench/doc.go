@@ -106,9 +106,19 @@
 // measured; then --hogs child processes (`bench serve --peer hog`, default
 // one per core) spin for --hog; then --after is measured. By default the
 // handlers need half the host's CPU at --rate (--handler-load), so the host
-// has headroom before the hog and none during it. The hogs run in the same
-// session as the node and the pool, so under Linux's autogroup scheduling
-// they compete with them thread by thread.
+// has headroom before the hog and none during it.
+//
+// Where the hog runs matters as much as how busy it is. Under Linux's
+// autogroup scheduling a session is one scheduling group, and groups share
+// the CPU before threads inside a group do. The node and its pool share the
+// bench's session, as under one supervisor or in one container. By default
+// (--hog-session own) the hog starts a session of its own, like another
+// service or a job from another login: it gets its group's share, and the
+// node competes for the rest with its own handlers, which is what the CPU
+// throttle arbitrates. With --hog-session shared the hog's processes sit in
+// the node's group and compete with every thread of the node, the pool and
+// the producer one for one; the throttle can then only take the handlers out
+// of that contest.
 //
 // Per mode and phase it reports the enqueue latency percentiles, the
 // dispatch rate (deliveries/s: the node's acked + nacked + expired-lease

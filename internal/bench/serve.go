@@ -45,6 +45,9 @@ type serveOptions struct {
 	throttle string
 	worker   workerOptions // peer worker
 	hogFor   time.Duration // peer hog: exit after this long at the latest
+	// ownSession starts the child in a session of its own (not a flag of
+	// serve: how the parent starts it).
+	ownSession bool
 }
 
 // Throttle settings of a node for `bench cpu`.
