@@ -238,3 +238,26 @@ func TestNodeConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestThrottleFlags(t *testing.T) {
+	file := writeFile(t, "node.yaml", `
+throttle:
+  cpu:
+    ceiling: 0.7
+  backends:
+    user-db: {budget: 100}
+`)
+	cfg := printConfig(t, "--config", file, "--backend-budget", "user-db=500,search=40", "--no-throttle")
+	th := cfg.Throttle
+	if !th.Disabled || th.CPU.Ceiling != 0.7 || th.Backends["user-db"].Budget != 500 || th.Backends["search"].Budget != 40 {
+		t.Fatalf("effective throttle config %+v", th)
+	}
+	for _, bad := range []string{"user.db=5", "user-db", "user-db=0", "x=abc"} {
+		if _, _, err := cli(t, "", "node", "--print-config", "--backend-budget", bad); err == nil {
+			t.Errorf("--backend-budget %q accepted", bad)
+		}
+	}
+	if _, _, err := cli(t, "", "node", "--print-config", "--cpu-ceiling", "1.5"); err == nil || !strings.Contains(err.Error(), "throttle.cpu.ceiling") {
+		t.Errorf("--cpu-ceiling 1.5: %v", err)
+	}
+}
