@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -66,7 +67,7 @@ func (r *run) play(ctx context.Context) (drainedAfter time.Duration, drained boo
 			sleepUntil(ctx, start.Add(b.At.D()))
 			for _, h := range r.hosts {
 				if !h.workerOnly && (h.name == b.Host || b.Host == "" && h.idc == b.IDC) {
-					r.enqueue(ctx, h, b.Count)
+					r.enqueue(ctx, h, b.Count, false)
 				}
 			}
 		}(b)
@@ -96,7 +97,7 @@ func (r *run) play(ctx context.Context) (drainedAfter time.Duration, drained boo
 	load.Wait()
 	deadline := time.Now().Add(r.s.Drain.D())
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if total, _, complete := r.backlogComplete(); total == 0 && complete {
+		if v := r.nodes(); v.total == 0 && v.complete {
 			drained = true
 			break
 		}
@@ -153,7 +154,7 @@ func (r *run) produce(ctx context.Context, h *simHost, end time.Time) error {
 		}
 		due := int(float64(r.s.Load.Rate) * now.Sub(start).Seconds())
 		if n := due - sent; n > 0 {
-			r.enqueue(ctx, h, n)
+			r.enqueue(ctx, h, n, true)
 			sent += n
 		}
 	}
@@ -161,8 +162,9 @@ func (r *run) produce(ctx context.Context, h *simHost, end time.Time) error {
 }
 
 // enqueue puts n tasks on a host's node (skipped while it is down: a dead
-// host produces nothing).
-func (r *run) enqueue(ctx context.Context, h *simHost, n int) {
+// host produces nothing). timed records how long each Enqueue call took
+// (the producer's enqueue latency).
+func (r *run) enqueue(ctx context.Context, h *simHost, n int, timed bool) {
 	h.mu.Lock()
 	c := h.client
 	h.mu.Unlock()
@@ -177,8 +179,13 @@ func (r *run) enqueue(ctx context.Context, h *simHost, n int) {
 			items[i] = &mqnode.EnqueueItem{Payload: payload}
 		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		t0 := time.Now()
 		res, err := c.Enqueue(rctx, Queue, items...)
+		took := time.Since(t0)
 		cancel()
+		if !timed {
+			took = 0
+		}
 		if err != nil {
 			if ctx.Err() == nil && h.nodeUp.Load() {
 				r.log.Warn("enqueue failed", "host", h.name, "err", err)
@@ -189,25 +196,27 @@ func (r *run) enqueue(ctx context.Context, h *simHost, n int) {
 		for i, x := range res {
 			ids[i] = x.Id
 		}
-		r.metrics.enqueue(ids, h.name)
+		r.metrics.enqueue(ids, h.name, took)
 		n -= k
 	}
 }
 
-// backlog sums ready + delayed + leased over the live nodes, per IDC.
-func (r *run) backlog() (uint64, map[string]uint64) {
-	total, per, _ := r.backlogComplete()
-	return total, per
+// nodesView is what the live nodes' stats say.
+type nodesView struct {
+	total    uint64            // ready + delayed + leased
+	per      map[string]uint64 // the same per IDC
+	deferred uint64            // retries the retry gates deferred so far
+	cpuLimit float64           // sum of the active CPU dispatch limits, tasks/s
+	// complete says every live node answered (a drain is only declared on
+	// a complete reading).
+	complete bool
 }
 
-// backlogComplete is backlog, and whether every live node answered (a
-// drain is only declared on a complete reading).
-func (r *run) backlogComplete() (uint64, map[string]uint64, bool) {
-	per := map[string]uint64{}
-	complete := true
-	var total uint64
+// nodes reads every live node's stats of the queue.
+func (r *run) nodes() nodesView {
+	v := nodesView{per: map[string]uint64{}, complete: true}
 	for _, idc := range r.s.Topology.IDCs {
-		per[idc.Name] = 0
+		v.per[idc.Name] = 0
 	}
 	for _, h := range r.hosts {
 		h.mu.Lock()
@@ -217,24 +226,32 @@ func (r *run) backlogComplete() (uint64, map[string]uint64, bool) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, qs, err := c.Stats(ctx, Queue)
+		rep, err := c.StatsReply(ctx, Queue)
 		cancel()
 		if errors.Is(err, mqnode.ErrUnknownQueue) {
 			continue // nothing was ever enqueued there
 		}
-		if err != nil || len(qs) == 0 {
-			complete = false
+		if err != nil || len(rep.Queues) == 0 {
+			v.complete = false
 			continue
 		}
-		n := qs[0].Ready + qs[0].Delayed + qs[0].Leased
-		per[h.idc] += n
-		total += n
+		q := rep.Queues[0]
+		n := q.Ready + q.Delayed + q.Leased
+		v.per[h.idc] += n
+		v.total += n
+		v.deferred += q.RetriesDeferredTotal
+		for _, t := range rep.NodeThrottles {
+			if t.Kind == "cpu" && t.Active {
+				v.cpuLimit += t.Limit
+			}
+		}
 	}
-	return total, per, complete
+	return v
 }
 
 func (r *run) takeSample(start time.Time) {
-	total, per := r.backlog()
+	v := r.nodes()
+	cpu, _ := r.cpu()
 	notices := r.noticeBase.Load()
 	workers := 0
 	for _, h := range r.hosts {
@@ -246,7 +263,8 @@ func (r *run) takeSample(start time.Time) {
 			workers++
 		}
 	}
-	s := Sample{T: time.Since(start).Seconds(), Backlog: per, Total: total, Notices: notices, Workers: workers}
+	s := Sample{T: time.Since(start).Seconds(), Backlog: v.per, Total: v.total, Notices: notices, Workers: workers,
+		Deferred: v.deferred, CPULimit: v.cpuLimit, CPU: cpu}
 	r.metrics.sample(s)
 	if r.progress != nil {
 		r.metrics.mu.Lock()
@@ -319,9 +337,26 @@ func (r *run) apply(ctx context.Context, ev Event) error {
 			}
 			r.stopNode(h, true)
 		}()
+	case "backend-fail", "backend-recover":
+		down := ev.Action == "backend-fail"
+		if r.backends.setDown(ev.IDC, down) {
+			r.metrics.backend(down, time.Now())
+		}
+	case "cpu-hog":
+		n := ev.Procs
+		if n == 0 {
+			n = runtime.GOMAXPROCS(0)
+		}
+		r.hog.start(n)
+	case "cpu-calm":
+		r.hog.calm()
 	case "partition", "slow-link", "heal":
 		return r.links.set(r.nodeHosts(ev.IDC), ev.Action == "partition", ev.Latency.D().Milliseconds())
 	case "restore-all":
+		r.hog.calm()
+		if r.backends.setDown("", false) {
+			r.metrics.backend(false, time.Now())
+		}
 		for _, idc := range r.s.Topology.IDCs {
 			r.backends.restore(idc.Name)
 			if err := r.links.set(r.nodeHosts(idc.Name), false, 0); err != nil {

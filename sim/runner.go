@@ -55,7 +55,9 @@ type run struct {
 	progress   func(mode string, s Sample)
 	noticeBase atomic.Uint64 // notices of pools that were replaced
 	links      *links
-	bg         sync.WaitGroup // host removals in progress
+	hog        hog                 // cpu-hog's burners
+	cpu        throttle.CPUSampler // for the samples: what the throttle reads
+	bg         sync.WaitGroup      // host removals in progress
 }
 
 // Options tune a run.
@@ -82,7 +84,7 @@ func newRun(s Scenario, mode string, opt Options) (*run, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	r := &run{s: s, mode: mode, log: log, dir: dir, backends: newBackends(s), metrics: newMetrics(), progress: opt.Progress, links: newLinks()}
+	r := &run{s: s, mode: mode, log: log, dir: dir, backends: newBackends(s), metrics: newMetrics(), progress: opt.Progress, links: newLinks(), cpu: cpuSampler(s.Throttle.CPU.Sampler)}
 	f, err := filterFor(s.Filter)
 	if err != nil {
 		return nil, err
@@ -123,8 +125,9 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 		Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: h.dataDir, Listen: "127.0.0.1:0",
 			Durability: mqnode.Durability(r.s.Durability), Logger: r.log,
 			// Every simulated host shares this machine's CPU, so its usage
-			// says nothing of one host: the CPU throttle is off.
-			Throttle:      throttle.Config{CPU: throttle.CPUConfig{Disabled: true}},
+			// says nothing of one host: the CPU throttle is off unless the
+			// scenario enables it (see Throttle).
+			Throttle: r.s.Throttle.Config(r.mode), CPUSampler: cpuSampler(r.s.Throttle.CPU.Sampler),
 			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000}},
 		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
 		Host: h.name,
@@ -329,6 +332,7 @@ func (r *run) setup(ctx context.Context) error {
 // teardown stops everything (abruptly: the run is over, nobody needs to
 // hear the goodbyes) and removes the run's data.
 func (r *run) teardown() {
+	r.hog.calm()
 	r.bg.Wait()
 	var wg sync.WaitGroup
 	for _, h := range r.hosts {

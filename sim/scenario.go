@@ -16,8 +16,9 @@ import (
 )
 
 // Scenario is a simulation: a topology, a load, handler behaviour, the
-// backlog filter in use and a fault timeline. Load one with LoadScenario or
-// ParseScenario; Default is the embedded default scenario.
+// backlog filter in use, the nodes' overload protection and a fault
+// timeline. Load one with LoadScenario or ParseScenario; Default is the
+// embedded default scenario.
 type Scenario struct {
 	Name string `yaml:"name"`
 	// Seed makes a run repeatable (handler latencies, errors, scheduling).
@@ -32,13 +33,20 @@ type Scenario struct {
 	// Durability of the nodes: async (default: the simulator measures
 	// scheduling, not disks) or fsync.
 	Durability string `yaml:"durability"`
+	// Throttle is every node's overload protection (see Throttle): the
+	// retry gate is on, the CPU throttle off, no backend budgets, unless
+	// set here. The unthrottled mode switches all of it off.
+	Throttle Throttle `yaml:"throttle"`
 	// Timeline of faults; each event starts a phase that lasts until the
 	// next one (or the end of the load).
 	Timeline []Event `yaml:"timeline"`
 	// Drain bounds the wait, after the load ends and faults are restored,
 	// for the backlog to reach zero. Default 30s.
 	Drain Duration `yaml:"drain"`
-	// Modes to run: mesh and/or baseline (default both, mesh first).
+	// Modes to run, one after the other, reported side by side: mesh (the
+	// mesh as configured), baseline (every pool pulls only its own node)
+	// and unthrottled (the mesh with throttle.disabled). Default: mesh,
+	// baseline.
 	Modes []string `yaml:"modes"`
 	// Sample is the period of the time series. Default 250ms.
 	Sample Duration `yaml:"sample"`
@@ -77,12 +85,32 @@ type Burst struct {
 }
 
 // Handler is the simulated business handler: a latency distribution and
-// an error rate, optionally per IDC (the IDC's path to its backend).
+// an error rate, optionally per IDC (the IDC's path to its backend), the
+// backend calls each task makes and the CPU it burns. A handler runs in
+// its pool's IDC and uses that IDC's backend, whatever node the task came
+// from.
 type Handler struct {
 	Median    Duration           `yaml:"median"`
 	P99       Duration           `yaml:"p99"`
 	ErrorRate float64            `yaml:"error_rate"`
 	PerIDC    map[string]Backend `yaml:"per_idc"`
+	// Backend, when set, names the backend each task calls and how many
+	// times (a fan-out): every execution reports its calls with
+	// worker.Task.Report, which is what throttle.backends budgets count.
+	Backend *HandlerBackend `yaml:"backend"`
+	// CPU is the processor time each execution burns in a busy loop (a
+	// fixed amount of work, calibrated once: it takes longer when the CPU
+	// is contended), on top of its latency. Default 0.
+	CPU Duration `yaml:"cpu"`
+}
+
+// HandlerBackend is the fan-out of one task: Calls calls to backend Name
+// (a subject token, e.g. user-db). A task that succeeds or fails normally
+// makes all its calls; while the backend is down (backend-fail) the first
+// call fails at once, so the execution counts one call and fails fast.
+type HandlerBackend struct {
+	Name  string `yaml:"name"`
+	Calls int    `yaml:"calls"` // default 1
 }
 
 // Backend modifies the handler in one IDC: latency × Slowdown, extra
@@ -104,7 +132,13 @@ type Event struct {
 	// host leaves gracefully), partition (an IDC's gateway links black-
 	// holed: nothing reaches it from other IDCs), slow-link (Latency added
 	// each way on an IDC's gateway links), heal (undo partition/slow-link),
-	// restore-all.
+	// restore-all; backend-fail (the IDC's backend, or every IDC's when
+	// idc is empty, refuses every call: executions fail at once, without
+	// their latency), backend-recover (undo backend-fail); cpu-hog (Procs
+	// goroutines burn CPU in busy loops in this process, i.e. on every
+	// simulated host, which all share this machine), cpu-calm (stop them).
+	// The end of the load runs restore-all: every fault ends, the hog
+	// included.
 	Action    string  `yaml:"action"`
 	IDC       string  `yaml:"idc"`
 	Host      string  `yaml:"host"`
@@ -112,10 +146,14 @@ type Event struct {
 	ErrorRate float64 `yaml:"error_rate"`
 	// Latency of slow-link, each way.
 	Latency Duration `yaml:"latency"`
+	// Procs is the number of CPU burners of cpu-hog (default GOMAXPROCS:
+	// every core of this machine).
+	Procs int `yaml:"procs"`
 }
 
 // Actions the runner knows.
-var Actions = []string{"normal", "degrade", "restore", "kill-pools", "restore-pools", "kill-node", "restart-node", "remove-host", "partition", "slow-link", "heal", "restore-all"}
+var Actions = []string{"normal", "degrade", "restore", "kill-pools", "restore-pools", "kill-node", "restart-node", "remove-host", "partition", "slow-link", "heal", "restore-all",
+	"backend-fail", "backend-recover", "cpu-hog", "cpu-calm"}
 
 // Duration is a time.Duration that YAML writes as "1.5s".
 type Duration time.Duration
@@ -221,6 +259,9 @@ func (s Scenario) withDefaults() Scenario {
 	if s.Sample == 0 {
 		s.Sample = Duration(250 * time.Millisecond)
 	}
+	if b := s.Handler.Backend; b != nil && b.Calls == 0 {
+		s.Handler.Backend = &HandlerBackend{Name: b.Name, Calls: 1}
+	}
 	return s
 }
 
@@ -228,7 +269,13 @@ func (s Scenario) withDefaults() Scenario {
 const (
 	ModeMesh     = "mesh"
 	ModeBaseline = "baseline"
+	// ModeUnthrottled is the mesh with every throttle switched off
+	// (throttle.disabled), to compare with.
+	ModeUnthrottled = "unthrottled"
 )
+
+// Modes lists the modes a scenario may name.
+var Modes = []string{ModeMesh, ModeBaseline, ModeUnthrottled}
 
 // Filters the scenario may name.
 var Filters = []string{"local-only", "local-idc", "everything", "noisy-neighbour"}
@@ -326,6 +373,14 @@ func (s Scenario) Validate() error {
 			if ev.Action == "slow-link" && (ev.Latency.D() <= 0 || ev.Latency.D() > 10*time.Second) {
 				bad(f+".latency", "%s: slow-link needs 0 < latency <= 10s", ev.Latency.D())
 			}
+		case "backend-fail", "backend-recover":
+			if _, ok := idcs[ev.IDC]; ev.IDC != "" && !ok {
+				bad(f+".idc", "%q: no such IDC (leave it out for every IDC's backend)", ev.IDC)
+			}
+		case "cpu-hog", "cpu-calm":
+			if ev.Procs < 0 || ev.Procs > 256 {
+				bad(f+".procs", "%d: want 0..256 CPU burners (0: GOMAXPROCS)", ev.Procs)
+			}
 		case "kill-node", "restart-node", "remove-host":
 			if err := s.checkTarget(idcs, ev.IDC, ev.Host); err != nil || ev.Host == "" {
 				bad(f+".host", "%s needs an existing host (e.g. %s-h1): %v", ev.Action, s.Topology.IDCs[0].Name, err)
@@ -338,10 +393,11 @@ func (s Scenario) Validate() error {
 		bad("drain/sample", "need drain > 0 and sample >= 10ms")
 	}
 	for i, m := range s.Modes {
-		if m != ModeMesh && m != ModeBaseline {
-			bad(fmt.Sprintf("modes[%d]", i), "%q: want mesh or baseline", m)
+		if !slices.Contains(Modes, m) {
+			bad(fmt.Sprintf("modes[%d]", i), "%q: want one of %v", m, Modes)
 		}
 	}
+	errs = append(errs, s.validateOverload()...)
 	return errors.Join(errs...)
 }
 
