@@ -157,6 +157,39 @@ func (rep *Report) WhereChart(mode, format string) ([]byte, error) {
 	return lineChart("Where tasks ran ("+mode+"), completions per second", "tasks/s", ss, m.Phases, format)
 }
 
+// WorkChart draws one mode's work per second: executions, retries among
+// them, completions and backend calls (mesh-wide), with the budget if any.
+func (rep *Report) WorkChart(mode string, budget float64, format string) ([]byte, error) {
+	m := rep.mode(mode)
+	if m == nil {
+		return nil, fmt.Errorf("no %s mode in the report", mode)
+	}
+	counts := []struct {
+		name string
+		f    func(Sample) int
+	}{
+		{"attempts", func(x Sample) int { return x.Attempts }},
+		{"retries (attempt > 1)", func(x Sample) int { return x.Retries }},
+		{"done", func(x Sample) int { return x.Done }},
+		{"backend calls", func(x Sample) int { return x.Calls }},
+	}
+	var ss []series
+	for _, c := range counts {
+		s := series{name: c.name}
+		for i := 1; i < len(m.Series); i++ {
+			a, b := m.Series[i-1], m.Series[i]
+			if dt := b.T - a.T; dt > 0 {
+				s.xy = append(s.xy, plotter.XY{X: b.T, Y: float64(c.f(b)-c.f(a)) / dt})
+			}
+		}
+		ss = append(ss, s)
+	}
+	if budget > 0 && len(m.Series) > 0 {
+		ss = append(ss, series{name: "budget", dashed: true, xy: plotter.XYs{{X: 0, Y: budget}, {X: m.Series[len(m.Series)-1].T, Y: budget}}})
+	}
+	return lineChart("Work per second ("+mode+"), per sample", "per second", ss, m.Phases, format)
+}
+
 func (rep *Report) mode(name string) *ModeReport {
 	for i := range rep.Modes {
 		if rep.Modes[i].Mode == name {

@@ -32,10 +32,24 @@ type ModeReport struct {
 	DeadLettered uint64 `json:"dead_lettered"`
 	// Drained says the backlog reached zero after the load; DrainedAfterS
 	// is how long after the end of the load.
-	Drained       bool     `json:"drained"`
-	DrainedAfterS float64  `json:"drained_after_s"`
-	PeakBacklog   uint64   `json:"peak_backlog"`
-	Series        []Sample `json:"-"`
+	Drained       bool    `json:"drained"`
+	DrainedAfterS float64 `json:"drained_after_s"`
+	PeakBacklog   uint64  `json:"peak_backlog"`
+	// Attempts counts executions, Retries those with Attempt > 1, Calls
+	// the backend calls they reported; RetriesDeferred is the retries the
+	// nodes' retry gates deferred (a deferred retry is not lost: it waits
+	// on disk).
+	Attempts        int    `json:"attempts"`
+	Retries         int    `json:"retries"`
+	Calls           int    `json:"backend_calls"`
+	RetriesDeferred uint64 `json:"retries_deferred"`
+	// Outages are the backend's outages (backend-fail to backend-recover)
+	// and how this mode came back from each.
+	Outages []Outage `json:"outages,omitempty"`
+	// Budget is how the mesh-wide call rate held to the handler backend's
+	// budget, when it has one.
+	Budget *BudgetReport `json:"budget,omitempty"`
+	Series []Sample      `json:"-"`
 }
 
 // PhaseReport is one phase of the timeline in one mode.
@@ -59,6 +73,27 @@ type PhaseReport struct {
 	OtherIDC float64 `json:"other_idc_share"`
 	// NoticesPerWorker is backlog notices accepted per worker per second.
 	NoticesPerWorker float64 `json:"notices_per_worker_per_s"`
+	// AttemptsPerS is executions/s; RetriesPerS those with Attempt > 1;
+	// CallsPerS the backend calls/s they made, mesh-wide; DeferredPerS the
+	// retries/s the retry gates deferred. (Successes/s: Throughput.)
+	AttemptsPerS float64 `json:"attempts_per_s"`
+	RetriesPerS  float64 `json:"retries_per_s"`
+	CallsPerS    float64 `json:"backend_calls_per_s"`
+	DeferredPerS float64 `json:"retries_deferred_per_s"`
+	// EnqueueP50Ms and EnqueueP99Ms time the producers' Enqueue calls
+	// (one per host every 20 ms, carrying what the rate owes).
+	EnqueueP50Ms float64 `json:"enqueue_p50_ms"`
+	EnqueueP99Ms float64 `json:"enqueue_p99_ms"`
+	// MinNodeShare is the least progress of a node: min over the nodes that
+	// had received tasks of (completions of its tasks) / (completions per
+	// node on average). 1 = every node equal; 0 = a node made none.
+	MinNodeShare float64 `json:"min_node_share"`
+	// CPU is the mean CPU usage (0..1) over the phase's samples, as the
+	// CPU throttle's sampler reads it (Sample.CPU); CPULimit the mean sum
+	// of the nodes' CPU dispatch limits while any was active (tasks/s; 0:
+	// none was).
+	CPU      float64 `json:"cpu"`
+	CPULimit float64 `json:"cpu_limit"`
 }
 
 // Run plays the scenario in each of its modes, one after the other.
@@ -148,6 +183,7 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 			pr.OtherIDC = float64(p.where[2]) / float64(p.done)
 		}
 		var first, last *Sample
+		var n, limited int
 		for i := range m.series {
 			s := &m.series[i]
 			if s.T < pr.StartS || s.T > pr.EndS {
@@ -158,7 +194,15 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 			}
 			last = s
 			pr.PeakBacklog = max(pr.PeakBacklog, s.Total)
+			n++
+			pr.CPU += s.CPU
+			if s.CPULimit > 0 {
+				limited++
+				pr.CPULimit += s.CPULimit
+			}
 		}
+		pr.CPU /= float64(max(n, 1))
+		pr.CPULimit /= float64(max(limited, 1))
 		pr.DrainS = drainTime(m.series, pr.StartS, pr.EndS, normalLevel(m))
 		if last != nil {
 			pr.EndBacklog = last.Total
@@ -166,8 +210,10 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 				pr.NoticesPerWorker = float64(last.Notices-first.Notices) / dt / float64(last.Workers)
 			}
 		}
+		pr.addWork(p, m, first, last)
 		mr.Phases = append(mr.Phases, pr)
 	}
+	mr.addWork(r.s, m)
 	return mr
 }
 
@@ -206,7 +252,10 @@ func drainTime(series []Sample, start, end float64, level uint64) float64 {
 	return -1
 }
 
-// WriteTable prints the phase table of every mode.
+// WriteTable prints the phase table of every mode, each mode's totals,
+// then the work table (attempts, retries, successes, backend calls,
+// deferred retries, enqueue latency, least node progress per phase) and
+// each mode's backend outages and budget.
 func (rep *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "scenario %s (seed %d)\n", rep.Scenario, rep.Seed)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
@@ -233,17 +282,20 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "%s: %d enqueued, %d completed, %d lost, %d stranded on dead nodes, %d dead-lettered, %d duplicate deliveries; peak backlog %d; %s\n",
 			m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, m.DeadLettered, m.Duplicates, m.PeakBacklog, drain)
 	}
-	return nil
+	fmt.Fprintln(w)
+	return rep.writeWork(w)
 }
 
-// WriteCSV writes the time series of every mode.
+// WriteCSV writes the time series of every mode. Counts (done, attempts,
+// retries, backend calls, retries deferred, notices) are running totals:
+// rates are their differences over t_s.
 func (rep *Report) WriteCSV(w io.Writer, idcs []string) error {
 	cw := csv.NewWriter(w)
 	head := []string{"mode", "t_s", "phase", "total_backlog"}
 	for _, idc := range idcs {
 		head = append(head, "backlog_"+idc)
 	}
-	head = append(head, "done", "done_local", "done_same_idc", "done_other_idc", "p99_ms", "notices", "workers")
+	head = append(head, "done", "done_local", "done_same_idc", "done_other_idc", "p99_ms", "notices", "workers", "attempts", "retries", "backend_calls", "retries_deferred", "cpu", "cpu_limit")
 	if err := cw.Write(head); err != nil {
 		return err
 	}
@@ -254,7 +306,9 @@ func (rep *Report) WriteCSV(w io.Writer, idcs []string) error {
 				row = append(row, strconv.FormatUint(s.Backlog[idc], 10))
 			}
 			row = append(row, strconv.Itoa(s.Done), strconv.Itoa(s.Where[0]), strconv.Itoa(s.Where[1]), strconv.Itoa(s.Where[2]),
-				strconv.FormatFloat(s.P99Ms, 'f', 2, 64), strconv.FormatUint(s.Notices, 10), strconv.Itoa(s.Workers))
+				strconv.FormatFloat(s.P99Ms, 'f', 2, 64), strconv.FormatUint(s.Notices, 10), strconv.Itoa(s.Workers),
+				strconv.Itoa(s.Attempts), strconv.Itoa(s.Retries), strconv.Itoa(s.Calls), strconv.FormatUint(s.Deferred, 10),
+				strconv.FormatFloat(s.CPU, 'f', 3, 64), strconv.FormatFloat(s.CPULimit, 'f', 1, 64))
 			if err := cw.Write(row); err != nil {
 				return err
 			}
