@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -40,8 +41,8 @@ type simOptions struct {
 
 func (o *simOptions) Validate() error {
 	for _, m := range o.modes {
-		if m != sim.ModeMesh && m != sim.ModeBaseline {
-			return fmt.Errorf("--modes: %q: want mesh and/or baseline", m)
+		if !slices.Contains(sim.Modes, m) {
+			return fmt.Errorf("--modes: %q: want some of %s", m, strings.Join(sim.Modes, ", "))
 		}
 	}
 	if _, err := simLogLevel(o.logLevel); err != nil {
@@ -65,16 +66,21 @@ func newSimCommand() *cobra.Command {
 	o := &simOptions{}
 	cmd := &cobra.Command{
 		Use:   "sim [SCENARIO.yaml]",
-		Short: "Simulate an IDC failure on the real components and report what it does to backlog and latency",
+		Short: "Simulate an IDC failure or an overload on the real components and report what it does to backlog and latency",
 		Long: `sim builds a whole mesh in this process on loopback from the real packages
 (embedded NATS servers with routes and gateways, Badger stores, memberlist,
 backlog publishers and views, worker pools), plays a scenario's load and
-fault timeline, then plays it again with cross-machine help switched off
-(the baseline: every pool pulls only its own node).
+fault timeline, then plays it again in the scenario's other modes: baseline
+(cross-machine help switched off: every pool pulls only its own node) and/or
+unthrottled (the mesh with every node's overload protection off).
 
 Without a file it runs the embedded default scenario (configs/sim/default.yaml):
 3 IDCs x 3 hosts; normal, one IDC's handlers degraded, two IDCs' pools lost,
-recovery. It prints the phase table on stdout (or --json) and writes
+recovery. configs/sim/ also holds the overload scenarios: retry-storm.yaml
+(a backend fails 100% then recovers), backend-budget.yaml (3 nodes share a
+backend's budget) and cpu-hog.yaml (a CPU hog with the CPU throttle on). It
+prints the phase table and the work table (attempts, retries, backend calls,
+enqueue latency, node progress) on stdout (or --json) and writes
 report.html, backlog.svg, backlog.png and series.csv to --out.
 
 With --model it runs the scale model instead: a discrete-event run in
@@ -99,7 +105,7 @@ first help, helper balance, backlog, latency).`,
 	f := cmd.Flags()
 	f.StringVarP(&o.out, "out", "o", "sim-report", "directory for report.html, backlog.svg/png and series.csv")
 	f.BoolVar(&o.json, "json", false, "print the summary as JSON")
-	f.StringSliceVar(&o.modes, "modes", nil, "modes to run (mesh, baseline; default: the scenario's)")
+	f.StringSliceVar(&o.modes, "modes", nil, "modes to run (mesh, baseline, unthrottled; default: the scenario's)")
 	f.BoolVar(&o.printScenario, "print-scenario", false, "print the scenario (the default one without a file) and exit")
 	f.StringVar(&o.logLevel, "log-level", "off", "log level of the simulated components (off, debug, info, warn, error)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress on stderr")
@@ -156,7 +162,7 @@ func runSim(ctx context.Context, o *simOptions, stdout, stderr io.Writer) error 
 			for _, idc := range idcs {
 				fmt.Fprintf(&b, " %s=%d", idc, x.Backlog[idc])
 			}
-			fmt.Fprintf(stderr, "[%s] %5.1fs  %-18s backlog%s  done %d  p99 %.0fms\n", mode, x.T, x.Phase, b.String(), x.Done, x.P99Ms)
+			fmt.Fprintf(stderr, "[%s] %5.1fs  %-18s backlog%s  done %d  retries %d  p99 %.0fms\n", mode, x.T, x.Phase, b.String(), x.Done, x.Retries, x.P99Ms)
 		}
 	}
 	rep, err := sim.Run(ctx, s, opt)

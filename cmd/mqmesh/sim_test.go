@@ -17,7 +17,7 @@ func TestSimCommand(t *testing.T) {
 	_, _, err := cli(t, "", "sim", bad)
 	wantErr(t, err, "timeline[0].action", "explode")
 	_, _, err = cli(t, "", "sim", "--modes", "fast")
-	wantErr(t, err, "--modes")
+	wantErr(t, err, "--modes", "unthrottled")
 
 	if testing.Short() {
 		t.Skip("simulation run skipped in -short mode")
