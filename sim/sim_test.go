@@ -40,14 +40,14 @@ timeline:
 drain: 30s
 `
 
-// TestShortScenarioInvariants: on the real components, no task is lost,
-// the backlog drains after the faults end, and the mesh beats the
-// single-host baseline on peak backlog.
-func TestShortScenarioInvariants(t *testing.T) {
+// runShort plays a scenario in every mode, logs its tables and checks that
+// no task is lost or stranded and that the backlog drained in every mode.
+func runShort(t *testing.T, doc string) (*Report, Scenario) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("simulation skipped in -short mode")
 	}
-	s, err := ParseScenario([]byte(shortScenario))
+	s, err := ParseScenario([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,17 +58,24 @@ func TestShortScenarioInvariants(t *testing.T) {
 	var buf bytes.Buffer
 	_ = rep.WriteTable(&buf)
 	t.Log("\n" + buf.String())
+	for _, m := range rep.Modes {
+		if m.Lost != 0 || m.Stranded != 0 || m.Completed != m.Enqueued || !m.Drained {
+			t.Errorf("%s: %d enqueued, %d completed, %d lost, %d stranded, drained %v", m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, m.Drained)
+		}
+	}
+	return rep, s
+}
+
+// TestShortScenarioInvariants: on the real components, no task is lost,
+// the backlog drains after the faults end, and the mesh beats the
+// single-host baseline on peak backlog.
+func TestShortScenarioInvariants(t *testing.T) {
+	rep, s := runShort(t, shortScenario)
 	byMode := map[string]ModeReport{}
 	for _, m := range rep.Modes {
 		byMode[m.Mode] = m
-		if m.Lost != 0 || m.Stranded != 0 {
-			t.Errorf("%s: %d lost, %d stranded", m.Mode, m.Lost, m.Stranded)
-		}
-		if !m.Drained {
-			t.Errorf("%s: backlog not drained after the faults ended", m.Mode)
-		}
-		if m.Enqueued < 1000 || m.Completed != m.Enqueued {
-			t.Errorf("%s: %d enqueued, %d completed", m.Mode, m.Enqueued, m.Completed)
+		if m.Enqueued < 1000 {
+			t.Errorf("%s: %d enqueued", m.Mode, m.Enqueued)
 		}
 	}
 	mesh, base := byMode[ModeMesh], byMode[ModeBaseline]
