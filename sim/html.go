@@ -20,7 +20,7 @@ figure{margin:1.5em 0} svg{max-width:100%;height:auto}
 <p>Seed {{.Seed}}. Every mode runs the same scenario on the real components in one process: embedded NATS servers with routes and gateways, Badger stores, memberlist, backlog publishers and views, worker pools.
 The <b>baseline</b> pulls only its own node (the single-host design the mesh replaces); <b>unthrottled</b> is the mesh with every node's overload protection off.</p>
 {{range .Modes}}<p><b>{{.Mode}}</b>: {{.Enqueued}} enqueued, {{.Completed}} completed,
-<span class="{{if .Lost}}bad{{else}}ok{{end}}">{{.Lost}} lost</span>, {{.Stranded}} stranded on dead nodes, {{.Duplicates}} duplicate deliveries;
+<span class="{{if .Lost}}bad{{else}}ok{{end}}">{{.Lost}} lost</span>, {{.Stranded}} stranded on dead nodes, {{if .StillQueued}}<span class="bad">{{.StillQueued}} still queued</span>, {{end}}{{.Duplicates}} duplicate deliveries;
 peak backlog {{.PeakBacklog}}; {{if .Drained}}drained {{printf "%.1f" .DrainedAfterS}} s after the load{{else}}<span class="bad">not drained</span>{{end}}.</p>
 {{end}}
 <table><tr><th class="l">mode</th><th class="l">phase</th><th>time s</th><th>done/s</th><th>p50 ms</th><th>p99 ms</th><th>p999 ms</th><th>peak backlog</th><th>end backlog</th><th>drained after s</th><th>local</th><th>same IDC</th><th>other IDC</th><th>notices/worker/s</th></tr>
@@ -33,7 +33,7 @@ cpu limit the nodes' summed CPU dispatch limit while one was active.</p>
 <table><tr><th class="l">mode</th><th class="l">phase</th><th>time s</th><th>attempts/s</th><th>retries/s</th><th>done/s</th><th>backend calls/s</th><th>retries deferred/s</th><th>enqueue p50 ms</th><th>enqueue p99 ms</th><th>min node share</th><th>cpu</th><th>cpu limit/s</th></tr>
 {{range $m := .Modes}}{{range .Phases}}<tr><td class="l">{{$m.Mode}}</td><td class="l">{{.Name}}</td><td>{{printf "%.1f–%.1f" .StartS .EndS}}</td><td>{{printf "%.0f" .AttemptsPerS}}</td><td>{{printf "%.1f" .RetriesPerS}}</td><td>{{printf "%.0f" .Throughput}}</td><td>{{printf "%.0f" .CallsPerS}}</td><td>{{printf "%.1f" .DeferredPerS}}</td><td>{{printf "%.1f" .EnqueueP50Ms}}</td><td>{{printf "%.1f" .EnqueueP99Ms}}</td><td>{{printf "%.2f" .MinNodeShare}}</td><td>{{pct .CPU}}</td><td>{{if gt .CPULimit 0.0}}{{printf "%.0f" .CPULimit}}{{else}}–{{end}}</td></tr>
 {{end}}{{end}}</table>
-{{range $m := .Modes}}{{range .Outages}}<p><b>{{$m.Mode}}</b>: backend down {{printf "%.1f–%.1f" .DownS .UpS}} s: {{printf "%.0f" .BeforePerS}} done/s before; while down {{printf "%.0f" .AttemptsPerS}} attempts/s, {{printf "%.1f" .RetriesPerS}} retries/s ({{printf "%.2f" .RetryRatio}}× the throughput before);
+{{range $m := .Modes}}{{range .Outages}}<p><b>{{$m.Mode}}</b>: backend down {{printf "%.1f–%.1f" .DownS .UpS}} s: {{printf "%.0f" .BeforePerS}} done/s before; while down {{printf "%.0f" .AttemptsPerS}} attempts/s, {{printf "%.1f" .RetriesPerS}} retries/s ({{printf "%.2f" .RetryRatio}}× the throughput before; {{printf "%.1f" .LaterRetriesPerS}}/s after its first second);
 {{if ge .RecoveredAfterS 0.0}}back to 90% of it {{printf "%.2f" .RecoveredAfterS}} s after the backend came back{{else}}<span class="bad">never back to 90% of it</span>{{end}},
 {{if ge .ClearedAfterS 0.0}}failed tasks cleared {{printf "%.2f" .ClearedAfterS}} s after{{else}}<span class="bad">failed tasks never cleared</span>{{end}}.</p>
 {{end}}{{with .Budget}}<p><b>{{$m.Mode}}</b>: budget {{.Backend}} {{printf "%.0f" .Budget}} calls/s:

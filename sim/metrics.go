@@ -65,8 +65,10 @@ type Sample struct {
 	Retries  int `json:"retries"`
 	Calls    int `json:"backend_calls"`
 	// Deferred is the retries the nodes' retry gates deferred so far
-	// (summed over the live nodes).
-	Deferred uint64 `json:"retries_deferred"`
+	// (summed over the live nodes); RetryGates the nodes whose retry gate
+	// is closed (limiting retries) now.
+	Deferred   uint64 `json:"retries_deferred"`
+	RetryGates int    `json:"retry_gates"`
 	// NodeDone counts completions so far by the node the task was
 	// enqueued on.
 	NodeDone map[string]int `json:"node_done"`

@@ -206,7 +206,9 @@ type nodesView struct {
 	total    uint64            // ready + delayed + leased
 	per      map[string]uint64 // the same per IDC
 	deferred uint64            // retries the retry gates deferred so far
+	dead     uint64            // in the dead letter queues
 	cpuLimit float64           // sum of the active CPU dispatch limits, tasks/s
+	gates    int               // nodes whose retry gate holds retries back
 	// complete says every live node answered (a drain is only declared on
 	// a complete reading).
 	complete bool
@@ -240,6 +242,12 @@ func (r *run) nodes() nodesView {
 		v.per[h.idc] += n
 		v.total += n
 		v.deferred += q.RetriesDeferredTotal
+		v.dead += q.Dead
+		for _, t := range q.Throttles {
+			if t.Kind == "retry" && t.Active {
+				v.gates++
+			}
+		}
 		for _, t := range rep.NodeThrottles {
 			if t.Kind == "cpu" && t.Active {
 				v.cpuLimit += t.Limit
@@ -264,7 +272,7 @@ func (r *run) takeSample(start time.Time) {
 		}
 	}
 	s := Sample{T: time.Since(start).Seconds(), Backlog: v.per, Total: v.total, Notices: notices, Workers: workers,
-		Deferred: v.deferred, CPULimit: v.cpuLimit, CPU: cpu}
+		Deferred: v.deferred, RetryGates: v.gates, CPULimit: v.cpuLimit, CPU: cpu}
 	r.metrics.sample(s)
 	if r.progress != nil {
 		r.metrics.mu.Lock()

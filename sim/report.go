@@ -20,13 +20,18 @@ type Report struct {
 
 // ModeReport is one mode's outcome.
 type ModeReport struct {
-	Mode       string        `json:"mode"`
-	Phases     []PhaseReport `json:"phases"`
-	Enqueued   int           `json:"enqueued"`
-	Completed  int           `json:"completed"` // distinct tasks completed
-	Lost       int           `json:"lost"`      // enqueued, never completed, not on a dead node
-	Stranded   int           `json:"stranded"`  // on a node still down at the end
-	Duplicates int           `json:"duplicate_deliveries"`
+	Mode      string        `json:"mode"`
+	Phases    []PhaseReport `json:"phases"`
+	Enqueued  int           `json:"enqueued"`
+	Completed int           `json:"completed"` // distinct tasks completed
+	// Lost counts tasks enqueued and never completed that no node holds at
+	// the end: not on a dead node (Stranded), not in a live node's queue
+	// (StillQueued: the drain timed out) or dead letter queue. Nodes hold
+	// only the simulation's tasks, so this is counted, not matched by id.
+	Lost        int `json:"lost"`
+	Stranded    int `json:"stranded"`     // on a node still down at the end
+	StillQueued int `json:"still_queued"` // in a live node's queue at the end
+	Duplicates  int `json:"duplicate_deliveries"`
 	// DeadLettered is how many tasks sit in the dead letter queues at the
 	// end (not lost: kept with a reason, e.g. a corrupt record).
 	DeadLettered uint64 `json:"dead_lettered"`
@@ -126,20 +131,8 @@ func runMode(ctx context.Context, s Scenario, mode string, opt Options) (*ModeRe
 }
 
 func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
-	var dead uint64
-	for _, h := range r.hosts {
-		h.mu.Lock()
-		c := h.client
-		h.mu.Unlock()
-		if c == nil {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if _, qs, err := c.Stats(ctx, Queue); err == nil && len(qs) > 0 {
-			dead += qs[0].Dead
-		}
-		cancel()
-	}
+	held := r.nodes()
+	dead := held.dead
 	m := r.metrics
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -150,6 +143,7 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 			down[h.name] = true
 		}
 	}
+	var unfinished []string
 	for id, host := range m.enqueued {
 		n := m.completions[id]
 		switch {
@@ -159,11 +153,13 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 		case down[host]:
 			mr.Stranded++
 		default:
-			mr.Lost++
-			if mr.Lost <= 5 {
-				r.log.Error("task never completed", "mode", r.mode, "task", id, "enqueued_on", host)
-			}
+			unfinished = append(unfinished, id)
 		}
+	}
+	mr.StillQueued = min(len(unfinished), int(held.total))
+	mr.Lost = max(0, len(unfinished)-int(held.total+held.dead))
+	if mr.Lost > 0 {
+		r.log.Error("tasks never completed and not held by any node", "mode", r.mode, "lost", mr.Lost, "some", unfinished[:min(5, len(unfinished))])
 	}
 	for _, s := range m.series {
 		mr.PeakBacklog = max(mr.PeakBacklog, s.Total)
@@ -279,8 +275,12 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if !m.Drained {
 			drain = fmt.Sprintf("NOT drained %.1fs after the load", m.DrainedAfterS)
 		}
-		fmt.Fprintf(w, "%s: %d enqueued, %d completed, %d lost, %d stranded on dead nodes, %d dead-lettered, %d duplicate deliveries; peak backlog %d; %s\n",
-			m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, m.DeadLettered, m.Duplicates, m.PeakBacklog, drain)
+		queued := ""
+		if m.StillQueued > 0 {
+			queued = fmt.Sprintf(", %d still queued", m.StillQueued)
+		}
+		fmt.Fprintf(w, "%s: %d enqueued, %d completed, %d lost, %d stranded on dead nodes%s, %d dead-lettered, %d duplicate deliveries; peak backlog %d; %s\n",
+			m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, queued, m.DeadLettered, m.Duplicates, m.PeakBacklog, drain)
 	}
 	fmt.Fprintln(w)
 	return rep.writeWork(w)
@@ -295,7 +295,7 @@ func (rep *Report) WriteCSV(w io.Writer, idcs []string) error {
 	for _, idc := range idcs {
 		head = append(head, "backlog_"+idc)
 	}
-	head = append(head, "done", "done_local", "done_same_idc", "done_other_idc", "p99_ms", "notices", "workers", "attempts", "retries", "backend_calls", "retries_deferred", "cpu", "cpu_limit")
+	head = append(head, "done", "done_local", "done_same_idc", "done_other_idc", "p99_ms", "notices", "workers", "attempts", "retries", "backend_calls", "retries_deferred", "retry_gates", "cpu", "cpu_limit")
 	if err := cw.Write(head); err != nil {
 		return err
 	}
@@ -307,7 +307,7 @@ func (rep *Report) WriteCSV(w io.Writer, idcs []string) error {
 			}
 			row = append(row, strconv.Itoa(s.Done), strconv.Itoa(s.Where[0]), strconv.Itoa(s.Where[1]), strconv.Itoa(s.Where[2]),
 				strconv.FormatFloat(s.P99Ms, 'f', 2, 64), strconv.FormatUint(s.Notices, 10), strconv.Itoa(s.Workers),
-				strconv.Itoa(s.Attempts), strconv.Itoa(s.Retries), strconv.Itoa(s.Calls), strconv.FormatUint(s.Deferred, 10),
+				strconv.Itoa(s.Attempts), strconv.Itoa(s.Retries), strconv.Itoa(s.Calls), strconv.FormatUint(s.Deferred, 10), strconv.Itoa(s.RetryGates),
 				strconv.FormatFloat(s.CPU, 'f', 3, 64), strconv.FormatFloat(s.CPULimit, 'f', 1, 64))
 			if err := cw.Write(row); err != nil {
 				return err

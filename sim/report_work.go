@@ -29,6 +29,9 @@ type Outage struct {
 	AttemptsPerS float64 `json:"attempts_per_s"`
 	RetriesPerS  float64 `json:"retries_per_s"`
 	RetryRatio   float64 `json:"retry_ratio"`
+	// LaterRetriesPerS is the retries/s from one second after the backend
+	// went down to its return: once the retry gates had time to close.
+	LaterRetriesPerS float64 `json:"later_retries_per_s"`
 	// RecoveredAfterS is the time from the backend's return to the start of
 	// the first second with completions at 90% of BeforePerS or more (to
 	// the sample period); -1 if none came by the end of the run.
@@ -109,7 +112,9 @@ func (mr *ModeReport) addWork(s Scenario, m *metrics) {
 		out := Outage{DownS: o.down.Seconds(), UpS: up, RecoveredAfterS: -1, ClearedAfterS: -1}
 		out.BeforePerS = rateOver(ss, max(0, out.DownS-5), out.DownS, done)
 		out.AttemptsPerS = rateOver(ss, out.DownS, up, func(x Sample) float64 { return float64(x.Attempts) })
-		out.RetriesPerS = rateOver(ss, out.DownS, up, func(x Sample) float64 { return float64(x.Retries) })
+		retries := func(x Sample) float64 { return float64(x.Retries) }
+		out.RetriesPerS = rateOver(ss, out.DownS, up, retries)
+		out.LaterRetriesPerS = rateOver(ss, out.DownS+1, up, retries)
 		if out.BeforePerS > 0 {
 			out.RetryRatio = out.RetriesPerS / out.BeforePerS
 		}
@@ -217,8 +222,8 @@ func (rep *Report) writeWork(w io.Writer) error {
 	}
 	for _, m := range rep.Modes {
 		for _, o := range m.Outages {
-			fmt.Fprintf(w, "%s: backend down %.1f-%.1fs: %.0f done/s before; while down %.0f attempts/s, %.1f retries/s (%.2fx the throughput before); %s\n",
-				m.Mode, o.DownS, o.UpS, o.BeforePerS, o.AttemptsPerS, o.RetriesPerS, o.RetryRatio, recoveredText(o))
+			fmt.Fprintf(w, "%s: backend down %.1f-%.1fs: %.0f done/s before; while down %.0f attempts/s, %.1f retries/s (%.2fx the throughput before; %.1f/s after its first second); %s\n",
+				m.Mode, o.DownS, o.UpS, o.BeforePerS, o.AttemptsPerS, o.RetriesPerS, o.RetryRatio, o.LaterRetriesPerS, recoveredText(o))
 		}
 		if b := m.Budget; b != nil {
 			conv := "never within ±10% to the end of the load"
