@@ -120,7 +120,7 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 	if l == nil {
 		return settle{}, staleErr(it.Receipt)
 	}
-	s.settled(l.q, it.Calls)
+	s.settled(l.q, it.Calls, it.Kind == wirepb.AckKind_ACK)
 	switch it.Kind {
 	case wirepb.AckKind_NACK:
 		l.q.c.nacked.Add(1)

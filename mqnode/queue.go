@@ -313,8 +313,11 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 		}
 		granted, held, by := th.Dispatch(q.name, min(max, len(q.buf)))
 		out := make([]*wirepb.Delivery, 0, granted)
+		// Deferring a refused retry costs a write: at most granted (and
+		// 16) of them per pull, so one pull does not rewrite the window.
+		defers, maxDefers := 0, granted+16
 		n := 0
-		for n < len(q.buf) && len(out) < granted {
+		for n < len(q.buf) && len(out) < granted && defers < maxDefers {
 			e := q.buf[n]
 			n++
 			q.bufBytes -= e.size
@@ -326,11 +329,17 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 			case e.task.Attempt > 0 && !th.AdmitRetry(q.name):
 				moves = append(moves, q.deferOp(e, th.DeferDelay(q.name)))
 				q.c.retriesDeferred.Add(1)
+				defers++
 				continue
 			}
 			out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
 		}
 		th.Refund(q.name, granted-len(out))
+		if len(out) == 0 && defers > 0 && held == 0 {
+			// Only refused retries were at hand: say so, so helpers
+			// look elsewhere for a while.
+			held, by = retryPause, "retry"
+		}
 		clear(q.buf[:n])
 		q.buf = q.buf[n:]
 		q.leased += int64(len(out))
@@ -393,6 +402,13 @@ func (q *queue) deferOp(e *entry, d time.Duration) *writeOp {
 		q.mu.Lock()
 		q.buf = append([]*entry{e}, q.buf...)
 		q.bufBytes += e.size
+		if !q.stopped {
+			q.wakeLocked()
+		}
 		q.mu.Unlock()
 	}}
 }
+
+// retryPause is the retry-after a pull reports when it found only retries
+// the retry gate refused.
+const retryPause = 100 * time.Millisecond

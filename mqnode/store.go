@@ -22,7 +22,8 @@ import (
 // goroutine that groups concurrent operations into one Badger transaction and
 // so one fsync (group commit); see writer.go.
 //
-// Lock order: store.qmu → queue.mu → leaseTable.mu → store.clockMu. The
+// Lock order: store.qmu → queue.mu → leaseTable.mu → store.clockMu, and
+// queue.mu → Throttle.mu → store.clockMu (the throttle's clock is nowMs). The
 // writer goroutine takes queue.mu and leaseTable.mu only in after-commit hooks,
 // never while it holds a transaction open for reads by others.
 type store struct {

@@ -12,11 +12,13 @@ import (
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
 )
 
-// TestBackendBudgetMeshWide: 3 nodes, each with a backlog, handlers making
-// k = 3 calls to one backend per task (reported with Task.Report), a
-// budget of B = 300 calls/s set in every node's config. The handlers could
-// make ~30× that. After convergence the mesh-wide call rate stays within
-// ±10% of B, and every node keeps making progress.
+// TestBackendBudgetMeshWide: 3 nodes, handlers making k = 3 calls to one
+// backend per task (reported with Task.Call), a budget of B = 300 calls/s
+// set in every node's config. Two nodes have a backlog the handlers could
+// run at ~30× the budget; the third gets a light steady load of 10
+// tasks/s (30 calls/s). After convergence the mesh-wide call rate stays
+// within ±10% of B, the light node gets what it needs, and the two heavy
+// nodes split the rest.
 func TestBackendBudgetMeshWide(t *testing.T) {
 	if testing.Short() {
 		t.Skip("9 s of load on a 3-node mesh")
@@ -46,7 +48,22 @@ func TestBackendBudgetMeshWide(t *testing.T) {
 			}
 		}})
 	start = time.Now()
-	for _, h := range c.hosts {
+	light := c.hosts[2]
+	lightDone := make(chan struct{})
+	go func() { // 10 tasks/s for the whole run
+		defer close(lightDone)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < 95; i++ {
+			if _, err := light.client.Enqueue(context.Background(), "push", &mqnode.EnqueueItem{}); err != nil {
+				t.Error(err)
+				return
+			}
+			<-tick.C
+		}
+	}()
+	defer func() { <-lightDone }()
+	for _, h := range c.hosts[:2] {
 		items := make([]*mqnode.EnqueueItem, 2000)
 		for i := range items {
 			items[i] = &mqnode.EnqueueItem{}
@@ -71,9 +88,11 @@ func TestBackendBudgetMeshWide(t *testing.T) {
 		return total, per
 	}
 	last := int64(run/(100*time.Millisecond)) - 10
+	// Converged: from then on every 1 s window is within ±25% of B (a
+	// loaded machine may stall a handler for a moment) ...
 	converged := int64(-1)
 	for b := last; b >= 0; b-- {
-		if r, _ := rate(b); r < 0.9*budget || r > 1.1*budget {
+		if r, _ := rate(b); r < 0.75*budget || r > 1.25*budget {
 			break
 		}
 		converged = b
@@ -85,23 +104,29 @@ func TestBackendBudgetMeshWide(t *testing.T) {
 	}
 	t.Logf("mesh-wide calls/s per second:%s (budget %v)", line, budget)
 	if converged < 0 || converged > 50 {
-		t.Fatalf("call rate not within ±10%% of the budget for the last 4 s (converged at bucket %d)", converged)
+		t.Fatalf("call rate not within ±25%% of the budget in every second of the last 4 s (converged at bucket %d)", converged)
 	}
-	t.Logf("within ±10%% of the budget from %.1f s after the load started", float64(converged)/10)
-	// The last 3 s: every node made progress.
+	t.Logf("every 1 s window within ±25%% of the budget from %.1f s after the load started", float64(converged)/10)
+	// ... and the last 4 s on average within ±10%, every node progressing.
 	var sum float64
 	perNode := map[string]float64{}
-	for b := last - 20; b <= last; b += 10 {
+	for b := last - 30; b <= last; b += 10 {
 		r, per := rate(b)
 		sum += r
 		for n, x := range per {
-			perNode[n] += x / 3
+			perNode[n] += x / 4
 		}
 	}
-	t.Logf("last 3 s: mesh %.0f calls/s; per origin node %v", sum/3, perNode)
+	t.Logf("last 4 s: mesh %.0f calls/s; per origin node %v", sum/4, perNode)
+	if mean := sum / 4; mean < 0.9*budget || mean > 1.1*budget {
+		t.Errorf("mesh-wide %.0f calls/s over the last 4 s, budget %v", mean, budget)
+	}
+	if perNode[light.name] < 0.7*30 {
+		t.Errorf("light node %s: %.0f calls/s, it needs 30", light.name, perNode[light.name])
+	}
 	for _, h := range c.hosts {
-		if perNode[h.name] < 0.25*budget/3 {
-			t.Errorf("node %s starved: %.0f calls/s of tasks it dispatched", h.name, perNode[h.name])
+		if h != light && perNode[h.name] < 0.25*budget {
+			t.Errorf("heavy node %s starved: %.0f calls/s of tasks it dispatched", h.name, perNode[h.name])
 		}
 		rep, err := h.client.StatsReply(context.Background(), "")
 		if err != nil {

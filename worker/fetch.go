@@ -143,7 +143,7 @@ func (p *Pool) pullRemote(r *registered, d Decision, k int) (int, error) {
 	if len(ds) == 0 && pr.Throttled > 0 {
 		// Its backlog is held back by its overload protection: helping
 		// cannot speed it up. Look elsewhere until its throttle may open.
-		p.pause(origin, max(pr.Throttled, minThrottlePause))
+		p.pause(origin, r.queue, max(pr.Throttled, minThrottlePause))
 	}
 	p.view.Correct(d.IDC, d.Node, r.queue, readyAfter)
 	p.dispatch(r, origin, d.Where, ds)
@@ -174,13 +174,23 @@ func (p *Pool) avoid(o Origin) time.Duration {
 // came back empty because a throttle held its tasks back.
 const minThrottlePause = 250 * time.Millisecond
 
-// pause avoids o for d without growing its failure backoff.
-func (p *Pool) pause(o Origin, d time.Duration) {
+type pausedKey struct {
+	o     Origin
+	queue string
+}
+
+// pause leaves queue on o alone for d (its throttle held tasks back);
+// o's other queues and its failure backoff are untouched.
+func (p *Pool) pause(o Origin, queue string, d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	a := p.avoided[o]
-	a.until = time.Now().Add(min(d, p.cfg.Policy.MaxAvoid))
-	p.avoided[o] = a
+	now := time.Now()
+	for k, until := range p.paused {
+		if now.After(until) {
+			delete(p.paused, k)
+		}
+	}
+	p.paused[pausedKey{o, queue}] = now.Add(min(d, p.cfg.Policy.MaxAvoid))
 }
 
 func (p *Pool) trust(o Origin) {
@@ -189,16 +199,21 @@ func (p *Pool) trust(o Origin) {
 	delete(p.avoided, o)
 }
 
-// avoidFilter drops the entries of nodes being avoided.
+// avoidFilter drops the entries of nodes being avoided and of queues paused
+// on a node.
 func (p *Pool) avoidFilter(es []backlog.Entry, now time.Time) []backlog.Entry {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.avoided) == 0 {
+	if len(p.avoided) == 0 && len(p.paused) == 0 {
 		return es
 	}
 	out := es[:0]
 	for _, e := range es {
-		if a, ok := p.avoided[Origin{IDC: e.IDC, Node: e.Node}]; ok && now.Before(a.until) {
+		o := Origin{IDC: e.IDC, Node: e.Node}
+		if a, ok := p.avoided[o]; ok && now.Before(a.until) {
+			continue
+		}
+		if until, ok := p.paused[pausedKey{o, e.Queue}]; ok && now.Before(until) {
 			continue
 		}
 		out = append(out, e)

@@ -39,6 +39,8 @@ type Pool struct {
 	clients map[Origin]*mqnode.Client
 	ackers  map[Origin]*acker
 	avoided map[Origin]avoidance
+	// paused: (node, queue) pairs whose pulls a throttle held back, until when.
+	paused  map[pausedKey]time.Time
 	started bool
 
 	watcher  *backlog.Watcher
@@ -88,6 +90,7 @@ func New(nc *nats.Conn, cfg Config) (*Pool, error) {
 		clients:   map[Origin]*mqnode.Client{},
 		ackers:    map[Origin]*acker{},
 		avoided:   map[Origin]avoidance{},
+		paused:    map[pausedKey]time.Time{},
 		fetchStop: make(chan struct{}),
 		runCtx:    ctx,
 		cancelRun: cancel,

@@ -16,7 +16,7 @@ type PeerUsage struct {
 	// Usage is the node's calls/s to the backend over the usage window.
 	Usage float64
 	// Want is the rate it would use if allowed: Unbounded when its share
-	// held dispatch back in the last interval, else about its usage.
+	// held dispatch back in the last interval, else 1.25 × usage + 1.
 	Want float64
 }
 
@@ -27,27 +27,26 @@ type peer struct {
 
 // budget is one backend's mesh-wide budget as seen by this node.
 type budget struct {
-	name        string
-	budget      float64
-	calls       *window // a = calls made by tasks this node dispatched
-	constrained bool    // dispatch was held back by this budget since the last share
-	held        bool    // constrained, as of the last share
-	peers       map[string]peer
-	share       float64 // this node's calls/s
-	meshUsage   float64
-	nodes       int
-	bucket      bucket
-	deferred    uint64
-	since       int64
-	reason      string
-	maxCost     float64 // largest per-task cost seen, so one task always fits
+	name      string
+	budget    float64
+	calls     *window // a = calls made by tasks this node dispatched
+	heldBack  bool    // dispatch was held back by this budget since the last share
+	held      bool    // constrained (held back while using its share), as of the last share
+	peers     map[string]peer
+	share     float64 // this node's calls/s
+	meshUsage float64
+	nodes     int
+	bucket    bucket
+	deferred  uint64
+	since     int64
+	reason    string
 }
 
 func newBudget(name string, b float64, usageWindow int64) *budget {
 	bu := &budget{name: name, budget: b, calls: newWindowMs(usageWindow, 8), peers: map[string]peer{}, share: b, nodes: 1}
 	// Until the first reports arrive the node assumes it is alone: its
 	// share is the whole budget, never unlimited.
-	bu.bucket.set(0, b, max(b*defaultBucketBurstDelay.Seconds(), 1))
+	bu.bucket.set(0, b, b*defaultBucketBurstDelay.Seconds())
 	return bu
 }
 
@@ -56,22 +55,29 @@ func newWindowMs(ms int64, buckets int) *window {
 	return &window{width: w, a: make([]float64, buckets), b: make([]float64, buckets), newest: -1}
 }
 
-// own is this node's usage report for the backend.
+// own is this node's usage report for the backend. It wants more than its
+// share (Unbounded) only when the budget held its dispatch back while it
+// used at least 80% of its share: a light node whose batch pulls briefly
+// outran the bucket does not claim an equal share it would not use.
 func (b *budget) own(now int64) PeerUsage {
 	u := b.calls.rate(now)
 	want := u*1.25 + 1
-	if b.constrained {
+	if b.constrained(u) {
 		want = Unbounded
 	}
 	return PeerUsage{Backend: b.name, Usage: u, Want: want}
 }
 
+func (b *budget) constrained(usage float64) bool { return b.heldBack && usage >= 0.8*b.share }
+
 // reshare recomputes this node's share from its own usage and the peers'
 // latest reports: max-min fair shares of the budget over every node heard
 // from within ttl (a node wanting less than an equal share gets what it
 // wants; the nodes held back split the rest equally), then whatever is left
-// split equally as headroom. Every node runs the same computation on the
-// same reports, so the shares sum to the budget.
+// split equally as headroom. Every node runs the same computation on about
+// the same reports (its own is fresh, the peers' up to a share interval
+// old), so the shares sum to about the budget — as long as the nodes hear
+// each other: across a partition each side splits the whole budget.
 func (b *budget) reshare(now int64, self string, ttl int64) {
 	me := b.own(now)
 	type w struct {
@@ -117,17 +123,18 @@ func (b *budget) reshare(now int64, self string, ttl int64) {
 	}
 	share := alloc[self] + left/float64(len(ws))
 	b.share, b.meshUsage, b.nodes = share, mesh, len(ws)
-	b.bucket.set(now, share, max(b.maxCost, share*defaultBucketBurstDelay.Seconds(), 1))
+	constrained := me.Want == Unbounded
+	b.bucket.set(now, share, share*defaultBucketBurstDelay.Seconds())
 	held := "not binding"
-	if b.constrained {
+	if constrained {
 		held = "holding dispatch back"
 	}
 	b.reason = fmt.Sprintf("budget %.0f calls/s over %d nodes: share %.1f/s, mesh usage %.1f/s, %s", b.budget, len(ws), share, mesh, held)
-	if b.constrained != b.held {
+	if constrained != b.held {
 		b.since = now
 	}
-	b.held = b.constrained
-	b.constrained = false
+	b.held = constrained
+	b.heldBack = false
 }
 
 // holding says whether the budget held dispatch back in the last interval.

@@ -3,6 +3,7 @@ package throttle
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/mqmesh/mqmesh/internal/subject"
@@ -25,6 +26,9 @@ const (
 	DefaultPeerTTL          = 2 * time.Second
 	DefaultUsageWindow      = 2 * time.Second
 	ewmaAlpha               = 0.1
+	minHold                 = time.Second
+	closeWindow             = 2 * time.Second
+	minDefer                = 200.0 // ms
 	recentWindow            = time.Second
 	defaultBucketBurstDelay = 250 * time.Millisecond
 )
@@ -56,12 +60,13 @@ type Config struct {
 // RetryConfig: per queue the node counts successes (acks) and failures
 // (nacks, expired leases) over Window and in a moving average (weight 0.1
 // per outcome). When at least MinSamples outcomes are in the window and
-// the average failure share reaches FailureRatio, the queue's
+// both the average and the last two seconds show FailureRatio failing, the
+// queue's
 // retries (deliveries after the first) are admitted only at
-// max(ProbeRate, SuccessShare × successes/s); the others are deferred,
+// ProbeRate + SuccessShare × successes/s of the last second; the others are deferred,
 // rewritten on disk to become ready again later (at most MaxDefer). The
-// limit lifts as soon as a moving average of outcomes (weight 0.1 each)
-// is back above 1 − FailureRatio/2: after about 14 successes in a row.
+// limit lifts, after at least a second, as soon as the moving average is
+// back above 1 − FailureRatio/2: after about 14 successes in a row.
 type RetryConfig struct {
 	Disabled     bool          `yaml:"disabled"`
 	FailureRatio float64       `yaml:"failure_ratio"` // default 0.5
@@ -75,8 +80,9 @@ type RetryConfig struct {
 // CPUConfig: every Interval the node samples the host's CPU usage. Above
 // Ceiling it lowers its dispatch rate (tasks/s, all queues) to Decrease ×
 // the rate it dispatched in the last interval, never below MinRate; once
-// usage is back under Ceiling − 0.1 it raises the limit by Increase per
-// interval and lifts it when it no longer binds. Enqueues are never
+// usage has been under Ceiling − 0.1 for two intervals it raises the limit
+// by Increase per interval (Increase² while under Ceiling − 0.3) and lifts
+// it when it no longer binds. Enqueues are never
 // limited: the buffer keeps accepting while it slows its output.
 type CPUConfig struct {
 	Disabled bool          `yaml:"disabled"`
@@ -126,17 +132,17 @@ func def[T comparable](p *T, v T) {
 func (c Config) Validate() error {
 	var errs []error
 	r := c.Retry
-	if r.FailureRatio <= 0 || r.FailureRatio > 1 {
+	if !(r.FailureRatio > 0) || r.FailureRatio > 1 {
 		errs = append(errs, fmt.Errorf("throttle.retry.failure_ratio %v: want 0 < x <= 1", r.FailureRatio))
 	}
-	if r.MinSamples < 1 || r.Window < 500*time.Millisecond || r.ProbeRate <= 0 || r.SuccessShare <= 0 || r.MaxDefer < 100*time.Millisecond {
+	if r.MinSamples < 1 || r.Window < 500*time.Millisecond || !positive(r.ProbeRate) || !positive(r.SuccessShare) || r.MaxDefer < 100*time.Millisecond {
 		errs = append(errs, errors.New("throttle.retry: need min_samples >= 1, window >= 500ms, probe_rate > 0, success_share > 0, max_defer >= 100ms"))
 	}
 	p := c.CPU
-	if p.Ceiling <= 0.1 || p.Ceiling > 1 {
+	if !(p.Ceiling > 0.1) || p.Ceiling > 1 {
 		errs = append(errs, fmt.Errorf("throttle.cpu.ceiling %v: want 0.1 < x <= 1", p.Ceiling))
 	}
-	if p.Interval < 50*time.Millisecond || p.MinRate <= 0 || p.Decrease <= 0 || p.Decrease >= 1 || p.Increase <= 1 {
+	if p.Interval < 50*time.Millisecond || !positive(p.MinRate) || !(p.Decrease > 0) || p.Decrease >= 1 || !(p.Increase > 1) || math.IsInf(p.Increase, 0) {
 		errs = append(errs, errors.New("throttle.cpu: need interval >= 50ms, min_rate > 0, 0 < decrease < 1, increase > 1"))
 	}
 	if c.ShareInterval < 10*time.Millisecond || c.PeerTTL < 2*c.ShareInterval || c.UsageWindow < c.ShareInterval {
@@ -147,9 +153,12 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 			continue
 		}
-		if b.Budget <= 0 {
-			errs = append(errs, fmt.Errorf("throttle.backends.%s.budget %v: must be positive calls/s", name, b.Budget))
+		if !positive(b.Budget) {
+			errs = append(errs, fmt.Errorf("throttle.backends.%s.budget %v: must be a positive, finite number of calls/s", name, b.Budget))
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// positive says x is a positive finite number (not NaN, not Inf).
+func positive(x float64) bool { return x > 0 && !math.IsInf(x, 1) }

@@ -42,7 +42,9 @@ func HostCPU() CPUSampler {
 	}
 }
 
-// cpuControl is the AIMD controller of the node's dispatch rate.
+// cpuControl controls the node's dispatch rate by host CPU: multiplicative
+// decrease above the ceiling, multiplicative increase (after two calm
+// intervals) below ceiling − 0.1, nothing in between.
 type cpuControl struct {
 	cfg    CPUConfig
 	usage  float64 // last sample
@@ -53,6 +55,7 @@ type cpuControl struct {
 	// dispatched counts tasks admitted since the last tick.
 	dispatched float64
 	deferred   uint64
+	calm       int // intervals below the band since the last cut
 }
 
 // tick takes one CPU sample over elapsed ms and adjusts the limit.
@@ -62,6 +65,11 @@ func (c *cpuControl) tick(now int64, usage float64, elapsedMs int64) {
 	c.dispatched = 0
 	if c.cfg.Disabled {
 		return
+	}
+	if usage < c.cfg.Ceiling-0.1 {
+		c.calm++
+	} else {
+		c.calm = 0
 	}
 	switch {
 	case usage > c.cfg.Ceiling:
@@ -76,7 +84,15 @@ func (c *cpuControl) tick(now int64, usage float64, elapsedMs int64) {
 		c.reason = fmt.Sprintf("host cpu %.0f%% > ceiling %.0f%%: dispatch cut to %.0f tasks/s", 100*usage, 100*c.cfg.Ceiling, c.limit)
 	case c.limit == 0:
 		return
+	case usage < c.cfg.Ceiling-0.1 && c.calm < 2:
+		// Handlers dispatched before the cut may still be running: wait
+		// for a second calm reading before raising the limit.
+		c.reason = fmt.Sprintf("host cpu %.0f%%: dispatch held at %.0f tasks/s, raising it next interval if calm", 100*usage, c.limit)
 	case usage < c.cfg.Ceiling-0.1:
+		up := c.cfg.Increase
+		if usage < c.cfg.Ceiling-0.3 {
+			up *= c.cfg.Increase // far below: climb twice as fast
+		}
 		if rate < 0.5*c.limit {
 			c.limit = 0
 			c.since = now
@@ -84,7 +100,7 @@ func (c *cpuControl) tick(now int64, usage float64, elapsedMs int64) {
 			c.bucket = bucket{}
 			return
 		}
-		c.limit *= c.cfg.Increase
+		c.limit *= up
 		c.reason = fmt.Sprintf("host cpu %.0f%% < %.0f%%: dispatch raised to %.0f tasks/s", 100*usage, 100*(c.cfg.Ceiling-0.1), c.limit)
 	default:
 		c.reason = fmt.Sprintf("host cpu %.0f%% near ceiling %.0f%%: dispatch held at %.0f tasks/s", 100*usage, 100*c.cfg.Ceiling, c.limit)

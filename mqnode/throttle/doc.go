@@ -9,23 +9,24 @@
 // Retries by success rate, per queue. The node counts each execution's
 // outcome: an ack is a success, a nack or an expired lease a failure (a
 // give-up is neither). When at least retry.min_samples outcomes fell in the
-// last retry.window and a moving average of outcomes (weight 0.1 each, so
-// it follows the last dozen or so) shows retry.failure_ratio failing, the queue's
+// last retry.window and both a moving average of outcomes (weight 0.1 each,
+// so it follows the last dozen or so) and the last two seconds show
+// retry.failure_ratio failing, the queue's
 // retries — deliveries after a task's first — are admitted only at
-// max(retry.probe_rate, retry.success_share × successes/s in the last
-// second): about the rate
+// retry.probe_rate + retry.success_share × successes/s in the last
+// second: about the rate
 // the backend is absorbing successfully, plus a probe. A retry that is not
 // admitted is deferred: rewritten on disk to be ready again later (spread at
 // the admitted rate, at most retry.max_defer), without using an attempt.
 // First deliveries are not held back, so a recovered backend is noticed at
-// once; the limit lifts when a moving average of outcomes (weight 0.1 each)
+// once; the limit lifts, after at least a second, when the moving average
 // is back above 1 − failure_ratio/2, about 14 successes in a row.
 //
 // CPU, per node. Every cpu.interval the node samples the host's CPU usage.
 // Above cpu.ceiling it cuts its dispatch rate (all queues) to cpu.decrease ×
-// what it dispatched in the last interval, never below cpu.min_rate; below
-// ceiling − 10 points it raises the limit by cpu.increase per interval, and
-// lifts it once it no longer binds. Handlers on the host slow with it, so
+// what it dispatched in the last interval, never below cpu.min_rate; after
+// two intervals below ceiling − 10 points it raises the limit by
+// cpu.increase per interval, and lifts it once it no longer binds. Handlers on the host slow with it, so
 // the CPU left over keeps enqueues (and their fsyncs) fast.
 //
 // # Backward throttling (what business code reports)
@@ -46,9 +47,17 @@
 //
 // # What it costs and what it does not do
 //
-// Dispatch limits are token buckets with a quarter second of burst. A
-// deferred retry costs one write. Budgets cover calls of tasks dispatched
-// by nodes; calls made outside the mesh are not seen. A node's shares rest
-// on reports up to peer_ttl old, so right after a node joins or leaves the
-// mesh may overshoot a budget for an interval or two.
+// Dispatch limits are token buckets with a quarter second of burst; a task
+// goes while its bucket holds any token and may leave it in debt, so a
+// costly task is not starved by cheap ones. Each deferral of a retry costs
+// one write, and a retry may be deferred again each max_defer while the
+// backend fails: a node holding R refused retries rewrites about
+// 2R/max_defer of them a second. Budgets cover calls of tasks dispatched by
+// nodes and settled (an expired lease reports nothing); calls made outside
+// the mesh are not seen. Until a queue's first task is settled after a
+// start, a node with budgets dispatches it at 10 tasks/s to learn its calls
+// per task. A node's shares rest on reports up to peer_ttl old, so right
+// after a node joins or leaves the mesh may overshoot a budget for an
+// interval or two; nodes that cannot hear each other (a partition, lost
+// reports) each split the whole budget, so the mesh may then exceed it.
 package throttle

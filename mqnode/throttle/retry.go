@@ -18,10 +18,8 @@ type retryGate struct {
 	reason    string
 	deferred  uint64 // retries deferred, total
 	admitted  uint64 // retries delivered, total
-	// deferral spreading: the n-th deferral in the current second waits
-	// about n/limit, so deferred retries come back at the admitted rate.
-	deferSec int64
-	deferN   int
+	// nextSlot (unix ms) is the next free slot for a deferred retry.
+	nextSlot float64
 }
 
 func newRetryGate(cfg RetryConfig) *retryGate {
@@ -45,15 +43,21 @@ func (g *retryGate) update(now int64) {
 		return
 	}
 	if g.throttled {
-		if g.ewma >= 1-g.cfg.FailureRatio/2 {
+		// Hold at least a second, so a lucky run of successes under a
+		// partial failure does not release every deferred retry at once.
+		if now-g.since >= minHold.Milliseconds() && g.ewma >= 1-g.cfg.FailureRatio/2 {
 			g.throttled = false
 			g.since = now
 			g.reason = fmt.Sprintf("reopened: the moving success share is back to %.0f%%", 100*g.ewma)
 			return
 		}
 	} else {
+		// Close only when both the last two seconds and the moving
+		// average show the failure share: their count keeps a random
+		// dip of the average under a partial failure from closing it.
 		s, f := g.out.sums(now, g.cfg.Window.Milliseconds())
-		if s+f < float64(g.cfg.MinSamples) || g.ewma >= 1-g.cfg.FailureRatio {
+		rs, rf := g.out.sums(now, closeWindow.Milliseconds())
+		if s+f < float64(g.cfg.MinSamples) || rf < g.cfg.FailureRatio*(rs+rf) || g.ewma >= 1-g.cfg.FailureRatio {
 			return
 		}
 		g.throttled = true
@@ -63,9 +67,9 @@ func (g *retryGate) update(now int64) {
 	s, f := g.out.sums(now, g.cfg.Window.Milliseconds())
 	recent, _ := g.out.sums(now, recentWindow.Milliseconds())
 	succRate := recent / recentWindow.Seconds()
-	g.limit = max(g.cfg.ProbeRate, g.cfg.SuccessShare*succRate)
+	g.limit = g.cfg.ProbeRate + g.cfg.SuccessShare*succRate
 	g.bucket.set(now, g.limit, max(1, g.limit*defaultBucketBurstDelay.Seconds()))
-	g.reason = fmt.Sprintf("moving failure share %.0f%% (%.0f of %.0f executions failed in %s); retries limited to %.1f/s (successes in the last second %.1f/s, probe %.1f/s)",
+	g.reason = fmt.Sprintf("moving failure share %.0f%% (%.0f of %.0f executions failed in %s); retries limited to %.1f/s (successes in the last second %.1f/s + probe %.1f/s)",
 		100*(1-g.ewma), f, s+f, g.cfg.Window, g.limit, succRate, g.cfg.ProbeRate)
 }
 
@@ -89,15 +93,17 @@ func (g *retryGate) admit(now int64) bool {
 }
 
 // deferDelay is how long a retry that was not admitted waits before it is
-// looked at again: spread at the admitted rate, at most MaxDefer, with
-// 20% jitter.
+// looked at again. Deferred retries are given slots at the admitted rate
+// (the n-th waits about n/limit), so they come back about as fast as they
+// may go; past max_defer they spread over the second half of max_defer.
 func (g *retryGate) deferDelay(now int64) time.Duration {
-	sec := now / 1000
-	if sec != g.deferSec {
-		g.deferSec, g.deferN = sec, 0
+	step := 1000 / max(g.limit, 0.001)
+	g.nextSlot = max(g.nextSlot, float64(now)+minDefer) + step
+	maxMs := float64(g.cfg.MaxDefer.Milliseconds())
+	d := g.nextSlot - float64(now)
+	if d > maxMs {
+		g.nextSlot = float64(now) + maxMs
+		d = maxMs * (0.5 + 0.5*rand.Float64())
 	}
-	g.deferN++
-	d := time.Duration(float64(g.deferN) / max(g.limit, 0.001) * float64(time.Second))
-	d = min(max(d, 200*time.Millisecond), g.cfg.MaxDefer)
-	return d + time.Duration(rand.Float64()*0.2*float64(d))
+	return time.Duration(d * float64(time.Millisecond))
 }

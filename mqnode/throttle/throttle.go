@@ -69,6 +69,10 @@ type Throttle struct {
 
 type queueState struct {
 	retry *retryGate
+	// known: a task of the queue was settled since the node started, so
+	// cost holds what its handlers report (see Dispatch).
+	known bool
+	probe bucket
 	// cost is the mean calls per task to each backend the queue's
 	// handlers reported, an exponential moving average over settlements.
 	cost map[string]float64
@@ -115,6 +119,10 @@ func (t *Throttle) Forget(q string) {
 // one fits. Tokens of granted tasks that end up not delivered go back with
 // Refund. by names the throttle that held tasks back ("cpu",
 // "budget:<backend>"), if any.
+//
+// While budgets exist and a queue's calls per task are not known yet (its
+// first task has not been settled since the node started), the queue goes
+// at probeRate tasks/s, so a restart cannot flood a budgeted backend.
 func (t *Throttle) Dispatch(q string, n int) (granted int, wait time.Duration, by string) {
 	if n <= 0 {
 		return 0, 0, ""
@@ -124,43 +132,62 @@ func (t *Throttle) Dispatch(q string, n int) (granted int, wait time.Duration, b
 	now := t.now()
 	qs := t.queueLocked(q)
 	granted = min(n, t.cpu.bucket.room(now, 1))
+	probing := !t.cfg.Disabled && len(t.budgets) > 0 && !qs.known
+	if probing {
+		if qs.probe.rate == 0 {
+			qs.probe.set(now, probeRate, 1)
+			qs.probe.tokens = 1
+		}
+		granted = min(granted, qs.probe.room(now, 1))
+	}
 	if !t.cfg.Disabled {
 		for name, c := range qs.cost {
-			if b := t.budgets[name]; b != nil && c > 0 {
+			if b := t.budgets[name]; b != nil {
 				granted = min(granted, b.bucket.room(now, c))
 			}
 		}
 	}
-	held := n - granted
-	if held > 0 {
+	granted = max(granted, 0)
+	if held := n - granted; held > 0 {
 		if t.cpu.bucket.room(now, 1) < n {
 			t.cpu.deferred += uint64(held)
-			if w := t.cpu.bucket.wait(now, 1); w >= wait {
+			if w := t.cpu.bucket.wait(now); w >= wait {
 				wait, by = w, "cpu"
 			}
 		}
+		if probing && qs.probe.room(now, 1) < n {
+			if w := qs.probe.wait(now); w >= wait {
+				wait, by = w, "budget:learning"
+			}
+		}
 		for name, c := range qs.cost {
-			if b := t.budgets[name]; b != nil && c > 0 && b.bucket.room(now, c) < n {
-				b.constrained = true
+			if b := t.budgets[name]; b != nil && !t.cfg.Disabled && b.bucket.room(now, c) < n {
+				b.heldBack = true
 				b.deferred += uint64(held)
-				if w := b.bucket.wait(now, c); w >= wait {
+				if w := b.bucket.wait(now); w >= wait {
 					wait, by = w, "budget:"+name
 				}
 			}
 		}
 	}
-	t.takeLocked(qs, granted)
+	t.takeLocked(qs, granted, probing)
 	if granted > 0 {
 		wait = 0
 	}
 	return granted, wait, by
 }
 
-func (t *Throttle) takeLocked(qs *queueState, n int) {
+// probeRate is the dispatch rate of a queue whose cost is being learnt.
+const probeRate = 10.0
+
+func (t *Throttle) takeLocked(qs *queueState, n int, probing bool) {
 	t.cpu.bucket.take(n, 1)
-	t.cpu.dispatched += float64(n)
+	t.cpu.dispatched = max(t.cpu.dispatched+float64(n), 0)
 	if t.cfg.Disabled {
 		return
+	}
+	if probing {
+		qs.probe.take(n, 1)
 	}
 	for name, c := range qs.cost {
 		if b := t.budgets[name]; b != nil {
@@ -176,7 +203,8 @@ func (t *Throttle) Refund(q string, n int) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.takeLocked(t.queueLocked(q), -n)
+	qs := t.queueLocked(q)
+	t.takeLocked(qs, -n, !t.cfg.Disabled && len(t.budgets) > 0 && !qs.known)
 }
 
 // AdmitRetry says whether a retry (a delivery after the first) of queue q
@@ -202,15 +230,22 @@ func (t *Throttle) Outcome(q string, success bool) {
 	t.queueLocked(q).retry.observe(t.now(), success)
 }
 
+// minCost: a queue's mean calls per task to a backend below this is taken
+// as "does not call it" (the entry is dropped).
+const minCost = 0.01
+
 // Settled records the backend calls a handler reported for one settled
 // task of queue q (every ack, nack or give-up, with or without calls), to
-// learn each queue's calls per task and each backend's usage. Invalid
-// backend names must be dropped by the caller.
-func (t *Throttle) Settled(q string, calls []Calls) {
+// learn each queue's calls per task and each backend's usage. A failed
+// task that reported no call to a backend does not lower the queue's mean
+// for it (it may have failed before the call). Invalid backend names must
+// be dropped by the caller.
+func (t *Throttle) Settled(q string, calls []Calls, success bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	qs := t.queueLocked(q)
+	qs.known = true
 	for name, c := range qs.cost {
 		var n uint64
 		for _, x := range calls {
@@ -218,18 +253,26 @@ func (t *Throttle) Settled(q string, calls []Calls) {
 				n += x.N
 			}
 		}
-		qs.cost[name] = c + costAlpha*(float64(n)-c)
+		if n == 0 && !success {
+			continue
+		}
+		c += costAlpha * (float64(n) - c)
+		if c < minCost {
+			delete(qs.cost, name)
+			continue
+		}
+		qs.cost[name] = c
 	}
 	for _, x := range calls {
 		if x.N == 0 {
 			continue
 		}
-		if _, ok := qs.cost[x.Backend]; !ok && len(qs.cost) < maxBackends {
+		b := t.budgets[x.Backend]
+		if _, ok := qs.cost[x.Backend]; !ok && (b != nil || len(qs.cost) < maxBackends) {
 			qs.cost[x.Backend] = float64(x.N) // first sighting: start at it
 		}
-		if b := t.budgets[x.Backend]; b != nil {
+		if b != nil {
 			b.calls.add(now, float64(x.N), 0)
-			b.maxCost = max(b.maxCost, float64(x.N))
 			continue
 		}
 		w := t.observed[x.Backend]

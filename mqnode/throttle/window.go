@@ -1,6 +1,9 @@
 package throttle
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // window counts two kinds of events (say successes and failures) in a ring
 // of fixed-width buckets covering a sliding span. Times are unix ms.
@@ -65,7 +68,12 @@ func (w *window) rate(now int64) float64 {
 	return a * 1000 / float64(max(span, w.width))
 }
 
-// bucket is a token bucket with fractional costs. rate 0 means unlimited.
+// bucket is a token bucket that may go into debt: a unit of work is
+// admitted while the bucket holds any token at all, whatever its cost, and
+// the cost is taken even if that leaves the bucket below zero; the debt is
+// paid back at the bucket's rate before anything else is admitted. So a
+// costly task is never starved by cheap ones sharing the bucket, and the
+// long-run rate still equals the bucket's rate. rate 0 means unlimited.
 // Not safe for concurrent use: the Throttle's mutex guards it. (x/time/rate
 // offers no atomic take across several buckets, nor refunds, which
 // dispatch needs: a task is admitted only when every bucket it draws on
@@ -76,11 +84,14 @@ type bucket struct {
 	last        int64 // ms
 }
 
+// maxRoom bounds room: more than any pull asks for.
+const maxRoom = 1 << 30
+
 func (k *bucket) set(now int64, rate float64, burst float64) {
 	k.refill(now)
-	k.rate, k.burst = rate, burst
-	if k.tokens > burst {
-		k.tokens = burst
+	k.rate, k.burst = rate, max(burst, 1)
+	if k.tokens > k.burst {
+		k.tokens = k.burst
 	}
 }
 
@@ -91,35 +102,36 @@ func (k *bucket) refill(now int64) {
 	}
 }
 
-func (k *bucket) unlimited() bool { return k.rate <= 0 }
+func (k *bucket) unlimited() bool { return !(k.rate > 0) }
 
-// room is how many units of cost fit now.
+// room is how many units of cost may go now: as many as start while a
+// token is left (the last may take the bucket into debt).
 func (k *bucket) room(now int64, cost float64) int {
-	if k.unlimited() || cost <= 0 {
-		return int(^uint(0) >> 1)
+	if k.unlimited() || !(cost > 1e-9) {
+		return maxRoom
 	}
 	k.refill(now)
-	if k.tokens < cost {
+	if !(k.tokens > 0) {
 		return 0
 	}
-	return int(k.tokens / cost)
+	return int(min(math.Ceil(k.tokens/cost), maxRoom))
 }
 
 func (k *bucket) take(n int, cost float64) {
-	if !k.unlimited() {
-		k.tokens -= float64(n) * cost
+	if !k.unlimited() && cost > 1e-9 {
+		k.tokens = min(k.tokens-float64(n)*cost, k.burst)
 	}
 }
 
-// wait is how long until one unit of cost fits.
-func (k *bucket) wait(now int64, cost float64) time.Duration {
+// wait is how long until the bucket holds a token again.
+func (k *bucket) wait(now int64) time.Duration {
 	if k.unlimited() {
 		return 0
 	}
 	k.refill(now)
-	if k.tokens >= cost {
+	if k.tokens > 0 {
 		return 0
 	}
-	ms := (cost - k.tokens) * 1000 / k.rate
-	return time.Duration(ms*float64(time.Millisecond)) + time.Millisecond
+	ms := (-k.tokens + 0.001) * 1000 / k.rate
+	return time.Duration(min(ms, 60_000)*float64(time.Millisecond)) + time.Millisecond
 }
