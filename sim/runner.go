@@ -62,24 +62,25 @@ type run struct {
 
 // Options tune a run.
 type Options struct {
-	// Dir holds the Badger stores (a temp dir when empty; removed after).
+	// Dir holds the Badger stores, one subdirectory per mode (a temp dir
+	// per mode when empty); each mode's is removed when it ends.
 	Dir string
-	// FiltersDir holds the filter files (default configs/filters, falling
-	// back to built-in equivalents).
+	// Logger receives the simulated components' logs (default: warnings
+	// and errors on stderr).
 	Logger *slog.Logger
 	// Progress, when set, is called with every sample.
 	Progress func(mode string, s Sample)
 }
 
 func newRun(s Scenario, mode string, opt Options) (*run, error) {
-	dir := opt.Dir
-	if dir == "" {
+	// The mode's own directory, removed by teardown.
+	dir := filepath.Join(opt.Dir, mode)
+	if opt.Dir == "" {
 		var err error
-		if dir, err = os.MkdirTemp("", "mqmesh-sim-*"); err != nil {
+		if dir, err = os.MkdirTemp("", "mqmesh-sim-"+mode+"-*"); err != nil {
 			return nil, err
 		}
 	}
-	dir = filepath.Join(dir, mode)
 	log := opt.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
