@@ -16,7 +16,7 @@ import (
 //	  disabled: false            # true: every throttle off (as in the unthrottled mode)
 //	  retry:                     # the retry gate by success rate, per queue (on)
 //	    disabled: false
-//	    failure_ratio: 0.5       # moving failure share that closes the gate
+//	    failure_ratio: 0.7       # moving failure share that closes the gate
 //	    min_samples: 20          # outcomes needed in the window
 //	    window: 5s
 //	    probe_rate: 1            # retries/s always admitted

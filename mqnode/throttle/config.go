@@ -11,7 +11,7 @@ import (
 
 // Defaults of Config, beside the settings they govern.
 const (
-	DefaultFailureRatio     = 0.5
+	DefaultFailureRatio     = 0.7
 	DefaultMinSamples       = 20
 	DefaultWindow           = 5 * time.Second
 	DefaultProbeRate        = 1.0
@@ -66,10 +66,10 @@ type Config struct {
 // ProbeRate + SuccessShare × successes/s of the last second; the others are deferred,
 // rewritten on disk to become ready again later (at most MaxDefer). The
 // limit lifts, after at least a second, as soon as the moving average is
-// back above 1 − FailureRatio/2: after about 14 successes in a row.
+// back above 1 − FailureRatio/2: after about 10 successes in a row at the default ratio.
 type RetryConfig struct {
 	Disabled     bool          `yaml:"disabled"`
-	FailureRatio float64       `yaml:"failure_ratio"` // default 0.5
+	FailureRatio float64       `yaml:"failure_ratio"` // default 0.7
 	MinSamples   int           `yaml:"min_samples"`   // default 20
 	Window       time.Duration `yaml:"window"`        // default 5s
 	ProbeRate    float64       `yaml:"probe_rate"`    // retries/s always admitted; default 1

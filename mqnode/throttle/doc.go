@@ -20,7 +20,7 @@
 // the admitted rate, at most retry.max_defer), without using an attempt.
 // First deliveries are not held back, so a recovered backend is noticed at
 // once; the limit lifts, after at least a second, when the moving average
-// is back above 1 − failure_ratio/2, about 14 successes in a row.
+// is back above 1 − failure_ratio/2, about 10 successes in a row at the default ratio.
 //
 // CPU, per node. Every cpu.interval the node samples the host's CPU usage.
 // Above cpu.ceiling it cuts its dispatch rate (all queues) to cpu.decrease ×
