@@ -73,6 +73,19 @@ func (g *retryGate) update(now int64) {
 		100*(1-g.ewma), f, s+f, g.cfg.Window, g.limit, succRate, g.cfg.ProbeRate)
 }
 
+// describe is the gate's reason for stats: why it is closed, or, open, what
+// it sees (and that it reopened, for a minute after it did).
+func (g *retryGate) describe(now int64) string {
+	if g.cfg.Disabled {
+		return "disabled"
+	}
+	if g.throttled || (g.since != 0 && now-g.since < 60_000) {
+		return g.reason
+	}
+	s, f := g.out.sums(now, g.cfg.Window.Milliseconds())
+	return fmt.Sprintf("%.0f of %.0f executions failed in %s (closes at %.0f%% failing)", f, s+f, g.cfg.Window, 100*g.cfg.FailureRatio)
+}
+
 // admit says whether one retry may be delivered now, and takes its token.
 func (g *retryGate) admit(now int64) bool {
 	if g.cfg.Disabled {

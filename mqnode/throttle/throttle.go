@@ -347,9 +347,10 @@ func (t *Throttle) QueueStates(q string) []State {
 		return nil
 	}
 	g := qs.retry
-	g.update(t.now())
+	now := t.now()
+	g.update(now)
 	out := []State{{Kind: "retry", Active: g.throttled, Limit: g.limit * b2f(g.throttled),
-		Reason: g.reason, Since: msTime(g.since), Deferred: g.deferred}}
+		Reason: g.describe(now), Since: msTime(g.since), Deferred: g.deferred}}
 	for _, name := range sortedKeys(qs.cost) {
 		b := t.budgets[name]
 		if b == nil {

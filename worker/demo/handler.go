@@ -160,6 +160,9 @@ var ErrInjected = errors.New("demo: injected failure")
 // retry.
 func (h *Handler) Handle(ctx context.Context, t *worker.Task) worker.Result {
 	s := h.draw()
+	if b := h.spec.Backend; b != nil {
+		t.Report(b.Name, b.Calls) // the calls are made, whatever the outcome
+	}
 	if !sleep(ctx, s.latency) {
 		h.counts.cancelled.Add(1)
 		return worker.Retry(fmt.Errorf("demo: cut short after part of %s: %w", s.latency, context.Cause(ctx)), 0)

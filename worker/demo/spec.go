@@ -60,6 +60,10 @@ type Spec struct {
 	// latency is multiplied and extra failures injected, as when a whole
 	// IDC's path to a backend (the push service) goes bad.
 	Slowdown map[string]Slowdown `yaml:"slowdown"`
+	// Backend makes every task call a named backend (any kind): the calls
+	// are reported with Task.Report, so a node's backend budget
+	// (throttle.backends in the node config) limits the queue.
+	Backend *Backend `yaml:"backend"`
 	// Timeout is the handler's deadline (0: the pool's handler timeout).
 	Timeout time.Duration `yaml:"timeout"`
 	// Seed fixes the handler's random source (0: see Env.Seed).
@@ -77,6 +81,18 @@ type Fanout struct {
 	// Delay makes the subtasks ready only after this long.
 	Delay time.Duration `yaml:"delay"`
 }
+
+// Backend is a backend every task of a demo handler calls.
+type Backend struct {
+	// Name is the backend's name, a subject token (as in the node's
+	// throttle.backends). Required.
+	Name string `yaml:"name"`
+	// Calls is the calls each task makes (1..10000). Default 1.
+	Calls int `yaml:"calls"`
+}
+
+// MaxBackendCalls bounds Backend.Calls.
+const MaxBackendCalls = 10000
 
 // Slowdown degrades a handler in one IDC.
 type Slowdown struct {
@@ -99,6 +115,13 @@ func (s Spec) WithDefaults() Spec {
 	if s.Group != nil {
 		g := s.Group.withDefaults()
 		s.Group = &g
+	}
+	if s.Backend != nil {
+		b := *s.Backend
+		if b.Calls == 0 {
+			b.Calls = 1
+		}
+		s.Backend = &b
 	}
 	if len(s.Slowdown) > 0 {
 		m := make(map[string]Slowdown, len(s.Slowdown))
@@ -157,6 +180,14 @@ func (s Spec) Validate() error {
 		errs = append(errs, errors.New("group: only for kind group"))
 	case s.Group != nil:
 		errs = append(errs, s.Group.validate())
+	}
+	if b := s.Backend; b != nil {
+		if err := subject.Validate("backend.name", b.Name); err != nil {
+			errs = append(errs, err)
+		}
+		if b.Calls < 1 || b.Calls > MaxBackendCalls {
+			errs = append(errs, fmt.Errorf("backend.calls %d: want 1..%d", b.Calls, MaxBackendCalls))
+		}
 	}
 	for _, idc := range sortedKeys(s.Slowdown) {
 		sd := s.Slowdown[idc]

@@ -117,3 +117,19 @@ func checkErr(t *testing.T, err error, want []string) {
 		}
 	}
 }
+
+func TestBackendSpec(t *testing.T) {
+	ok := Spec{Kind: KindSleep, Backend: &Backend{Name: "user-db"}}.WithDefaults()
+	if err := ok.Validate(); err != nil || ok.Backend.Calls != 1 {
+		t.Fatalf("backend with default calls: %v, %+v", err, ok.Backend)
+	}
+	for _, tc := range []struct {
+		b    Backend
+		want string
+	}{{Backend{Name: "user.db", Calls: 1}, "backend.name"}, {Backend{Calls: 2}, "backend.name"}, {Backend{Name: "db", Calls: -1}, "backend.calls"}, {Backend{Name: "db", Calls: MaxBackendCalls + 1}, "backend.calls"}} {
+		err := Spec{Kind: KindSleep, Backend: &tc.b}.WithDefaults().Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an error naming %s", tc.b, err, tc.want)
+		}
+	}
+}
