@@ -298,56 +298,12 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 		defer t.Stop()
 		timeout = t.C
 	}
-	th := q.s.th
 	for {
-		q.mu.Lock()
-		if q.stopped {
-			q.mu.Unlock()
-			return pulled{}, ErrClosed
+		p, moves, wake, heldBack, err := q.take(max, leaseDur, worker)
+		if errors.Is(err, ErrClosed) {
+			return pulled{}, err
 		}
-		now := q.s.nowMs()
-		var err error
-		var moves []*writeOp
-		if len(q.buf) < max {
-			moves, err = q.refillLocked(now)
-		}
-		granted, held, by := th.Dispatch(q.name, min(max, len(q.buf)))
-		out := make([]*wirepb.Delivery, 0, granted)
-		// Deferring a refused retry costs a write: at most granted (and
-		// 16) of them per pull, so one pull does not rewrite the window.
-		defers, maxDefers := 0, granted+16
-		n := 0
-		for n < len(q.buf) && len(out) < granted && defers < maxDefers {
-			e := q.buf[n]
-			n++
-			q.bufBytes -= e.size
-			q.undelayLocked(e.readyAt, now)
-			switch {
-			case e.task.ExpiresUnixMs != 0 && e.task.ExpiresUnixMs <= now:
-				moves = append(moves, q.s.deadOp(q, e.key, e.task, nil, "expired: not consumed within its retention"))
-				continue
-			case e.task.Attempt > 0 && !th.AdmitRetry(q.name):
-				moves = append(moves, q.deferOp(e, th.DeferDelay(q.name)))
-				q.c.retriesDeferred.Add(1)
-				defers++
-				continue
-			}
-			out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
-		}
-		th.Refund(q.name, granted-len(out))
-		if len(out) == 0 && defers > 0 && held == 0 {
-			// Only refused retries were at hand: say so, so helpers
-			// look elsewhere for a while.
-			held, by = retryPause, "retry"
-		}
-		clear(q.buf[:n])
-		q.buf = q.buf[n:]
-		q.leased += int64(len(out))
-		// Deferred retries stay counted as stored; they are delayed now.
-		ready := q.readyLocked(now)
-		wake := q.wake
-		heldBack := q.heldBack
-		q.mu.Unlock()
+		out, ready, held, by := p.ds, p.ready, p.throttled, p.by
 		if serr := q.s.submitAll(moves); serr != nil && err == nil {
 			err = serr
 		}
@@ -378,6 +334,62 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 			rt.Stop()
 		}
 	}
+}
+
+// take is one look at the window under q.mu (released by defer, so even a
+// panic cannot leave the queue locked): it leases what the throttles let
+// go, defers refused retries, and returns the writes to submit, the wake
+// channel to wait on and whether a write group in flight held tasks back.
+func (q *queue) take(max int, leaseDur time.Duration, worker string) (pulled, []*writeOp, chan struct{}, bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.stopped {
+		return pulled{}, nil, nil, false, ErrClosed
+	}
+	th := q.s.th
+	now := q.s.nowMs()
+	var err error
+	var moves []*writeOp
+	if len(q.buf) < max {
+		moves, err = q.refillLocked(now)
+	}
+	granted, held, by := th.Dispatch(q.name, min(max, len(q.buf)))
+	out := make([]*wirepb.Delivery, 0, granted)
+	// Deferring a refused retry costs a write: at most granted (and
+	// 16) of them per pull, so one pull does not rewrite the window.
+	defers, maxDefers := 0, granted+16
+	n := 0
+	for n < len(q.buf) && len(out) < granted && defers < maxDefers {
+		e := q.buf[n]
+		n++
+		q.bufBytes -= e.size
+		q.undelayLocked(e.readyAt, now)
+		switch {
+		case e.task.ExpiresUnixMs != 0 && e.task.ExpiresUnixMs <= now:
+			moves = append(moves, q.s.deadOp(q, e.key, e.task, nil, "expired: not consumed within its retention"))
+			continue
+		case e.task.Attempt > 0 && !th.AdmitRetry(q.name):
+			moves = append(moves, q.deferOp(e, th.DeferDelay(q.name)))
+			q.c.retriesDeferred.Add(1)
+			defers++
+			continue
+		}
+		out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
+	}
+	th.Refund(q.name, granted-len(out))
+	if len(out) == 0 && defers > 0 && held == 0 {
+		// Only refused retries were at hand: say so, so helpers
+		// look elsewhere for a while.
+		held, by = retryPause, "retry"
+	}
+	clear(q.buf[:n])
+	q.buf = q.buf[n:]
+	q.leased += int64(len(out))
+	// Deferred retries stay counted as stored; they are delayed now.
+	ready := q.readyLocked(now)
+	wake := q.wake
+	heldBack := q.heldBack
+	return pulled{ds: out, ready: ready, throttled: held, by: by}, moves, wake, heldBack, err
 }
 
 // deferOp puts a ready task back, unchanged, to be ready again after d
