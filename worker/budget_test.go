@@ -21,13 +21,24 @@ import (
 // nodes split the rest.
 func TestBackendBudgetMeshWide(t *testing.T) {
 	if testing.Short() {
-		t.Skip("9 s of load on a 3-node mesh")
+		t.Skip("2 × 9 s of load on a 3-node mesh")
 	}
+	// One IDC (usage shared over routes) and three IDCs of one node each
+	// (shared over gateways).
+	for _, shape := range []struct {
+		name         string
+		idcs, perIDC int
+	}{{"one-idc", 1, 3}, {"three-idcs", 3, 1}} {
+		t.Run(shape.name, func(t *testing.T) { budgetMeshWide(t, shape.idcs, shape.perIDC) })
+	}
+}
+
+func budgetMeshWide(t *testing.T, idcs, perIDC int) {
 	const budget, k = 300.0, 3
 	var mu sync.Mutex
 	calls := map[int64]map[string]int{} // 100 ms bucket → origin node → calls
 	start := time.Now()
-	c := startClusterWith(t, clusterOptions{idcs: 1, perIDC: 3, slots: 8, filters: everythingFilter(),
+	c := startClusterWith(t, clusterOptions{idcs: idcs, perIDC: perIDC, slots: 8, filters: everythingFilter(),
 		node: func(cfg *mqnode.Config) {
 			cfg.Throttle = testlog.NoCPUThrottle
 			cfg.Throttle.Backends = map[string]throttle.BackendConfig{"user-db": {Budget: budget}}
