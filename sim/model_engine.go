@@ -1,17 +1,16 @@
+// The scale model's state and its construction: nodes (ready tasks and
+// publisher state), pools, the model itself, and the arrival process.
+
 package sim
 
 import (
-	"container/heap"
-	"context"
 	"math"
 	"math/rand/v2"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/mqmesh/mqmesh/backlog"
-	"github.com/mqmesh/mqmesh/backlog/backlogpb"
 	"github.com/mqmesh/mqmesh/worker"
 )
 
@@ -22,53 +21,6 @@ const modelQueue = "q"
 var modelEpoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
 const never = math.MaxInt64
-
-// Event kinds.
-const (
-	evTick       = iota // publishers of one poll slot observe their node
-	evDeliver           // a notice reaches the pools of one IDC
-	evPoolWake          // a pool's fetch loop goes on
-	evPullArrive        // a pull request reaches its node
-	evNodeWake          // a long-polling pull may be answered
-	evPullReply         // a pull reply reaches its pool
-	evRequeue           // a dead pool's leases are released
-	evTimeline          // a timeline event (-1: end of load)
-	evSample            // backlog sample, progress, end check
-)
-
-type event struct {
-	t    int64
-	seq  uint64
-	kind uint8
-	i    int // tick slot, timeline index
-	step uint64
-	pool *mPool
-	node *mNode
-	d    worker.Decision
-	sent int64
-	// tasks are enqueue times (pull reply, requeue).
-	tasks      []int64
-	readyAfter uint64
-	notice     *backlogpb.Notice
-	tier       backlog.Tier
-	dl         *delivery
-}
-
-type eventQueue []*event
-
-func (q eventQueue) Len() int { return len(q) }
-func (q eventQueue) Less(i, j int) bool {
-	return q[i].t < q[j].t || q[i].t == q[j].t && q[i].seq < q[j].seq
-}
-func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*event)) }
-func (q *eventQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	return e
-}
 
 // mNode is one host's node: a FIFO of the enqueue times of its ready
 // tasks, lazily fed by its arrival process, and its publisher's state.
@@ -118,67 +70,6 @@ type mPool struct {
 	subs     []modelSub
 	groups   []*subGroup
 	helped   int64
-}
-
-type modelPhase struct {
-	name       string
-	start, end int64
-	done       int64
-	where      [3]int64
-	hist       latHist
-	peak       uint64
-	delivered  [backlog.NumTiers]uint64
-	poolNs     float64
-}
-
-// latHist is a latency histogram with 1% wide buckets (microseconds).
-type latHist struct {
-	b []uint64
-	n uint64
-}
-
-var logBucket = math.Log(1.01)
-
-func (h *latHist) add(ns int64) {
-	us := float64(max(ns, 0)) / 1e3
-	i := 0
-	if us >= 1 {
-		i = 1 + int(math.Log(us)/logBucket)
-	}
-	if i >= len(h.b) {
-		h.b = append(h.b, make([]uint64, i+1-len(h.b)+64)...)
-	}
-	h.b[i]++
-	h.n++
-}
-
-func (h *latHist) merge(o *latHist) {
-	if len(o.b) > len(h.b) {
-		h.b = append(h.b, make([]uint64, len(o.b)-len(h.b))...)
-	}
-	for i, c := range o.b {
-		h.b[i] += c
-	}
-	h.n += o.n
-}
-
-// quantileMs is the upper bound of the bucket holding quantile q.
-func (h *latHist) quantileMs(q float64) float64 {
-	if h.n == 0 {
-		return 0
-	}
-	rank := uint64(math.Ceil(q * float64(h.n)))
-	var c uint64
-	for i, v := range h.b {
-		c += v
-		if c >= max(rank, 1) {
-			if i == 0 {
-				return 0.001
-			}
-			return math.Round(math.Exp(float64(i)*logBucket)) / 1e3
-		}
-	}
-	return 0
 }
 
 type model struct {
@@ -365,90 +256,6 @@ func (m *model) gap(n *mNode) int64 {
 	return max(int64(n.rng.ExpFloat64()*m.meanGap), 1)
 }
 
-func (m *model) newEvent(kind uint8, at int64) *event {
-	var e *event
-	if n := len(m.free); n > 0 {
-		e = m.free[n-1]
-		m.free = m.free[:n-1]
-	} else {
-		e = &event{}
-	}
-	m.seq++
-	e.t, e.seq, e.kind = at, m.seq, kind
-	heap.Push(&m.q, e)
-	return e
-}
-
-func (m *model) recycle(e *event) {
-	*e = event{}
-	m.free = append(m.free, e)
-}
-
-func (m *model) buf(n int) []int64 {
-	if k := len(m.bufs); k > 0 {
-		b := m.bufs[k-1]
-		m.bufs = m.bufs[:k-1]
-		if cap(b) >= n {
-			return b[:0]
-		}
-	}
-	return make([]int64, 0, max(n, 8))
-}
-
-func (m *model) run(ctx context.Context) error {
-	m.newEvent(evTick, 0).i = 0
-	m.newEvent(evSample, 0)
-	for i := range m.cfg.Timeline {
-		m.newEvent(evTimeline, int64(m.cfg.Timeline[i].At)).i = i
-	}
-	m.newEvent(evTimeline, m.loadEnd).i = -1
-	for _, p := range m.pools {
-		m.wakePool(p, 0)
-	}
-	for !m.stopped && len(m.q) > 0 {
-		e := heap.Pop(&m.q).(*event)
-		m.now = e.t
-		m.events++
-		if m.events&0xfff == 0 && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		m.handle(e)
-		m.recycle(e)
-	}
-	m.finish()
-	return nil
-}
-
-func (m *model) handle(e *event) {
-	switch e.kind {
-	case evTick:
-		for _, n := range m.slots[e.i] {
-			m.poll(n)
-		}
-		if m.now < m.end {
-			m.newEvent(evTick, m.now+m.tickEvery).i = (e.i + 1) % len(m.slots)
-		}
-	case evDeliver:
-		m.deliver(e)
-	case evPoolWake:
-		if p := e.pool; p.alive && p.step == e.step {
-			m.poolStep(p)
-		}
-	case evPullArrive:
-		m.pullArrive(e)
-	case evNodeWake:
-		m.nodeWake(e)
-	case evPullReply:
-		m.pullReply(e)
-	case evRequeue:
-		m.requeue(e)
-	case evTimeline:
-		m.timeline(e.i)
-	case evSample:
-		m.sample()
-	}
-}
-
 // ---- nodes ----
 
 // materialize enqueues the arrivals of n up to now.
@@ -475,105 +282,4 @@ func (m *model) take(n *mNode, k int) []int64 {
 	m.readyTotal -= int64(k)
 	m.readyIDC[n.idc] -= int64(k)
 	return b
-}
-
-func (m *model) phaseAt(t int64) *modelPhase {
-	i := sort.Search(len(m.phases), func(i int) bool { return m.phases[i].start > t }) - 1
-	return m.phases[max(i, 0)]
-}
-
-func (m *model) accrue() {
-	m.phases[m.cur].poolNs += float64(m.aliveCount) * float64(m.now-m.accrued)
-	m.accrued = m.now
-}
-
-func (m *model) enterPhase(name string) {
-	m.accrue()
-	m.phases[m.cur].end = m.now
-	m.phases = append(m.phases, &modelPhase{name: name, start: m.now})
-	m.cur = len(m.phases) - 1
-}
-
-func (m *model) timeline(i int) {
-	if i < 0 {
-		m.enterPhase("drain")
-		m.apply(Event{Action: "restore-all"})
-		return
-	}
-	tl := m.cfg.Timeline
-	ev := tl[i]
-	starts := ev.Phase != "" || i == 0 || tl[i-1].At != ev.At
-	if starts && !(i == 0 && ev.At == 0) {
-		m.enterPhase(phaseName(ev))
-	}
-	m.apply(ev)
-}
-
-func (m *model) apply(ev Event) {
-	idc := slices.Index(m.idcs, ev.IDC)
-	switch ev.Action {
-	case "degrade":
-		m.slow[idc] = m.slowBase[idc] * ev.Slowdown
-	case "restore":
-		m.slow[idc] = m.slowBase[idc]
-	case "kill-pools":
-		m.accrue()
-		for _, p := range m.idcPools[idc] {
-			m.kill(p)
-		}
-	case "restore-pools":
-		m.accrue()
-		m.restorePools(idc)
-	case "restore-all":
-		m.accrue()
-		copy(m.slow, m.slowBase)
-		for i := range m.idcs {
-			m.restorePools(i)
-		}
-	}
-}
-
-func (m *model) sample() {
-	for _, n := range m.nodes {
-		m.materialize(n)
-	}
-	total := uint64(m.readyTotal)
-	m.peak = max(m.peak, total)
-	ph := m.phases[m.cur]
-	ph.peak = max(ph.peak, total)
-	if m.faultIDC >= 0 && m.now >= m.faultStart && m.now <= m.faultEnd {
-		m.faultPeak = max(m.faultPeak, uint64(m.readyIDC[m.faultIDC]))
-	}
-	if m.progress != nil {
-		var done int64
-		for _, p := range m.phases {
-			done += p.done
-		}
-		m.progress(ModelProgress{Hosts: len(m.nodes), VirtualS: time.Duration(m.now).Seconds(), Phase: ph.name, Backlog: total, Done: done, Events: m.events})
-	}
-	switch {
-	case m.now >= m.loadEnd && m.readyTotal == 0 && m.inNet == 0 && m.requeued == 0:
-		m.drained = true
-		m.stopped = true
-	case m.now >= m.end:
-		m.stopped = true
-	default:
-		m.newEvent(evSample, m.now+int64(m.cfg.Sample))
-	}
-}
-
-func (m *model) finish() {
-	m.accrue()
-	for _, p := range m.pools {
-		m.flush(p, never)
-		if p.view != nil {
-			m.retireView(p.view)
-		}
-	}
-	m.phases[m.cur].end = m.now
-	if m.drained {
-		m.drainedAfter = max(m.lastDone-m.loadEnd, 0)
-	} else {
-		m.drainedAfter = m.now - m.loadEnd
-	}
 }
