@@ -2,6 +2,7 @@ package backlog
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -246,11 +247,11 @@ func (v *View) Entries() []Entry {
 	slices.SortFunc(out, func(a, b Entry) int {
 		switch {
 		case a.IDC != b.IDC:
-			return cmp(a.IDC, b.IDC)
+			return strings.Compare(a.IDC, b.IDC)
 		case a.Node != b.Node:
-			return cmp(a.Node, b.Node)
+			return strings.Compare(a.Node, b.Node)
 		}
-		return cmp(a.Queue, b.Queue)
+		return strings.Compare(a.Queue, b.Queue)
 	})
 	return out
 }
@@ -271,16 +272,6 @@ func (v *View) Stats() ViewStats {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.stats
-}
-
-func cmp(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // tokenBucket caps a rate with a burst of one second's worth.

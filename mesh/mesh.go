@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,25 +195,15 @@ func (m *Mesh) Members() []Member {
 		out = append(out, *mb)
 	}
 	slices.SortFunc(out, func(a, b Member) int {
-		if c := compare(a.Meta.IDC, b.Meta.IDC); c != 0 {
+		if c := strings.Compare(a.Meta.IDC, b.Meta.IDC); c != 0 {
 			return c
 		}
-		if c := compare(string(a.Meta.Role), string(b.Meta.Role)); c != 0 {
+		if c := strings.Compare(string(a.Meta.Role), string(b.Meta.Role)); c != 0 {
 			return c
 		}
-		return compare(a.Meta.Name, b.Meta.Name)
+		return strings.Compare(a.Meta.Name, b.Meta.Name)
 	})
 	return out
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Alive returns the alive members matching keep (nil: all).

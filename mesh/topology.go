@@ -3,6 +3,7 @@ package mesh
 import (
 	"net/url"
 	"slices"
+	"strings"
 )
 
 // Topology is the NATS topology a node derives from membership: routes to
@@ -39,9 +40,9 @@ func TopologyFor(self Meta, members []Member) Topology {
 			t.Gateways[m.Meta.IDC] = append(t.Gateways[m.Meta.IDC], u)
 		}
 	}
-	slices.SortFunc(t.Routes, func(a, b *url.URL) int { return compare(a.String(), b.String()) })
+	slices.SortFunc(t.Routes, func(a, b *url.URL) int { return strings.Compare(a.String(), b.String()) })
 	for _, us := range t.Gateways {
-		slices.SortFunc(us, func(a, b *url.URL) int { return compare(a.String(), b.String()) })
+		slices.SortFunc(us, func(a, b *url.URL) int { return strings.Compare(a.String(), b.String()) })
 	}
 	return t
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mqmesh/mqmesh/internal/subject"
+	"github.com/mqmesh/mqmesh/mqnode/throttle"
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
@@ -120,13 +121,13 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 	if l == nil {
 		return settle{}, staleErr(it.Receipt)
 	}
-	s.settled(l.q, it.Calls, it.Kind == wirepb.AckKind_ACK)
 	switch it.Kind {
 	case wirepb.AckKind_NACK:
+		s.settled(l.q, it.Calls, throttle.Failed)
 		l.q.c.nacked.Add(1)
-		s.th.Outcome(l.q.name, false)
 		return settle{op: s.retryOp(l, time.Duration(it.DelayMs)*time.Millisecond, it.Error, "nacked"), l: l}, nil
 	case wirepb.AckKind_DEAD:
+		s.settled(l.q, it.Calls, throttle.GaveUp)
 		reason := "given up by handler"
 		if it.Error != "" {
 			reason += ": " + it.Error
@@ -140,7 +141,7 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 		subq = l.q
 	}
 	q := l.q
-	s.th.Outcome(q.name, true)
+	s.settled(q, it.Calls, throttle.Succeeded)
 	return settle{l: l, op: &writeOp{
 		prepare: func(w *wtx) error {
 			w.del(l.key)

@@ -299,36 +299,36 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 		timeout = t.C
 	}
 	for {
-		p, moves, wake, heldBack, err := q.take(max, leaseDur, worker)
+		l, err := q.take(max, leaseDur, worker)
 		if errors.Is(err, ErrClosed) {
 			return pulled{}, err
 		}
-		out, ready, held, by := p.ds, p.ready, p.throttled, p.by
-		if serr := q.s.submitAll(moves); serr != nil && err == nil {
+		p := l.pulled
+		if serr := q.s.submitAll(l.moves); serr != nil && err == nil {
 			err = serr
 		}
-		if timeout == nil && heldBack && !graceUsed && len(out) == 0 && err == nil {
+		if timeout == nil && l.heldBack && !graceUsed && len(p.ds) == 0 && err == nil {
 			graceUsed = true
 			t := time.NewTimer(100 * time.Millisecond)
 			defer t.Stop()
 			timeout = t.C
 		}
-		if len(out) > 0 || err != nil || timeout == nil {
-			return pulled{ds: out, ready: ready, throttled: held, by: by}, err
+		if len(p.ds) > 0 || err != nil || timeout == nil {
+			return p, err
 		}
 		var retry <-chan time.Time
 		var rt *time.Timer
-		if held > 0 {
-			rt = time.NewTimer(held)
+		if p.throttled > 0 {
+			rt = time.NewTimer(p.throttled)
 			retry = rt.C
 		}
 		select {
-		case <-wake:
+		case <-l.wake:
 		case <-retry:
 		case <-timeout:
-			return pulled{ready: ready, throttled: held, by: by}, nil
+			return p, nil
 		case <-ctx.Done():
-			return pulled{ready: ready}, ctx.Err()
+			return pulled{ready: p.ready}, ctx.Err()
 		}
 		if rt != nil {
 			rt.Stop()
@@ -336,15 +336,22 @@ func (q *queue) pull(ctx context.Context, max int, wait, leaseDur time.Duration,
 	}
 }
 
+// look is the outcome of one look at a queue's window (take).
+type look struct {
+	pulled
+	moves    []*writeOp    // writes to submit once q.mu is released
+	wake     chan struct{} // closed on the queue's next change
+	heldBack bool          // a write group in flight held ready tasks back
+}
+
 // take is one look at the window under q.mu (released by defer, so even a
 // panic cannot leave the queue locked): it leases what the throttles let
-// go, defers refused retries, and returns the writes to submit, the wake
-// channel to wait on and whether a write group in flight held tasks back.
-func (q *queue) take(max int, leaseDur time.Duration, worker string) (pulled, []*writeOp, chan struct{}, bool, error) {
+// go and defers refused retries.
+func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.stopped {
-		return pulled{}, nil, nil, false, ErrClosed
+		return look{}, ErrClosed
 	}
 	th := q.s.th
 	now := q.s.nowMs()
@@ -368,11 +375,13 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (pulled, []
 		case e.task.ExpiresUnixMs != 0 && e.task.ExpiresUnixMs <= now:
 			moves = append(moves, q.s.deadOp(q, e.key, e.task, nil, "expired: not consumed within its retention"))
 			continue
-		case e.task.Attempt > 0 && !th.AdmitRetry(q.name):
-			moves = append(moves, q.deferOp(e, th.DeferDelay(q.name)))
-			q.c.retriesDeferred.Add(1)
-			defers++
-			continue
+		case e.task.Attempt > 0:
+			if ok, d := th.AdmitRetry(q.name); !ok {
+				moves = append(moves, q.deferOp(e, d))
+				q.c.retriesDeferred.Add(1)
+				defers++
+				continue
+			}
 		}
 		out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
 	}
@@ -386,10 +395,8 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (pulled, []
 	q.buf = q.buf[n:]
 	q.leased += int64(len(out))
 	// Deferred retries stay counted as stored; they are delayed now.
-	ready := q.readyLocked(now)
-	wake := q.wake
-	heldBack := q.heldBack
-	return pulled{ds: out, ready: ready, throttled: held, by: by}, moves, wake, heldBack, err
+	return look{pulled: pulled{ds: out, ready: q.readyLocked(now), throttled: held, by: by},
+		moves: moves, wake: q.wake, heldBack: q.heldBack}, err
 }
 
 // deferOp puts a ready task back, unchanged, to be ready again after d

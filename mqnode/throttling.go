@@ -129,7 +129,7 @@ func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // settled feeds the throttle with one settled task's reported calls;
 // invalid backend names are dropped (the settlement itself goes ahead).
-func (s *store) settled(q *queue, calls []*wirepb.BackendCalls, success bool) {
+func (s *store) settled(q *queue, calls []*wirepb.BackendCalls, r throttle.Result) {
 	var cs []throttle.Calls
 	for _, c := range calls {
 		if c == nil || c.Calls == 0 {
@@ -141,7 +141,7 @@ func (s *store) settled(q *queue, calls []*wirepb.BackendCalls, success bool) {
 		}
 		cs = append(cs, throttle.Calls{Backend: c.Backend, N: c.Calls})
 	}
-	s.th.Settled(q.name, cs, success)
+	s.th.Settled(q.name, cs, r)
 }
 
 func throttleStates(ss []throttle.State) []*wirepb.ThrottleState {

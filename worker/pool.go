@@ -217,27 +217,22 @@ func (p *Pool) Stop(ctx context.Context) error {
 // Kill stops at once: running handlers are cancelled and not acked; their
 // tasks come back when the nodes release this pool's leases (it leaves the
 // mesh) or the leases expire.
-func (p *Pool) Kill() {
-	p.once.Do(func() {
-		p.killed.Store(true)
-		p.cancelRun()
-		close(p.fetchStop)
-		p.fetchWG.Wait()
-		p.runWG.Wait()
-		p.teardown(true)
-	})
-}
+func (p *Pool) Kill() { p.stopHard(true) }
 
 // Crash is Kill without a graceful leave, as if the process died: nodes
 // learn it when gossip detects the failure. For the simulator and tests.
-func (p *Pool) Crash() {
+func (p *Pool) Crash() { p.stopHard(false) }
+
+// stopHard cancels every handler, waits for the loops to end and tears
+// down, leaving the mesh gracefully or not.
+func (p *Pool) stopHard(leave bool) {
 	p.once.Do(func() {
 		p.killed.Store(true)
 		p.cancelRun()
 		close(p.fetchStop)
 		p.fetchWG.Wait()
 		p.runWG.Wait()
-		p.teardown(false)
+		p.teardown(leave)
 	})
 }
 

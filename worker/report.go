@@ -3,7 +3,8 @@ package worker
 import (
 	"context"
 	"net/http"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/mqmesh/mqmesh/internal/subject"
@@ -61,7 +62,7 @@ func (t *Task) takeCalls() ([]*mqnode.BackendCalls, string) {
 	for b, n := range u.calls {
 		out = append(out, &mqnode.BackendCalls{Backend: b, Calls: n})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Backend < out[j].Backend })
+	slices.SortFunc(out, func(a, b *mqnode.BackendCalls) int { return strings.Compare(a.Backend, b.Backend) })
 	u.calls = nil
 	bad := u.invalid
 	u.invalid = ""

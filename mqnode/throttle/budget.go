@@ -1,9 +1,11 @@
 package throttle
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 )
 
 // Unbounded is the want of a node that is held back by its share: it would
@@ -100,19 +102,10 @@ func (b *budget) reshare(now int64, self string, ttl int64) {
 		}
 	}
 	slices.SortFunc(ws, func(x, y w) int {
-		if x.want != y.want {
-			if x.want < y.want {
-				return -1
-			}
-			return 1
+		if c := cmp.Compare(x.want, y.want); c != 0 {
+			return c
 		}
-		if x.id < y.id {
-			return -1
-		}
-		if x.id > y.id {
-			return 1
-		}
-		return 0
+		return strings.Compare(x.id, y.id)
 	})
 	left := b.budget
 	alloc := map[string]float64{}

@@ -17,7 +17,6 @@ type retryGate struct {
 	bucket    bucket
 	reason    string
 	deferred  uint64 // retries deferred, total
-	admitted  uint64 // retries delivered, total
 	// nextSlot (unix ms) is the next free slot for a deferred retry.
 	nextSlot float64
 }
@@ -93,12 +92,10 @@ func (g *retryGate) admit(now int64) bool {
 	}
 	g.update(now)
 	if !g.throttled {
-		g.admitted++
 		return true
 	}
 	if g.bucket.room(now, 1) >= 1 {
 		g.bucket.take(1, 1)
-		g.admitted++
 		return true
 	}
 	g.deferred++

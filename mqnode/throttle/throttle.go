@@ -2,6 +2,7 @@ package throttle
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -64,7 +65,6 @@ type Throttle struct {
 	lastCPU  int64
 	budgets  map[string]*budget
 	observed map[string]*window // usage of backends without a budget
-	dropped  uint64             // reports over maxBackends
 }
 
 type queueState struct {
@@ -132,7 +132,7 @@ func (t *Throttle) Dispatch(q string, n int) (granted int, wait time.Duration, b
 	now := t.now()
 	qs := t.queueLocked(q)
 	granted = min(n, t.cpu.bucket.room(now, 1))
-	probing := !t.cfg.Disabled && len(t.budgets) > 0 && !qs.known
+	probing := t.probingLocked(qs)
 	if probing {
 		if qs.probe.rate == 0 {
 			qs.probe.set(now, probeRate, 1)
@@ -204,26 +204,43 @@ func (t *Throttle) Refund(q string, n int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	qs := t.queueLocked(q)
-	t.takeLocked(qs, -n, !t.cfg.Disabled && len(t.budgets) > 0 && !qs.known)
+	t.takeLocked(qs, -n, t.probingLocked(qs))
+}
+
+// probingLocked says whether qs's calls per task are still being learnt
+// while budgets exist (see Dispatch).
+func (t *Throttle) probingLocked(qs *queueState) bool {
+	return !t.cfg.Disabled && len(t.budgets) > 0 && !qs.known
 }
 
 // AdmitRetry says whether a retry (a delivery after the first) of queue q
-// may go now; if not, DeferDelay says for how long to put it back.
-func (t *Throttle) AdmitRetry(q string) bool {
+// may go now; if not, deferFor is how long to put it back.
+func (t *Throttle) AdmitRetry(q string) (ok bool, deferFor time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.queueLocked(q).retry.admit(t.now())
+	g, now := t.queueLocked(q).retry, t.now()
+	if g.admit(now) {
+		return true, 0
+	}
+	return false, g.deferDelay(now)
 }
 
-// DeferDelay is how long a retry that AdmitRetry refused should wait.
-func (t *Throttle) DeferDelay(q string) time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.queueLocked(q).retry.deferDelay(t.now())
-}
+// Result is how a handler settled a task.
+type Result int
 
-// Outcome records one execution of a task of queue q: success (ack) or
-// failure (nack, expired lease).
+const (
+	// Succeeded: acked.
+	Succeeded Result = iota
+	// Failed: nacked (to be retried).
+	Failed
+	// GaveUp: sent to the dead letter queue by the handler; neither a
+	// success nor a failure of the backend.
+	GaveUp
+)
+
+// Outcome records one execution of a task of queue q that ended without a
+// settlement: a lease that expired is a failure. (Settled records the
+// outcome of the others.)
 func (t *Throttle) Outcome(q string, success bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -234,17 +251,22 @@ func (t *Throttle) Outcome(q string, success bool) {
 // as "does not call it" (the entry is dropped).
 const minCost = 0.01
 
-// Settled records the backend calls a handler reported for one settled
-// task of queue q (every ack, nack or give-up, with or without calls), to
-// learn each queue's calls per task and each backend's usage. A failed
-// task that reported no call to a backend does not lower the queue's mean
-// for it (it may have failed before the call). Invalid backend names must
-// be dropped by the caller.
-func (t *Throttle) Settled(q string, calls []Calls, success bool) {
+// Settled records one settled task of queue q (every ack, nack or
+// give-up, with or without calls): its outcome for the retry gate, and the
+// backend calls its handler reported, to learn each queue's calls per task
+// and each backend's usage. A task that did not succeed and reported no
+// call to a backend does not lower the queue's mean for it (it may have
+// failed before the call). Invalid backend names must be dropped by the
+// caller.
+func (t *Throttle) Settled(q string, calls []Calls, r Result) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	qs := t.queueLocked(q)
+	if r != GaveUp {
+		qs.retry.observe(now, r == Succeeded)
+	}
+	success := r == Succeeded
 	qs.known = true
 	for name, c := range qs.cost {
 		var n uint64
@@ -278,8 +300,7 @@ func (t *Throttle) Settled(q string, calls []Calls, success bool) {
 		w := t.observed[x.Backend]
 		if w == nil {
 			if len(t.observed) >= maxBackends {
-				t.dropped++
-				continue
+				continue // bounded: further names are not tracked
 			}
 			w = newWindowMs(t.cfg.UsageWindow.Milliseconds(), 8)
 			t.observed[x.Backend] = w
@@ -312,7 +333,7 @@ func (t *Throttle) Share() []PeerUsage {
 	}
 	now := t.now()
 	var out []PeerUsage
-	for _, name := range sortedKeys(t.budgets) {
+	for _, name := range slices.Sorted(maps.Keys(t.budgets)) {
 		b := t.budgets[name]
 		own := b.own(now)
 		b.reshare(now, t.self, t.cfg.PeerTTL.Milliseconds())
@@ -349,9 +370,13 @@ func (t *Throttle) QueueStates(q string) []State {
 	g := qs.retry
 	now := t.now()
 	g.update(now)
-	out := []State{{Kind: "retry", Active: g.throttled, Limit: g.limit * b2f(g.throttled),
+	limit := 0.0
+	if g.throttled {
+		limit = g.limit
+	}
+	out := []State{{Kind: "retry", Active: g.throttled, Limit: limit,
 		Reason: g.describe(now), Since: msTime(g.since), Deferred: g.deferred}}
-	for _, name := range sortedKeys(qs.cost) {
+	for _, name := range slices.Sorted(maps.Keys(qs.cost)) {
 		b := t.budgets[name]
 		if b == nil {
 			continue
@@ -383,25 +408,16 @@ func (t *Throttle) Backends() []BackendState {
 	defer t.mu.Unlock()
 	now := t.now()
 	var out []BackendState
-	for _, name := range sortedKeys(t.budgets) {
+	for _, name := range slices.Sorted(maps.Keys(t.budgets)) {
 		b := t.budgets[name]
 		out = append(out, BackendState{Backend: name, Budget: b.budget, NodeUsage: b.calls.rate(now),
 			MeshUsage: b.meshUsage, Share: b.share, Nodes: b.nodes, Constrained: b.holding(), Deferred: b.deferred})
 	}
-	for _, name := range sortedKeys(t.observed) {
+	for _, name := range slices.Sorted(maps.Keys(t.observed)) {
 		u := t.observed[name].rate(now)
 		out = append(out, BackendState{Backend: name, NodeUsage: u, MeshUsage: u, Nodes: 1})
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 func msTime(ms int64) time.Time {
@@ -409,11 +425,4 @@ func msTime(ms int64) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(ms)
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -57,14 +57,14 @@ func TestRetryGateClosesAndReopens(t *testing.T) {
 		th.Outcome("q", true)
 		c.step(10 * time.Millisecond)
 	}
-	if !th.AdmitRetry("q") {
+	if ok, _ := th.AdmitRetry("q"); !ok {
 		t.Fatal("healthy queue refused a retry")
 	}
 	// Backend down: 200 failures/s.
 	admitted := 0
 	for i := 0; i < 1000; i++ { // 5 s
 		th.Outcome("q", false)
-		if th.AdmitRetry("q") {
+		if ok, _ := th.AdmitRetry("q"); ok {
 			admitted++
 		}
 		c.step(5 * time.Millisecond)
@@ -84,7 +84,7 @@ func TestRetryGateClosesAndReopens(t *testing.T) {
 	late := 0
 	for i := 0; i < 400; i++ { // 2 s more
 		th.Outcome("q", false)
-		if th.AdmitRetry("q") {
+		if ok, _ := th.AdmitRetry("q"); ok {
 			late++
 		}
 		c.step(5 * time.Millisecond)
@@ -92,7 +92,7 @@ func TestRetryGateClosesAndReopens(t *testing.T) {
 	if late > 4 {
 		t.Errorf("admitted %d retries in 2 s at probe rate 1/s", late)
 	}
-	if d := th.DeferDelay("q"); d < 200*time.Millisecond || d > 6*time.Second {
+	if ok, d := th.AdmitRetry("q"); !ok && (d < 200*time.Millisecond || d > 6*time.Second) {
 		t.Errorf("defer delay %v out of range", d)
 	}
 	// Recovery: 20 successes in a row (200 ms) reopen the gate.
@@ -103,7 +103,7 @@ func TestRetryGateClosesAndReopens(t *testing.T) {
 	if st := th.QueueStates("q")[0]; st.Active {
 		t.Fatalf("gate still closed after recovery: %+v", st)
 	}
-	if !th.AdmitRetry("q") {
+	if ok, _ := th.AdmitRetry("q"); !ok {
 		t.Fatal("recovered queue refused a retry")
 	}
 }
@@ -115,7 +115,7 @@ func TestRetryGateDisabled(t *testing.T) {
 		c.step(time.Millisecond)
 	}
 	for i := 0; i < 100; i++ {
-		if !th.AdmitRetry("q") {
+		if ok, _ := th.AdmitRetry("q"); !ok {
 			t.Fatal("disabled throttle refused a retry")
 		}
 	}
@@ -193,7 +193,7 @@ func TestBudgetConvergesMeshWide(t *testing.T) {
 			}
 			g, _, _ := nodes[n].Dispatch("q", want)
 			for i := 0; i < g; i++ {
-				nodes[n].Settled("q", []Calls{{"user-db", k}}, true)
+				nodes[n].Settled("q", []Calls{{"user-db", k}}, Succeeded)
 				if step >= 5000 {
 					calls[n] += k
 				}
@@ -247,9 +247,9 @@ func TestWindowRate(t *testing.T) {
 // dispatch overflow (its mean cost decays to nothing and is dropped).
 func TestCostDecayKeepsDispatchSane(t *testing.T) {
 	th, c := newTest(t, Config{Backends: map[string]BackendConfig{"db": {Budget: 50}}})
-	th.Settled("q", []Calls{{"db", 2}}, true)
+	th.Settled("q", []Calls{{"db", 2}}, Succeeded)
 	for i := 0; i < 2000; i++ {
-		th.Settled("q", nil, true)
+		th.Settled("q", nil, Succeeded)
 		c.step(time.Millisecond)
 	}
 	g, _, _ := th.Dispatch("q", 500)
@@ -257,9 +257,9 @@ func TestCostDecayKeepsDispatchSane(t *testing.T) {
 		t.Fatalf("granted %d of 500 for a queue that no longer calls the budgeted backend", g)
 	}
 	// Failures without calls do not lower a queue's cost.
-	th.Settled("r", []Calls{{"db", 4}}, true)
+	th.Settled("r", []Calls{{"db", 4}}, Succeeded)
 	for i := 0; i < 2000; i++ {
-		th.Settled("r", nil, false)
+		th.Settled("r", nil, Failed)
 	}
 	if st := th.QueueStates("r"); len(st) != 2 || st[1].Kind != "budget" {
 		t.Fatalf("queue r lost its budget after failures: %+v", st)
@@ -284,8 +284,8 @@ func TestNonFiniteConfigRejected(t *testing.T) {
 // task is not starved by a queue of 1 call per task.
 func TestBudgetSharedByCheapAndCostlyQueues(t *testing.T) {
 	th, c := newTest(t, Config{Backends: map[string]BackendConfig{"db": {Budget: 100}}})
-	th.Settled("cheap", []Calls{{"db", 1}}, true)
-	th.Settled("big", []Calls{{"db", 10}}, true)
+	th.Settled("cheap", []Calls{{"db", 1}}, Succeeded)
+	th.Settled("big", []Calls{{"db", 10}}, Succeeded)
 	got := map[string]int{}
 	for step := 0; step < 10_000; step++ { // 10 s
 		order := []string{"cheap", "big"}
@@ -342,7 +342,7 @@ func TestBudgetLightNodeAndLeave(t *testing.T) {
 	nodes := map[string]*Throttle{}
 	for _, n := range names {
 		nodes[n] = New(cfg, n, c.now)
-		nodes[n].Settled("q", []Calls{{"db", k}}, true)
+		nodes[n].Settled("q", []Calls{{"db", k}}, Succeeded)
 	}
 	gone := false
 	pendingC := 0
@@ -365,7 +365,7 @@ func TestBudgetLightNodeAndLeave(t *testing.T) {
 					pendingC -= g
 				}
 				for i := 0; i < g; i++ {
-					nodes[n].Settled("q", []Calls{{"db", k}}, true)
+					nodes[n].Settled("q", []Calls{{"db", k}}, Succeeded)
 				}
 				calls[n] += g * k
 			}

@@ -15,8 +15,7 @@ type window struct {
 }
 
 func newWindow(span time.Duration, buckets int) *window {
-	w := max(span.Milliseconds()/int64(buckets), 1)
-	return &window{width: w, a: make([]float64, buckets), b: make([]float64, buckets), newest: -1}
+	return newWindowMs(span.Milliseconds(), buckets)
 }
 
 func (w *window) advance(now int64) {

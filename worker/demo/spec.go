@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -189,7 +190,7 @@ func (s Spec) Validate() error {
 			errs = append(errs, fmt.Errorf("backend.calls %d: want 1..%d", b.Calls, MaxBackendCalls))
 		}
 	}
-	for _, idc := range sortedKeys(s.Slowdown) {
+	for _, idc := range slices.Sorted(maps.Keys(s.Slowdown)) {
 		sd := s.Slowdown[idc]
 		if err := subject.Validate("idc", idc); err != nil {
 			errs = append(errs, fmt.Errorf("slowdown.%s: %w", idc, err))
@@ -258,7 +259,7 @@ func (q Queues) Validate() error {
 		return errors.New("queues: none configured: name at least one queue and its handler")
 	}
 	var errs []error
-	for _, name := range sortedKeys(q) {
+	for _, name := range slices.Sorted(maps.Keys(q)) {
 		if err := subject.Validate("queue", name); err != nil {
 			errs = append(errs, fmt.Errorf("queues.%s: %w", name, err))
 			continue
@@ -275,7 +276,7 @@ func (q Queues) Validate() error {
 
 // checkCycles follows each chain of fanout queues.
 func (q Queues) checkCycles() error {
-	for _, start := range sortedKeys(q) {
+	for _, start := range slices.Sorted(maps.Keys(q)) {
 		path := []string{start}
 		for at := start; ; {
 			s := q[at]
@@ -315,15 +316,6 @@ func mapErrors(err error, f func(error) error) error {
 	}
 	walk(err)
 	return errors.Join(out...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // SeedFor derives a queue's handler seed from a base seed, so one seed
