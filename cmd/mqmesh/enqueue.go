@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -9,10 +10,10 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/mqmesh/mqmesh/mqnode"
 )
@@ -21,9 +22,6 @@ import (
 const (
 	defaultEnqueueBatch = 1000
 	defaultPayloadSize  = 64
-	// batchOverhead is room left in a NATS message for the request's own
-	// framing beside its items.
-	batchOverhead = 4096
 )
 
 // enqueueOptions are the flags of `mqmesh enqueue`.
@@ -209,41 +207,61 @@ func (o *enqueueOptions) run(ctx context.Context, stdin io.Reader, stdout, stder
 	return nil
 }
 
-// send enqueues the tasks in batches bounded by --batch and by the
-// connection's max message size, collecting the results in out.
+// enqueueRequests is how many enqueue requests `mqmesh enqueue` keeps out
+// at once (mqnode.Enqueuer pipelines them).
+const enqueueRequests = 4
+
+// send enqueues the tasks through an mqnode.Enqueuer: batches of at most
+// --batch tasks and one NATS message, several requests out at once. It
+// stops handing tasks over at the first failure, waits for those out, and
+// collects the ids of the stored tasks in enqueue order in out.
 func (o *enqueueOptions) send(ctx context.Context, c *mqnode.Client, payload []byte, out *enqueueJSON, progress func(done int)) error {
-	budget := int(c.Conn().MaxPayload()) - batchOverhead
-	batch := make([]*mqnode.EnqueueItem, 0, min(o.Batch, o.Count))
-	size := 0
-	flush := func() error {
-		rctx, cancel := o.request(ctx)
-		defer cancel()
-		res, err := c.Enqueue(rctx, o.Queue, batch...)
-		if err != nil {
-			return err
-		}
-		for _, r := range res {
-			out.IDs = append(out.IDs, r.Id)
-			if r.Duplicate {
-				out.Duplicates++
-			}
-		}
-		progress(len(out.IDs))
-		batch, size = batch[:0], 0
-		return nil
+	e, err := c.NewEnqueuer(o.Queue, mqnode.AsyncConfig{
+		MaxBatch: o.Batch, MaxRequests: enqueueRequests, MaxInFlight: enqueueRequests * o.Batch, RequestTimeout: o.Timeout,
+	})
+	if err != nil {
+		return err
 	}
+	defer e.Close()
+	type outcome struct {
+		r   *mqnode.EnqueueResult
+		err error
+	}
+	results := make([]outcome, o.Count)
+	var settled atomic.Int64
+	var failed atomic.Bool
+	sent := 0
+	var sendErr error
 	for i := range o.Count {
-		it := o.item(i, payload)
-		n := proto.Size(it) + 8 // the item and its field tag and length
-		if len(batch) == o.Batch || (len(batch) > 0 && size+n > budget) {
-			if err := flush(); err != nil {
-				return err
-			}
+		if failed.Load() {
+			break
 		}
-		batch = append(batch, it)
-		size += n
+		if err := e.EnqueueFunc(ctx, o.item(i, payload), func(r *mqnode.EnqueueResult, err error) {
+			results[i] = outcome{r, err}
+			failed.CompareAndSwap(false, err != nil)
+			settled.Add(1)
+		}); err != nil {
+			sendErr = err
+			break
+		}
+		sent++
+		if sent%o.Batch == 0 {
+			progress(int(settled.Load()))
+		}
 	}
-	return flush()
+	e.Close() // every callback has run when Close returns
+	for _, res := range results[:sent] {
+		if res.err != nil {
+			sendErr = cmp.Or(sendErr, res.err)
+			continue
+		}
+		out.IDs = append(out.IDs, res.r.GetId())
+		if res.r.GetDuplicate() {
+			out.Duplicates++
+		}
+	}
+	progress(len(out.IDs))
+	return sendErr
 }
 
 // progress returns a progress reporter: a counter on stderr when stderr is
