@@ -40,6 +40,9 @@ type nodeOptions struct {
 	backlogPeers         []string
 	lease, stall         time.Duration
 	profileDir           string
+	peers                []string // peers besides mqnode: jetstream, river
+	tune                 bool
+	tuneCount            int
 	runner
 }
 
@@ -67,14 +70,23 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.DurationVar(&o.lease, "lease", 30*time.Second, "lease (mqnode) and ack wait (JetStream) of pulled tasks")
 	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU and heap profiles of each server process to this directory (<peer>-<durability>.cpu.pprof, .heap.pprof)")
 	f.DurationVar(&o.stall, "stall-timeout", 2*time.Minute, "fail a phase that makes no progress for this long")
+	f.StringSliceVar(&o.peers, "peers", []string{peerJetStream, peerRiver}, "peers to compare mqnode with: jetstream, river (River on PostgreSQL; skipped with a message when PostgreSQL cannot be installed)")
+	f.BoolVar(&o.tune, "tune", true, "first run each peer's grid of drives (--tune-count tasks each) and compare the peers at their best; --tune=false runs the drive of --producers, --batch and --consumers")
+	f.IntVar(&o.tuneCount, "tune-count", 50_000, "tasks per run of a tuning grid")
 	return cmd
 }
 
 func (o *nodeOptions) validate() error {
 	var errs []error
-	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 {
-		errs = append(errs, errors.New("--count, --batch, --producers and --consumers must be at least 1"))
+	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 || o.tuneCount < 1 {
+		errs = append(errs, errors.New("--count, --tune-count, --batch, --producers and --consumers must be at least 1"))
 	}
+	for _, p := range o.peers {
+		if p != peerJetStream && p != peerRiver {
+			errs = append(errs, fmt.Errorf("--peers %q: want jetstream or river", p))
+		}
+	}
+	o.peers = slices.Compact(o.peers)
 	if o.size < 8 {
 		errs = append(errs, fmt.Errorf("--size %d: at least 8 bytes (the task index)", o.size))
 	}
@@ -128,6 +140,7 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 	r := &Report{
 		Schema: ReportSchema,
 		Config: Config{
+			Tune: o.tune, TuneCount: o.tuneCount,
 			Count: o.count, Size: o.size, Batch: o.batch, Producers: o.producers, Consumers: o.consumers,
 			LeaseS: o.lease.Seconds(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
 			Platform: runtime.GOOS + "/" + runtime.GOARCH,
@@ -136,19 +149,55 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		Notes: notes(),
 	}
 	var errs []error
+	peers := append([]string{peerMQNode}, o.peers...)
+	skipped := map[string]string{}
+	if slices.Contains(peers, peerRiver) && len(o.pairs) > 0 {
+		if err := ensurePostgres(w.log); err != nil {
+			skipped[peerRiver] = err.Error()
+			fmt.Fprintf(w.log, "bench: river: skipped: %v\n", err)
+			r.Notes = append(r.Notes, "river skipped: "+err.Error())
+		}
+	}
+	drives := map[string]Drive{}
+	for _, pn := range peers {
+		drives[pn] = baseline(pn, o)
+		if !o.tune || len(o.pairs) == 0 || skipped[pn] != "" || ctx.Err() != nil {
+			continue
+		}
+		runs, best, err := tunePeer(ctx, o, w, root, pn, o.pairs[0])
+		r.Grid = append(r.Grid, runs...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tune %s: %w", pn, err))
+			continue
+		}
+		drives[pn] = best
+	}
 	for _, pair := range o.pairs {
 		if ctx.Err() != nil {
 			errs = append(errs, context.Cause(ctx))
 			break
 		}
 		p := Pair{Pair: pair}
-		p.MQNode = runPeer(ctx, o, w, root, peerMQNode, pair)
-		p.JetStream = runPeer(ctx, o, w, root, peerJetStream, pair)
-		p.Ratio = newRatio(p.MQNode, p.JetStream)
-		for _, res := range []Result{p.MQNode, p.JetStream} {
-			if !res.OK {
-				errs = append(errs, fmt.Errorf("%s %s: %s", res.Peer, res.Durability, failure(res)))
+		for _, pn := range peers {
+			res := Result{Peer: pn, Durability: durabilityName(pn, pair), Drive: drives[pn], Skipped: skipped[pn]}
+			if res.Skipped == "" {
+				res = runPeer(ctx, o, w.with(drives[pn], ""), root, pn, pair)
+				if !res.OK {
+					errs = append(errs, fmt.Errorf("%s %s: %s", res.Peer, res.Durability, failure(res)))
+				}
 			}
+			switch pn {
+			case peerMQNode:
+				p.MQNode = res
+			case peerJetStream:
+				p.JetStream = res
+			case peerRiver:
+				p.River = &res
+			}
+		}
+		p.Ratio = newRatio(p.MQNode, p.JetStream)
+		if p.River != nil {
+			p.RatioRiver = newRatio(p.MQNode, *p.River)
 		}
 		r.Pairs = append(r.Pairs, p)
 	}
@@ -171,8 +220,11 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 
 // durabilityName is how a peer calls durability dur (async or fsync).
 func durabilityName(peerName, dur string) string {
-	if peerName == peerJetStream {
+	switch peerName {
+	case peerJetStream:
 		return map[string]string{durAsync: "default", durFsync: "sync_always"}[dur]
+	case peerRiver:
+		return map[string]string{durAsync: "synchronous_commit_off", durFsync: "synchronous_commit_on"}[dur]
 	}
 	return dur
 }
@@ -189,14 +241,16 @@ func notes() []string {
 		"each peer's server runs in its own child process; clients connect over loopback TCP; peers run one after the other",
 		"async pairing: mqnode durability async (acked once in Badger's WAL in the OS page cache) vs JetStream file store default (acked once written to the OS, no fsync per message)",
 		"fsync pairing: mqnode durability fsync (group commit: concurrent enqueues share one fsync) vs JetStream SyncAlways (an fsync per message)",
-		"enqueue: mqnode sends one request per batch and waits for its reply; JetStream uses PublishAsync with at most producers x batch PubAcks outstanding and waits for every PubAck",
-		"drain: no-op consumers; mqnode acks a pulled batch in one Ack request; JetStream acks each message with msg.Ack(), the JetStream idiom (AckAll would settle other consumers' messages), pulling with FetchNoWait/Fetch from a durable pull consumer",
+		"each peer runs with its drive (listed; see Drive in the JSON): with --tune the best of its grid: enqueue styles first (fastest enqueue/s), then with that pulling style and batch with one consumer, then consumers and ack style (fastest drain/s); the grid is tuned in the first pairing and the same drives run in the others",
+		"enqueue: mqnode batch (a request per batch, waiting for its reply) or async (one task per call into mqnode.Enqueuer, which batches and pipelines); JetStream PublishAsync with a bound on PubAcks outstanding, waiting for every PubAck; River InsertMany / InsertManyFast",
+		"drain: no-op consumers; mqnode acks a pulled batch in one Ack request; JetStream Fetch, FetchNoWait or Consume (Messages, PullMaxMessages) from a durable pull consumer, acking each message with msg.Ack() or msg.DoubleAck() (AckAll would settle other consumers' messages); River's own workers (MaxWorkers) with a FetchCooldown",
+		"river: River on PostgreSQL (synchronous_commit off for async, on for fsync), PostgreSQL in a child; its RSS and CPU are not measured (0)",
 	}
 }
 
 // runPeer runs the workload against one peer in its own child process.
 func runPeer(ctx context.Context, o *nodeOptions, w *workload, root, peerName, pair string) Result {
-	res := Result{Peer: peerName, Durability: durabilityName(peerName, pair)}
+	res := Result{Peer: peerName, Durability: durabilityName(peerName, pair), Drive: w.drive}
 	label := peerName + " " + res.Durability
 	fmt.Fprintf(w.log, "bench: %s: starting server\n", label)
 	if err := runWorkload(ctx, o, w, root, peerName, pair, label, &res); err != nil {
@@ -235,31 +289,61 @@ func runWorkload(ctx context.Context, o *nodeOptions, w *workload, root, peerNam
 	smp := startSampler(c.pid, 100*time.Millisecond)
 	defer smp.finish()
 	cpu0, _ := readCPU(c.pid)
+	afterEnqueue := func() {
+		if m, err := readMemory(c.pid); err == nil {
+			res.RSSAfterEnqueueMiB = mib(m.rss)
+		}
+	}
+	if err := runPhases(ctx, p, w, o.count, label, res, afterEnqueue); err != nil {
+		return err
+	}
+	if peerName == peerRiver {
+		// The child is only PostgreSQL's parent: its own RSS and CPU say
+		// nothing of PostgreSQL's processes, so none are reported.
+		return nil
+	}
+	if cpu1, err := readCPU(c.pid); err == nil {
+		res.CPUS = (cpu1 - cpu0).Seconds()
+	}
+	peak := smp.finish()
+	res.SampledPeakRSSMiB, res.PeakAnonMiB, res.PeakFileMiB = mib(peak.rss), mib(peak.anon), mib(peak.file)
+	if m, err := readMemory(c.pid); err == nil {
+		res.FinalRSSMiB, res.PeakRSSMiB = mib(m.rss), mib(m.hwm)
+	}
+	fmt.Fprintf(w.log, "bench: %s: drained %d tasks in %.2fs (%.0f tasks/s), peak RSS %.1f MiB\n",
+		label, res.Delivered, res.DrainS, res.DrainPerS, res.PeakRSSMiB)
+	return nil
+}
 
+// runPhases enqueues count tasks on p, checks the peer holds them, drains
+// them and waits until the peer holds none, filling res's counts and
+// rates.
+// afterEnqueue, when set, runs between the phases.
+func runPhases(ctx context.Context, p peer, w *workload, count int, label string, res *Result, afterEnqueue func()) error {
 	t0 := time.Now()
-	err = enqueueAll(ctx, p, w, 0, uint64(o.count), label)
+	err := enqueueAll(ctx, p, w, 0, uint64(count), label)
 	res.EnqueueS = time.Since(t0).Seconds()
 	if err != nil {
 		return err
 	}
-	res.Enqueued = int64(o.count)
-	res.EnqueuePerS = float64(o.count) / res.EnqueueS
-	if m, err := readMemory(c.pid); err == nil {
-		res.RSSAfterEnqueueMiB = mib(m.rss)
+	res.Enqueued = int64(count)
+	res.EnqueuePerS = float64(count) / res.EnqueueS
+	fmt.Fprintf(w.log, "bench: %s: enqueued %d tasks in %.2fs (%.0f tasks/s)\n", label, count, res.EnqueueS, res.EnqueuePerS)
+	if afterEnqueue != nil {
+		afterEnqueue()
 	}
-	fmt.Fprintf(w.log, "bench: %s: enqueued %d tasks in %.2fs (%.0f tasks/s)\n", label, o.count, res.EnqueueS, res.EnqueuePerS)
-	if n, err := p.stored(ctx); err != nil || n != int64(o.count) {
-		return fmt.Errorf("after enqueue the peer holds %d tasks, want %d (err: %v)", n, o.count, err)
+	if n, err := p.stored(ctx); err != nil || n != int64(count) {
+		return fmt.Errorf("after enqueue the peer holds %d tasks, want %d (err: %v)", n, count, err)
 	}
 
-	t := newTracker(uint64(o.count))
+	t := newTracker(uint64(count))
 	t2 := time.Now()
 	err = drainAll(ctx, p, w, t, label)
 	if err == nil {
 		err = p.flush()
 	}
 	if err == nil {
-		err = waitFor(ctx, o.stall, func() (bool, error) {
+		err = waitFor(ctx, w.stall, func() (bool, error) {
 			n, err := p.stored(ctx)
 			return n == 0, err
 		})
@@ -274,23 +358,16 @@ func runWorkload(ctx context.Context, o *nodeOptions, w *workload, root, peerNam
 	}
 	res.DrainPerS = float64(res.Delivered) / res.DrainS
 	res.EndToEndS = res.EnqueueS + res.DrainS
-	if cpu1, err := readCPU(c.pid); err == nil {
-		res.CPUS = (cpu1 - cpu0).Seconds()
-	}
-	peak := smp.finish()
-	res.SampledPeakRSSMiB, res.PeakAnonMiB, res.PeakFileMiB = mib(peak.rss), mib(peak.anon), mib(peak.file)
-	if m, err := readMemory(c.pid); err == nil {
-		res.FinalRSSMiB, res.PeakRSSMiB = mib(m.rss), mib(m.hwm)
-	}
-	fmt.Fprintf(w.log, "bench: %s: drained %d tasks in %.2fs (%.0f tasks/s), peak RSS %.1f MiB\n",
-		label, res.Delivered, res.DrainS, res.DrainPerS, res.PeakRSSMiB)
 	return nil
 }
 
 // connect opens the client side of a peer.
 func connect(ctx context.Context, peerName, url string, w *workload) (peer, error) {
-	if peerName == peerMQNode {
-		return dialMQNode(ctx, url, w.lease)
+	switch peerName {
+	case peerMQNode:
+		return dialMQNode(ctx, url, w)
+	case peerRiver:
+		return dialRiver(ctx, url, w)
 	}
 	return dialJetStream(url, w)
 }

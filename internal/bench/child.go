@@ -95,7 +95,7 @@ func startChild(ctx context.Context, launch Launcher, o serveOptions, stderr io.
 	select {
 	case url := <-lines.ch:
 		c.url = strings.TrimSpace(url)
-		if o.peer != peerHog && !strings.HasPrefix(c.url, "nats://") {
+		if o.peer != peerHog && !strings.HasPrefix(c.url, "nats://") && !(o.peer == peerRiver && strings.HasPrefix(c.url, "postgres://")) {
 			c.stop()
 			return nil, fmt.Errorf("%s server printed %q, want a nats:// URL", o.peer, c.url)
 		}

@@ -26,6 +26,7 @@ type jetStreamPeer struct {
 	prod, cons         jetstream.JetStream
 	consumer           jetstream.Consumer
 	lease              time.Duration
+	w                  *workload
 
 	// Async publish bookkeeping, fed by the PubAck handlers.
 	acked    atomic.Pointer[atomic.Int64]
@@ -35,7 +36,7 @@ type jetStreamPeer struct {
 }
 
 func dialJetStream(url string, w *workload) (*jetStreamPeer, error) {
-	p := &jetStreamPeer{lease: w.lease}
+	p := &jetStreamPeer{lease: w.lease, w: w}
 	var err error
 	if p.prodConn, err = nats.Connect(url, nats.Name("bench-producer")); err != nil {
 		return nil, err
@@ -45,9 +46,8 @@ func dialJetStream(url string, w *workload) (*jetStreamPeer, error) {
 		return nil, err
 	}
 	p.prod, err = jetstream.New(p.prodConn,
-		// The same bound on unacknowledged tasks as mqnode's producers get:
-		// producers × batch.
-		jetstream.WithPublishAsyncMaxPending(w.producers*w.batch),
+		// The drive's bound on unacknowledged publishes.
+		jetstream.WithPublishAsyncMaxPending(max(w.drive.InFlight, 1)),
 		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, _ *nats.Msg, _ *jetstream.PubAck) {
 			if c := p.acked.Load(); c != nil {
 				c.Add(1)
@@ -77,10 +77,12 @@ func (p *jetStreamPeer) close() {
 	p.consConn.Close()
 }
 
-// prepare creates the work-queue stream on file storage and the durable
-// pull consumer, as a production deployment has them before traffic.
+// prepare creates the work-queue stream on file storage (once per server)
+// and this run's durable pull consumer, as a production deployment has
+// them before traffic. A work-queue stream allows one consumer per
+// subject, so consumers of earlier runs are deleted first.
 func (p *jetStreamPeer) prepare(ctx context.Context) error {
-	_, err := p.prod.CreateStream(ctx, jetstream.StreamConfig{
+	_, err := p.prod.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:      jsStream,
 		Subjects:  []string{jsSubject},
 		Retention: jetstream.WorkQueuePolicy,
@@ -90,8 +92,21 @@ func (p *jetStreamPeer) prepare(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create stream: %w", err)
 	}
+	s, err := p.cons.Stream(ctx, jsStream)
+	if err != nil {
+		return err
+	}
+	names := s.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if err := s.DeleteConsumer(ctx, name); err != nil {
+			return fmt.Errorf("delete consumer %s of an earlier run: %w", name, err)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return err
+	}
 	p.consumer, err = p.cons.CreateOrUpdateConsumer(ctx, jsStream, jetstream.ConsumerConfig{
-		Durable:   jsConsumer,
+		Durable:   jsConsumer + p.w.run,
 		AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait:   p.lease,
 		// mqnode puts no cap on leased tasks; neither does this consumer.
@@ -152,16 +167,28 @@ func (p *jetStreamPeer) stored(ctx context.Context) (int64, error) {
 	return int64(info.State.Msgs), nil
 }
 
-func (p *jetStreamPeer) drainer(int) drainer { return p }
+// drainer returns the consumer goroutine's handle: the peer itself for
+// Fetch and FetchNoWait, or a Messages iterator of its own for Consume.
+func (p *jetStreamPeer) drainer(int) drainer {
+	if p.w.drive.Pull == pullConsume {
+		return &jsConsumeDrainer{p: p}
+	}
+	return p
+}
 
 // idleFetchWait bounds a Fetch that waits for tasks when none was ready.
 const idleFetchWait = time.Second
 
-// fetch takes what is ready with FetchNoWait (a full batch while there is
-// backlog); when nothing is, it waits with Fetch until ctx ends or a second
-// passes. Each message is acked on its own with msg.Ack(), the JetStream
-// idiom (AckAll would settle other consumers' messages too).
+// fetch pulls as the drive says. fetch_nowait takes what is ready with
+// FetchNoWait (a full batch while there is backlog) and, when nothing is,
+// waits with Fetch until ctx ends or a second passes; fetch always uses
+// Fetch, which waits for a full batch or a second. Each message is acked
+// on its own (msg.Ack, or msg.DoubleAck with ack double_ack); AckAll would
+// settle other consumers' messages too.
 func (p *jetStreamPeer) fetch(ctx context.Context, n int) ([]uint64, func(context.Context) error, error) {
+	if p.w.drive.Pull == pullFetch {
+		return p.fetchWait(ctx, n)
+	}
 	b, err := p.consumer.FetchNoWait(n)
 	if err != nil {
 		return nil, nil, err
@@ -170,13 +197,18 @@ func (p *jetStreamPeer) fetch(ctx context.Context, n int) ([]uint64, func(contex
 	if err != nil || len(msgs) > 0 {
 		return p.settle(msgs, err)
 	}
+	return p.fetchWait(ctx, n)
+}
+
+// fetchWait fetches up to n messages, waiting up to a second.
+func (p *jetStreamPeer) fetchWait(ctx context.Context, n int) ([]uint64, func(context.Context) error, error) {
 	wctx, cancel := context.WithTimeout(ctx, idleFetchWait)
 	defer cancel()
-	b, err = p.consumer.Fetch(n, jetstream.FetchContext(wctx))
+	b, err := p.consumer.Fetch(n, jetstream.FetchContext(wctx))
 	if err != nil {
 		return nil, nil, err
 	}
-	msgs, err = collect(b)
+	msgs, err := collect(b)
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		err = nil // the wait ran out: come back
 	}
@@ -201,15 +233,54 @@ func (p *jetStreamPeer) settle(msgs []jetstream.Msg, err error) ([]uint64, func(
 			return nil, nil, err
 		}
 	}
-	ack := func(context.Context) error {
+	return idx, p.acker(msgs), nil
+}
+
+// acker returns the func that acks msgs as the drive says.
+func (p *jetStreamPeer) acker(msgs []jetstream.Msg) func(context.Context) error {
+	double := p.w.drive.Ack == ackDouble
+	return func(ctx context.Context) error {
 		for _, m := range msgs {
-			if err := m.Ack(); err != nil {
+			var err error
+			if double {
+				err = m.DoubleAck(ctx)
+			} else {
+				err = m.Ack()
+			}
+			if err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return idx, ack, nil
+}
+
+// jsConsumeDrainer drains with Consume's iterator form (Messages), which
+// keeps up to PullMaxMessages messages buffered ahead of the consumer.
+type jsConsumeDrainer struct {
+	p    *jetStreamPeer
+	iter jetstream.MessagesContext
+}
+
+func (d *jsConsumeDrainer) fetch(ctx context.Context, n int) ([]uint64, func(context.Context) error, error) {
+	if d.iter == nil {
+		it, err := d.p.consumer.Messages(jetstream.PullMaxMessages(n))
+		if err != nil {
+			return nil, nil, err
+		}
+		d.iter = it
+		context.AfterFunc(ctx, it.Stop)
+	}
+	wctx, cancel := context.WithTimeout(ctx, idleFetchWait)
+	defer cancel()
+	m, err := d.iter.Next(jetstream.NextContext(wctx))
+	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, nil, nil // nothing came within the wait: come back
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return d.p.settle([]jetstream.Msg{m}, nil)
 }
 
 // flush makes sure the server has read every ack sent (msg.Ack does not

@@ -16,9 +16,10 @@ import (
 type mqnodePeer struct {
 	prod, cons *mqnode.Client
 	lease      time.Duration
+	queue      string
 }
 
-func dialMQNode(ctx context.Context, url string, lease time.Duration) (*mqnodePeer, error) {
+func dialMQNode(ctx context.Context, url string, w *workload) (*mqnodePeer, error) {
 	prod, err := mqnode.Dial(ctx, url)
 	if err != nil {
 		return nil, err
@@ -28,7 +29,7 @@ func dialMQNode(ctx context.Context, url string, lease time.Duration) (*mqnodePe
 		prod.Close()
 		return nil, err
 	}
-	return &mqnodePeer{prod: prod, cons: cons, lease: lease}, nil
+	return &mqnodePeer{prod: prod, cons: cons, lease: w.lease, queue: w.queue()}, nil
 }
 
 func (p *mqnodePeer) close() {
@@ -42,15 +43,20 @@ func (p *mqnodePeer) prepare(ctx context.Context) error {
 	return err
 }
 
-// enqueue sends each batch as one Enqueue request and waits for its reply,
-// which comes once the batch is durable under the node's durability.
+// enqueue stores the tasks as w.drive says: enqueueBatch sends each batch
+// as one Enqueue request and waits for its reply (which comes once the
+// batch is durable); enqueueAsync hands the tasks over one at a time to one
+// shared mqnode.Enqueuer, which batches and pipelines them.
 func (p *mqnodePeer) enqueue(ctx context.Context, w *workload, from, to uint64, progress *atomic.Int64) error {
+	if w.drive.Enqueue == enqueueAsync {
+		return p.enqueueAsync(ctx, w, from, to, progress)
+	}
 	return produce(ctx, w, from, to, func(ctx context.Context, lo, hi uint64) error {
 		items := make([]*mqnode.EnqueueItem, 0, hi-lo)
 		for i := lo; i < hi; i++ {
 			items = append(items, &mqnode.EnqueueItem{Payload: w.payload(i)})
 		}
-		res, err := p.prod.Enqueue(ctx, queueName, items...)
+		res, err := p.prod.Enqueue(ctx, p.queue, items...)
 		if err != nil {
 			return fmt.Errorf("enqueue tasks %d..%d: %w", lo, hi-1, err)
 		}
@@ -64,11 +70,53 @@ func (p *mqnodePeer) enqueue(ctx context.Context, w *workload, from, to uint64, 
 	})
 }
 
+func (p *mqnodePeer) enqueueAsync(ctx context.Context, w *workload, from, to uint64, progress *atomic.Int64) error {
+	e, err := p.prod.NewEnqueuer(p.queue, asyncConfig(w.drive))
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	var failed atomic.Pointer[error]
+	err = produce(ctx, w, from, to, func(ctx context.Context, lo, hi uint64) error {
+		for i := lo; i < hi; i++ {
+			if err := e.EnqueueFunc(ctx, &mqnode.EnqueueItem{Payload: w.payload(i)}, func(r *mqnode.EnqueueResult, err error) {
+				if err == nil && (r.GetId() == "" || r.GetDuplicate()) {
+					err = fmt.Errorf("result %v", r)
+				}
+				if err != nil {
+					err = fmt.Errorf("enqueue task %d: %w", i, err)
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+				progress.Add(1)
+			}); err != nil {
+				return err
+			}
+			if f := failed.Load(); f != nil {
+				return *f
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = e.Flush(ctx)
+	}
+	if f := failed.Load(); f != nil {
+		err = errors.Join(err, *f)
+	}
+	return err
+}
+
+// asyncConfig is the mqnode.Enqueuer configuration of drive d.
+func asyncConfig(d Drive) mqnode.AsyncConfig {
+	return mqnode.AsyncConfig{MaxBatch: d.EnqueueBatch, MaxRequests: d.Requests, MaxInFlight: max(d.InFlight, d.EnqueueBatch)}
+}
+
 // flush has nothing to do: every Ack waited for its reply.
 func (p *mqnodePeer) flush() error { return nil }
 
 func (p *mqnodePeer) stored(ctx context.Context) (int64, error) {
-	_, qs, err := p.prod.Stats(ctx, queueName)
+	_, qs, err := p.prod.Stats(ctx, p.queue)
 	if err != nil {
 		return 0, err
 	}
@@ -95,7 +143,7 @@ const pullWait = time.Second
 // acks them all in one Ack request.
 func (d *mqnodeDrainer) fetch(ctx context.Context, n int) ([]uint64, func(context.Context) error, error) {
 	ds, _, err := d.p.cons.Pull(ctx, mqnode.PullRequest{
-		Queue: queueName, MaxTasks: n, MaxWait: pullWait, Lease: d.p.lease, WorkerID: d.worker,
+		Queue: d.p.queue, MaxTasks: n, MaxWait: pullWait, Lease: d.p.lease, WorkerID: d.worker,
 	})
 	if err != nil || len(ds) == 0 {
 		return nil, nil, err

@@ -19,6 +19,9 @@ type Report struct {
 	Config   Config    `json:"config"`
 	Pairs    []Pair    `json:"pairs"`
 	Backlogs []Backlog `json:"backlogs,omitempty"`
+	// Grid is every run of the peers' tuning grids (bench node --tune);
+	// each pairing's results ran the best drive of its peer's grid.
+	Grid []GridRun `json:"grid,omitempty"`
 	// OK is true when every run finished and no task was lost.
 	OK    bool     `json:"ok"`
 	Notes []string `json:"notes"`
@@ -26,6 +29,8 @@ type Report struct {
 
 // Config is the workload every peer ran.
 type Config struct {
+	Tune      bool    `json:"tune"`
+	TuneCount int     `json:"tune_count"`
 	Count     int     `json:"count"`
 	Size      int     `json:"size_bytes"`
 	Batch     int     `json:"batch"`
@@ -44,12 +49,19 @@ type Pair struct {
 	JetStream Result `json:"jetstream"`
 	// Ratio is mqnode / JetStream; absent unless both runs succeeded.
 	Ratio *Ratio `json:"ratio,omitempty"`
+	// River is River on PostgreSQL (bench node --peers river), and
+	// RatioRiver mqnode / River.
+	River      *Result `json:"river,omitempty"`
+	RatioRiver *Ratio  `json:"ratio_river,omitempty"`
 }
 
 // Result is one peer's run.
 type Result struct {
 	Peer       string `json:"peer"`       // "mqnode" or "jetstream"
-	Durability string `json:"durability"` // mqnode: async, fsync; jetstream: default, sync_always
+	Durability string `json:"durability"` // mqnode: async, fsync; jetstream: default, sync_always; river: synchronous_commit_off, synchronous_commit_on
+	Drive      Drive  `json:"drive"`      // how the peer was driven (the best of its grid with --tune)
+	// Skipped says why the peer did not run (River without PostgreSQL).
+	Skipped string `json:"skipped,omitempty"`
 	Enqueued   int64  `json:"enqueued"`   // enqueues acknowledged as durable
 	Delivered  int64  `json:"delivered"`  // distinct tasks delivered and acked
 	Duplicates int64  `json:"duplicates"` // deliveries of a task already acked
@@ -153,14 +165,23 @@ func writeTable(w io.Writer, r *Report) error {
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "pairing\tpeer\tdurability\tenqueue/s\tdrain/s\tend-to-end s\tpeak RSS MiB\tpeak anon MiB\tcpu s\tdelivered\t")
 		for _, p := range r.Pairs {
-			for _, res := range []Result{p.MQNode, p.JetStream} {
+			for _, res := range p.results() {
+				if res.Skipped != "" {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\tskipped\t\n", p.Pair, res.Peer, res.Durability)
+					continue
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2f\t%.1f\t%.1f\t%.1f\t%s\t\n", p.Pair, res.Peer, res.Durability,
 					thousands(res.EnqueuePerS), thousands(res.DrainPerS), res.EndToEndS, res.PeakRSSMiB, res.PeakAnonMiB,
 					res.CPUS, delivered(res))
 			}
-			if q := p.Ratio; q != nil {
-				fmt.Fprintf(tw, "%s\tratio\tmqnode/jetstream\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\t\n", p.Pair,
-					q.EnqueuePerS, q.DrainPerS, q.EndToEndS, q.PeakRSS, q.PeakAnon, q.CPUS)
+			for _, q := range []struct {
+				name string
+				r    *Ratio
+			}{{"mqnode/jetstream", p.Ratio}, {"mqnode/river", p.RatioRiver}} {
+				if q.r != nil {
+					fmt.Fprintf(tw, "%s\tratio\t%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\t\n", p.Pair, q.name,
+						q.r.EnqueuePerS, q.r.DrainPerS, q.r.EndToEndS, q.r.PeakRSS, q.r.PeakAnon, q.r.CPUS)
+				}
 			}
 		}
 		if err := tw.Flush(); err != nil {
@@ -169,8 +190,23 @@ func writeTable(w io.Writer, r *Report) error {
 		b.WriteString("\nratio = mqnode / jetstream: above 1 is better for enqueue/s and drain/s, below 1 is better for\n" +
 			"end-to-end s, peak RSS (VmHWM of the server process), peak anon (largest RssAnon sampled: heap and\n" +
 			"stacks, without mapped files) and cpu s (server CPU during the workload).\n")
+		b.WriteString("\ndrives (how each peer was driven")
+		if r.Config.Tune {
+			fmt.Fprintf(&b, ": the best of its grid of %d-task runs; the whole grid is in --json", r.Config.TuneCount)
+		}
+		b.WriteString("):\n")
+		if len(r.Pairs) > 0 {
+			for _, res := range r.Pairs[0].results() {
+				fmt.Fprintf(&b, "- %s: %s\n", res.Peer, res.Drive)
+			}
+		}
+		for _, res := range r.Pairs[0].results() {
+			if res.Skipped != "" {
+				fmt.Fprintf(&b, "%s skipped: %s\n", res.Peer, res.Skipped)
+			}
+		}
 		for _, p := range r.Pairs {
-			for _, res := range []Result{p.MQNode, p.JetStream} {
+			for _, res := range p.results() {
 				if res.Error != "" {
 					fmt.Fprintf(&b, "error: %s %s %s: %s\n", p.Pair, res.Peer, res.Durability, res.Error)
 				}
@@ -200,6 +236,18 @@ func writeTable(w io.Writer, r *Report) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// results are the pairing's peers in table order.
+func (p Pair) results() []Result {
+	rs := []Result{p.MQNode, p.JetStream}
+	if p.JetStream.Peer == "" {
+		rs = rs[:1]
+	}
+	if p.River != nil {
+		rs = append(rs, *p.River)
+	}
+	return rs
 }
 
 func delivered(r Result) string {

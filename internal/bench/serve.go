@@ -85,9 +85,9 @@ func (o serveOptions) validate() error {
 			return errors.New("--hog-for must be positive")
 		}
 		return nil
-	case peerMQNode, peerJetStream:
+	case peerMQNode, peerJetStream, peerRiver:
 	default:
-		return fmt.Errorf("--peer %q: want %s, %s, %s or %s", o.peer, peerMQNode, peerJetStream, peerWorker, peerHog)
+		return fmt.Errorf("--peer %q: want %s, %s, %s, %s or %s", o.peer, peerMQNode, peerJetStream, peerRiver, peerWorker, peerHog)
 	}
 	if o.throttle != "" && (o.peer != peerMQNode || o.throttle != throttleOn && o.throttle != throttleOff) {
 		return fmt.Errorf("--throttle %q: only for mqnode, want %s or %s", o.throttle, throttleOn, throttleOff)
@@ -95,7 +95,7 @@ func (o serveOptions) validate() error {
 	if o.durability != durAsync && o.durability != durFsync {
 		return fmt.Errorf("--durability %q: want %s or %s", o.durability, durAsync, durFsync)
 	}
-	if o.dir == "" {
+	if o.dir == "" && o.peer != peerRiver {
 		return errors.New("--dir is required")
 	}
 	return nil
@@ -158,6 +158,8 @@ func serve(ctx context.Context, o serveOptions, stdin io.Reader, stdout, stderr 
 		url, shutdown, err = startMQNode(ctx, o, log)
 	case peerJetStream:
 		url, shutdown, err = startJetStream(o)
+	case peerRiver:
+		url, shutdown, err = startPostgres(ctx, o.durability == durAsync, stderr)
 	}
 	if err != nil {
 		return err

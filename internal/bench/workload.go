@@ -29,6 +29,14 @@ type peer interface {
 	close()
 }
 
+// drainRunner is a peer that drains with its own worker machinery (River)
+// instead of drainers: drain runs until every task in t is settled (then
+// it cancels ctx with errDrained) or ctx ends, and returns the phase's
+// error as drainAll does.
+type drainRunner interface {
+	drain(ctx context.Context, cancel context.CancelCauseFunc, w *workload, t *tracker) error
+}
+
 // drainer pulls tasks for one consumer goroutine.
 type drainer interface {
 	// fetch leases up to n tasks, waiting for the first until ctx ends, and
@@ -39,9 +47,12 @@ type drainer interface {
 // workload is what both peers are put through.
 type workload struct {
 	size      int
-	batch     int
+	batch     int // tasks per producer call (drive.EnqueueBatch)
+	pullBatch int // tasks per pull (drive.PullBatch)
 	producers int
 	consumers int
+	drive     Drive  // how the peer is driven (drive.go)
+	run       string // names this run's queue, consumer or River queue
 	lease     time.Duration
 	stall     time.Duration // no progress for this long fails a phase
 	filler    []byte
@@ -50,6 +61,24 @@ type workload struct {
 
 const queueName = "bench"
 
+// queue is the name of this run's queue: each run of a tuning grid on one
+// server gets its own, so a long poll left over from the previous run
+// cannot lease the next run's tasks.
+func (w *workload) queue() string {
+	if w.run == "" {
+		return queueName
+	}
+	return queueName + "-" + w.run
+}
+
+// with returns a copy of w driven by d in run.
+func (w *workload) with(d Drive, run string) *workload {
+	c := *w
+	c.drive, c.run = d, run
+	c.batch, c.pullBatch, c.producers, c.consumers = d.EnqueueBatch, d.PullBatch, d.Producers, d.Consumers
+	return &c
+}
+
 func newWorkload(o *nodeOptions, log io.Writer) *workload {
 	filler := make([]byte, o.size)
 	r := rand.New(rand.NewPCG(1, 2))
@@ -57,7 +86,7 @@ func newWorkload(o *nodeOptions, log io.Writer) *workload {
 		filler[i] = byte(r.Uint32())
 	}
 	return &workload{
-		size: o.size, batch: o.batch, producers: o.producers, consumers: o.consumers,
+		size: o.size, batch: o.batch, pullBatch: o.batch, producers: o.producers, consumers: o.consumers,
 		lease: o.lease, stall: o.stall, filler: filler, log: log,
 	}
 }
@@ -145,12 +174,15 @@ func drainAll(ctx context.Context, p peer, w *workload, t *tracker, label string
 	}
 	stopWatch := watch(ctx, cancel, w, label+" drain", int64(t.total), t.unique.Load)
 	defer stopWatch()
+	if r, ok := p.(drainRunner); ok {
+		return r.drain(ctx, cancel, w, t)
+	}
 	var wg sync.WaitGroup
 	for i := range w.consumers {
 		d := p.drainer(i)
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				idx, ack, err := d.fetch(ctx, w.batch)
+				idx, ack, err := d.fetch(ctx, w.pullBatch)
 				if ctx.Err() != nil {
 					return
 				}
