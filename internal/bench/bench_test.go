@@ -66,7 +66,7 @@ func runCommand(t *testing.T, args ...string) (string, string, error) {
 func TestNodeJSONBothPairs(t *testing.T) {
 	dir := t.TempDir()
 	out, logs, err := runCommand(t, "node", "--count", "2000", "--batch", "50", "--producers", "4",
-		"--consumers", "2", "--json", "--dir", dir)
+		"--consumers", "2", "--json", "--dir", dir, "--tune=false", "--peers", "jetstream")
 	if err != nil {
 		t.Fatalf("bench node: %v\nstderr:\n%s", err, logs)
 	}
@@ -107,9 +107,63 @@ func TestNodeJSONBothPairs(t *testing.T) {
 	assertEmptyDir(t, dir)
 }
 
+// TestNodeTunesEachPeer runs the tuning grids on tiny workloads: every
+// peer's grid runs all its stages, and each pairing runs the peer's best
+// drive. River runs when PostgreSQL is installed or installable.
+func TestNodeTunesEachPeer(t *testing.T) {
+	dir := t.TempDir()
+	out, logs, err := runCommand(t, "node", "--count", "600", "--tune-count", "300", "--pairs", "async", "--json", "--dir", dir)
+	if err != nil {
+		t.Fatalf("bench node: %v\nstderr:\n%s", err, logs)
+	}
+	r := decodeStrict[Report](t, out)
+	if !r.OK || !r.Config.Tune || len(r.Pairs) != 1 {
+		t.Fatalf("report: %s", out)
+	}
+	p := r.Pairs[0]
+	if p.River == nil {
+		t.Fatal("no river result")
+	}
+	peers := []Result{p.MQNode, p.JetStream}
+	if p.River.Skipped != "" {
+		t.Logf("river skipped: %s", p.River.Skipped)
+	} else {
+		peers = append(peers, *p.River)
+	}
+	for _, res := range peers {
+		stages := map[string]int{}
+		var best GridRun
+		for _, g := range r.Grid {
+			if g.Peer != res.Peer {
+				continue
+			}
+			if !g.OK || g.Count != 300 || g.EnqueuePerS <= 0 || g.DrainPerS <= 0 {
+				t.Errorf("%s grid run: %+v", res.Peer, g)
+			}
+			stages[g.Stage]++
+			if g.Stage != stageEnqueue && g.DrainPerS > best.DrainPerS {
+				best = g
+			}
+		}
+		if stages[stageEnqueue] < 2 || stages[stageDrain1] < 3 || (res.Peer != peerRiver && stages[stageDrain2] < 4) {
+			t.Errorf("%s grid stages: %v", res.Peer, stages)
+		}
+		if res.Drive != best.Drive {
+			t.Errorf("%s ran drive %s, the grid's best drain was %s", res.Peer, res.Drive, best.Drive)
+		}
+		if !res.OK || res.Delivered != 600 {
+			t.Errorf("%s: %+v", res.Peer, res)
+		}
+	}
+	if p.JetStream.Drive.Enqueue != enqueuePubAsync || p.MQNode.Drive.Pull != pullMQNode {
+		t.Errorf("drives: %+v %+v", p.MQNode.Drive, p.JetStream.Drive)
+	}
+	assertEmptyDir(t, dir)
+}
+
 func TestNodeTableAndBacklog(t *testing.T) {
 	dir := t.TempDir()
-	out, logs, err := runCommand(t, "node", "--count", "500", "--pairs", "async",
+	out, logs, err := runCommand(t, "node", "--count", "500", "--pairs", "async", "--tune=false", "--peers", "jetstream",
 		"--backlog-steps", "300,900", "--dir", dir)
 	if err != nil {
 		t.Fatalf("bench node: %v\nstderr:\n%s", err, logs)
