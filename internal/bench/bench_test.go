@@ -271,7 +271,7 @@ func TestCancelledRun(t *testing.T) {
 		return cmd, err
 	}
 	var logs bytes.Buffer
-	o := &nodeOptions{count: 5_000_000, size: 256, batch: 100, producers: 2, consumers: 1, pairs: []string{durAsync},
+	o := &nodeOptions{count: 5_000_000, tuneCount: 1, size: 256, batch: 100, producers: 2, consumers: 1, pairs: []string{durAsync},
 		dir: dir, backlogDurability: durAsync, lease: 30 * time.Second, stall: time.Minute,
 		runner: runner{launch: launch, stdout: &bytes.Buffer{},
 			// Cancel at the first progress line of the enqueue phase.
@@ -343,4 +343,38 @@ func TestThousands(t *testing.T) {
 			t.Errorf("thousands(%v) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func TestLatencyReportsEveryPeerAndRate(t *testing.T) {
+	dir := t.TempDir()
+	out, logs, err := runCommand(t, "latency", "--duration", "1s", "--warmup", "200ms", "--max-count", "2000",
+		"--levels", "25,50", "--rates", "300", "--slots", "8", "--json", "--dir", dir)
+	if err != nil {
+		t.Fatalf("bench latency: %v\nstderr:\n%s", err, logs)
+	}
+	r := decodeStrict[LatencyReport](t, out)
+	if r.Schema != LatencySchema || !r.OK || len(r.Peers) != 2 {
+		t.Fatalf("report: %s", out)
+	}
+	for i, p := range r.Peers {
+		if want := []string{peerMQNode, peerJetStream}[i]; p.Peer != want || p.MaxPerS <= 0 || len(p.Runs) != 3 {
+			t.Fatalf("peer %d: %+v", i, p)
+		}
+		for j, run := range p.Runs {
+			wantRate := []float64{p.MaxPerS * 0.25, p.MaxPerS * 0.5, 300}[j]
+			if run.Offered < wantRate*0.99 || run.Offered > wantRate*1.01 || run.Level != []int{25, 50, 0}[j] {
+				t.Errorf("%s run %d: offered %.0f level %d, want %.0f", p.Peer, j, run.Offered, run.Level, wantRate)
+			}
+			// Every task sent was handled; latencies are ordered and real.
+			if run.Sent == 0 || run.Handled != run.Sent || run.Error != "" {
+				t.Errorf("%s run %d: %+v", p.Peer, j, run)
+			}
+			for _, q := range []Percentiles{run.Start, run.Ack} {
+				if q.P50 <= 0 || q.P50 > q.P99 || q.P99 > q.P999 || q.P999 > q.Max {
+					t.Errorf("%s run %d: percentiles %+v", p.Peer, j, q)
+				}
+			}
+		}
+	}
+	assertEmptyDir(t, dir)
 }

@@ -35,7 +35,8 @@ const (
 // tunePeer runs peerName's grid (drive.go) at durability pair on one
 // server: first the enqueue styles, then, with the fastest of them, the
 // draining styles in two stages. It returns every run and the best drive:
-// the fastest enqueue style with the fastest draining style.
+// the fastest enqueue style with the fastest draining style of either
+// drain stage.
 func tunePeer(ctx context.Context, o *nodeOptions, w *workload, root, peerName, pair string) (runs []GridRun, best Drive, err error) {
 	dir, err := os.MkdirTemp(root, "tune-"+peerName+"-"+pair+"-")
 	if err != nil {
@@ -50,8 +51,9 @@ func tunePeer(ctx context.Context, o *nodeOptions, w *workload, root, peerName, 
 	}
 	defer func() { err = errors.Join(err, c.stop()) }()
 
-	do := func(stage string, ds []Drive) (Drive, bool) {
-		var top GridRun
+	// do runs ds and returns the fastest run (by enqueue/s in the enqueue
+	// stage, else by drain/s), or top when none beats it.
+	do := func(stage string, ds []Drive, top GridRun) GridRun {
 		for _, d := range ds {
 			if ctx.Err() != nil {
 				break
@@ -66,22 +68,22 @@ func tunePeer(ctx context.Context, o *nodeOptions, w *workload, root, peerName, 
 				top = g
 			}
 		}
-		return top.Drive, top.OK
+		return top
 	}
-	best, ok := do(stageEnqueue, enqueueGrid(peerName, baseline(peerName, o)))
-	if !ok {
+	top := do(stageEnqueue, enqueueGrid(peerName, baseline(peerName, o)), GridRun{})
+	if !top.OK {
 		return runs, Drive{}, fmt.Errorf("%s: no enqueue style succeeded", label)
 	}
+	best = top.Drive
+	top = GridRun{}
 	for stage, name := range []string{stageDrain1, stageDrain2} {
-		ds := drainGrid(peerName, stage+1, best)
-		if len(ds) == 0 {
-			continue
+		if ds := drainGrid(peerName, stage+1, best); len(ds) > 0 {
+			top = do(name, ds, top)
 		}
-		d, ok := do(name, ds)
-		if !ok {
+		if !top.OK {
 			return runs, Drive{}, fmt.Errorf("%s: no %s style succeeded", label, name)
 		}
-		best = d
+		best = top.Drive
 	}
 	fmt.Fprintf(w.log, "bench: %s: best drive %s\n", label, best)
 	return runs, best, context.Cause(ctx)
