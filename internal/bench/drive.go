@@ -122,13 +122,17 @@ func enqueueGrid(peerName string, base Drive) []Drive {
 	default:
 		for _, p := range []int{4, 8} {
 			for _, b := range []int{100, 1000} {
-				add(func(d *Drive) { d.Producers, d.Enqueue, d.EnqueueBatch, d.InFlight, d.Requests = p, enqueueBatch, b, 0, 0 })
+				add(func(d *Drive) {
+					d.Producers, d.Enqueue, d.EnqueueBatch, d.InFlight, d.Requests = p, enqueueBatch, b, 0, 0
+				})
 			}
 		}
 		// One task per call from 8 goroutines, pipelined by the client.
 		for _, b := range []int{256, 1000} {
 			for _, r := range []int{2, 4, 8} {
-				add(func(d *Drive) { d.Producers, d.Enqueue, d.EnqueueBatch, d.Requests, d.InFlight = 8, enqueueAsync, b, r, 2 * r * b })
+				add(func(d *Drive) {
+					d.Producers, d.Enqueue, d.EnqueueBatch, d.Requests, d.InFlight = 8, enqueueAsync, b, r, 2*r*b
+				})
 			}
 		}
 	}

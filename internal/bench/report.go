@@ -61,7 +61,7 @@ type Result struct {
 	Durability string `json:"durability"` // mqnode: async, fsync; jetstream: default, sync_always; river: synchronous_commit_off, synchronous_commit_on
 	Drive      Drive  `json:"drive"`      // how the peer was driven (the best of its grid with --tune)
 	// Skipped says why the peer did not run (River without PostgreSQL).
-	Skipped string `json:"skipped,omitempty"`
+	Skipped    string `json:"skipped,omitempty"`
 	Enqueued   int64  `json:"enqueued"`   // enqueues acknowledged as durable
 	Delivered  int64  `json:"delivered"`  // distinct tasks delivered and acked
 	Duplicates int64  `json:"duplicates"` // deliveries of a task already acked

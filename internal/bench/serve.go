@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,8 +44,11 @@ type serveOptions struct {
 	// off); on (defaults) or off (all off) runs the node as `mqmesh node`
 	// does, with a backlog publisher, for bench cpu.
 	throttle string
-	worker   workerOptions // peer worker
-	hogFor   time.Duration // peer hog: exit after this long at the latest
+	// listen, for mqnode: the client address (default 127.0.0.1:0);
+	// bench remote listens on a veth address in a network namespace.
+	listen string
+	worker workerOptions // peer worker
+	hogFor time.Duration // peer hog: exit after this long at the latest
 	// ownSession starts the child in a session of its own (not a flag of
 	// serve: how the parent starts it).
 	ownSession bool
@@ -66,6 +70,9 @@ func (o serveOptions) args() []string {
 	}
 	if o.throttle != "" {
 		a = append(a, "--throttle", o.throttle)
+	}
+	if o.listen != "" {
+		a = append(a, "--listen", o.listen)
 	}
 	switch o.peer {
 	case peerWorker:
@@ -124,6 +131,7 @@ func newServeCommand() *cobra.Command {
 	cmd.Flags().StringVar(&o.memProfile, "memprofile", "", "write a heap profile of the server to this file when it stops")
 	cmd.Flags().StringVar(&o.throttle, "throttle", "", "mqnode for bench cpu: on (defaults) or off, with a backlog publisher")
 	cmd.Flags().DurationVar(&o.hogFor, "hog-for", 0, "hog: exit after this long at the latest")
+	cmd.Flags().StringVar(&o.listen, "listen", "", "mqnode: client address host:port (default 127.0.0.1:0)")
 	o.worker.flags(cmd.Flags())
 	return cmd
 }
@@ -218,7 +226,7 @@ func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string,
 		th = throttle.Config{Disabled: true}
 	}
 	n, err := mqnode.New(mqnode.Config{
-		Name: "bench", DataDir: o.dir, Listen: "127.0.0.1:0", Durability: dur, Logger: log, Throttle: th,
+		Name: "bench", DataDir: o.dir, Listen: cmp.Or(o.listen, "127.0.0.1:0"), Durability: dur, Logger: log, Throttle: th,
 	})
 	if err != nil {
 		return "", nil, err

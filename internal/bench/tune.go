@@ -11,8 +11,8 @@ import (
 // GridRun is one run of a peer's tuning grid: --tune-count tasks enqueued
 // and drained with one drive, on a server shared by the peer's grid.
 type GridRun struct {
-	Peer       string  `json:"peer"`
-	Durability string  `json:"durability"`
+	Peer       string `json:"peer"`
+	Durability string `json:"durability"`
 	// Stage is what the run varies: enqueue (the producing style, with the
 	// baseline's consumers), drain-1 (the pulling style and batch with one
 	// consumer) or drain-2 (consumers and ack style).

@@ -1,0 +1,399 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqmesh/mqmesh/mqnode"
+	"github.com/mqmesh/mqmesh/worker"
+)
+
+// remoteOptions are the flags of `bench remote`.
+type remoteOptions struct {
+	rtts      []time.Duration
+	count     int
+	size      int
+	pools     []string
+	pipelines []string
+	netns     string
+	dir       string
+	json      bool
+	runner
+}
+
+func newRemoteCommand(launch Launcher) *cobra.Command {
+	o := &remoteOptions{runner: runner{launch: launch}}
+	cmd := reportCommand(&cobra.Command{
+		Use:   "remote",
+		Short: "Pull throughput of one worker from a node across a link with added round-trip time, against local",
+		Long: "Fills a node with --count tasks and drains them with one worker, first on loopback (local), then with\n" +
+			"the node in another network namespace behind a link that adds each of --rtts. The worker is a\n" +
+			"worker.Pool of --slots no-op handlers, and, for comparison, a client that keeps several pulls in\n" +
+			"flight (--pipelines). See the package documentation of internal/bench.",
+	}, &o.runner, &o.json, o.validate, func(ctx context.Context) (*RemoteReport, error) { return runRemote(ctx, o) }, writeRemoteTable)
+	f := cmd.Flags()
+	f.DurationSliceVar(&o.rtts, "rtts", []time.Duration{time.Millisecond, 20 * time.Millisecond}, "round-trip times added to the link")
+	f.IntVar(&o.count, "count", 30_000, "tasks drained per run")
+	f.IntVar(&o.size, "size", 256, "payload bytes per task")
+	f.StringSliceVar(&o.pools, "pools", []string{"64x32", "512x500"}, "worker.Pools to run: SLOTSxLOCAL_BATCH (handlers x policy local_batch: the most tasks one pull asks for; 64x32 is the pool's default batch)")
+	f.StringSliceVar(&o.pipelines, "pipelines", []string{"1x256", "4x256", "4x1000", "8x1000"}, "client drainers to run: PULLSxBATCH (pulls in flight x tasks per pull)")
+	f.StringVar(&o.netns, "netns", "auto", "put the node in a network namespace: auto (when root with ip(8), else loopback), on, off")
+	f.StringVar(&o.dir, "dir", "", "root of the temporary data directories (default: the system temp dir)")
+	f.BoolVar(&o.json, "json", false, "print the report as JSON")
+	return cmd
+}
+
+func (o *remoteOptions) validate() error {
+	var errs []error
+	if o.count < 1 || o.size < 8 {
+		errs = append(errs, errors.New("--count must be at least 1, --size at least 8"))
+	}
+	for _, p := range o.pools {
+		if _, _, err := parsePipeline(p); err != nil {
+			errs = append(errs, fmt.Errorf("--pools: %w", err))
+		}
+	}
+	for _, r := range o.rtts {
+		if r < time.Millisecond {
+			errs = append(errs, fmt.Errorf("--rtts %s: at least 1ms (the link's unit is whole milliseconds)", r))
+		}
+	}
+	for _, p := range o.pipelines {
+		if _, _, err := parsePipeline(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o.netns != "auto" && o.netns != "on" && o.netns != "off" {
+		errs = append(errs, fmt.Errorf("--netns %q: want auto, on or off", o.netns))
+	}
+	return errors.Join(errs...)
+}
+
+func parsePipeline(s string) (pulls, batch int, err error) {
+	a, b, ok := strings.Cut(s, "x")
+	pulls, err1 := strconv.Atoi(a)
+	batch, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || pulls < 1 || batch < 1 || batch > 1000 {
+		return 0, 0, fmt.Errorf("%q: want NxBATCH, e.g. 4x256 (batch at most 1000)", s)
+	}
+	return pulls, batch, nil
+}
+
+// RemoteSchema names the JSON layout of `bench remote`.
+const RemoteSchema = "mqmesh.bench.remote/v1"
+
+// RemoteReport is the outcome of `bench remote`.
+type RemoteReport struct {
+	Schema string `json:"schema"`
+	Count  int    `json:"count"`
+	Size   int    `json:"size_bytes"`
+	CPUs   int    `json:"cpus"`
+	// Netns says whether the node ran in a network namespace; when not,
+	// NetnsSkipped says why (the link is then loopback plus the delay).
+	Netns        bool         `json:"netns"`
+	NetnsSkipped string       `json:"netns_skipped,omitempty"`
+	Links        []RemoteLink `json:"links"`
+	OK           bool         `json:"ok"`
+	Notes        []string     `json:"notes"`
+}
+
+// RemoteLink is every drainer on one link.
+type RemoteLink struct {
+	Name string `json:"name"` // local, or rtt-<d>
+	// AddedRTTMs is the delay added per round trip; MeasuredRTTMs is the
+	// NATS round trip the worker's connection measured.
+	AddedRTTMs    float64     `json:"added_rtt_ms"`
+	MeasuredRTTMs float64     `json:"measured_rtt_ms"`
+	Runs          []RemoteRun `json:"runs"`
+	Error         string      `json:"error,omitempty"`
+}
+
+// RemoteRun is one drainer's throughput on a link.
+type RemoteRun struct {
+	Drainer string  `json:"drainer"` // pool, or client PULLSxBATCH
+	PerS    float64 `json:"per_s"`
+	// VsLocal is PerS / the same drainer's local PerS.
+	VsLocal float64 `json:"vs_local"`
+	Error   string  `json:"error,omitempty"`
+}
+
+func runRemote(ctx context.Context, o *remoteOptions) (*RemoteReport, error) {
+	root, err := os.MkdirTemp(o.dir, "mqmesh-bench-remote-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(root)
+	log := progressWriter(o.stderr)
+	r := &RemoteReport{Schema: RemoteSchema, Count: o.count, Size: o.size, CPUs: runtime.NumCPU(), Links: []RemoteLink{},
+		Notes: []string{
+			"the node (mqnode, durability async, backlog publisher on, throttles off) runs in a child process; local: on loopback; the others: in a network namespace joined by a veth pair (or on loopback when namespaces are unavailable), behind a toxiproxy latency toxic adding the RTT (tc netem is not available on every kernel)",
+			"each run: --count tasks enqueued first (not timed), then drained by one worker; per_s = tasks / drain time",
+			"pool SxB: a worker.Pool of S no-op handlers whose own node is the remote one, asking for at most B tasks per pull (policy local_batch; default 32), otherwise its default config; client PxB: P goroutines on one connection, each pulling up to B tasks and acking them in one request, so P pulls are in flight",
+		}}
+	var link *netnsLink
+	if o.netns != "off" {
+		link, err = newNetnsLink()
+		if err != nil && o.netns == "on" {
+			return nil, err
+		}
+		if err != nil {
+			r.NetnsSkipped = err.Error()
+			fmt.Fprintf(log, "bench: remote: no network namespace (%v): loopback with added delay\n", err)
+		} else {
+			defer link.close()
+			r.Netns = true
+		}
+	}
+	var drainers []string
+	for _, p := range o.pools {
+		drainers = append(drainers, "pool "+p)
+	}
+	for _, p := range o.pipelines {
+		drainers = append(drainers, "client "+p)
+	}
+	var errs []error
+	local := map[string]float64{}
+	for i, rtt := range append([]time.Duration{0}, o.rtts...) {
+		if ctx.Err() != nil {
+			errs = append(errs, context.Cause(ctx))
+			break
+		}
+		l := RemoteLink{Name: "local", AddedRTTMs: float64(rtt) / 1e6, Runs: []RemoteRun{}}
+		if i > 0 {
+			l.Name = "rtt-" + rtt.String()
+		}
+		if err := remoteLink(ctx, o, root, rtt, link, drainers, &l, log); err != nil {
+			l.Error = err.Error()
+			errs = append(errs, fmt.Errorf("%s: %w", l.Name, err))
+		}
+		for j := range l.Runs {
+			run := &l.Runs[j]
+			if i == 0 {
+				local[run.Drainer] = run.PerS
+			}
+			run.VsLocal = ratio(run.PerS, local[run.Drainer])
+			if run.Error != "" {
+				errs = append(errs, fmt.Errorf("%s %s: %s", l.Name, run.Drainer, run.Error))
+			}
+		}
+		r.Links = append(r.Links, l)
+	}
+	r.OK = len(errs) == 0
+	return r, errors.Join(errs...)
+}
+
+// remoteLink starts a node (in the namespace unless rtt is 0) and runs
+// every drainer against it through a link adding rtt.
+func remoteLink(ctx context.Context, o *remoteOptions, root string, rtt time.Duration, link *netnsLink, drainers []string, l *RemoteLink, log io.Writer) (err error) {
+	dir, err := os.MkdirTemp(root, "node-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	so := serveOptions{peer: peerMQNode, durability: durAsync, dir: dir, throttle: throttleOff}
+	launch := o.launch
+	if rtt > 0 && link != nil {
+		so.listen = link.nsAddr + ":0"
+		launch = link.wrap(launch)
+	}
+	c, err := startChild(ctx, launch, so, log)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, c.stop()) }()
+	url := c.url
+	if rtt > 0 {
+		d, err := newDelayLink(strings.TrimPrefix(c.url, "nats://"), rtt)
+		if err != nil {
+			return err
+		}
+		defer d.close()
+		url = d.url()
+	}
+	filler, err := mqnode.Dial(ctx, c.url)
+	if err != nil {
+		return err
+	}
+	defer filler.Close()
+	logger := slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	for i, name := range drainers {
+		queue := fmt.Sprintf("%s-%d", queueName, i)
+		run := RemoteRun{Drainer: name}
+		perS, rttSeen, err := remoteRun(ctx, o, filler, url, queue, name, logger)
+		run.PerS = perS
+		if rttSeen > 0 {
+			l.MeasuredRTTMs = float64(rttSeen) / 1e6
+		}
+		if err != nil {
+			run.Error = err.Error()
+		}
+		fmt.Fprintf(log, "bench: remote %s: %s: %.0f tasks/s\n", l.Name, run.Drainer, perS)
+		l.Runs = append(l.Runs, run)
+	}
+	return nil
+}
+
+// remoteRun fills queue with o.count tasks through filler, then drains it
+// with drainer connected at url, and returns tasks/s and the connection's
+// round trip.
+func remoteRun(ctx context.Context, o *remoteOptions, filler *mqnode.Client, url, queue, drainer string, log *slog.Logger) (float64, time.Duration, error) {
+	e, err := filler.NewEnqueuer(queue, mqnode.AsyncConfig{MaxBatch: 1000, MaxRequests: 4, MaxInFlight: 8000})
+	if err != nil {
+		return 0, 0, err
+	}
+	payload := make([]byte, o.size)
+	for range o.count {
+		if err := e.EnqueueFunc(ctx, &mqnode.EnqueueItem{Payload: payload}, func(_ *mqnode.EnqueueResult, err error) {
+			if err != nil {
+				log.Warn("fill", "err", err)
+			}
+		}); err != nil {
+			e.Close()
+			return 0, 0, err
+		}
+	}
+	e.Close()
+	c, err := mqnode.Dial(ctx, url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	rtt, _ := c.Conn().RTT()
+	var done atomic.Int64
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	kind, spec, _ := strings.Cut(drainer, " ")
+	n, batch, _ := parsePipeline(spec)
+	if kind == "pool" {
+		err = drainWithPool(ctx, c, queue, n, batch, &done)
+	} else {
+		err = drainWithClient(ctx, c, queue, n, batch, int64(o.count), &done)
+	}
+	el := time.Since(t0)
+	if err == nil && done.Load() != int64(o.count) {
+		err = fmt.Errorf("drained %d of %d", done.Load(), o.count)
+	}
+	return float64(done.Load()) / el.Seconds(), rtt, err
+}
+
+// drainWithPool runs a worker.Pool on c's node until every task is acked
+// (the node holds none).
+func drainWithPool(ctx context.Context, c *mqnode.Client, queue string, slots, batch int, done *atomic.Int64) error {
+	idc, node := c.Node()
+	p, err := worker.New(c.Conn(), worker.Config{ID: "bench-remote-" + queue, IDC: idc, Node: node, Slots: slots,
+		Policy: worker.PolicyConfig{LocalBatch: batch}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return err
+	}
+	var handled atomic.Int64
+	if err := p.Handle(queue, func(context.Context, *worker.Task) worker.Result {
+		handled.Add(1)
+		return worker.Done()
+	}); err != nil {
+		return err
+	}
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	err = waitFor(ctx, 10*time.Minute, func() (bool, error) {
+		_, qs, err := c.Stats(ctx, queue)
+		if err != nil || len(qs) == 0 {
+			return false, err
+		}
+		return qs[0].GetReady()+qs[0].GetLeased()+qs[0].GetDelayed() == 0, nil
+	})
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done.Store(handled.Load())
+	return errors.Join(err, p.Stop(sctx))
+}
+
+// drainWithClient runs pulls goroutines, each pulling up to batch tasks and
+// acking them in one request, until total tasks are acked.
+func drainWithClient(ctx context.Context, c *mqnode.Client, queue string, pulls, batch int, total int64, done *atomic.Int64) error {
+	w := &workload{pullBatch: batch, consumers: pulls, lease: 30 * time.Second, stall: time.Minute, log: io.Discard}
+	p := &mqnodePeer{cons: c, prod: c, lease: w.lease, queue: queue}
+	t := newTracker(uint64(total))
+	// Task payloads are all zero here: count deliveries, not indexes.
+	var seq atomic.Uint64
+	err := drainAll(ctx, countingPeer{p, &seq}, w, t, "remote")
+	done.Store(t.unique.Load())
+	return err
+}
+
+// countingPeer numbers deliveries in arrival order, for payloads that
+// carry no task index.
+type countingPeer struct {
+	*mqnodePeer
+	seq *atomic.Uint64
+}
+
+func (c countingPeer) drainer(i int) drainer {
+	return countingDrainer{c.mqnodePeer.drainer(i).(*mqnodeDrainer), c.seq}
+}
+
+type countingDrainer struct {
+	d   *mqnodeDrainer
+	seq *atomic.Uint64
+}
+
+func (c countingDrainer) fetch(ctx context.Context, n int) ([]uint64, func(context.Context) error, error) {
+	idx, ack, err := c.d.fetch(ctx, n)
+	for i := range idx {
+		idx[i] = c.seq.Add(1) - 1
+	}
+	return idx, ack, err
+}
+
+func writeRemoteTable(w io.Writer, r *RemoteReport) error {
+	var b strings.Builder
+	where := "a network namespace (veth)"
+	if !r.Netns {
+		where = "loopback (" + r.NetnsSkipped + ")"
+	}
+	fmt.Fprintf(&b, "mqmesh bench remote: %s tasks of %d B drained by one worker; remote node in %s, %d CPUs\n\n",
+		thousands(float64(r.Count)), r.Size, where, r.CPUs)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "link\tadded RTT ms\tmeasured RTT ms\tdrainer\ttasks/s\tvs local\t")
+	for _, l := range r.Links {
+		for _, run := range l.Runs {
+			vs := fmt.Sprintf("%.0f%%", 100*run.VsLocal)
+			if run.Error != "" {
+				vs = "error"
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t\n", l.Name, l.AddedRTTMs, l.MeasuredRTTMs, run.Drainer, thousands(run.PerS), vs)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, l := range r.Links {
+		if l.Error != "" {
+			fmt.Fprintf(&b, "error: %s: %s\n", l.Name, l.Error)
+		}
+		for _, run := range l.Runs {
+			if run.Error != "" {
+				fmt.Fprintf(&b, "error: %s %s: %s\n", l.Name, run.Drainer, run.Error)
+			}
+		}
+	}
+	b.WriteString("\nnotes:\n")
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "- %s\n", n)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
