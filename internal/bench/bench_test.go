@@ -378,3 +378,77 @@ func TestLatencyReportsEveryPeerAndRate(t *testing.T) {
 	}
 	assertEmptyDir(t, dir)
 }
+
+func TestRemoteAgainstLocal(t *testing.T) {
+	out, logs, err := runCommand(t, "remote", "--count", "500", "--rtts", "2ms", "--pools", "8x8", "--pipelines", "2x100",
+		"--json", "--dir", t.TempDir())
+	if err != nil {
+		t.Fatalf("bench remote: %v\nstderr:\n%s", err, logs)
+	}
+	r := decodeStrict[RemoteReport](t, out)
+	if r.Schema != RemoteSchema || !r.OK || len(r.Links) != 2 {
+		t.Fatalf("report: %s", out)
+	}
+	if !r.Netns {
+		t.Logf("no network namespace: %s", r.NetnsSkipped)
+	}
+	local, slow := r.Links[0], r.Links[1]
+	if local.Name != "local" || slow.AddedRTTMs != 2 || len(local.Runs) != 2 || len(slow.Runs) != 2 {
+		t.Fatalf("links: %+v", r.Links)
+	}
+	// The added delay is on the link the worker's connection measured.
+	if slow.MeasuredRTTMs < 2 || local.MeasuredRTTMs >= slow.MeasuredRTTMs {
+		t.Errorf("measured RTT local %.2f ms, remote %.2f ms", local.MeasuredRTTMs, slow.MeasuredRTTMs)
+	}
+	for _, l := range r.Links {
+		for _, run := range l.Runs {
+			if run.PerS <= 0 || run.VsLocal <= 0 || run.Error != "" {
+				t.Errorf("%s %s: %+v", l.Name, run.Drainer, run)
+			}
+		}
+	}
+}
+
+func TestCompareFlagsRegressions(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, r any) string {
+		t.Helper()
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := dir + "/" + name
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	res := func(peer string, enq, drain, e2e float64) Result {
+		return Result{Peer: peer, OK: true, EnqueuePerS: enq, DrainPerS: drain, EndToEndS: e2e}
+	}
+	base := write("base.json", Report{Schema: ReportSchema, Pairs: []Pair{{Pair: "async",
+		MQNode: res("mqnode", 100_000, 100_000, 2), JetStream: res("jetstream", 50_000, 50_000, 4)}}})
+	cur := write("new.json", Report{Schema: ReportSchema, Pairs: []Pair{{Pair: "async",
+		// enqueue 20 % slower (flagged), drain 10 % slower (not), end to end 30 % faster.
+		MQNode: res("mqnode", 80_000, 90_000, 1.4), JetStream: res("jetstream", 50_000, 50_000, 4)}}})
+	out, _, err := runCommand(t, "compare", base, cur, "--json")
+	if err == nil || !strings.Contains(err.Error(), "1 figures regressed") {
+		t.Fatalf("compare: err %v", err)
+	}
+	c := decodeStrict[Comparison](t, out)
+	if len(c.Regressions) != 1 || c.Regressions[0] != "node/async/mqnode/enqueue_per_s" {
+		t.Fatalf("regressions: %v", c.Regressions)
+	}
+	for _, f := range c.Figures {
+		if f.Name == "node/async/mqnode/end_to_end_s" && (f.Change < 0.29 || f.Change > 0.31 || f.Regressed) {
+			t.Errorf("end to end: %+v", f)
+		}
+	}
+	if _, _, err := runCommand(t, "compare", base, base); err != nil {
+		t.Errorf("a report against itself: %v", err)
+	}
+	bad := write("bad.json", map[string]string{"schema": "nope"})
+	if _, _, err := runCommand(t, "compare", base, bad); err == nil || !strings.Contains(err.Error(), "schema") {
+		t.Errorf("unknown schema: %v", err)
+	}
+}

@@ -15,7 +15,7 @@ import (
 )
 
 // `bench compare BASE NEW` compares two JSON reports of the same bench
-// (node or latency) figure by figure and flags each figure that got worse
+// (node, latency or remote) figure by figure and flags each figure that got worse
 // by more than --threshold (default 15 %). It exits non-zero when one did,
 // so scripts/bench-compare.sh can say so; it is not part of CI's pass/fail
 // (a shared machine's figures move more than that).
@@ -32,7 +32,7 @@ func newCompareCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "compare BASE.json NEW.json",
 		Short: "Compare two bench reports and flag regressions",
-		Long: "Compares two --json reports of `bench node` or `bench latency` figure by figure (throughput: higher is\n" +
+		Long: "Compares two --json reports of `bench node`, `bench latency` or `bench remote` figure by figure (throughput: higher is\n" +
 			"better; latency, time, RSS and CPU: lower is better) and flags every figure worse by more than\n" +
 			"--threshold percent. Exits 1 when any regressed. Figures only one report has are listed as such.",
 		Args: cobra.ExactArgs(2),
@@ -197,8 +197,20 @@ func readMetrics(path string) (map[string]metric, error) {
 				m[k+"ack_p99_ms"] = metric{run.Ack.P99, false}
 			}
 		}
+	case RemoteSchema:
+		var r RemoteReport
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		for _, l := range r.Links {
+			for _, run := range l.Runs {
+				if run.Error == "" {
+					m["remote/"+l.Name+"/"+strings.ReplaceAll(run.Drainer, " ", "-")+"/per_s"] = metric{run.PerS, true}
+				}
+			}
+		}
 	default:
-		return nil, fmt.Errorf("%s: schema %q: want %s or %s", path, head.Schema, ReportSchema, LatencySchema)
+		return nil, fmt.Errorf("%s: schema %q: want %s, %s or %s", path, head.Schema, ReportSchema, LatencySchema, RemoteSchema)
 	}
 	if len(m) == 0 {
 		return nil, errors.New(path + ": no figures (every run failed?)")
