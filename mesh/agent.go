@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -89,6 +90,14 @@ func NewNodeAgent(cfg NodeAgentConfig) (*NodeAgent, error) {
 	if cfg.Host == "" {
 		cfg.Host = mqnode.DefaultName()
 	}
+	if sec := cfg.Node.Security; sec != nil {
+		if err := sec.CheckMesh(); err != nil {
+			return nil, fmt.Errorf("mesh: security: %w", err)
+		}
+		if len(cfg.Mesh.Keyring) == 0 {
+			cfg.Mesh.Keyring, _ = sec.GossipKeys() // checked by CheckMesh
+		}
+	}
 	cfg.Mesh.Meta = Meta{Role: RoleNode, IDC: cfg.Node.IDC, Host: cfg.Host, Name: cfg.Node.Name, Version: mqnode.Version}
 	if cfg.Mesh.Logger == nil {
 		cfg.Mesh.Logger = cfg.Node.Logger
@@ -139,6 +148,18 @@ func (a *NodeAgent) natsOptions(o *server.Options) {
 	o.Cluster = server.ClusterOpts{Name: idc, Host: ch, Port: cp}
 	o.Routes = a.topo.Routes
 	o.Gateway = server.GatewayOpts{Name: idc, Host: gh, Port: gp, Gateways: a.gateways, Advertise: a.cfg.GatewayAdvertise}
+	if sec := a.cfg.Node.Security; sec != nil {
+		// Mutual TLS (peers verify the node certificate under
+		// secrets.ServerName, whatever IP they dial) plus the cluster
+		// secret: a route or gateway from a server without both is refused.
+		// Errors were ruled out by CheckMesh in NewNodeAgent.
+		_ = sec.ClusterOptions(&o.Cluster)
+		_ = sec.GatewayOptions(&o.Gateway)
+		o.Routes = make([]*url.URL, len(a.topo.Routes))
+		for i, u := range a.topo.Routes {
+			o.Routes[i] = sec.RouteURL(u)
+		}
+	}
 }
 
 // Start joins the mesh, starts the node with the topology gossip reported,
