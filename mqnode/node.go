@@ -44,6 +44,11 @@ type Node struct {
 	// options (the mesh uses it to add routes and gateways). It is called
 	// again by ReloadNATS.
 	NATSOptions func(*server.Options)
+	// WorkerMember, when set before Start, names the mesh membership of the
+	// worker a pull names (its gossip member and address; "" when unknown
+	// or ambiguous). The lease records it, so only that member's death
+	// releases the lease (see ReleaseWorker).
+	WorkerMember func(workerID string) string
 
 	extraOps map[string]OpHandler
 
@@ -277,13 +282,27 @@ func (n *Node) Client() (*Client, error) {
 	return c, nil
 }
 
-// ReleaseWorker ends every lease held by the named worker now, making its
-// tasks ready again; the mesh calls it when gossip declares a worker dead.
-func (n *Node) ReleaseWorker(workerID string) int {
-	if n.st == nil {
+// ReleaseWorker ends now every lease that worker workerID took while it was
+// the mesh member member (as WorkerMember named it at the pull), making its
+// tasks ready again; the mesh calls it when gossip declares that member
+// dead. Leases taken under another membership — another member reusing the
+// worker id, or a pull before the node heard of the worker — are left to
+// expire: a death releases only what the dead member held. An empty member
+// releases nothing.
+func (n *Node) ReleaseWorker(workerID, member string) int {
+	if n.st == nil || member == "" {
 		return 0
 	}
-	return n.st.releaseWorker(workerID)
+	return n.st.releaseWorker(leaseHolder(workerID, member), workerID)
+}
+
+// leaseHolder is what a lease records of its worker: the id it pulled with
+// and its mesh membership ("" when unknown).
+func leaseHolder(workerID, member string) string {
+	if workerID == "" {
+		return ""
+	}
+	return workerID + "@" + member
 }
 
 // natsLogger routes the embedded server's logs to slog; the first fatal

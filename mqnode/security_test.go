@@ -1,6 +1,7 @@
 package mqnode
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
+	"github.com/mqmesh/mqmesh/internal/testlog"
 )
 
 // dialAs connects to url over TCP with the credentials of role.
@@ -109,4 +111,53 @@ func TestSecureNodeRolesAndRefusals(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestReleaseWorker: a worker's death releases only the leases it took as
+// that mesh member; the same worker id under another membership (a member
+// reusing the id, or no membership) releases nothing.
+func TestReleaseWorker(t *testing.T) {
+	n, err := New(Config{Name: "n1", DataDir: t.TempDir(), Listen: ListenNone, Logger: testLogger(t), Throttle: testlog.NoCPUThrottle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.WorkerMember = func(id string) string {
+		if id == "dead-worker" {
+			return "worker:local:dead-worker@127.0.0.1:7001"
+		}
+		return ""
+	}
+	if err := n.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Stop(context.Background()) })
+	c, err := n.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := ctxT(t)
+	enqueueN(t, c, "q", 4)
+	ds, _, err := c.Pull(ctx, PullRequest{Queue: "q", MaxTasks: 2, WorkerID: "dead-worker", Lease: time.Hour})
+	if err != nil || len(ds) != 2 {
+		t.Fatal(ds, err)
+	}
+	if ds, _, err = c.Pull(ctx, PullRequest{Queue: "q", MaxTasks: 1, WorkerID: "stranger", Lease: time.Hour}); err != nil || len(ds) != 1 {
+		t.Fatal(ds, err)
+	}
+	for _, m := range []string{"", "worker:other:dead-worker@127.0.0.1:7001", "worker:local:dead-worker@10.9.9.9:7001"} {
+		if got := n.ReleaseWorker("dead-worker", m); got != 0 {
+			t.Fatalf("member %q released %d leases of another membership", m, got)
+		}
+	}
+	if got := n.ReleaseWorker("stranger", ""); got != 0 {
+		t.Fatalf("a worker without membership had %d leases released", got)
+	}
+	if got := n.ReleaseWorker("dead-worker", "worker:local:dead-worker@127.0.0.1:7001"); got != 2 {
+		t.Fatalf("released %d leases, want 2", got)
+	}
+	eventually(t, 5*time.Second, "released tasks ready", func() bool {
+		st := queueStats(t, c, "q")
+		return st.Ready == 3 && st.Leased == 1
+	})
 }
