@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
 
@@ -58,7 +59,7 @@ type enqueueJSON struct {
 }
 
 func newEnqueueCommand() *cobra.Command {
-	o := &enqueueOptions{}
+	o := &enqueueOptions{clientOptions: clientOptions{sec: securityFlags{def: secrets.RoleProducer}}}
 	cmd := &cobra.Command{
 		Use:   "enqueue",
 		Short: "Enqueue tasks on a queue",
