@@ -1,13 +1,18 @@
 // Package bench runs mqmesh's benchmarks against a named peer measured in
-// the same run. `mqmesh bench node` puts an mqnode and an embedded NATS
-// JetStream work-queue stream through the same workload and prints the two
-// side by side, with ratios. `mqmesh bench cpu` runs a host with the
+// the same run. `mqmesh bench node` puts an mqnode, an embedded NATS
+// JetStream work-queue stream and River on PostgreSQL through the same
+// workload, each driven the best way its grid found, and prints them side
+// by side, with ratios. `mqmesh bench latency` offers fixed rates and
+// reports latency percentiles; `mqmesh bench remote` drains a node across
+// a slow link; `mqmesh bench compare` flags regressions between two
+// reports (scripts/bench-compare.sh runs it against docs/bench/). `mqmesh bench cpu` runs a host with the
 // node's CPU throttle on and off, under the same CPU hog (below). `mqmesh
 // bench backlog` measures the backlog broadcast (broadcast.go).
 //
 // # Running it
 //
-//	mqmesh bench node                          # 200,000 tasks of 256 B, both pairings
+//	mqmesh bench node                          # tune, then 200,000 tasks of 256 B, both pairings
+//	mqmesh bench node --tune=false --peers jetstream   # the flags' drive, mqnode and JetStream only
 //	mqmesh bench node --pairs async --count 50000
 //	mqmesh bench node --json > bench.json      # stable output for scripts
 //	mqmesh bench node --pairs none --backlog-steps 200000,1000000,2000000
@@ -41,7 +46,9 @@
 //     share one fsync) against JetStream with the server option SyncAlways
 //     (an fsync per message).
 //
-// The workload, the same for both peers:
+// The workload, the same for every peer (as driven by the baseline drive
+// of --producers, --batch and --consumers, which --tune=false runs; the
+// grid below varies how):
 //
 //   - Enqueue: --producers goroutines share one connection. mqnode producers
 //     send batches of --batch tasks, one Enqueue request each, and wait for
@@ -128,6 +135,81 @@
 // node's CPU throttle from its stats (share of samples active, limit range,
 // last reason). The ratio row is throttle on / off during the hog. The
 // JSON also holds the samples (every --sample).
+//
+// # Peers at their best: drives and the tuning grid
+//
+// How a client drives a peer changes its figures more than the peer does,
+// so `bench node` (unless --tune=false) first runs a grid of drives per
+// peer, each on --tune-count tasks on one server (a queue, consumer or
+// River queue of its own per run), in three stages: the enqueue styles
+// (fastest enqueue/s wins), then with that the pulling style and batch
+// with one consumer, then the number of consumers and the ack style
+// (fastest drain/s of the two drain stages wins). The pairings then run
+// each peer's best drive at --count on a fresh server. The grid:
+//
+//   - mqnode: batch requests (4 or 8 producers x 100 or 1,000 tasks) or
+//     single-task producers into an mqnode.Enqueuer (256 or 1,000 per
+//     request, 2/4/8 requests out); pull 64/256/1,000 per pull; 1-8
+//     consumers.
+//   - jetstream: PublishAsync from 1 or 4 producers with 256-16,384
+//     PubAcks outstanding; Fetch, FetchNoWait or Consume (PullMaxMessages)
+//     at 64/256/1,000; 1-8 consumers; msg.Ack or msg.DoubleAck.
+//   - river: InsertMany or InsertManyFast (COPY) of 100 or 1,000; 100 or
+//     1,000 workers with a FetchCooldown of 1, 10 or 100 ms. PostgreSQL
+//     (apt package postgresql, installed by the bench when missing and
+//     root) runs in a temporary cluster owned by the postgres user;
+//     synchronous_commit off pairs with async, on with fsync. Without it
+//     River is skipped with the reason. Its RSS and CPU are not measured.
+//
+// The grid is tuned in the first pairing (async by default); the fsync
+// pairing reuses the drives. The table lists each peer's drive; --json
+// has every grid run.
+//
+// # bench latency: latency under load
+//
+//	mqmesh bench latency                     # about 2 minutes
+//	mqmesh bench latency --durability fsync --rates 1000,2000
+//
+// Per peer (mqnode, jetstream): the maximum rate with single-task
+// producers (--max-count tasks sent as fast as the client takes them while
+// the consumers run), then open-loop runs of --duration at --levels
+// percent of that maximum and at the absolute --rates. Task i is sent at
+// start + i/rate from one goroutine whatever happened before, and carries
+// that time, so latency counts from the schedule (no coordinated
+// omission). mqnode: an mqnode.Enqueuer (default config) and a
+// worker.Pool of --slots no-op handlers on a node with its backlog
+// publisher; jetstream: PublishAsync (4,096 pending at most) and Consume
+// at its defaults with msg.Ack. Per run: offered and achieved rate,
+// p50/p99/p99.9 from the schedule to the handler's start and to the
+// enqueue acknowledgement, tasks handled, and whether it saturated (tasks
+// unhandled within --settle-timeout or under 95 % of the offered rate).
+// --warmup leaves each run's first tasks out.
+//
+// # bench remote: pulls across a slow link
+//
+//	mqmesh bench remote                      # 1 ms and 20 ms RTT
+//
+// A node (async) runs first on loopback, then in a network namespace
+// (perf-bench-<pid>, veth perf-h<pid>/perf-n<pid>, 10.213.x.0/30; needs
+// root and ip(8), else loopback) behind a toxiproxy latency link adding
+// each of --rtts (tc netem is missing from some kernels). --count tasks
+// are enqueued (not timed), then one worker drains them: a worker.Pool of
+// SLOTS no-op handlers asking LOCAL_BATCH tasks per pull (--pools) and a
+// client keeping PULLS pulls of BATCH in flight (--pipelines). Reported:
+// tasks/s per drainer and link, the round trip the worker's connection
+// measured, and the ratio to the same drainer on loopback.
+//
+// # bench compare and continuous benchmarks
+//
+//	mqmesh bench compare docs/bench/node.json new.json
+//	scripts/bench-compare.sh [--save] [node|latency|remote]
+//
+// compare reads two reports of the same bench and flags each figure worse
+// by more than --threshold percent (15): throughput lower, latency, time or
+// RSS higher; it exits 1 when any did. The script runs the benches and
+// compares them with the last committed docs/bench/<bench>.json (--save
+// writes the new ones there to commit). It is not part of CI: on a shared
+// machine figures move by more than 15 %.
 //
 // Numbers depend on the machine: compare the peers (or modes) within one
 // run, not runs across machines. The tests run small workloads and never
