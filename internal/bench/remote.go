@@ -126,6 +126,8 @@ type RemoteRun struct {
 	PerS    float64 `json:"per_s"`
 	// VsLocal is PerS / the same drainer's local PerS.
 	VsLocal float64 `json:"vs_local"`
+	// TasksPerPull is the pool's average pull size (pool runs only).
+	TasksPerPull float64 `json:"tasks_per_pull,omitempty"`
 	Error   string  `json:"error,omitempty"`
 }
 
@@ -231,8 +233,8 @@ func remoteLink(ctx context.Context, o *remoteOptions, root string, rtt time.Dur
 	for i, name := range drainers {
 		queue := fmt.Sprintf("%s-%d", queueName, i)
 		run := RemoteRun{Drainer: name}
-		perS, rttSeen, err := remoteRun(ctx, o, filler, url, queue, name, logger)
-		run.PerS = perS
+		perS, rttSeen, perPull, err := remoteRun(ctx, o, filler, url, queue, name, logger)
+		run.PerS, run.TasksPerPull = perS, perPull
 		if rttSeen > 0 {
 			l.MeasuredRTTMs = float64(rttSeen) / 1e6
 		}
@@ -247,11 +249,11 @@ func remoteLink(ctx context.Context, o *remoteOptions, root string, rtt time.Dur
 
 // remoteRun fills queue with o.count tasks through filler, then drains it
 // with drainer connected at url, and returns tasks/s and the connection's
-// round trip.
-func remoteRun(ctx context.Context, o *remoteOptions, filler *mqnode.Client, url, queue, drainer string, log *slog.Logger) (float64, time.Duration, error) {
+// round trip (and, for a pool, its average pull size).
+func remoteRun(ctx context.Context, o *remoteOptions, filler *mqnode.Client, url, queue, drainer string, log *slog.Logger) (float64, time.Duration, float64, error) {
 	e, err := filler.NewEnqueuer(queue, mqnode.AsyncConfig{MaxBatch: 1000, MaxRequests: 4, MaxInFlight: 8000})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	payload := make([]byte, o.size)
 	for range o.count {
@@ -261,13 +263,13 @@ func remoteRun(ctx context.Context, o *remoteOptions, filler *mqnode.Client, url
 			}
 		}); err != nil {
 			e.Close()
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 	}
 	e.Close()
 	c, err := mqnode.Dial(ctx, url)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer c.Close()
 	rtt, _ := c.Conn().RTT()
@@ -277,8 +279,9 @@ func remoteRun(ctx context.Context, o *remoteOptions, filler *mqnode.Client, url
 	defer cancel()
 	kind, spec, _ := strings.Cut(drainer, " ")
 	n, batch, _ := parsePipeline(spec)
+	var perPull float64
 	if kind == "pool" {
-		err = drainWithPool(ctx, c, queue, n, batch, &done)
+		perPull, err = drainWithPool(ctx, c, queue, n, batch, &done)
 	} else {
 		err = drainWithClient(ctx, c, queue, n, batch, int64(o.count), &done)
 	}
@@ -286,27 +289,27 @@ func remoteRun(ctx context.Context, o *remoteOptions, filler *mqnode.Client, url
 	if err == nil && done.Load() != int64(o.count) {
 		err = fmt.Errorf("drained %d of %d", done.Load(), o.count)
 	}
-	return float64(done.Load()) / el.Seconds(), rtt, err
+	return float64(done.Load()) / el.Seconds(), rtt, perPull, err
 }
 
 // drainWithPool runs a worker.Pool on c's node until every task is acked
-// (the node holds none).
-func drainWithPool(ctx context.Context, c *mqnode.Client, queue string, slots, batch int, done *atomic.Int64) error {
+// (the node holds none) and returns the pool's average pull size.
+func drainWithPool(ctx context.Context, c *mqnode.Client, queue string, slots, batch int, done *atomic.Int64) (float64, error) {
 	idc, node := c.Node()
 	p, err := worker.New(c.Conn(), worker.Config{ID: "bench-remote-" + queue, IDC: idc, Node: node, Slots: slots,
 		Policy: worker.PolicyConfig{LocalBatch: batch}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var handled atomic.Int64
 	if err := p.Handle(queue, func(context.Context, *worker.Task) worker.Result {
 		handled.Add(1)
 		return worker.Done()
 	}); err != nil {
-		return err
+		return 0, err
 	}
 	if err := p.Start(ctx); err != nil {
-		return err
+		return 0, err
 	}
 	err = waitFor(ctx, 10*time.Minute, func() (bool, error) {
 		_, qs, err := c.Stats(ctx, queue)
@@ -318,7 +321,10 @@ func drainWithPool(ctx context.Context, c *mqnode.Client, queue string, slots, b
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done.Store(handled.Load())
-	return errors.Join(err, p.Stop(sctx))
+	err = errors.Join(err, p.Stop(sctx))
+	st := p.Stats()
+	pulls := st.Pulls[worker.Local] - st.EmptyPulls[worker.Local]
+	return ratio(float64(handled.Load()), float64(pulls)), err
 }
 
 // drainWithClient runs pulls goroutines, each pulling up to batch tasks and
@@ -367,14 +373,18 @@ func writeRemoteTable(w io.Writer, r *RemoteReport) error {
 	fmt.Fprintf(&b, "mqmesh bench remote: %s tasks of %d B drained by one worker; remote node in %s, %d CPUs\n\n",
 		thousands(float64(r.Count)), r.Size, where, r.CPUs)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "link\tadded RTT ms\tmeasured RTT ms\tdrainer\ttasks/s\tvs local\t")
+	fmt.Fprintln(tw, "link\tadded RTT ms\tmeasured RTT ms\tdrainer\ttasks/s\tvs local\ttasks/pull\t")
 	for _, l := range r.Links {
 		for _, run := range l.Runs {
 			vs := fmt.Sprintf("%.0f%%", 100*run.VsLocal)
 			if run.Error != "" {
 				vs = "error"
 			}
-			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t\n", l.Name, l.AddedRTTMs, l.MeasuredRTTMs, run.Drainer, thousands(run.PerS), vs)
+			perPull := ""
+			if run.TasksPerPull > 0 {
+				perPull = fmt.Sprintf("%.1f", run.TasksPerPull)
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t\n", l.Name, l.AddedRTTMs, l.MeasuredRTTMs, run.Drainer, thousands(run.PerS), vs, perPull)
 		}
 	}
 	if err := tw.Flush(); err != nil {
