@@ -167,60 +167,101 @@ func (p *jetStreamPeer) stored(ctx context.Context) (int64, error) {
 	return int64(info.State.Msgs), nil
 }
 
-// drainer returns the consumer goroutine's handle: the peer itself for
-// Fetch and FetchNoWait, or a Messages iterator of its own for Consume.
+// drainer returns the consumer goroutine's handle: a Fetch or FetchNoWait
+// stream of its own, or a Messages iterator of its own for Consume.
 func (p *jetStreamPeer) drainer(int) drainer {
 	if p.w.drive.Pull == pullConsume {
 		return &jsConsumeDrainer{p: p}
 	}
-	return p
+	return &jsFetchDrainer{p: p}
 }
 
 // idleFetchWait bounds a Fetch that waits for tasks when none was ready.
 const idleFetchWait = time.Second
 
-// fetch pulls as the drive says. fetch_nowait takes what is ready with
-// FetchNoWait (a full batch while there is backlog) and, when nothing is,
-// waits with Fetch until ctx ends or a second passes; fetch always uses
-// Fetch, which waits for a full batch or a second. Each message is acked
-// on its own (msg.Ack, or msg.DoubleAck with ack double_ack); AckAll would
-// settle other consumers' messages too.
-func (p *jetStreamPeer) fetch(ctx context.Context, n int) ([]uint64, func(context.Context) error, error) {
-	if p.w.drive.Pull == pullFetch {
-		return p.fetchWait(ctx, n)
-	}
-	b, err := p.consumer.FetchNoWait(n)
-	if err != nil {
-		return nil, nil, err
-	}
-	msgs, err := collect(b)
-	if err != nil || len(msgs) > 0 {
-		return p.settle(msgs, err)
-	}
-	return p.fetchWait(ctx, n)
+// jsFetchDrainer works the messages of one pull request as they arrive,
+// as a `for msg := range batch.Messages()` loop does: each fetch call
+// returns what has arrived of the current batch (at least one message),
+// and the next call goes on with the same batch until it is complete.
+// fetch_nowait asks with FetchNoWait (what is ready now) and falls back to
+// Fetch when nothing was; fetch always asks with Fetch, which waits up to
+// a second for a full batch. Each message is acked on its own (msg.Ack, or
+// msg.DoubleAck with ack double_ack); AckAll would settle other consumers'
+// messages too.
+type jsFetchDrainer struct {
+	p      *jetStreamPeer
+	cur    jetstream.MessageBatch
+	cancel context.CancelFunc
+	nowait bool // cur came from FetchNoWait
 }
 
-// fetchWait fetches up to n messages, waiting up to a second.
-func (p *jetStreamPeer) fetchWait(ctx context.Context, n int) ([]uint64, func(context.Context) error, error) {
-	wctx, cancel := context.WithTimeout(ctx, idleFetchWait)
-	defer cancel()
-	b, err := p.consumer.Fetch(n, jetstream.FetchContext(wctx))
-	if err != nil {
-		return nil, nil, err
+func (d *jsFetchDrainer) fetch(ctx context.Context, n int) ([]uint64, func(context.Context) error, error) {
+	if d.cur == nil {
+		var err error
+		if d.p.w.drive.Pull == pullFetchNoWait {
+			d.cur, err = d.p.consumer.FetchNoWait(n)
+			d.nowait = true
+		} else {
+			err = d.fetchWait(ctx, n)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
 	}
-	msgs, err := collect(b)
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		err = nil // the wait ran out: come back
-	}
-	return p.settle(msgs, err)
-}
-
-func collect(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
+	ch := d.cur.Messages()
 	var msgs []jetstream.Msg
-	for m := range b.Messages() {
+	m, ok := <-ch
+	if ok {
 		msgs = append(msgs, m)
+	more:
+		for len(msgs) < n {
+			select {
+			case m, ok = <-ch:
+				if !ok {
+					break more
+				}
+				msgs = append(msgs, m)
+			default:
+				break more
+			}
+		}
 	}
-	return msgs, b.Error()
+	if !ok { // the batch is complete
+		err := d.cur.Error()
+		d.done()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = nil // the wait ran out: come back
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(msgs) == 0 && d.nowait && ctx.Err() == nil {
+			// Nothing was ready: wait for the next with Fetch.
+			if err := d.fetchWait(ctx, n); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return d.p.settle(msgs, nil)
+}
+
+// fetchWait starts a Fetch of up to n messages that waits up to a second.
+func (d *jsFetchDrainer) fetchWait(ctx context.Context, n int) error {
+	wctx, cancel := context.WithTimeout(ctx, idleFetchWait)
+	b, err := d.p.consumer.Fetch(n, jetstream.FetchContext(wctx))
+	if err != nil {
+		cancel()
+		return err
+	}
+	d.cur, d.cancel, d.nowait = b, cancel, false
+	return nil
+}
+
+func (d *jsFetchDrainer) done() {
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.cur, d.cancel = nil, nil
 }
 
 func (p *jetStreamPeer) settle(msgs []jetstream.Msg, err error) ([]uint64, func(context.Context) error, error) {
