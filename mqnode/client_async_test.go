@@ -374,3 +374,91 @@ func TestEnqueuerRejectsBadConfigAndQueue(t *testing.T) {
 		t.Fatal("max in flight below max batch accepted")
 	}
 }
+
+func TestPullerPipelinesPullsAndBoundsLeases(t *testing.T) {
+	n := startTCPNode(t, Config{})
+	g := startGateProxy(t, n.ClientURL()[len("nats://"):])
+	c := dialT(t, g.url())
+	const total = 300
+	e, err := c.NewEnqueuer("q", AsyncConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range total {
+		if _, err := e.Enqueue(ctxT(t), &EnqueueItem{Payload: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Close()
+	p, err := c.NewPuller("q", PullerConfig{WorkerID: "w", Pulls: 3, MaxTasks: 20, MaxWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nobody takes: the puller leases Pulls x MaxTasks tasks and stops.
+	eventually(t, 10*time.Second, "60 tasks leased", func() bool { return queueStats(t, c, "q").GetLeased() == 60 })
+	time.Sleep(200 * time.Millisecond) // a few more pull rounds would lease more if unbounded
+	if got := queueStats(t, c, "q").GetLeased(); got != 60 {
+		t.Fatalf("leased %d, want the bound 60", got)
+	}
+	seen := map[string]bool{}
+	take := func(k int) {
+		for range k {
+			d, err := p.Next(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seen[d.GetTask().GetId()] {
+				t.Fatalf("task %s delivered twice", d.GetTask().GetId())
+			}
+			seen[d.GetTask().GetId()] = true
+			if _, err := c.AckOne(ctxT(t), &AckItem{Receipt: d.GetReceipt()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	take(100)
+	// Hold the replies: pulls stay out, Next still hands out what is in.
+	g.hold(true)
+	ctx, cancel := context.WithTimeout(ctxT(t), 300*time.Millisecond)
+	got := 0
+	for {
+		if _, err := p.Next(ctx); err != nil {
+			break
+		}
+		got++
+	}
+	cancel()
+	if got > 60 {
+		t.Fatalf("took %d while the link was held, more than the buffer of 60", got)
+	}
+	g.hold(false)
+	left := p.Close()
+	if len(left) > 60 {
+		t.Fatalf("Close returned %d deliveries, more than the bound", len(left))
+	}
+	if _, err := p.Next(ctxT(t)); !errors.Is(err, ErrPullerClosed) {
+		t.Fatalf("Next after Close: %v", err)
+	}
+	s := queueStats(t, c, "q")
+	if int(s.GetLeased()) < len(left) || s.GetReady()+s.GetLeased() != uint64(total-100) {
+		t.Fatalf("after 100 acks: ready %d leased %d, %d left to the caller", s.GetReady(), s.GetLeased(), len(left))
+	}
+}
+
+func TestPullerSurfacesPullErrors(t *testing.T) {
+	n, c := startNode(t, Config{})
+	p, err := c.NewPuller("q", PullerConfig{MaxWait: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := n.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Next(ctxT(t)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Next with the node stopped: %v, want ErrUnavailable", err)
+	}
+	if _, err := c.NewPuller("a.b", PullerConfig{}); !errors.Is(err, ErrInvalidName) {
+		t.Fatalf("bad queue: %v", err)
+	}
+}

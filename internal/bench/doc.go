@@ -194,8 +194,8 @@
 // root and ip(8), else loopback) behind a toxiproxy latency link adding
 // each of --rtts (tc netem is missing from some kernels). --count tasks
 // are enqueued (not timed), then one worker drains them: a worker.Pool of
-// SLOTS no-op handlers asking LOCAL_BATCH tasks per pull (--pools) and a
-// client keeping PULLS pulls of BATCH in flight (--pipelines). Reported:
+// SLOTS no-op handlers asking LOCAL_BATCH tasks per pull (--pools) and an
+// mqnode.Puller keeping PULLS pulls of BATCH in flight (--pipelines). Reported:
 // tasks/s per drainer and link, the round trip the worker's connection
 // measured, and the ratio to the same drainer on loopback.
 //

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
@@ -40,15 +41,14 @@ func newRemoteCommand(launch Launcher) *cobra.Command {
 		Short: "Pull throughput of one worker from a node across a link with added round-trip time, against local",
 		Long: "Fills a node with --count tasks and drains them with one worker, first on loopback (local), then with\n" +
 			"the node in another network namespace behind a link that adds each of --rtts. The worker is a\n" +
-			"worker.Pool of --slots no-op handlers, and, for comparison, a client that keeps several pulls in\n" +
-			"flight (--pipelines). See the package documentation of internal/bench.",
+			"worker.Pool (--pools) or an mqnode.Puller keeping several pulls in flight (--pipelines). See the package documentation of internal/bench.",
 	}, &o.runner, &o.json, o.validate, func(ctx context.Context) (*RemoteReport, error) { return runRemote(ctx, o) }, writeRemoteTable)
 	f := cmd.Flags()
 	f.DurationSliceVar(&o.rtts, "rtts", []time.Duration{time.Millisecond, 20 * time.Millisecond}, "round-trip times added to the link")
 	f.IntVar(&o.count, "count", 30_000, "tasks drained per run")
 	f.IntVar(&o.size, "size", 256, "payload bytes per task")
 	f.StringSliceVar(&o.pools, "pools", []string{"64x32", "512x500"}, "worker.Pools to run: SLOTSxLOCAL_BATCH (handlers x policy local_batch: the most tasks one pull asks for; 64x32 is the pool's default batch)")
-	f.StringSliceVar(&o.pipelines, "pipelines", []string{"1x256", "4x256", "4x1000", "8x1000"}, "client drainers to run: PULLSxBATCH (pulls in flight x tasks per pull)")
+	f.StringSliceVar(&o.pipelines, "pipelines", []string{"1x256", "2x256", "4x256", "4x1000"}, "mqnode.Puller drainers to run: PULLSxBATCH (pulls in flight x tasks per pull)")
 	f.StringVar(&o.netns, "netns", "auto", "put the node in a network namespace: auto (when root with ip(8), else loopback), on, off")
 	f.StringVar(&o.dir, "dir", "", "root of the temporary data directories (default: the system temp dir)")
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
@@ -128,7 +128,7 @@ type RemoteRun struct {
 	VsLocal float64 `json:"vs_local"`
 	// TasksPerPull is the pool's average pull size (pool runs only).
 	TasksPerPull float64 `json:"tasks_per_pull,omitempty"`
-	Error   string  `json:"error,omitempty"`
+	Error        string  `json:"error,omitempty"`
 }
 
 func runRemote(ctx context.Context, o *remoteOptions) (*RemoteReport, error) {
@@ -142,7 +142,7 @@ func runRemote(ctx context.Context, o *remoteOptions) (*RemoteReport, error) {
 		Notes: []string{
 			"the node (mqnode, durability async, backlog publisher on, throttles off) runs in a child process; local: on loopback; the others: in a network namespace joined by a veth pair (or on loopback when namespaces are unavailable), behind a toxiproxy latency toxic adding the RTT (tc netem is not available on every kernel)",
 			"each run: --count tasks enqueued first (not timed), then drained by one worker; per_s = tasks / drain time",
-			"pool SxB: a worker.Pool of S no-op handlers whose own node is the remote one, asking for at most B tasks per pull (policy local_batch; default 32), otherwise its default config; client PxB: P goroutines on one connection, each pulling up to B tasks and acking them in one request, so P pulls are in flight",
+			"pool SxB: a worker.Pool of S no-op handlers whose own node is the remote one, asking for at most B tasks per pull (policy local_batch; default 32), otherwise its default config; puller PxB: an mqnode.Puller keeping P pulls of up to B tasks in flight, one consumer acking what each NextBatch returns in one request (up to P ack requests out)",
 		}}
 	var link *netnsLink
 	if o.netns != "off" {
@@ -163,7 +163,7 @@ func runRemote(ctx context.Context, o *remoteOptions) (*RemoteReport, error) {
 		drainers = append(drainers, "pool "+p)
 	}
 	for _, p := range o.pipelines {
-		drainers = append(drainers, "client "+p)
+		drainers = append(drainers, "puller "+p)
 	}
 	var errs []error
 	local := map[string]float64{}
@@ -283,7 +283,7 @@ func remoteRun(ctx context.Context, o *remoteOptions, filler *mqnode.Client, url
 	if kind == "pool" {
 		perPull, err = drainWithPool(ctx, c, queue, n, batch, &done)
 	} else {
-		err = drainWithClient(ctx, c, queue, n, batch, int64(o.count), &done)
+		err = drainWithPuller(ctx, c, queue, n, batch, int64(o.count), &done)
 	}
 	el := time.Since(t0)
 	if err == nil && done.Load() != int64(o.count) {
@@ -327,41 +327,50 @@ func drainWithPool(ctx context.Context, c *mqnode.Client, queue string, slots, b
 	return ratio(float64(handled.Load()), float64(pulls)), err
 }
 
-// drainWithClient runs pulls goroutines, each pulling up to batch tasks and
-// acking them in one request, until total tasks are acked.
-func drainWithClient(ctx context.Context, c *mqnode.Client, queue string, pulls, batch int, total int64, done *atomic.Int64) error {
-	w := &workload{pullBatch: batch, consumers: pulls, lease: 30 * time.Second, stall: time.Minute, log: io.Discard}
-	p := &mqnodePeer{cons: c, prod: c, lease: w.lease, queue: queue}
-	t := newTracker(uint64(total))
-	// Task payloads are all zero here: count deliveries, not indexes.
-	var seq atomic.Uint64
-	err := drainAll(ctx, countingPeer{p, &seq}, w, t, "remote")
-	done.Store(t.unique.Load())
-	return err
-}
-
-// countingPeer numbers deliveries in arrival order, for payloads that
-// carry no task index.
-type countingPeer struct {
-	*mqnodePeer
-	seq *atomic.Uint64
-}
-
-func (c countingPeer) drainer(i int) drainer {
-	return countingDrainer{c.mqnodePeer.drainer(i).(*mqnodeDrainer), c.seq}
-}
-
-type countingDrainer struct {
-	d   *mqnodeDrainer
-	seq *atomic.Uint64
-}
-
-func (c countingDrainer) fetch(ctx context.Context, n int) ([]uint64, func(context.Context) error, error) {
-	idx, ack, err := c.d.fetch(ctx, n)
-	for i := range idx {
-		idx[i] = c.seq.Add(1) - 1
+// drainWithPuller drains total tasks with an mqnode.Puller of pulls pulls
+// of up to batch tasks in flight, acking what each NextBatch returns in
+// one request, with up to pulls ack requests out at once.
+func drainWithPuller(ctx context.Context, c *mqnode.Client, queue string, pulls, batch int, total int64, done *atomic.Int64) error {
+	p, err := c.NewPuller(queue, mqnode.PullerConfig{WorkerID: "bench-remote", Lease: 30 * time.Second, Pulls: pulls, MaxTasks: batch})
+	if err != nil {
+		return err
 	}
-	return idx, ack, err
+	defer p.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	acks := make(chan struct{}, pulls)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for taken := int64(0); taken < total; {
+		ds, err := p.NextBatch(ctx, batch)
+		if err != nil {
+			return err
+		}
+		taken += int64(len(ds))
+		items := make([]*mqnode.AckItem, len(ds))
+		for i, d := range ds {
+			items[i] = &mqnode.AckItem{Receipt: d.GetReceipt()}
+		}
+		select {
+		case acks <- struct{}{}:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		wg.Go(func() {
+			defer func() { <-acks }()
+			res, err := c.Ack(ctx, items...)
+			for _, r := range res {
+				err = errors.Join(err, mqnode.ItemErr(r))
+			}
+			if err != nil {
+				cancel(fmt.Errorf("ack: %w", err))
+				return
+			}
+			done.Add(int64(len(items)))
+		})
+	}
+	wg.Wait()
+	return context.Cause(ctx)
 }
 
 func writeRemoteTable(w io.Writer, r *RemoteReport) error {
