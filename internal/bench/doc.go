@@ -155,7 +155,8 @@
 //     PubAcks outstanding; Fetch, FetchNoWait or Consume (PullMaxMessages)
 //     at 64/256/1,000; 1-8 consumers; msg.Ack or msg.DoubleAck.
 //   - river: InsertMany or InsertManyFast (COPY) of 100 or 1,000; 100 or
-//     1,000 workers with a FetchCooldown of 1, 10 or 100 ms. PostgreSQL
+//     1,000 workers with a FetchCooldown of 1 or 10 ms (River's default,
+//     100 ms, caps a queue near MaxWorkers x 10 jobs/s). PostgreSQL
 //     (apt package postgresql, installed by the bench when missing and
 //     root) runs in a temporary cluster owned by the postgres user;
 //     synchronous_commit off pairs with async, on with fsync. Without it

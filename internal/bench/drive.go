@@ -90,8 +90,10 @@ func baseline(peerName string, o *nodeOptions) Drive {
 		return Drive{Producers: o.producers, Enqueue: enqueuePubAsync, EnqueueBatch: o.batch, InFlight: o.producers * o.batch,
 			Consumers: o.consumers, Pull: pullFetchNoWait, PullBatch: o.batch, Ack: ackAsync}
 	case peerRiver:
+		// River's default FetchCooldown is 100 ms, which caps a queue at
+		// about MaxWorkers x 10 jobs/s; the baseline starts at 10 ms.
 		return Drive{Producers: o.producers, Enqueue: enqueueRiverMany, EnqueueBatch: o.batch,
-			Consumers: 100, Pull: pullRiverWork, FetchCooldownMs: 100, Ack: ackRiver}
+			Consumers: 1000, Pull: pullRiverWork, FetchCooldownMs: 10, Ack: ackRiver}
 	}
 	return Drive{Producers: o.producers, Enqueue: enqueueBatch, EnqueueBatch: o.batch,
 		Consumers: o.consumers, Pull: pullMQNode, PullBatch: o.batch, Ack: ackBatch}
@@ -153,7 +155,7 @@ func drainGrid(peerName string, stage int, best Drive) []Drive {
 	switch {
 	case peerName == peerRiver && stage == 1:
 		for _, w := range []int{100, 1000} {
-			for _, cd := range []int{1, 10, 100} {
+			for _, cd := range []int{1, 10} {
 				add(func(d *Drive) { d.Consumers, d.FetchCooldownMs = w, cd })
 			}
 		}
