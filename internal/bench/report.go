@@ -170,17 +170,17 @@ func writeTable(w io.Writer, r *Report) error {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\tskipped\t\n", p.Pair, res.Peer, res.Durability)
 					continue
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2f\t%.1f\t%.1f\t%.1f\t%s\t\n", p.Pair, res.Peer, res.Durability,
-					thousands(res.EnqueuePerS), thousands(res.DrainPerS), res.EndToEndS, res.PeakRSSMiB, res.PeakAnonMiB,
-					res.CPUS, delivered(res))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t\n", p.Pair, res.Peer, res.Durability,
+					thousands(res.EnqueuePerS), thousands(res.DrainPerS), res.EndToEndS, orDash("%.1f", res.PeakRSSMiB),
+					orDash("%.1f", res.PeakAnonMiB), orDash("%.1f", res.CPUS), delivered(res))
 			}
 			for _, q := range []struct {
 				name string
 				r    *Ratio
 			}{{"mqnode/jetstream", p.Ratio}, {"mqnode/river", p.RatioRiver}} {
 				if q.r != nil {
-					fmt.Fprintf(tw, "%s\tratio\t%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\t\n", p.Pair, q.name,
-						q.r.EnqueuePerS, q.r.DrainPerS, q.r.EndToEndS, q.r.PeakRSS, q.r.PeakAnon, q.r.CPUS)
+					fmt.Fprintf(tw, "%s\tratio\t%s\t%.2fx\t%.2fx\t%.2fx\t%s\t%s\t%s\t\t\n", p.Pair, q.name,
+						q.r.EnqueuePerS, q.r.DrainPerS, q.r.EndToEndS, orDash("%.2fx", q.r.PeakRSS), orDash("%.2fx", q.r.PeakAnon), orDash("%.2fx", q.r.CPUS))
 				}
 			}
 		}
@@ -236,6 +236,14 @@ func writeTable(w io.Writer, r *Report) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// orDash formats v, or "-" when it is 0 (not measured).
+func orDash(format string, v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
 }
 
 // results are the pairing's peers in table order.
