@@ -43,6 +43,7 @@ type nodeOptions struct {
 	peers                []string // peers besides mqnode: jetstream, river
 	tune                 bool
 	tuneCount            int
+	tuneCountFsync       int
 	runner
 }
 
@@ -72,14 +73,15 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.DurationVar(&o.stall, "stall-timeout", 2*time.Minute, "fail a phase that makes no progress for this long")
 	f.StringSliceVar(&o.peers, "peers", []string{peerJetStream, peerRiver}, "peers to compare mqnode with: jetstream, river (River on PostgreSQL; skipped with a message when PostgreSQL cannot be installed)")
 	f.BoolVar(&o.tune, "tune", true, "first run each peer's grid of drives (--tune-count tasks each) and compare the peers at their best; --tune=false runs the drive of --producers, --batch and --consumers")
-	f.IntVar(&o.tuneCount, "tune-count", 50_000, "tasks per run of a tuning grid")
+	f.IntVar(&o.tuneCount, "tune-count", 50_000, "tasks per run of a tuning grid (async pairing)")
+	f.IntVar(&o.tuneCountFsync, "tune-count-fsync", 5_000, "tasks per run of a tuning grid in the fsync pairing (JetStream SyncAlways does about 4,000/s)")
 	return cmd
 }
 
 func (o *nodeOptions) validate() error {
 	var errs []error
-	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 || o.tuneCount < 1 {
-		errs = append(errs, errors.New("--count, --tune-count, --batch, --producers and --consumers must be at least 1"))
+	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 || o.tuneCount < 1 || o.tuneCountFsync < 1 {
+		errs = append(errs, errors.New("--count, --tune-count, --tune-count-fsync, --batch, --producers and --consumers must be at least 1"))
 	}
 	for _, p := range o.peers {
 		if p != peerJetStream && p != peerRiver {
@@ -140,7 +142,7 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 	r := &Report{
 		Schema: ReportSchema,
 		Config: Config{
-			Tune: o.tune, TuneCount: o.tuneCount,
+			Tune: o.tune, TuneCount: o.tuneCount, TuneCountFsync: o.tuneCountFsync,
 			Count: o.count, Size: o.size, Batch: o.batch, Producers: o.producers, Consumers: o.consumers,
 			LeaseS: o.lease.Seconds(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
 			Platform: runtime.GOOS + "/" + runtime.GOARCH,
@@ -158,24 +160,26 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 			r.Notes = append(r.Notes, "river skipped: "+err.Error())
 		}
 	}
-	drives := map[string]Drive{}
-	for _, pn := range peers {
-		drives[pn] = baseline(pn, o)
-		if !o.tune || len(o.pairs) == 0 || skipped[pn] != "" || ctx.Err() != nil {
-			continue
-		}
-		runs, best, err := tunePeer(ctx, o, w, root, pn, o.pairs[0])
-		r.Grid = append(r.Grid, runs...)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tune %s: %w", pn, err))
-			continue
-		}
-		drives[pn] = best
-	}
 	for _, pair := range o.pairs {
 		if ctx.Err() != nil {
 			errs = append(errs, context.Cause(ctx))
 			break
+		}
+		// Each pairing tunes its own drives: what is best at one
+		// durability need not be at the other.
+		drives := map[string]Drive{}
+		for _, pn := range peers {
+			drives[pn] = baseline(pn, o)
+			if !o.tune || skipped[pn] != "" || ctx.Err() != nil {
+				continue
+			}
+			runs, best, err := tunePeer(ctx, o, w, root, pn, pair)
+			r.Grid = append(r.Grid, runs...)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("tune %s %s: %w", pn, pair, err))
+				continue
+			}
+			drives[pn] = best
 		}
 		p := Pair{Pair: pair}
 		for _, pn := range peers {
@@ -241,7 +245,7 @@ func notes() []string {
 		"each peer's server runs in its own child process; clients connect over loopback TCP; peers run one after the other",
 		"async pairing: mqnode durability async (acked once in Badger's WAL in the OS page cache) vs JetStream file store default (acked once written to the OS, no fsync per message)",
 		"fsync pairing: mqnode durability fsync (group commit: concurrent enqueues share one fsync) vs JetStream SyncAlways (an fsync per message)",
-		"each peer runs with its drive (listed; see Drive in the JSON): with --tune the best of its grid: enqueue styles first (fastest enqueue/s), then with that pulling style and batch with one consumer, then consumers and ack style (fastest drain/s); the grid is tuned in the first pairing and the same drives run in the others",
+		"each peer runs with its drive (listed; see Drive in the JSON): with --tune the best of its grid, tuned per pairing: enqueue styles first (fastest enqueue/s), then with that pulling style and batch with one consumer, then consumers and ack style (fastest drain/s of both drain stages)",
 		"enqueue: mqnode batch (a request per batch, waiting for its reply) or async (one task per call into mqnode.Enqueuer, which batches and pipelines); JetStream PublishAsync with a bound on PubAcks outstanding, waiting for every PubAck; River InsertMany / InsertManyFast",
 		"drain: no-op consumers; mqnode acks a pulled batch in one Ack request; JetStream Fetch, FetchNoWait or Consume (Messages, PullMaxMessages) from a durable pull consumer, acking each message with msg.Ack() or msg.DoubleAck() (AckAll would settle other consumers' messages); River's own workers (MaxWorkers) with a FetchCooldown",
 		"river: River on PostgreSQL (synchronous_commit off for async, on for fsync), PostgreSQL in a child; its RSS and CPU are not measured (0)",

@@ -271,7 +271,7 @@ func TestCancelledRun(t *testing.T) {
 		return cmd, err
 	}
 	var logs bytes.Buffer
-	o := &nodeOptions{count: 5_000_000, tuneCount: 1, size: 256, batch: 100, producers: 2, consumers: 1, pairs: []string{durAsync},
+	o := &nodeOptions{count: 5_000_000, tuneCount: 1, tuneCountFsync: 1, size: 256, batch: 100, producers: 2, consumers: 1, pairs: []string{durAsync},
 		dir: dir, backlogDurability: durAsync, lease: 30 * time.Second, stall: time.Minute,
 		runner: runner{launch: launch, stdout: &bytes.Buffer{},
 			// Cancel at the first progress line of the enqueue phase.

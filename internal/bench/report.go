@@ -29,17 +29,19 @@ type Report struct {
 
 // Config is the workload every peer ran.
 type Config struct {
-	Tune      bool    `json:"tune"`
-	TuneCount int     `json:"tune_count"`
-	Count     int     `json:"count"`
-	Size      int     `json:"size_bytes"`
-	Batch     int     `json:"batch"`
-	Producers int     `json:"producers"`
-	Consumers int     `json:"consumers"`
-	LeaseS    float64 `json:"lease_s"`
-	CPUs      int     `json:"cpus"`
-	GoVersion string  `json:"go_version"`
-	Platform  string  `json:"platform"`
+	Tune      bool `json:"tune"`
+	TuneCount int  `json:"tune_count"`
+	// TuneCountFsync is the tasks per grid run in the fsync pairing.
+	TuneCountFsync int     `json:"tune_count_fsync"`
+	Count          int     `json:"count"`
+	Size           int     `json:"size_bytes"`
+	Batch          int     `json:"batch"`
+	Producers      int     `json:"producers"`
+	Consumers      int     `json:"consumers"`
+	LeaseS         float64 `json:"lease_s"`
+	CPUs           int     `json:"cpus"`
+	GoVersion      string  `json:"go_version"`
+	Platform       string  `json:"platform"`
 }
 
 // Pair is one pairing: mqnode and JetStream at comparable durability.
@@ -192,12 +194,12 @@ func writeTable(w io.Writer, r *Report) error {
 			"stacks, without mapped files) and cpu s (server CPU during the workload).\n")
 		b.WriteString("\ndrives (how each peer was driven")
 		if r.Config.Tune {
-			fmt.Fprintf(&b, ": the best of its grid of %d-task runs; the whole grid is in --json", r.Config.TuneCount)
+			fmt.Fprintf(&b, ": the best of its grid of %d-task runs (fsync: %d), per pairing; the whole grid is in --json", r.Config.TuneCount, r.Config.TuneCountFsync)
 		}
 		b.WriteString("):\n")
-		if len(r.Pairs) > 0 {
-			for _, res := range r.Pairs[0].results() {
-				fmt.Fprintf(&b, "- %s: %s\n", res.Peer, res.Drive)
+		for _, p := range r.Pairs {
+			for _, res := range p.results() {
+				fmt.Fprintf(&b, "- %s %s: %s\n", p.Pair, res.Peer, res.Drive)
 			}
 		}
 		for _, res := range r.Pairs[0].results() {

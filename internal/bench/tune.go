@@ -91,7 +91,11 @@ func tunePeer(ctx context.Context, o *nodeOptions, w *workload, root, peerName, 
 
 // gridRun runs one drive of a grid against the server at url.
 func gridRun(ctx context.Context, o *nodeOptions, w *workload, url, peerName, pair, stage, label string) GridRun {
-	g := GridRun{Peer: peerName, Durability: durabilityName(peerName, pair), Stage: stage, Drive: w.drive, Count: o.tuneCount}
+	count := o.tuneCount
+	if pair == durFsync {
+		count = o.tuneCountFsync
+	}
+	g := GridRun{Peer: peerName, Durability: durabilityName(peerName, pair), Stage: stage, Drive: w.drive, Count: count}
 	label = fmt.Sprintf("%s run %s [%s]", label, w.run, w.drive)
 	var res Result
 	err := func() error {
@@ -103,13 +107,13 @@ func gridRun(ctx context.Context, o *nodeOptions, w *workload, url, peerName, pa
 		if err := p.prepare(ctx); err != nil {
 			return err
 		}
-		return runPhases(ctx, p, w, o.tuneCount, label, &res, nil)
+		return runPhases(ctx, p, w, count, label, &res, nil)
 	}()
 	g.EnqueuePerS, g.DrainPerS = res.EnqueuePerS, res.DrainPerS
 	if err != nil {
 		g.Error = err.Error()
 		fmt.Fprintf(w.log, "bench: %s: %v\n", label, err)
 	}
-	g.OK = err == nil && res.Delivered == int64(o.tuneCount)
+	g.OK = err == nil && res.Delivered == int64(count)
 	return g
 }
