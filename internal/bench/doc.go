@@ -149,8 +149,10 @@
 //
 //   - mqnode: batch requests (4 or 8 producers x 100 or 1,000 tasks) or
 //     single-task producers into an mqnode.Enqueuer (256 or 1,000 per
-//     request, 2/4/8 requests out); pull 64/256/1,000 per pull; 1-8
-//     consumers.
+//     request, 2/4/8 requests out); each consumer pulling, or the
+//     consumers sharing an mqnode.Puller (pipelined pulls), at 64/256/1,000
+//     per pull; 1-8 consumers; acks waited for, or sent without waiting
+//     (like JetStream's msg.Ack; the phase then waits for them).
 //   - jetstream: PublishAsync from 1 or 4 producers with 256-16,384
 //     PubAcks outstanding; Fetch, FetchNoWait or Consume (PullMaxMessages)
 //     at 64/256/1,000; 1-8 consumers; msg.Ack or msg.DoubleAck.

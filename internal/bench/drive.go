@@ -25,8 +25,10 @@ type Drive struct {
 	// Consumers is the number of consumer goroutines (river: the queue's
 	// MaxWorkers).
 	Consumers int `json:"consumers"`
-	// Pull is the consuming style: mqnode pull (PullBatch tasks per pull,
-	// acked in one Ack request); jetstream fetch (Fetch of PullBatch,
+	// Pull is the consuming style: mqnode pull (each consumer pulls
+	// PullBatch tasks at a time) or puller (the consumers share one
+	// mqnode.Puller keeping Consumers pulls of PullBatch in flight, and
+	// take what it pulled with NextBatch); jetstream fetch (Fetch of PullBatch,
 	// waiting for a full batch), fetch_nowait (FetchNoWait while there is
 	// backlog, else Fetch) or consume (Consume's Messages iterator with
 	// PullMaxMessages PullBatch); river work (River's own fetch loop, every
@@ -35,7 +37,8 @@ type Drive struct {
 	PullBatch       int    `json:"pull_batch,omitempty"`
 	FetchCooldownMs int    `json:"fetch_cooldown_ms,omitempty"`
 	// Ack is how a consumed task is settled: mqnode batch (one Ack request
-	// per pull); jetstream ack (msg.Ack: fire and forget) or double_ack
+	// per pull, waited for) or batch_async (the same request, not waited
+	// for: the consumer goes on pulling, like JetStream's msg.Ack); jetstream ack (msg.Ack: fire and forget) or double_ack
 	// (msg.DoubleAck: waits for the server's confirmation); river auto (the
 	// handler's return, completed by River in batches).
 	Ack string `json:"ack"`
@@ -50,12 +53,14 @@ const (
 	enqueueRiverFast = "insert_many_fast"
 
 	pullMQNode      = "pull"
+	pullPuller      = "puller"
 	pullFetch       = "fetch"
 	pullFetchNoWait = "fetch_nowait"
 	pullConsume     = "consume"
 	pullRiverWork   = "work"
 
 	ackBatch  = "batch"
+	ackAsyncB = "batch_async"
 	ackAsync  = "ack"
 	ackDouble = "double_ack"
 	ackRiver  = "auto"
@@ -174,12 +179,16 @@ func drainGrid(peerName string, stage int, best Drive) []Drive {
 			}
 		}
 	case stage == 1:
-		for _, b := range []int{64, 256, 1000} {
-			add(func(d *Drive) { d.PullBatch, d.Consumers = b, 1 })
+		for _, pull := range []string{pullMQNode, pullPuller} {
+			for _, b := range []int{64, 256, 1000} {
+				add(func(d *Drive) { d.Pull, d.PullBatch, d.Consumers, d.Ack = pull, b, 1, ackBatch })
+			}
 		}
 	default:
 		for _, c := range []int{1, 2, 4, 8} {
-			add(func(d *Drive) { d.Consumers = c })
+			for _, ack := range []string{ackBatch, ackAsyncB} {
+				add(func(d *Drive) { d.Consumers, d.Ack = c, ack })
+			}
 		}
 	}
 	return ds

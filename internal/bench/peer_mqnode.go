@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,16 @@ type mqnodePeer struct {
 	prod, cons *mqnode.Client
 	lease      time.Duration
 	queue      string
+	w          *workload
+
+	// Drive puller: the consumers' shared Puller, started on first use.
+	pullerOnce sync.Once
+	puller     *mqnode.Puller
+	pullerErr  error
+	// Ack batch_async: requests out, and the first failure.
+	acks    sync.WaitGroup
+	ackErr  atomic.Pointer[error]
+	ackSlot chan struct{}
 }
 
 func dialMQNode(ctx context.Context, url string, w *workload) (*mqnodePeer, error) {
@@ -29,10 +40,15 @@ func dialMQNode(ctx context.Context, url string, w *workload) (*mqnodePeer, erro
 		prod.Close()
 		return nil, err
 	}
-	return &mqnodePeer{prod: prod, cons: cons, lease: w.lease, queue: w.queue()}, nil
+	return &mqnodePeer{prod: prod, cons: cons, lease: w.lease, queue: w.queue(), w: w,
+		ackSlot: make(chan struct{}, 2*max(w.consumers, 1))}, nil
 }
 
 func (p *mqnodePeer) close() {
+	if p.puller != nil {
+		p.puller.Close()
+	}
+	p.acks.Wait()
 	p.prod.Close()
 	p.cons.Close()
 }
@@ -112,8 +128,14 @@ func asyncConfig(d Drive) mqnode.AsyncConfig {
 	return mqnode.AsyncConfig{MaxBatch: d.EnqueueBatch, MaxRequests: d.Requests, MaxInFlight: max(d.InFlight, d.EnqueueBatch)}
 }
 
-// flush has nothing to do: every Ack waited for its reply.
-func (p *mqnodePeer) flush() error { return nil }
+// flush waits for the Ack requests not waited for (ack batch_async).
+func (p *mqnodePeer) flush() error {
+	p.acks.Wait()
+	if e := p.ackErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
 
 func (p *mqnodePeer) stored(ctx context.Context) (int64, error) {
 	_, qs, err := p.prod.Stats(ctx, p.queue)
@@ -131,6 +153,17 @@ func (p *mqnodePeer) drainer(i int) drainer {
 	return &mqnodeDrainer{p: p, worker: "bench-" + strconv.Itoa(i)}
 }
 
+// pullerFor returns the consumers' shared Puller: Consumers pulls of up to
+// n tasks in flight.
+func (p *mqnodePeer) pullerFor(n int) (*mqnode.Puller, error) {
+	p.pullerOnce.Do(func() {
+		p.puller, p.pullerErr = p.cons.NewPuller(p.queue, mqnode.PullerConfig{
+			WorkerID: "bench", Lease: p.lease, Pulls: max(p.w.consumers, 1), MaxTasks: n, MaxWait: pullWait,
+		})
+	})
+	return p.puller, p.pullerErr
+}
+
 type mqnodeDrainer struct {
 	p      *mqnodePeer
 	worker string
@@ -139,12 +172,27 @@ type mqnodeDrainer struct {
 // pullWait is how long one pull long-polls for its first task.
 const pullWait = time.Second
 
-// fetch pulls up to n tasks (the node answers as soon as any is ready) and
-// acks them all in one Ack request.
+// fetch pulls up to n tasks (the node answers as soon as any is ready), or
+// takes up to n from the shared Puller, and acks them all in one Ack
+// request, waiting for its reply unless the drive says batch_async.
 func (d *mqnodeDrainer) fetch(ctx context.Context, n int) ([]uint64, func(context.Context) error, error) {
-	ds, _, err := d.p.cons.Pull(ctx, mqnode.PullRequest{
-		Queue: d.p.queue, MaxTasks: n, MaxWait: pullWait, Lease: d.p.lease, WorkerID: d.worker,
-	})
+	var ds []*mqnode.Delivery
+	var err error
+	if d.p.w.drive.Pull == pullPuller {
+		var pl *mqnode.Puller
+		if pl, err = d.p.pullerFor(n); err == nil {
+			wctx, cancel := context.WithTimeout(ctx, pullWait)
+			ds, err = pl.NextBatch(wctx, n)
+			cancel()
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				err = nil // nothing within the wait: come back
+			}
+		}
+	} else {
+		ds, _, err = d.p.cons.Pull(ctx, mqnode.PullRequest{
+			Queue: d.p.queue, MaxTasks: n, MaxWait: pullWait, Lease: d.p.lease, WorkerID: d.worker,
+		})
+	}
 	if err != nil || len(ds) == 0 {
 		return nil, nil, err
 	}
@@ -169,5 +217,26 @@ func (d *mqnodeDrainer) fetch(ctx context.Context, n int) ([]uint64, func(contex
 		}
 		return errors.Join(errs...)
 	}
-	return idx, ack, nil
+	if d.p.w.drive.Ack != ackAsyncB {
+		return idx, ack, nil
+	}
+	// Not waited for: the request goes out on its own goroutine (at most
+	// two per consumer out at once); flush waits for them.
+	async := func(ctx context.Context) error {
+		select {
+		case d.p.ackSlot <- struct{}{}:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		d.p.acks.Go(func() {
+			defer func() { <-d.p.ackSlot }()
+			actx, cancel := context.WithTimeout(context.Background(), mqnode.DefaultRequestTimeout)
+			defer cancel()
+			if err := ack(actx); err != nil {
+				d.p.ackErr.CompareAndSwap(nil, &err)
+			}
+		})
+		return nil
+	}
+	return idx, async, nil
 }
