@@ -51,10 +51,11 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	o := &nodeOptions{runner: runner{launch: launch}}
 	cmd := reportCommand(&cobra.Command{
 		Use:   "node",
-		Short: "Compare mqnode with an embedded NATS JetStream work queue on the same workload",
-		Long: "Runs an mqnode and a NATS JetStream work-queue stream, each in its own child process, through\n" +
-			"the same enqueue and drain workload over loopback TCP, and reports throughput, end-to-end time,\n" +
-			"RSS and the mqnode/JetStream ratios. See the package documentation of internal/bench.",
+		Short: "Compare mqnode with NATS JetStream and River, each at its best, on the same workload",
+		Long: "Runs an mqnode, a NATS JetStream work-queue stream and River on PostgreSQL, each in its own child\n" +
+			"process, through the same enqueue and drain workload over loopback TCP, each driven the best way\n" +
+			"its grid of client styles found (--tune), and reports throughput, end-to-end time, RSS and the\n" +
+			"ratios against each peer's best. See the package documentation of internal/bench.",
 	}, &o.runner, &o.json, o.validate, func(ctx context.Context) (*Report, error) { return runNode(ctx, o) }, writeTable)
 	f := cmd.Flags()
 	f.IntVar(&o.count, "count", 200_000, "tasks per run")
