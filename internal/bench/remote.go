@@ -48,7 +48,7 @@ func newRemoteCommand(launch Launcher) *cobra.Command {
 	f.IntVar(&o.count, "count", 30_000, "tasks drained per run")
 	f.IntVar(&o.size, "size", 256, "payload bytes per task")
 	f.StringSliceVar(&o.pools, "pools", []string{"64x32", "512x500"}, "worker.Pools to run: SLOTSxLOCAL_BATCH (handlers x policy local_batch: the most tasks one pull asks for; 64x32 is the pool's default batch)")
-	f.StringSliceVar(&o.pipelines, "pipelines", []string{"1x256", "2x256", "4x256", "4x1000"}, "mqnode.Puller drainers to run: PULLSxBATCH (pulls in flight x tasks per pull)")
+	f.StringSliceVar(&o.pipelines, "pipelines", []string{"1x256", "4x256", "4x1000", pipelineAuto}, "mqnode.Puller drainers to run: PULLSxBATCH (pulls in flight x tasks per pull), or auto: 2 pulls sized by the link's measured round trip for the best loopback rate (2 x rate x RTT in flight)")
 	f.StringVar(&o.netns, "netns", "auto", "put the node in a network namespace: auto (when root with ip(8), else loopback), on, off")
 	f.StringVar(&o.dir, "dir", "", "root of the temporary data directories (default: the system temp dir)")
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
@@ -71,7 +71,7 @@ func (o *remoteOptions) validate() error {
 		}
 	}
 	for _, p := range o.pipelines {
-		if _, _, err := parsePipeline(p); err != nil {
+		if _, _, err := parsePipeline(p); err != nil && p != pipelineAuto {
 			errs = append(errs, err)
 		}
 	}
@@ -80,6 +80,10 @@ func (o *remoteOptions) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// pipelineAuto is the Puller drainer whose pulls are sized by the link's
+// round trip (autoBatch) for the best rate seen on loopback.
+const pipelineAuto = "auto"
 
 func parsePipeline(s string) (pulls, batch int, err error) {
 	a, b, ok := strings.Cut(s, "x")
@@ -128,7 +132,9 @@ type RemoteRun struct {
 	VsLocal float64 `json:"vs_local"`
 	// TasksPerPull is the pool's average pull size (pool runs only).
 	TasksPerPull float64 `json:"tasks_per_pull,omitempty"`
-	Error        string  `json:"error,omitempty"`
+	// PullBatch is the batch an auto-sized Puller chose.
+	PullBatch int    `json:"pull_batch,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 func runRemote(ctx context.Context, o *remoteOptions) (*RemoteReport, error) {
@@ -142,7 +148,7 @@ func runRemote(ctx context.Context, o *remoteOptions) (*RemoteReport, error) {
 		Notes: []string{
 			"the node (mqnode, durability async, backlog publisher on, throttles off) runs in a child process; local: on loopback; the others: in a network namespace joined by a veth pair (or on loopback when namespaces are unavailable), behind a toxiproxy latency toxic adding the RTT (tc netem is not available on every kernel)",
 			"each run: --count tasks enqueued first (not timed), then drained by one worker; per_s = tasks / drain time",
-			"pool SxB: a worker.Pool of S no-op handlers whose own node is the remote one, asking for at most B tasks per pull (policy local_batch; default 32), otherwise its default config; puller PxB: an mqnode.Puller keeping P pulls of up to B tasks in flight, one consumer acking what each NextBatch returns in one request (up to P ack requests out)",
+			"pool SxB: a worker.Pool of S no-op handlers whose own node is the remote one, asking for at most B tasks per pull (policy local_batch; default 32), otherwise its default config; puller PxB: an mqnode.Puller keeping P pulls of up to B tasks in flight, one consumer acking what each NextBatch returns in one request (up to P ack requests out); puller auto: 2 pulls whose batch is sized by the link: 2 x best loopback rate x measured RTT in flight (32..1,000 per pull)",
 		}}
 	var link *netnsLink
 	if o.netns != "off" {
@@ -176,7 +182,11 @@ func runRemote(ctx context.Context, o *remoteOptions) (*RemoteReport, error) {
 		if i > 0 {
 			l.Name = "rtt-" + rtt.String()
 		}
-		if err := remoteLink(ctx, o, root, rtt, link, drainers, &l, log); err != nil {
+		best := 0.0
+		for _, v := range local {
+			best = max(best, v)
+		}
+		if err := remoteLink(ctx, o, root, rtt, link, drainers, best, &l, log); err != nil {
 			l.Error = err.Error()
 			errs = append(errs, fmt.Errorf("%s: %w", l.Name, err))
 		}
@@ -198,7 +208,8 @@ func runRemote(ctx context.Context, o *remoteOptions) (*RemoteReport, error) {
 
 // remoteLink starts a node (in the namespace unless rtt is 0) and runs
 // every drainer against it through a link adding rtt.
-func remoteLink(ctx context.Context, o *remoteOptions, root string, rtt time.Duration, link *netnsLink, drainers []string, l *RemoteLink, log io.Writer) (err error) {
+// target is the best loopback rate (0 for the loopback link itself).
+func remoteLink(ctx context.Context, o *remoteOptions, root string, rtt time.Duration, link *netnsLink, drainers []string, target float64, l *RemoteLink, log io.Writer) (err error) {
 	dir, err := os.MkdirTemp(root, "node-")
 	if err != nil {
 		return err
@@ -233,27 +244,52 @@ func remoteLink(ctx context.Context, o *remoteOptions, root string, rtt time.Dur
 	for i, name := range drainers {
 		queue := fmt.Sprintf("%s-%d", queueName, i)
 		run := RemoteRun{Drainer: name}
-		perS, rttSeen, perPull, err := remoteRun(ctx, o, filler, url, queue, name, logger)
-		run.PerS, run.TasksPerPull = perS, perPull
-		if rttSeen > 0 {
-			l.MeasuredRTTMs = float64(rttSeen) / 1e6
+		if target == 0 { // the local link: the best rate of its runs so far
+			for _, r := range l.Runs {
+				target = max(target, r.PerS)
+			}
+		}
+		rr, err := remoteRun(ctx, o, filler, url, queue, name, target, logger)
+		run.PerS, run.TasksPerPull, run.PullBatch = rr.perS, rr.perPull, rr.batch
+		if rr.rtt > 0 {
+			l.MeasuredRTTMs = float64(rr.rtt) / 1e6
 		}
 		if err != nil {
 			run.Error = err.Error()
 		}
-		fmt.Fprintf(log, "bench: remote %s: %s: %.0f tasks/s\n", l.Name, run.Drainer, perS)
+		fmt.Fprintf(log, "bench: remote %s: %s: %.0f tasks/s\n", l.Name, run.Drainer, rr.perS)
 		l.Runs = append(l.Runs, run)
 	}
 	return nil
 }
 
+// autoPulls is how many pulls the auto-sized Puller keeps in flight.
+const autoPulls = 2
+
+// autoBatch sizes the pulls of a Puller by the link's round trip: autoPulls
+// pulls of this many tasks keep rate tasks/s moving over a link of rtt,
+// with room for twice that (between 32 and 1,000, the node's max pull).
+func autoBatch(rate float64, rtt time.Duration) int {
+	n := int(2 * rate * rtt.Seconds() / autoPulls)
+	return min(max(n, 32), 1000)
+}
+
+type remoteResult struct {
+	perS    float64
+	rtt     time.Duration
+	perPull float64 // pool: average pull size
+	batch   int     // puller auto: the batch chosen
+}
+
 // remoteRun fills queue with o.count tasks through filler, then drains it
 // with drainer connected at url, and returns tasks/s and the connection's
 // round trip (and, for a pool, its average pull size).
-func remoteRun(ctx context.Context, o *remoteOptions, filler *mqnode.Client, url, queue, drainer string, log *slog.Logger) (float64, time.Duration, float64, error) {
+// target is the rate an auto-sized Puller sizes its pulls for.
+func remoteRun(ctx context.Context, o *remoteOptions, filler *mqnode.Client, url, queue, drainer string, target float64, log *slog.Logger) (remoteResult, error) {
+	var rr remoteResult
 	e, err := filler.NewEnqueuer(queue, mqnode.AsyncConfig{MaxBatch: 1000, MaxRequests: 4, MaxInFlight: 8000})
 	if err != nil {
-		return 0, 0, 0, err
+		return rr, err
 	}
 	payload := make([]byte, o.size)
 	for range o.count {
@@ -263,53 +299,59 @@ func remoteRun(ctx context.Context, o *remoteOptions, filler *mqnode.Client, url
 			}
 		}); err != nil {
 			e.Close()
-			return 0, 0, 0, err
+			return rr, err
 		}
 	}
 	e.Close()
 	c, err := mqnode.Dial(ctx, url)
 	if err != nil {
-		return 0, 0, 0, err
+		return rr, err
 	}
 	defer c.Close()
-	rtt, _ := c.Conn().RTT()
+	rr.rtt, _ = c.Conn().RTT()
 	var done atomic.Int64
-	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
+	var el time.Duration
 	kind, spec, _ := strings.Cut(drainer, " ")
 	n, batch, _ := parsePipeline(spec)
-	var perPull float64
-	if kind == "pool" {
-		perPull, err = drainWithPool(ctx, c, queue, n, batch, &done)
-	} else {
-		err = drainWithPuller(ctx, c, queue, n, batch, int64(o.count), &done)
+	switch {
+	case kind == "pool":
+		rr.perPull, el, err = drainWithPool(ctx, c, queue, n, batch, &done)
+	case spec == pipelineAuto:
+		rr.batch = autoBatch(target, rr.rtt)
+		el, err = drainWithPuller(ctx, c, queue, autoPulls, rr.batch, int64(o.count), &done)
+	default:
+		el, err = drainWithPuller(ctx, c, queue, n, batch, int64(o.count), &done)
 	}
-	el := time.Since(t0)
 	if err == nil && done.Load() != int64(o.count) {
 		err = fmt.Errorf("drained %d of %d", done.Load(), o.count)
 	}
-	return float64(done.Load()) / el.Seconds(), rtt, perPull, err
+	rr.perS = float64(done.Load()) / el.Seconds()
+	return rr, err
 }
 
 // drainWithPool runs a worker.Pool on c's node until every task is acked
-// (the node holds none) and returns the pool's average pull size.
-func drainWithPool(ctx context.Context, c *mqnode.Client, queue string, slots, batch int, done *atomic.Int64) (float64, error) {
+// (the node holds none) and returns the pool's average pull size and the
+// time from its start until then (its Stop, which waits out its long poll,
+// is not counted).
+func drainWithPool(ctx context.Context, c *mqnode.Client, queue string, slots, batch int, done *atomic.Int64) (float64, time.Duration, error) {
+	t0 := time.Now()
 	idc, node := c.Node()
 	p, err := worker.New(c.Conn(), worker.Config{ID: "bench-remote-" + queue, IDC: idc, Node: node, Slots: slots,
 		Policy: worker.PolicyConfig{LocalBatch: batch}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var handled atomic.Int64
 	if err := p.Handle(queue, func(context.Context, *worker.Task) worker.Result {
 		handled.Add(1)
 		return worker.Done()
 	}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := p.Start(ctx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	err = waitFor(ctx, 10*time.Minute, func() (bool, error) {
 		_, qs, err := c.Stats(ctx, queue)
@@ -318,22 +360,26 @@ func drainWithPool(ctx context.Context, c *mqnode.Client, queue string, slots, b
 		}
 		return qs[0].GetReady()+qs[0].GetLeased()+qs[0].GetDelayed() == 0, nil
 	})
+	el := time.Since(t0)
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done.Store(handled.Load())
 	err = errors.Join(err, p.Stop(sctx))
 	st := p.Stats()
 	pulls := st.Pulls[worker.Local] - st.EmptyPulls[worker.Local]
-	return ratio(float64(handled.Load()), float64(pulls)), err
+	return ratio(float64(handled.Load()), float64(pulls)), el, err
 }
 
 // drainWithPuller drains total tasks with an mqnode.Puller of pulls pulls
 // of up to batch tasks in flight, acking what each NextBatch returns in
-// one request, with up to pulls ack requests out at once.
-func drainWithPuller(ctx context.Context, c *mqnode.Client, queue string, pulls, batch int, total int64, done *atomic.Int64) error {
+// one request, with up to pulls ack requests out at once. It returns the
+// time until the last ack (the Puller's Close, which waits out the long
+// polls in flight, is not counted).
+func drainWithPuller(ctx context.Context, c *mqnode.Client, queue string, pulls, batch int, total int64, done *atomic.Int64) (time.Duration, error) {
+	t0 := time.Now()
 	p, err := c.NewPuller(queue, mqnode.PullerConfig{WorkerID: "bench-remote", Lease: 30 * time.Second, Pulls: pulls, MaxTasks: batch})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer p.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -344,7 +390,7 @@ func drainWithPuller(ctx context.Context, c *mqnode.Client, queue string, pulls,
 	for taken := int64(0); taken < total; {
 		ds, err := p.NextBatch(ctx, batch)
 		if err != nil {
-			return err
+			return time.Since(t0), err
 		}
 		taken += int64(len(ds))
 		items := make([]*mqnode.AckItem, len(ds))
@@ -354,7 +400,7 @@ func drainWithPuller(ctx context.Context, c *mqnode.Client, queue string, pulls,
 		select {
 		case acks <- struct{}{}:
 		case <-ctx.Done():
-			return context.Cause(ctx)
+			return time.Since(t0), context.Cause(ctx)
 		}
 		wg.Go(func() {
 			defer func() { <-acks }()
@@ -370,7 +416,7 @@ func drainWithPuller(ctx context.Context, c *mqnode.Client, queue string, pulls,
 		})
 	}
 	wg.Wait()
-	return context.Cause(ctx)
+	return time.Since(t0), context.Cause(ctx)
 }
 
 func writeRemoteTable(w io.Writer, r *RemoteReport) error {
@@ -392,6 +438,9 @@ func writeRemoteTable(w io.Writer, r *RemoteReport) error {
 			perPull := ""
 			if run.TasksPerPull > 0 {
 				perPull = fmt.Sprintf("%.1f", run.TasksPerPull)
+			}
+			if run.PullBatch > 0 {
+				perPull = fmt.Sprintf("batch %d", run.PullBatch)
 			}
 			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t\n", l.Name, l.AddedRTTMs, l.MeasuredRTTMs, run.Drainer, thousands(run.PerS), vs, perPull)
 		}
