@@ -67,7 +67,8 @@ func newEnqueueCommand() *cobra.Command {
 
 The payload is --payload TEXT, the contents of --file (- for stdin), or
 --count random payloads of --size bytes (the default: one of 64 bytes).
-Tasks are sent in batches of at most --batch tasks and one NATS message.
+Tasks are sent in batches of at most --batch tasks and one NATS message,
+up to 4 requests in flight (mqnode.Enqueuer).
 With --count N and --dedup KEY, task i gets the dedup key KEY-i, so running
 the same command again enqueues nothing new.`,
 		Example: `  mqmesh enqueue --queue orders --payload '{"id": 7}'
