@@ -44,11 +44,12 @@ type service struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	closed bool
+	lim    *limiter
 }
 
 func newService(n *Node) *service {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &service{n: n, sem: make(chan struct{}, maxInflight), ctx: ctx, cancel: cancel}
+	return &service{n: n, sem: make(chan struct{}, maxInflight), ctx: ctx, cancel: cancel, lim: newLimiter(n.cfg)}
 }
 
 func (s *service) start() error {
@@ -61,9 +62,27 @@ func (s *service) start() error {
 	}
 	prefix := Subject(cfg.IDC, cfg.Name, "")
 	route := func(m *nats.Msg) {
-		h := ops[m.Subject[len(prefix):]]
+		op := m.Subject[len(prefix):]
+		h := ops[op]
 		if h == nil {
 			s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: %s", ErrUnknownOp, m.Subject))})
+			return
+		}
+		if op == OpPull && m.Reply != "" {
+			done, err := s.lim.startPoll(clientKeys(m.Reply))
+			if err != nil {
+				s.reply(m, &wirepb.PullReply{Error: toWireError(err)})
+				return
+			}
+			pull := h
+			h = func(ctx context.Context, b []byte) proto.Message {
+				defer done()
+				return pull(ctx, b)
+			}
+			// A pull refused below never ran: give its slot back.
+			if !s.dispatch(m, h) {
+				done()
+			}
 			return
 		}
 		s.dispatch(m, h)
@@ -105,22 +124,27 @@ func (s *service) stop(ctx context.Context) error {
 	}
 }
 
-func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Message) {
+// dispatch runs h on its own goroutine and reports whether it will run.
+func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Message) bool {
 	if m.Reply == "" {
-		return // fire-and-forget publishes have nobody to answer
+		return false // fire-and-forget publishes have nobody to answer
+	}
+	if client, _ := clientKeys(m.Reply); !s.lim.allow(client, time.Now()) {
+		s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: request rate of this client above %g/s (max_request_rate)", ErrUnavailable, s.n.cfg.MaxRequestRate))})
+		return false
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.reply(m, &wirepb.InfoReply{Error: toWireError(ErrClosed)})
-		return
+		return false
 	}
 	select {
 	case s.sem <- struct{}{}:
 	default:
 		s.mu.Unlock()
 		s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: %d requests in flight", ErrUnavailable, maxInflight))})
-		return
+		return false
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -135,6 +159,7 @@ func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Me
 		}()
 		s.reply(m, h(s.ctx, m.Data))
 	}()
+	return true
 }
 
 func (s *service) reply(m *nats.Msg, r proto.Message) {
