@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/mqmesh/mqmesh/internal/subject"
 )
 
 // Queue flood protection: a node holds at most Config.MaxQueues queues, and
@@ -70,6 +72,37 @@ func (s *store) evictIdle(ctx context.Context, now int64) ([]string, error) {
 		names[i] = q.name
 	}
 	return names, nil
+}
+
+// deleteQueue removes an empty, undeclared queue now (OpQueueDelete).
+func (s *store) deleteQueue(ctx context.Context, name string) error {
+	if err := subject.Validate("queue", name); err != nil {
+		return err
+	}
+	if _, declared := s.cfg.Queues[name]; declared {
+		return fmt.Errorf("%w: queue %q is declared in the node's config; remove it there", ErrBadRequest, name)
+	}
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	q := s.queues[name]
+	if q == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownQueue, name)
+	}
+	q.mu.Lock()
+	stored, leased, dead := q.stored, q.leased, q.dead
+	q.mu.Unlock()
+	if stored != 0 || leased != 0 || dead != 0 {
+		return fmt.Errorf("%w: queue %q is not empty (%d tasks stored, %d leased, %d dead): drain it and purge its dead letters first", ErrBadRequest, name, stored, leased, dead)
+	}
+	if err := s.w.do(ctx, &writeOp{prepare: func(w *wtx) error {
+		w.del(metaKey(name))
+		return nil
+	}}); err != nil {
+		return err
+	}
+	delete(s.queues, name)
+	q.stop()
+	return nil
 }
 
 // runEvict sweeps idle queues every minute (or QueueIdleEvict, if shorter).

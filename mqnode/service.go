@@ -23,6 +23,8 @@ const (
 	OpStats   = "stat"
 	OpDLQ     = "dlq"
 	OpInfo    = "info"
+	// OpQueueDelete removes an empty queue (admin).
+	OpQueueDelete = "qdel"
 )
 
 // Subject returns the request subject of op on node name in idc.
@@ -56,6 +58,7 @@ func (s *service) start() error {
 	cfg := s.n.cfg
 	ops := map[string]func(context.Context, []byte) proto.Message{
 		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info,
+		OpQueueDelete: s.queueDelete,
 	}
 	for op, h := range s.n.extraOps {
 		ops[op] = h
@@ -304,4 +307,12 @@ func (n *Node) info() *wirepb.NodeInfo {
 		Name: n.cfg.Name, Idc: n.cfg.IDC, Version: Version, Durability: string(n.cfg.Durability),
 		StartedUnixMs: n.st.started.UnixMilli(), ServerId: n.ns.ID(), MaxPayload: int64(n.cfg.MaxPayload),
 	}
+}
+
+func (s *service) queueDelete(ctx context.Context, b []byte) proto.Message {
+	var req wirepb.QueueDeleteRequest
+	if err := proto.Unmarshal(b, &req); err != nil {
+		return &wirepb.QueueDeleteReply{Error: badRequest(err)}
+	}
+	return &wirepb.QueueDeleteReply{Error: toWireError(s.n.st.deleteQueue(context.WithoutCancel(ctx), req.Queue))}
 }
