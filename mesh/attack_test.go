@@ -136,6 +136,13 @@ func TestAttackSuite(t *testing.T) {
 				t.Errorf("ATTACK SUCCEEDED: %s connection accepted", what)
 			}
 		}
+		// A stolen node credential is refused on the network (nodes connect
+		// only to themselves, in process).
+		nodeOpts, _ := m.set.ClientOptions(secrets.RoleNode)
+		if c, err := mqnode.Dial(ctx, url1, nodeOpts...); err == nil {
+			c.Close()
+			t.Error("ATTACK SUCCEEDED: the node credential logged in over TCP")
+		}
 		// Nor with another mesh's credentials (its CA does not sign the node).
 		other, err := secrets.Load(secretstest.Dir(t))
 		if err != nil {

@@ -33,7 +33,8 @@ const (
 //	          read backlog, usage and its own replies: it can neither answer
 //	          mq.> nor forge backlog, nor read other roles' replies
 //	node      serve mq.<idc>.<name>.> and mqid.>, publish anything (its
-//	          replies, backlog, usage), read backlog, sync and usage
+//	          replies, backlog, usage), read backlog, sync and usage; in
+//	          process only (ServerOptions refuses it on the network)
 //
 // Only nodes may publish bl.> and thr.> and subscribe mq.>/mqid.>: a
 // stolen worker or admin credential cannot answer a pull or forge backlog.
