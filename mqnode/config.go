@@ -34,6 +34,8 @@ const (
 	DefaultLease           = 30 * time.Second
 	DefaultMaxLease        = 12 * time.Hour
 	DefaultMaxPullWait     = 60 * time.Second
+	DefaultMaxDelay        = 366 * 24 * time.Hour
+	DefaultMaxTTL          = 10 * 366 * 24 * time.Hour
 	DefaultMaxPullBatch    = 1000
 	DefaultMaxEnqueueBatch = 10000
 	DefaultReadyBuffer     = 1024
@@ -91,6 +93,11 @@ type Config struct {
 	MaxLease     time.Duration `yaml:"max_lease"`
 	// MaxPullWait caps a pull's long-poll wait. Default 60s.
 	MaxPullWait time.Duration `yaml:"max_pull_wait"`
+	// MaxDelay bounds a task's delay, its not-before time (from now) and a
+	// nack's retry delay; MaxTTL bounds a task's ttl. Larger values are
+	// refused with BAD_REQUEST. Defaults 366 days and 10 × 366 days.
+	MaxDelay time.Duration `yaml:"max_delay"`
+	MaxTTL   time.Duration `yaml:"max_ttl"`
 	// MaxPullBatch caps the tasks one pull returns. Default 1000.
 	MaxPullBatch int `yaml:"max_pull_batch"`
 	// MaxEnqueueBatch caps the tasks one enqueue request carries. Default 10000.
@@ -217,6 +224,8 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.DefaultLease, DefaultLease)
 	setDefault(&c.MaxLease, DefaultMaxLease)
 	setDefault(&c.MaxPullWait, DefaultMaxPullWait)
+	setDefault(&c.MaxDelay, DefaultMaxDelay)
+	setDefault(&c.MaxTTL, DefaultMaxTTL)
 	setDefault(&c.MaxPullBatch, DefaultMaxPullBatch)
 	setDefault(&c.MaxEnqueueBatch, DefaultMaxEnqueueBatch)
 	setDefault(&c.ReadyBuffer, DefaultReadyBuffer)
@@ -273,6 +282,9 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultLease <= 0 || c.MaxLease < c.DefaultLease {
 		errs = append(errs, fmt.Errorf("default_lease %s / max_lease %s: need 0 < default_lease <= max_lease", c.DefaultLease, c.MaxLease))
+	}
+	if c.MaxDelay <= 0 || c.MaxTTL <= 0 {
+		errs = append(errs, fmt.Errorf("max_delay %s / max_ttl %s: must be positive", c.MaxDelay, c.MaxTTL))
 	}
 	if c.MaxPullWait < 0 || c.MaxPullBatch <= 0 || c.MaxEnqueueBatch <= 0 || c.ReadyBuffer <= 0 || c.ReadyBufferBytes <= 0 {
 		errs = append(errs, errors.New("max_pull_wait, max_pull_batch, max_enqueue_batch, ready_buffer, ready_buffer_bytes: must be positive"))

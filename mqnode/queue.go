@@ -365,9 +365,15 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 	// Deferring a refused retry costs a write: at most granted (and
 	// 16) of them per pull, so one pull does not rewrite the window.
 	defers, maxDefers := 0, granted+16
+	// The reply must fit one message: stop before a task that would not
+	// (at least one goes); the rest stay ready, their attempt not counted.
+	budget, used := q.s.replyBudget(), 0
 	n := 0
 	for n < len(q.buf) && len(out) < granted && defers < maxDefers {
 		e := q.buf[n]
+		if len(out) > 0 && used+e.size+deliveryOverhead > budget {
+			break
+		}
 		n++
 		q.bufBytes -= e.size
 		q.undelayLocked(e.readyAt, now)
@@ -384,6 +390,7 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 			}
 		}
 		out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
+		used += e.size + deliveryOverhead
 	}
 	th.Refund(q.name, granted-len(out))
 	if len(out) == 0 && defers > 0 && held == 0 {
