@@ -3,6 +3,7 @@ package mqnode
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -98,5 +99,35 @@ func TestUnsentPullReplyReleasesLeases(t *testing.T) {
 	// The old receipts are stale.
 	if _, err := c.AckOne(ctx, &AckItem{Receipt: rep.Deliveries[0].Receipt}); !errors.Is(err, ErrStaleReceipt) {
 		t.Fatalf("old receipt: %v", err)
+	}
+}
+
+// Stats over many queues pages by bytes; the client follows the pages.
+func TestStatsPagesByBytes(t *testing.T) {
+	// A small NATS max payload makes a few hundred queues span pages.
+	n, c := startNode(t, Config{MaxPayload: 4 << 10, NATSMaxPayload: 16 << 10, MemTableSize: 4 << 20})
+	ctx := ctxT(t)
+	const queues = 300
+	for i := 0; i < queues; i++ {
+		if _, err := c.Enqueue(ctx, fmt.Sprintf("queue-with-a-long-name-%04d", i), &EnqueueItem{Payload: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body, _ := proto.Marshal(&wirepb.StatsRequest{})
+	first := n.svc.stats(ctx, body).(*wirepb.StatsReply)
+	if first.Next == "" || len(first.Queues) >= queues {
+		t.Fatalf("one page held %d queues (next %q)", len(first.Queues), first.Next)
+	}
+	if b, _ := proto.Marshal(first); len(b) > n.cfg.NATSMaxPayload {
+		t.Fatalf("page of %d bytes", len(b))
+	}
+	_, qs, err := c.Stats(ctx, "")
+	if err != nil || len(qs) != queues {
+		t.Fatalf("client got %d queues, %v", len(qs), err)
+	}
+	for i, q := range qs {
+		if q.Queue != fmt.Sprintf("queue-with-a-long-name-%04d", i) || q.Ready != 1 {
+			t.Fatalf("queue %d: %v", i, q)
+		}
 	}
 }

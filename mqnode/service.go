@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -220,10 +221,12 @@ func (s *service) stats(ctx context.Context, b []byte) proto.Message {
 	if req.Queue == "" {
 		names = s.n.st.queueNames()
 		slices.Sort(names)
+		names = names[sort.SearchStrings(names, req.After+"\x00"):] // past after
 	} else if err := subject.Validate("queue", req.Queue); err != nil {
 		rep.Error = toWireError(err)
 		return rep
 	}
+	budget, used := s.n.st.replyBudget()-proto.Size(rep), 0
 	for _, name := range names {
 		q, err := s.n.st.queue(ctx, name, false)
 		if err != nil {
@@ -233,6 +236,10 @@ func (s *service) stats(ctx context.Context, b []byte) proto.Message {
 		st, err := q.stats()
 		if err != nil {
 			rep.Error = toWireError(err)
+			return rep
+		}
+		if used += proto.Size(st) + 8; used > budget && len(rep.Queues) > 0 {
+			rep.Next = rep.Queues[len(rep.Queues)-1].Queue // page by bytes
 			return rep
 		}
 		rep.Queues = append(rep.Queues, st)

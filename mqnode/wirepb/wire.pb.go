@@ -1280,6 +1280,7 @@ func (x *AckReply) GetResults() []*AckResult {
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"` // empty = all queues
+	After         string                 `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"` // all queues: page after this queue name
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1317,6 +1318,13 @@ func (*StatsRequest) Descriptor() ([]byte, []int) {
 func (x *StatsRequest) GetQueue() string {
 	if x != nil {
 		return x.Queue
+	}
+	return ""
+}
+
+func (x *StatsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
 	}
 	return ""
 }
@@ -1892,6 +1900,7 @@ type StatsReply struct {
 	Queues        []*QueueStats          `protobuf:"bytes,3,rep,name=queues,proto3" json:"queues,omitempty"`
 	NodeThrottles []*ThrottleState       `protobuf:"bytes,4,rep,name=node_throttles,json=nodeThrottles,proto3" json:"node_throttles,omitempty"` // the CPU throttle
 	Backends      []*BackendStats        `protobuf:"bytes,5,rep,name=backends,proto3" json:"backends,omitempty"`
+	Next          string                 `protobuf:"bytes,6,opt,name=next,proto3" json:"next,omitempty"` // all queues: more follow; ask again with after = next
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1959,6 +1968,13 @@ func (x *StatsReply) GetBackends() []*BackendStats {
 		return x.Backends
 	}
 	return nil
+}
+
+func (x *StatsReply) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 type DLQRequest struct {
@@ -2290,9 +2306,10 @@ const file_wire_proto_rawDesc = "" +
 	"subtaskIds\"l\n" +
 	"\bAckReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x123\n" +
-	"\aresults\x18\x02 \x03(\v2\x19.mqmesh.wire.v1.AckResultR\aresults\"$\n" +
+	"\aresults\x18\x02 \x03(\v2\x19.mqmesh.wire.v1.AckResultR\aresults\":\n" +
 	"\fStatsRequest\x12\x14\n" +
-	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x9a\x04\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"\x9a\x04\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
@@ -2350,14 +2367,15 @@ const file_wire_proto_rawDesc = "" +
 	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMs\x12\x1b\n" +
 	"\tserver_id\x18\x06 \x01(\tR\bserverId\x12\x1f\n" +
 	"\vmax_payload\x18\a \x01(\x03R\n" +
-	"maxPayload\"\x9b\x02\n" +
+	"maxPayload\"\xaf\x02\n" +
 	"\n" +
 	"StatsReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x12,\n" +
 	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node\x122\n" +
 	"\x06queues\x18\x03 \x03(\v2\x1a.mqmesh.wire.v1.QueueStatsR\x06queues\x12D\n" +
 	"\x0enode_throttles\x18\x04 \x03(\v2\x1d.mqmesh.wire.v1.ThrottleStateR\rnodeThrottles\x128\n" +
-	"\bbackends\x18\x05 \x03(\v2\x1c.mqmesh.wire.v1.BackendStatsR\bbackends\"\x90\x01\n" +
+	"\bbackends\x18\x05 \x03(\v2\x1c.mqmesh.wire.v1.BackendStatsR\bbackends\x12\x12\n" +
+	"\x04next\x18\x06 \x01(\tR\x04next\"\x90\x01\n" +
 	"\n" +
 	"DLQRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12%\n" +
