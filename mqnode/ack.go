@@ -102,6 +102,9 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 			if err := s.validateItems(it.Subtasks, "subtasks"); err != nil {
 				return settle{}, err
 			}
+			if err := s.disk.admit(); err != nil {
+				return settle{}, fmt.Errorf("subtasks: %w", err)
+			}
 		}
 	case wirepb.AckKind_NACK, wirepb.AckKind_DEAD:
 		if err := checkMs("delay_ms", it.DelayMs, s.cfg.MaxDelay); err != nil {

@@ -124,6 +124,12 @@ type Config struct {
 	ValueLogFileSize int64 `yaml:"value_log_file_size"`
 	BlockCacheSize   int64 `yaml:"block_cache_size"`
 	IndexCacheSize   int64 `yaml:"index_cache_size"`
+	// DiskReserve is the free space (bytes) kept on the data dir's
+	// filesystem for what Badger maps next and for settling work: below it,
+	// enqueues answer DISK_FULL while pulls, acks and DLQ purges go on (see
+	// diskspace.go). Default 2 × (2 × memtable_size + 2 × value_log_file_size)
+	// (320 MiB at the default sizes); at least half that.
+	DiskReserve int64 `yaml:"disk_reserve"`
 
 	// Throttle is the node's overload protection: retry admission by
 	// success rate, dispatch by host CPU, mesh-wide backend budgets. On by
@@ -236,6 +242,7 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.IndexCacheSize, DefaultIndexCacheSize)
 	setDefault(&c.ValueThreshold, DefaultValueThreshold)
 	setDefault(&c.ValueLogFileSize, DefaultValueLogFile)
+	setDefault(&c.DiskReserve, 2*c.minDiskReserve())
 	c.Throttle = c.Throttle.WithDefaults()
 	if c.CPUSampler == nil {
 		c.CPUSampler = throttle.HostCPU()
@@ -292,6 +299,9 @@ func (c Config) Validate() error {
 	if c.GCInterval < 0 || c.MemTableSize < 1<<20 || c.BlockCacheSize < 0 || c.IndexCacheSize < 0 {
 		errs = append(errs, errors.New("gc_interval, memtable_size (>= 1 MiB), block_cache_size, index_cache_size: out of range"))
 	}
+	if c.DiskReserve < c.minDiskReserve() {
+		errs = append(errs, fmt.Errorf("disk_reserve %d: must be at least 2 × memtable_size + 2 × value_log_file_size = %d (the next files Badger maps)", c.DiskReserve, c.minDiskReserve()))
+	}
 	if err := c.Throttle.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -321,3 +331,7 @@ func (q QueueConfig) validate(field string) error {
 func (c *Config) queueConfig(name string) QueueConfig {
 	return c.QueueDefaults.merge(c.Queues[name])
 }
+
+// minDiskReserve is the space the next memtable and value-log files Badger
+// creates take (each is made at twice its nominal size).
+func (c Config) minDiskReserve() int64 { return 2*c.MemTableSize + 2*c.ValueLogFileSize }

@@ -24,14 +24,18 @@ const crashChildEnv = "MQNODE_CRASH_CHILD"
 
 // crashChild runs in the child: start a node, print its URL, wait to die.
 func crashChild() int {
-	n, err := New(Config{
+	cfg := Config{
 		Name:       "crash",
 		DataDir:    os.Getenv("MQNODE_CRASH_DIR"),
 		Listen:     "127.0.0.1:0",
 		Durability: Durability(os.Getenv("MQNODE_CRASH_DURABILITY")),
 		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Throttle:   testlog.NoCPUThrottle,
-	})
+	}
+	if os.Getenv(childSmallEnv) != "" {
+		smallStore(&cfg)
+	}
+	n, err := New(cfg)
 	if err == nil {
 		err = n.Start(context.Background())
 	}

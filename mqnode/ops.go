@@ -126,6 +126,9 @@ func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.E
 	if err := s.validateItems(items, "items"); err != nil {
 		return nil, err
 	}
+	if err := s.disk.admit(); err != nil {
+		return nil, err
+	}
 	q, err := s.queue(ctx, queueName, true)
 	if err != nil {
 		return nil, err

@@ -48,6 +48,7 @@ type store struct {
 
 	leases *leaseTable
 	th     *throttle.Throttle
+	disk   *diskWatch
 
 	incarnation uint64
 	started     time.Time
@@ -71,9 +72,12 @@ func openStore(cfg Config) (*store, error) {
 		WithCompression(options.None).
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(false)
-	db, err := badger.Open(opts)
+	if err := checkDiskBeforeOpen(cfg); err != nil {
+		return nil, err
+	}
+	db, err := openBadger(opts)
 	if err != nil {
-		return nil, fmt.Errorf("%w: open badger in %s: %w", ErrStorage, cfg.DataDir, err)
+		return nil, err
 	}
 	seq, err := db.GetSequence(seqKey, 10000)
 	if err != nil {
@@ -94,7 +98,10 @@ func openStore(cfg Config) (*store, error) {
 		incarnation: binary.BigEndian.Uint64(inc[:]),
 		started:     cfg.now(),
 		stopBg:      make(chan struct{}),
+		disk:        newDiskWatch(cfg.DataDir, cfg.DiskReserve),
 	}
+	var diskErr string
+	s.diskTick(&diskErr)
 	s.leases = newLeaseTable(s)
 	s.th = throttle.New(cfg.Throttle, cfg.IDC+"."+cfg.Name, s.nowMs)
 	if err := s.loadQueues(); err != nil {
@@ -105,6 +112,7 @@ func openStore(cfg Config) (*store, error) {
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
+	s.goBg(s.runDiskWatch)
 	if !cfg.Throttle.Disabled && !cfg.Throttle.CPU.Disabled {
 		s.goBg(s.sampleCPU)
 	}
