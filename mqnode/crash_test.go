@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,7 +46,16 @@ func crashChild() int {
 		return 1
 	}
 	fmt.Println(n.ClientURL())
-	select {} // until SIGKILL
+	// Until SIGKILL, or SIGTERM for a clean stop (Badger flushes its
+	// memtable into a table).
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	<-sig
+	if err := n.Stop(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "crash child: stop:", err)
+		return 1
+	}
+	return 0
 }
 
 type childNode struct {

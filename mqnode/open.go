@@ -16,6 +16,9 @@ func openBadger(opts badger.Options) (db *badger.DB, err error) {
 				"salvage what can be read into a fresh store with `mqmesh node repair --data %s`", ErrCorrupted, opts.Dir, r, opts.Dir)
 		}
 	}()
+	if err := precheckStore(opts); err != nil {
+		return nil, err
+	}
 	db, err = badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: open badger in %s: %w; if the store is damaged, `mqmesh node repair --data %s` salvages what can be read",

@@ -231,16 +231,23 @@ func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 				return nil
 			}
 			raw, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
 			q.cursor = key
+			if err != nil {
+				// The key is there, its value is not (a cut value log):
+				// dead-letter the key with the reason, do not stall the queue.
+				q.undelayLocked(readyAt, now)
+				q.c.corrupt.Add(1)
+				q.s.log.Error("task record unreadable, moved to dead letter queue", "queue", q.name, "key", key, "err", err)
+				moves = append(moves, q.s.deadOp(q, key, nil, nil, "unreadable task record (value lost): "+err.Error()))
+				continue
+			}
 			t, derr := decodeTask(raw)
 			if derr != nil || (t.ExpiresUnixMs != 0 && t.ExpiresUnixMs <= now) {
 				q.undelayLocked(readyAt, now)
 			}
 			switch {
 			case derr != nil:
+				q.c.corrupt.Add(1)
 				q.s.log.Error("corrupt task record moved to dead letter queue", "queue", q.name, "key", key, "err", derr)
 				moves = append(moves, q.s.deadOp(q, key, nil, raw, derr.Error()))
 				continue

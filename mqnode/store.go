@@ -49,6 +49,7 @@ type store struct {
 	leases *leaseTable
 	th     *throttle.Throttle
 	disk   *diskWatch
+	ledger *ledger // written by the writer goroutine only
 
 	incarnation uint64
 	started     time.Time
@@ -109,6 +110,11 @@ func openStore(cfg Config) (*store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.checkLedger(); err != nil {
+		seq.Release()
+		db.Close()
+		return nil, err
+	}
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
@@ -135,6 +141,7 @@ func (s *store) close() error {
 		close(s.stopBg)
 		s.bg.Wait()
 		s.w.close()
+		s.ledger.close()
 		s.qmu.Lock()
 		for _, q := range s.queues {
 			q.stop()

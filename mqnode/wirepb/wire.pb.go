@@ -1346,6 +1346,8 @@ type QueueStats struct {
 	DeadTotal            uint64                 `protobuf:"varint,13,opt,name=dead_total,json=deadTotal,proto3" json:"dead_total,omitempty"`
 	Throttles            []*ThrottleState       `protobuf:"bytes,14,rep,name=throttles,proto3" json:"throttles,omitempty"`                                                      // retry gate and backend budgets of this queue
 	RetriesDeferredTotal uint64                 `protobuf:"varint,15,opt,name=retries_deferred_total,json=retriesDeferredTotal,proto3" json:"retries_deferred_total,omitempty"` // retries put back by the retry gate
+	LostTotal            uint64                 `protobuf:"varint,16,opt,name=lost_total,json=lostTotal,proto3" json:"lost_total,omitempty"`                                    // records found missing at start (store damage; see the ledger)
+	CorruptTotal         uint64                 `protobuf:"varint,17,opt,name=corrupt_total,json=corruptTotal,proto3" json:"corrupt_total,omitempty"`                           // unreadable records moved to the dead letter queue
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -1481,6 +1483,20 @@ func (x *QueueStats) GetThrottles() []*ThrottleState {
 func (x *QueueStats) GetRetriesDeferredTotal() uint64 {
 	if x != nil {
 		return x.RetriesDeferredTotal
+	}
+	return 0
+}
+
+func (x *QueueStats) GetLostTotal() uint64 {
+	if x != nil {
+		return x.LostTotal
+	}
+	return 0
+}
+
+func (x *QueueStats) GetCorruptTotal() uint64 {
+	if x != nil {
+		return x.CorruptTotal
 	}
 	return 0
 }
@@ -2309,7 +2325,7 @@ const file_wire_proto_rawDesc = "" +
 	"\aresults\x18\x02 \x03(\v2\x19.mqmesh.wire.v1.AckResultR\aresults\":\n" +
 	"\fStatsRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
-	"\x05after\x18\x02 \x01(\tR\x05after\"\x9a\x04\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"\xde\x04\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
@@ -2329,7 +2345,10 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"dead_total\x18\r \x01(\x04R\tdeadTotal\x12;\n" +
 	"\tthrottles\x18\x0e \x03(\v2\x1d.mqmesh.wire.v1.ThrottleStateR\tthrottles\x124\n" +
-	"\x16retries_deferred_total\x18\x0f \x01(\x04R\x14retriesDeferredTotal\"\xce\x01\n" +
+	"\x16retries_deferred_total\x18\x0f \x01(\x04R\x14retriesDeferredTotal\x12\x1d\n" +
+	"\n" +
+	"lost_total\x18\x10 \x01(\x04R\tlostTotal\x12#\n" +
+	"\rcorrupt_total\x18\x11 \x01(\x04R\fcorruptTotal\"\xce\x01\n" +
 	"\rThrottleState\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\abackend\x18\x02 \x01(\tR\abackend\x12\x16\n" +
