@@ -225,6 +225,8 @@ type faultResult struct {
 	what                           string
 	want, got, dead, lost, corrupt int
 	redelivered                    int
+	repaired, repairedOutcome      string
+	delivered                      map[string]bool
 	outcome, detail                string
 }
 
@@ -280,7 +282,6 @@ func runFault(t *testing.T, c faultCase, seed uint64) faultResult {
 	} else {
 		child.stop(t)
 	}
-	r.want = len(want)
 	if c.file != "none" {
 		target, err := faultTarget(dir, c.file)
 		if err != nil {
@@ -293,13 +294,49 @@ func runFault(t *testing.T, c faultCase, seed uint64) faultResult {
 		}
 		r.what = filepath.Base(target) + ": " + what
 	}
-	child, msg = tryChild(t, dir, DurabilityFsync)
+	r.classify(ctx, t, dir, want)
+	if r.outcome == outRefused || r.outcome == outLossReported {
+		// What `mqmesh node repair` makes of it.
+		out := dir + ".repaired"
+		rep, err := Repair(dir, out, testLogger(t))
+		if err != nil {
+			r.repaired = "repair failed: " + err.Error()
+			return r
+		}
+		t.Cleanup(func() { os.RemoveAll(out) })
+		// The first restart drained what it could deliver (and acked it):
+		// the repaired store owes the rest.
+		rest := map[string]bool{}
+		for id := range want {
+			if !r.delivered[id] {
+				rest[id] = true
+			}
+		}
+		after := faultResult{c: c}
+		after.classify(ctx, t, out, rest)
+		after.got += r.got
+		after.want = len(want)
+		r.repaired = fmt.Sprintf("%s (%d/%d delivered, %d dead; repair wrote %d tasks, %d dead letters)",
+			after.outcome, after.got, after.want, after.dead, rep.Tasks, rep.Dead)
+		if after.detail != "" {
+			r.repaired += ": " + after.detail
+		}
+		r.repairedOutcome = after.outcome
+	}
+	return r
+}
+
+// classify restarts a node on dir, drains queue f and says what became of
+// the tasks in want.
+func (r *faultResult) classify(ctx context.Context, t *testing.T, dir string, want map[string]bool) {
+	r.want = len(want)
+	child, msg := tryChild(t, dir, DurabilityFsync)
 	if child == nil {
 		r.outcome, r.detail = outRefused, firstLine(msg)
 		if panicked(msg) {
 			r.outcome, r.detail = outPanic, msg
 		}
-		return r
+		return
 	}
 	defer child.kill()
 	got, dead, lost, corrupt, err := drainAll(ctx, child, "f")
@@ -308,9 +345,9 @@ func runFault(t *testing.T, c faultCase, seed uint64) faultResult {
 		if panicked(child.stderr.String()) {
 			r.outcome, r.detail = outPanic, child.stderr.String()
 		}
-		return r
+		return
 	}
-	r.dead, r.lost, r.corrupt = dead, lost, corrupt
+	r.dead, r.lost, r.corrupt, r.delivered = dead, lost, corrupt, got
 	missing := 0
 	for id := range want {
 		if got[id] {
@@ -336,7 +373,6 @@ func runFault(t *testing.T, c faultCase, seed uint64) faultResult {
 	if panicked(child.stderr.String()) {
 		r.outcome, r.detail = outPanic, child.stderr.String()
 	}
-	return r
 }
 
 func firstLine(s string) string {
@@ -420,6 +456,9 @@ func TestFaultInjection(t *testing.T) {
 			r := runFault(t, c, uint64(seed))
 			t.Logf("%-30s seed %d: %-32s %d/%d delivered, %d acked before delivered again, %d dead, %d lost reported, %d corrupt; %s %s",
 				c, seed, r.outcome, r.got, r.want, r.redelivered, r.dead, r.lost, r.corrupt, r.what, truncate(r.detail, 300))
+			if r.repaired != "" {
+				t.Logf("%-30s seed %d: after node repair: %s", c, seed, r.repaired)
+			}
 			results = append(results, r)
 		}
 	}
@@ -434,6 +473,9 @@ func TestFaultInjection(t *testing.T) {
 		if r.outcome == outSilentLoss || r.outcome == outPanic || r.outcome == "error" {
 			t.Errorf("%s seed %d: %s (%s): %s", r.c, r.seed, r.outcome, r.what, truncate(r.detail, 2000))
 		}
+		if r.repairedOutcome == outSilentLoss || r.repairedOutcome == outPanic || strings.HasPrefix(r.repaired, "repair failed") {
+			t.Errorf("%s seed %d: after repair: %s", r.c, r.seed, r.repaired)
+		}
 		if r.c.file == "none" && r.outcome != outAllDelivered {
 			t.Errorf("no damage, yet %s", r.outcome)
 		}
@@ -444,23 +486,33 @@ func TestFaultInjection(t *testing.T) {
 func faultTable(rs []faultResult) string {
 	outs := []string{outAllDelivered, outDeadLettered, outLossReported, outRefused, outSilentLoss, outPanic, "n/a"}
 	var b strings.Builder
-	b.WriteString("| damage | " + strings.Join(outs, " | ") + " |\n|---|" + strings.Repeat("---|", len(outs)) + "\n")
+	b.WriteString("| damage | " + strings.Join(outs, " | ") + " | then `node repair` |\n|---|" + strings.Repeat("---|", len(outs)+1) + "\n")
 	var order []string
 	counts := map[string]map[string]int{}
+	repaired := map[string]map[string]int{}
 	for _, r := range rs {
 		k := r.c.String()
 		if counts[k] == nil {
-			counts[k] = map[string]int{}
+			counts[k], repaired[k] = map[string]int{}, map[string]int{}
 			order = append(order, k)
 		}
 		counts[k][r.outcome]++
+		if r.repairedOutcome != "" {
+			repaired[k][r.repairedOutcome]++
+		}
 	}
 	for _, k := range order {
 		b.WriteString("| " + k)
 		for _, o := range outs {
 			b.WriteString(fmt.Sprintf(" | %d", counts[k][o]))
 		}
-		b.WriteString(" |\n")
+		var after []string
+		for _, o := range outs {
+			if n := repaired[k][o]; n > 0 {
+				after = append(after, fmt.Sprintf("%d %s", n, o))
+			}
+		}
+		b.WriteString(" | " + strings.Join(after, ", ") + " |\n")
 	}
 	return b.String()
 }

@@ -57,7 +57,7 @@ func precheckStore(opts badger.Options) error {
 		}
 	}
 	for _, p := range tables {
-		if err := checkTable(p); err != nil {
+		if err := checkTable(p, opts); err != nil {
 			return damaged(dir, "table %s: %v", filepath.Base(p), err)
 		}
 	}
@@ -74,7 +74,7 @@ func replayManifest(fp *os.File, opts badger.Options) (m badger.Manifest, trunc 
 }
 
 // checkTable opens one table read-only and verifies its checksums.
-func checkTable(path string) (err error) {
+func checkTable(path string, opts badger.Options) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("unreadable (panic while opening it: %v)", r)
@@ -84,7 +84,7 @@ func checkTable(path string) (err error) {
 	if err != nil {
 		return err
 	}
-	t, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnTableRead, Compression: options.None})
+	t, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnTableRead, Compression: opts.Compression, BlockSize: opts.BlockSize})
 	if err != nil {
 		return err
 	}
