@@ -113,6 +113,7 @@ member is detected as failed).`,
 	bindConfigFlags(fs, &o.flags)
 	fs.BoolVar(&o.Mesh, "mesh", false, "join a mesh (implied by a mesh section or any mesh flag; --mesh=false runs standalone)")
 	bindMeshFlags(fs, &o.meshFlags)
+	cmd.AddCommand(newNodeRepairCommand())
 	return cmd
 }
 
