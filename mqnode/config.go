@@ -40,6 +40,7 @@ const (
 	DefaultMaxEnqueueBatch = 10000
 	DefaultReadyBuffer     = 1024
 	DefaultReadyBufferSize = 8 << 20
+	DefaultReadyBudget     = 128 << 20
 	DefaultGCInterval      = time.Minute
 	DefaultMemTableSize    = 16 << 20
 	DefaultBlockCacheSize  = 32 << 20
@@ -107,6 +108,10 @@ type Config struct {
 	// by cursor. Defaults 1024 tasks and 8 MiB.
 	ReadyBuffer      int `yaml:"ready_buffer"`
 	ReadyBufferBytes int `yaml:"ready_buffer_bytes"`
+	// ReadyBudget bounds the ready windows of all queues together, in
+	// bytes: a queue refills only into what is left of it (always at least
+	// 64 KiB and one task). Default 128 MiB.
+	ReadyBudget int64 `yaml:"ready_budget"`
 	// GCInterval is how often Badger's value-log GC runs. Default 1m.
 	GCInterval time.Duration `yaml:"gc_interval"`
 	// Badger memory: memtable size (at most 2 in memory), block cache,
@@ -236,6 +241,7 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.MaxEnqueueBatch, DefaultMaxEnqueueBatch)
 	setDefault(&c.ReadyBuffer, DefaultReadyBuffer)
 	setDefault(&c.ReadyBufferBytes, DefaultReadyBufferSize)
+	setDefault(&c.ReadyBudget, DefaultReadyBudget)
 	setDefault(&c.GCInterval, DefaultGCInterval)
 	setDefault(&c.MemTableSize, DefaultMemTableSize)
 	setDefault(&c.BlockCacheSize, DefaultBlockCacheSize)
@@ -293,8 +299,8 @@ func (c Config) Validate() error {
 	if c.MaxDelay <= 0 || c.MaxTTL <= 0 {
 		errs = append(errs, fmt.Errorf("max_delay %s / max_ttl %s: must be positive", c.MaxDelay, c.MaxTTL))
 	}
-	if c.MaxPullWait < 0 || c.MaxPullBatch <= 0 || c.MaxEnqueueBatch <= 0 || c.ReadyBuffer <= 0 || c.ReadyBufferBytes <= 0 {
-		errs = append(errs, errors.New("max_pull_wait, max_pull_batch, max_enqueue_batch, ready_buffer, ready_buffer_bytes: must be positive"))
+	if c.MaxPullWait < 0 || c.MaxPullBatch <= 0 || c.MaxEnqueueBatch <= 0 || c.ReadyBuffer <= 0 || c.ReadyBufferBytes <= 0 || c.ReadyBudget <= 0 {
+		errs = append(errs, errors.New("max_pull_wait, max_pull_batch, max_enqueue_batch, ready_buffer, ready_buffer_bytes, ready_budget: must be positive"))
 	}
 	if c.GCInterval < 0 || c.MemTableSize < 1<<20 || c.BlockCacheSize < 0 || c.IndexCacheSize < 0 {
 		errs = append(errs, errors.New("gc_interval, memtable_size (>= 1 MiB), block_cache_size, index_cache_size: out of range"))

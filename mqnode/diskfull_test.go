@@ -18,7 +18,7 @@ import (
 const childSmallEnv = "MQNODE_CHILD_SMALL"
 
 // smallStore sizes a store for a small filesystem: 16 KiB tasks, 2 MiB
-// memtables and value-log files, a 12 MiB reserve.
+// memtables and value-log files, a 16 MiB reserve.
 func smallStore(cfg *Config) {
 	cfg.MaxPayload = 16 << 10
 	cfg.NATSMaxPayload = 128 << 10
@@ -26,7 +26,7 @@ func smallStore(cfg *Config) {
 	cfg.ValueLogFileSize = 2 << 20
 	cfg.BlockCacheSize = 4 << 20
 	cfg.IndexCacheSize = 2 << 20
-	cfg.DiskReserve = 12 << 20
+	cfg.DiskReserve = 16 << 20
 }
 
 // mountTmpfs mounts a tmpfs of size at a new dir, or skips loudly.

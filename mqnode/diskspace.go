@@ -41,7 +41,7 @@ import (
 // when the last look is older than diskAdmitEvery.
 const (
 	diskCheckEvery = 250 * time.Millisecond
-	diskAdmitEvery = 50 * time.Millisecond
+	diskAdmitEvery = 2 * time.Millisecond
 )
 
 type diskWatch struct {
@@ -176,8 +176,8 @@ func (s *store) diskTick(lastErr *string) {
 }
 
 // openFloor is the free space Badger needs to open: a new memtable file it
-// maps and writes at once, and room for a flush.
-func openFloor(cfg Config) int64 { return 3 * cfg.MemTableSize }
+// maps (2 × memtable_size) and writes at once, and some room besides.
+func openFloor(cfg Config) int64 { return 2*cfg.MemTableSize + cfg.MemTableSize/2 }
 
 // checkDiskBeforeOpen refuses to open Badger where it would fault, and says
 // when the node starts read-mostly.
@@ -190,7 +190,7 @@ func checkDiskBeforeOpen(cfg Config) error {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	if floor := openFloor(cfg); free < floor {
-		return fmt.Errorf("%w: %d bytes free in %s; the store needs %d to open (3 × memtable_size): free space or move the data dir, nothing was changed",
+		return fmt.Errorf("%w: %d bytes free in %s; the store needs %d to open (2.5 × memtable_size): free space or move the data dir, nothing was changed",
 			ErrDiskFull, free, cfg.DataDir, floor)
 	}
 	if free < cfg.DiskReserve {

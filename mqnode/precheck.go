@@ -57,7 +57,13 @@ func precheckStore(opts badger.Options) error {
 		}
 	}
 	for _, p := range tables {
-		if err := checkTable(p, opts); err != nil {
+		comp := opts.Compression
+		if id, ok := table.ParseFileID(filepath.Base(p)); ok {
+			if tm, listed := m.Tables[id]; listed {
+				comp = tm.Compression // as the table was written
+			}
+		}
+		if err := checkTable(p, comp, opts.BlockSize); err != nil {
 			return damaged(dir, "table %s: %v", filepath.Base(p), err)
 		}
 	}
@@ -74,7 +80,7 @@ func replayManifest(fp *os.File, opts badger.Options) (m badger.Manifest, trunc 
 }
 
 // checkTable opens one table read-only and verifies its checksums.
-func checkTable(path string, opts badger.Options) (err error) {
+func checkTable(path string, comp options.CompressionType, blockSize int) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("unreadable (panic while opening it: %v)", r)
@@ -84,7 +90,7 @@ func checkTable(path string, opts badger.Options) (err error) {
 	if err != nil {
 		return err
 	}
-	t, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnTableRead, Compression: opts.Compression, BlockSize: opts.BlockSize})
+	t, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnTableRead, Compression: comp, BlockSize: blockSize})
 	if err != nil {
 		return err
 	}

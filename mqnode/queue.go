@@ -68,6 +68,8 @@ func (q *queue) stop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.stopped = true
+	q.addBuf(-q.bufBytes)
+	q.buf = nil
 	if q.timer != nil {
 		q.timer.Stop()
 	}
@@ -194,7 +196,7 @@ func (q *queue) readyLocked(now int64) int64 {
 // q.mu in its after-commit hooks, so submitting under it could deadlock.
 func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 	q.heldBack = false
-	maxN, maxBytes := q.s.cfg.ReadyBuffer, q.s.cfg.ReadyBufferBytes
+	maxN, maxBytes := q.s.cfg.ReadyBuffer, q.s.readyShare(q.bufBytes)
 	if !q.dirty || len(q.buf) >= maxN || q.bufBytes >= maxBytes {
 		return nil, nil
 	}
@@ -257,7 +259,7 @@ func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 			}
 			e := &entry{key: key, readyAt: readyAt, task: t, size: len(raw)}
 			q.buf = append(q.buf, e)
-			q.bufBytes += e.size
+			q.addBuf(e.size)
 			if len(q.buf) >= maxN || q.bufBytes >= maxBytes {
 				q.dirty = true // more may follow
 				return nil
@@ -382,7 +384,7 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 			break
 		}
 		n++
-		q.bufBytes -= e.size
+		q.addBuf(-e.size)
 		q.undelayLocked(e.readyAt, now)
 		switch {
 		case e.task.ExpiresUnixMs != 0 && e.task.ExpiresUnixMs <= now:
@@ -434,7 +436,7 @@ func (q *queue) deferOp(e *entry, d time.Duration) *writeOp {
 		// Not moved: it is still ready under its old key.
 		q.mu.Lock()
 		q.buf = append([]*entry{e}, q.buf...)
-		q.bufBytes += e.size
+		q.addBuf(e.size)
 		if !q.stopped {
 			q.wakeLocked()
 		}

@@ -94,8 +94,47 @@ func Repair(data, out string, log *slog.Logger) (*RepairReport, error) {
 		rep.Files = append(rep.Files, scanLogFile(p, put))
 	}
 	tables, _ := filepath.Glob(filepath.Join(data, "*.sst"))
+	var manifest badger.Manifest // how each table was written, if readable
+	if fp, err := os.Open(filepath.Join(data, badger.ManifestFilename)); err == nil {
+		manifest, _, _ = replayManifest(fp, badger.DefaultOptions(data))
+		fp.Close()
+	}
 	for _, p := range tables {
-		rep.Files = append(rep.Files, scanTable(p, put))
+		// A table is read with the compression it was written with: the
+		// manifest's if it says, else each kind in turn.
+		var src RepairSource
+		var ents []tableEntry
+		comps := []options.CompressionType{options.None, options.Snappy, options.ZSTD}
+		if id, ok := table.ParseFileID(filepath.Base(p)); ok {
+			if tm, ok := manifest.Tables[id]; ok {
+				comps = []options.CompressionType{tm.Compression}
+			}
+		}
+		for _, comp := range comps {
+			s, e := scanTable(p, comp)
+			if s.Problem == "" || comp == comps[0] {
+				src, ents = s, e // a damaged table keeps what the first read got
+			}
+			if s.Problem == "" {
+				break
+			}
+		}
+		if src.Problem == "" {
+			for _, e := range ents {
+				put(e.key, e.ref)
+			}
+		} else {
+			// What a damaged table yields may be garbage (a flipped index
+			// byte can make up a key or a version): it may only add keys the
+			// logs do not have, and never delete. A lost delete brings an
+			// acked task back, which at-least-once allows.
+			for _, e := range ents {
+				if best[string(e.key)] == nil && !e.ref.del {
+					put(e.key, e.ref)
+				}
+			}
+		}
+		rep.Files = append(rep.Files, src)
 	}
 	if err := writeRepaired(data, out, best, rep, log); err != nil {
 		return rep, err
@@ -187,7 +226,12 @@ func parseLogEntry(b []byte, off int) (e logEntry, next int, problem string) {
 
 // scanTable reads a table block by block (each checked) until its end or
 // the first bad block.
-func scanTable(path string, put func([]byte, *repairRef)) (src RepairSource) {
+type tableEntry struct {
+	key []byte
+	ref *repairRef
+}
+
+func scanTable(path string, comp options.CompressionType) (src RepairSource, out []tableEntry) {
 	src = RepairSource{File: filepath.Base(path)}
 	defer func() {
 		if r := recover(); r != nil {
@@ -197,18 +241,18 @@ func scanTable(path string, put func([]byte, *repairRef)) (src RepairSource) {
 	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		src.Problem = err.Error()
-		return src
+		return src, nil
 	}
-	t, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnBlockRead, Compression: options.None})
+	t, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnBlockRead, Compression: comp, BlockSize: 4 << 10})
 	if err != nil {
 		src.Problem = err.Error()
-		return src
+		return src, nil
 	}
 	defer t.Close(-1)
 	it := t.NewIterator(0)
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
-		k := it.Key()
+		k := append([]byte(nil), it.Key()...) // the iterator reuses its buffer
 		vs := it.ValueCopy()
 		r := &repairRef{ver: y.ParseTs(k), del: vs.Meta&1 != 0, expires: vs.ExpiresAt}
 		if vs.Meta&2 != 0 {
@@ -218,10 +262,15 @@ func scanTable(path string, put func([]byte, *repairRef)) (src RepairSource) {
 		} else {
 			r.inline = vs.Value
 		}
-		put(y.ParseKey(k), r)
+		out = append(out, tableEntry{key: y.ParseKey(k), ref: r})
 		src.Entries++
 	}
-	return src
+	if n := int(t.KeyCount()); src.Entries < n {
+		src.Problem = fmt.Sprintf("read stopped at entry %d of %d (a block failed its checksum)", src.Entries, n)
+	} else if err := t.VerifyChecksum(); err != nil {
+		src.Problem = fmt.Sprintf("checksum: %v", err)
+	}
+	return src, out
 }
 
 // value reads the value of a ref (checked when its entry was scanned, or

@@ -80,7 +80,7 @@ func (q *queue) unlease(l *lease) {
 		return
 	}
 	q.buf = append([]*entry{{key: l.key, readyAt: readyAt, task: l.task, size: size}}, q.buf...)
-	q.bufBytes += size
+	q.addBuf(size)
 	q.wakeLocked()
 }
 

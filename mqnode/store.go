@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -50,6 +51,8 @@ type store struct {
 	th     *throttle.Throttle
 	disk   *diskWatch
 	ledger *ledger // written by the writer goroutine only
+
+	bufTotal atomic.Int64 // bytes in all queues' ready windows (budget.go)
 
 	incarnation uint64
 	started     time.Time
