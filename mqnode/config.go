@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
 )
@@ -143,6 +144,13 @@ type Config struct {
 	// CPUSampler reads the host's CPU usage for the CPU throttle. Default
 	// throttle.HostCPU(); tests inject their own.
 	CPUSampler throttle.CPUSampler `yaml:"-"`
+
+	// Security, when set, secures the node (see package internal/secrets):
+	// TLS and nkey users with role permissions on the client port; the
+	// node's own connections authenticate as role node. Nil: no TLS, no
+	// authentication — for loopback only (the CLI refuses a non-loopback
+	// listener without it).
+	Security *secrets.Set `yaml:"-"`
 
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -307,6 +315,11 @@ func (c Config) Validate() error {
 	}
 	if c.DiskReserve < c.minDiskReserve() {
 		errs = append(errs, fmt.Errorf("disk_reserve %d: must be at least 2 × memtable_size + 2 × value_log_file_size = %d (the next files Badger maps)", c.DiskReserve, c.minDiskReserve()))
+	}
+	if c.Security != nil {
+		if err := c.Security.CheckNode(); err != nil {
+			errs = append(errs, fmt.Errorf("security: %w", err))
+		}
 	}
 	if err := c.Throttle.Validate(); err != nil {
 		errs = append(errs, err)

@@ -2,8 +2,6 @@ package mqnode
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,8 +52,7 @@ type store struct {
 
 	bufTotal atomic.Int64 // bytes in all queues' ready windows (budget.go)
 
-	incarnation uint64
-	started     time.Time
+	started time.Time
 
 	bg     sync.WaitGroup
 	stopBg chan struct{}
@@ -88,21 +85,15 @@ func openStore(cfg Config) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("%w: sequence: %w", ErrStorage, err)
 	}
-	var inc [8]byte
-	if _, err := rand.Read(inc[:]); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("%w: incarnation: %w", ErrInternal, err)
-	}
 	s := &store{
-		cfg:         cfg,
-		log:         cfg.Logger,
-		db:          db,
-		seq:         seq,
-		queues:      map[string]*queue{},
-		incarnation: binary.BigEndian.Uint64(inc[:]),
-		started:     cfg.now(),
-		stopBg:      make(chan struct{}),
-		disk:        newDiskWatch(cfg.DataDir, cfg.DiskReserve),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		db:      db,
+		seq:     seq,
+		queues:  map[string]*queue{},
+		started: cfg.now(),
+		stopBg:  make(chan struct{}),
+		disk:    newDiskWatch(cfg.DataDir, cfg.DiskReserve),
 	}
 	var diskErr string
 	s.diskTick(&diskErr)
