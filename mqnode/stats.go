@@ -55,6 +55,7 @@ type counters struct {
 	enqueued, acked            rateCounter
 	nacked, expired, deadTotal atomic.Uint64
 	retriesDeferred            atomic.Uint64
+	lost, corrupt              atomic.Uint64 // store damage found (see ledger.go)
 }
 
 // stats reports one queue.
@@ -86,6 +87,8 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 	st.ExpiredLeasesTotal = q.c.expired.Load()
 	st.DeadTotal = q.c.deadTotal.Load()
 	st.RetriesDeferredTotal = q.c.retriesDeferred.Load()
+	st.LostTotal = q.c.lost.Load()
+	st.CorruptTotal = q.c.corrupt.Load()
 	st.Throttles = throttleStates(q.s.th.QueueStates(q.name))
 	return st, err
 }
