@@ -119,9 +119,9 @@ type modelHooks struct {
 	// (rand.PCG.MarshalBinary) just before it was made.
 	onDecide func(pool string, s worker.Situation, rngState []byte, d worker.Decision)
 	// onPull sees every pull as the node serves it.
-	onPull func(pool string, d worker.Decision, decidedAt, arrivedAt time.Duration)
-	// onPublish sees every publisher decision of a queue (not heartbeats).
-	onPublish func(node string, tier backlog.Tier, ready uint64, oldest time.Duration, now time.Time, send bool, level uint32, hb bool)
+	onPull func(pool string, a worker.Action, decidedAt, arrivedAt time.Duration)
+	// onPublish sees every notice a node's planner sends.
+	onPublish func(node string, n backlog.Notice)
 }
 
 // Model faults (ModelFault).

@@ -34,7 +34,7 @@ type event struct {
 	step uint64
 	pool *mPool
 	node *mNode
-	d    worker.Decision
+	a    worker.Action
 	sent int64
 	// tasks are enqueue times (pull reply, requeue).
 	tasks      []int64
