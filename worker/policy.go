@@ -172,7 +172,11 @@ func Decide(s Situation, cfg PolicyConfig, rng *rand.Rand) Decision {
 		var same, other []backlog.Entry
 		for _, e := range s.Entries {
 			age := s.Now.Sub(e.Updated)
-			probe := e.Ready == 0 && e.Corrected && e.Level > 0 && age >= cfg.Reprobe
+			// A node a pull found empty is probed again after Reprobe, or
+			// sooner when its arrival rate predicts a task by now (an
+			// announced node whose own consumers are gone: its helpers
+			// keep it drained instead of waiting for it to re-announce).
+			probe := e.Ready == 0 && e.Corrected && e.Level > 0 && (age >= cfg.Reprobe || e.EnqueueRate*age.Seconds() >= 1)
 			if e.Queue != s.Queue || (e.Ready < cfg.MinHelp && !probe) || (age > cfg.MaxAge && !probe) {
 				continue
 			}
