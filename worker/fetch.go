@@ -181,7 +181,11 @@ func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery
 	extDone := make(chan struct{})
 	extStopped := make(chan struct{})
 	go p.keepLease(ctx, loseLease, origin, d.Receipt, extDone, extStopped)
+	began := time.Now()
 	res := call(ctx, r.h, task)
+	p.schedMu.Lock()
+	p.sched.ObserveTask(r.queue, res.outcome == outcomeDone, time.Since(began))
+	p.schedMu.Unlock()
 	calls, bad := task.takeCalls()
 	if bad != "" {
 		p.log.Warn("handler reported calls to an invalid backend name; dropped", "queue", r.queue, "backend", bad)

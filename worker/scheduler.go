@@ -15,6 +15,9 @@ type SchedulerConfig struct {
 	Policy PolicyConfig
 	// Rand is the scheduler's random source (jitter, weighted choices).
 	Rand *rand.Rand
+	// Slots is the pool's number of slots (a degraded pool keeps only
+	// yieldSlots of them busy). 0: no limit.
+	Slots int
 	// Decide replaces the policy (tests and experiments; nil: Decide).
 	Decide func(Situation, PolicyConfig, *rand.Rand) Decision
 }
@@ -77,6 +80,7 @@ type queueSched struct {
 	park bool
 	// retryAt: the own node's pull failed; try again then.
 	retryAt time.Time
+	health  health
 }
 
 type avoidance struct {
@@ -136,6 +140,17 @@ func (s *Scheduler) Next(now time.Time, queue string, view []backlog.Entry, free
 	if qs.park {
 		qs.park = false
 		return idle(parkWait)
+	}
+	if qs.health.degraded && s.cfg.Slots > 0 {
+		// Yield: one task at a time of the own node's work, no help to
+		// others; the node's backlog escalates to healthy pools.
+		busy := s.cfg.Slots - free
+		if busy >= yieldSlots || s.cfg.Node == "" || qs.drained {
+			qs.drained = false // look again after the idle
+			return idle(yieldWait)
+		}
+		s.nextID++
+		return []Action{{Decision: Decision{Where: Local, IDC: s.cfg.IDC, Node: s.cfg.Node, MaxTasks: yieldSlots - busy}, Queue: queue, ID: s.nextID, Slots: free}}
 	}
 	var entries []backlog.Entry
 	if !qs.remoteBusy {
@@ -200,6 +215,15 @@ func (s *Scheduler) Observe(r PullResult, now time.Time) (avoidFor time.Duration
 	}
 	return 0
 }
+
+// ObserveTask records a handler's outcome on queue (ok: done) and how long
+// it ran: the pool's health, by which a degraded pool yields.
+func (s *Scheduler) ObserveTask(queue string, ok bool, took time.Duration) {
+	s.queue(queue).health.observe(ok, took)
+}
+
+// Degraded says whether the pool yields queue (see health).
+func (s *Scheduler) Degraded(queue string) bool { return s.queue(queue).health.degraded }
 
 // RemoteBusy says whether a remote pull of queue is in flight.
 func (s *Scheduler) RemoteBusy(queue string) bool { return s.queue(queue).remoteBusy }

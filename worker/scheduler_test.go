@@ -20,7 +20,8 @@ var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 // (datadriven, as etcd-io/raft's interaction tests; rewrite the expected
 // output with -rewrite). Commands:
 //
-//	init idc=sh node=n1 [jitter=20ms] [local-only]
+//	init idc=sh node=n1 [jitter=20ms] [local-only] [slots=N]
+//	tasks n=N ok=F took=D   N handler outcomes, a share F of them done
 //	view                 one entry per line: IDC NODE QUEUE READY [age=D] [corrected] [level=N] [rate=R]
 //	next t=D [free=N] [queue=q]
 //	observe id=N t=D [got=N] [err] [ready-after=N] [throttled=D]
@@ -62,7 +63,7 @@ func TestSchedulerScenarios(t *testing.T) {
 					pol.Jitter = -1
 				}
 				_, pol.LocalOnly = args["local-only"]
-				s = NewScheduler(SchedulerConfig{IDC: args["idc"], Node: args["node"], Policy: pol, Rand: rand.New(rand.NewPCG(1, 2))})
+				s = NewScheduler(SchedulerConfig{IDC: args["idc"], Node: args["node"], Policy: pol, Slots: num("slots", 0), Rand: rand.New(rand.NewPCG(1, 2))})
 				view, acts = nil, map[uint64]Action{}
 				return ""
 			case "view":
@@ -105,6 +106,17 @@ func TestSchedulerScenarios(t *testing.T) {
 					fmt.Fprintf(&b, "%s\n", fmtAction(a))
 				}
 				return b.String()
+			case "tasks":
+				ok, _ := strconv.ParseFloat(args["ok"], 64)
+				n, done := num("n", 1), 0
+				for i := range n {
+					good := float64(done) < ok*float64(i+1)
+					if good {
+						done++
+					}
+					s.ObserveTask("q", good, dur("took"))
+				}
+				return fmt.Sprintf("degraded=%v\n", s.Degraded("q"))
 			case "observe":
 				a, ok := acts[uint64(num("id", 0))]
 				if !ok {
