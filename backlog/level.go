@@ -53,7 +53,7 @@ type TierPolicy struct {
 var DefaultPolicies = [NumTiers]TierPolicy{
 	TierHost: {High: 1, Low: 0, MinInterval: 100 * time.Millisecond, Heartbeat: time.Second, NodeHeartbeat: true},
 	TierIDC: {High: 20, Low: 0, Age: 500 * time.Millisecond, MinInterval: 500 * time.Millisecond, Heartbeat: 5 * time.Second,
-		Wait: 100 * time.Millisecond, WaitMin: 5, Stall: 150 * time.Millisecond},
+		Wait: 250 * time.Millisecond, WaitMin: 10, Stall: 200 * time.Millisecond},
 	TierGlobal: {High: 200, Low: 0, Age: 2 * time.Second, MinInterval: 2 * time.Second, Heartbeat: 15 * time.Second,
 		Wait: 250 * time.Millisecond, WaitMin: 10, Stall: 200 * time.Millisecond},
 }

@@ -186,8 +186,13 @@ func Decide(s Situation, cfg PolicyConfig, rng *rand.Rand) Decision {
 			if cfg.Jitter > 0 && !s.Helping {
 				delay = time.Duration(rng.Int64N(int64(cfg.Jitter)))
 			}
+			// Ask for what the node is predicted to hold, or, from a node
+			// whose arrivals are known (a pull corrected its entry), a
+			// whole batch: one remote pull is in flight at a time, so a
+			// pull sized to a task or two would cap the help at a few
+			// tasks per round trip.
 			k := min(s.Free, batch)
-			if p := predicted(&e, s.Now); p > 0 {
+			if p := predicted(&e, s.Now); p > 0 && !(e.Corrected && e.EnqueueRate > 0) {
 				k = min(k, int(min(p, uint64(batch))))
 			}
 			return Decision{Where: where, IDC: e.IDC, Node: e.Node, MaxTasks: max(k, 1), Delay: delay}

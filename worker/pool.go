@@ -86,7 +86,7 @@ func New(nc *nats.Conn, cfg Config) (*Pool, error) {
 		view:     backlog.NewView(nil),
 		handlers: map[string]*registered{},
 		slots:    make(chan struct{}, cfg.Slots),
-		sched: NewScheduler(SchedulerConfig{IDC: cfg.IDC, Node: cfg.Node, Policy: cfg.Policy, Slots: cfg.Slots,
+		sched: NewScheduler(SchedulerConfig{IDC: cfg.IDC, Node: cfg.Node, Policy: cfg.Policy,
 			Rand: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}),
 		clients:   map[Origin]*mqnode.Client{},
 		ackers:    map[Origin]*acker{},

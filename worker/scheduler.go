@@ -15,9 +15,6 @@ type SchedulerConfig struct {
 	Policy PolicyConfig
 	// Rand is the scheduler's random source (jitter, weighted choices).
 	Rand *rand.Rand
-	// Slots is the pool's number of slots (a degraded pool keeps only
-	// yieldSlots of them busy). 0: no limit.
-	Slots int
 	// Decide replaces the policy (tests and experiments; nil: Decide).
 	Decide func(Situation, PolicyConfig, *rand.Rand) Decision
 }
@@ -141,16 +138,18 @@ func (s *Scheduler) Next(now time.Time, queue string, view []backlog.Entry, free
 		qs.park = false
 		return idle(parkWait)
 	}
-	if qs.health.degraded && s.cfg.Slots > 0 {
-		// Yield: one task at a time of the own node's work, no help to
-		// others; the node's backlog escalates to healthy pools.
-		busy := s.cfg.Slots - free
-		if busy >= yieldSlots || s.cfg.Node == "" || qs.drained {
-			qs.drained = false // look again after the idle
+	if qs.health.degraded && s.cfg.Node != "" && !s.unhelped(view, queue, now) {
+		// Yield: while others keep the own node's oldest task young, take
+		// none of its work and help nobody (the node's backlog escalates
+		// to healthy pools); once its oldest task has waited yieldAge,
+		// nobody else is taking it: work as usual. One task per
+		// yieldProbe tells it when its handlers are well again.
+		if now.Sub(qs.health.probedAt) < yieldProbe {
 			return idle(yieldWait)
 		}
+		qs.health.probedAt = now
 		s.nextID++
-		return []Action{{Decision: Decision{Where: Local, IDC: s.cfg.IDC, Node: s.cfg.Node, MaxTasks: yieldSlots - busy}, Queue: queue, ID: s.nextID, Slots: free}}
+		return []Action{{Decision: Decision{Where: Local, IDC: s.cfg.IDC, Node: s.cfg.Node, MaxTasks: 1}, Queue: queue, ID: s.nextID, Slots: free}}
 	}
 	var entries []backlog.Entry
 	if !qs.remoteBusy {
@@ -214,6 +213,18 @@ func (s *Scheduler) Observe(r PullResult, now time.Time) (avoidFor time.Duration
 		s.paused[pausedKey{o, r.Queue}] = now.Add(min(max(r.Throttled, minThrottlePause), s.cfg.Policy.MaxAvoid))
 	}
 	return 0
+}
+
+// unhelped says whether the own node's entry (host tier) shows a task of
+// queue waiting yieldAge or more: nobody else is taking its work.
+func (s *Scheduler) unhelped(view []backlog.Entry, queue string, now time.Time) bool {
+	for i := range view {
+		e := &view[i]
+		if e.Queue == queue && e.Node == s.cfg.Node && e.IDC == s.cfg.IDC && e.Ready > 0 {
+			return e.OldestReady+now.Sub(e.Updated) >= yieldAge
+		}
+	}
+	return false
 }
 
 // ObserveTask records a handler's outcome on queue (ok: done) and how long

@@ -20,9 +20,9 @@ var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 // (datadriven, as etcd-io/raft's interaction tests; rewrite the expected
 // output with -rewrite). Commands:
 //
-//	init idc=sh node=n1 [jitter=20ms] [local-only] [slots=N]
+//	init idc=sh node=n1 [jitter=20ms] [local-only]
 //	tasks n=N ok=F took=D   N handler outcomes, a share F of them done
-//	view                 one entry per line: IDC NODE QUEUE READY [age=D] [corrected] [level=N] [rate=R]
+//	view                 one entry per line: IDC NODE QUEUE READY [age=D] [oldest=D] [corrected] [level=N] [rate=R]
 //	next t=D [free=N] [queue=q]
 //	observe id=N t=D [got=N] [err] [ready-after=N] [throttled=D]
 func TestSchedulerScenarios(t *testing.T) {
@@ -63,7 +63,7 @@ func TestSchedulerScenarios(t *testing.T) {
 					pol.Jitter = -1
 				}
 				_, pol.LocalOnly = args["local-only"]
-				s = NewScheduler(SchedulerConfig{IDC: args["idc"], Node: args["node"], Policy: pol, Slots: num("slots", 0), Rand: rand.New(rand.NewPCG(1, 2))})
+				s = NewScheduler(SchedulerConfig{IDC: args["idc"], Node: args["node"], Policy: pol, Rand: rand.New(rand.NewPCG(1, 2))})
 				view, acts = nil, map[uint64]Action{}
 				return ""
 			case "view":
@@ -81,6 +81,8 @@ func TestSchedulerScenarios(t *testing.T) {
 						case "age":
 							a, _ := time.ParseDuration(v)
 							e.Updated = epoch.Add(-a)
+						case "oldest":
+							e.OldestReady, _ = time.ParseDuration(v)
 						case "corrected":
 							e.Corrected = true
 						case "level":
