@@ -34,7 +34,7 @@ const (
 	healedSlower    = 2.0
 	yieldWait       = 50 * time.Millisecond // a degraded pool's idle between looks
 	// A degraded pool works when its node's oldest task waited this long.
-	yieldAge = 500 * time.Millisecond
+	yieldAge = 2 * time.Second
 	// It runs one task of its own node this often, to learn it healed.
 	yieldProbe = time.Second
 )
