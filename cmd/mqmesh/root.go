@@ -38,6 +38,7 @@ diagnostics and logs go to stderr.`,
 		newBacklogCommand(),
 		newMeshCommand(),
 		newSimCommand(),
+		newSecretsCommand(),
 		bench.NewCommand(),
 	)
 	return root
