@@ -1,4 +1,4 @@
-// The scale model's pools and pulls: the real worker.Decide per step,
+// The scale model's pools and pulls: each pool's worker.Scheduler per step,
 // pulls, replies, kills and restores in virtual time.
 
 package sim
