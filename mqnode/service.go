@@ -3,8 +3,10 @@ package mqnode
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -160,20 +162,28 @@ func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Me
 			<-s.sem
 			s.wg.Done()
 		}()
-		s.reply(m, h(s.ctx, m.Data))
+		s.replied(m, h(s.ctx, m.Data))
 	}()
 	return true
 }
 
-func (s *service) reply(m *nats.Msg, r proto.Message) {
+func (s *service) reply(m *nats.Msg, r proto.Message) { _ = s.send(m, r) }
+
+func (s *service) send(m *nats.Msg, r proto.Message) error {
 	b, err := proto.Marshal(r)
 	if err != nil {
-		s.n.log.Error("encode reply", "err", err)
-		return
+		s.n.log.Error("encode reply", "subject", m.Subject, "err", err)
+		return err
 	}
-	if err := m.Respond(b); err != nil && s.ctx.Err() == nil {
-		s.n.log.Debug("reply not sent", "subject", m.Subject, "err", err)
+	if err := m.Respond(b); err != nil {
+		lvl := slog.LevelWarn
+		if s.ctx.Err() != nil {
+			lvl = slog.LevelDebug // stopping: the connection is going away
+		}
+		s.n.log.Log(context.Background(), lvl, "reply not sent", "subject", m.Subject, "bytes", len(b), "err", err)
+		return err
 	}
+	return nil
 }
 
 func badRequest(err error) *wirepb.Error {
@@ -203,14 +213,9 @@ func (s *service) pull(ctx context.Context, b []byte) proto.Message {
 			return &wirepb.PullReply{Error: toWireError(err)}
 		}
 	}
-	if req.MaxWaitMs < 0 || req.LeaseMs < 0 {
-		return &wirepb.PullReply{Error: toWireError(fmt.Errorf("%w: negative max_wait or lease", ErrBadRequest))}
-	}
-	maxTasks := int(min(uint32(cfg.MaxPullBatch), max(req.MaxTasks, 1)))
-	wait := min(time.Duration(req.MaxWaitMs)*time.Millisecond, cfg.MaxPullWait)
-	leaseDur := cfg.DefaultLease
-	if req.LeaseMs > 0 {
-		leaseDur = min(time.Duration(req.LeaseMs)*time.Millisecond, cfg.MaxLease)
+	maxTasks, wait, leaseDur, err := pullLimits(cfg, &req)
+	if err != nil {
+		return &wirepb.PullReply{Error: toWireError(err)}
 	}
 	q, err := s.n.st.queue(ctx, req.Queue, true)
 	if err != nil {
@@ -249,10 +254,12 @@ func (s *service) stats(ctx context.Context, b []byte) proto.Message {
 	if req.Queue == "" {
 		names = s.n.st.queueNames()
 		slices.Sort(names)
+		names = names[sort.SearchStrings(names, req.After+"\x00"):] // past after
 	} else if err := subject.Validate("queue", req.Queue); err != nil {
 		rep.Error = toWireError(err)
 		return rep
 	}
+	budget, used := s.n.st.replyBudget()-proto.Size(rep), 0
 	for _, name := range names {
 		q, err := s.n.st.queue(ctx, name, false)
 		if err != nil {
@@ -262,6 +269,10 @@ func (s *service) stats(ctx context.Context, b []byte) proto.Message {
 		st, err := q.stats()
 		if err != nil {
 			rep.Error = toWireError(err)
+			return rep
+		}
+		if used += proto.Size(st) + 8; used > budget && len(rep.Queues) > 0 {
+			rep.Next = rep.Queues[len(rep.Queues)-1].Queue // page by bytes
 			return rep
 		}
 		rep.Queues = append(rep.Queues, st)

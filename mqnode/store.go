@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -46,6 +47,10 @@ type store struct {
 
 	leases *leaseTable
 	th     *throttle.Throttle
+	disk   *diskWatch
+	ledger *ledger // written by the writer goroutine only
+
+	bufTotal atomic.Int64 // bytes in all queues' ready windows (budget.go)
 
 	started time.Time
 
@@ -68,9 +73,12 @@ func openStore(cfg Config) (*store, error) {
 		WithCompression(options.None).
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(false)
-	db, err := badger.Open(opts)
+	if err := checkDiskBeforeOpen(cfg); err != nil {
+		return nil, err
+	}
+	db, err := openBadger(opts)
 	if err != nil {
-		return nil, fmt.Errorf("%w: open badger in %s: %w", ErrStorage, cfg.DataDir, err)
+		return nil, err
 	}
 	seq, err := db.GetSequence(seqKey, 10000)
 	if err != nil {
@@ -85,10 +93,18 @@ func openStore(cfg Config) (*store, error) {
 		queues:  map[string]*queue{},
 		started: cfg.now(),
 		stopBg:  make(chan struct{}),
+		disk:    newDiskWatch(cfg.DataDir, cfg.DiskReserve),
 	}
+	var diskErr string
+	s.diskTick(&diskErr)
 	s.leases = newLeaseTable(s)
 	s.th = throttle.New(cfg.Throttle, cfg.IDC+"."+cfg.Name, s.nowMs)
 	if err := s.loadQueues(); err != nil {
+		seq.Release()
+		db.Close()
+		return nil, err
+	}
+	if err := s.checkLedger(); err != nil {
 		seq.Release()
 		db.Close()
 		return nil, err
@@ -97,6 +113,7 @@ func openStore(cfg Config) (*store, error) {
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
 	s.goBg(s.runEvict)
+	s.goBg(s.runDiskWatch)
 	if !cfg.Throttle.Disabled && !cfg.Throttle.CPU.Disabled {
 		s.goBg(s.sampleCPU)
 	}
@@ -119,6 +136,7 @@ func (s *store) close() error {
 		close(s.stopBg)
 		s.bg.Wait()
 		s.w.close()
+		s.ledger.close()
 		s.qmu.Lock()
 		for _, q := range s.queues {
 			q.stop()

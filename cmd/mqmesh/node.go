@@ -119,6 +119,7 @@ member is detected as failed).`,
 	fs.BoolVar(&o.security.Insecure, "insecure", false, "start without --secrets even when listening beyond loopback (anyone who reaches the ports controls the node)")
 	fs.BoolVar(&o.Mesh, "mesh", false, "join a mesh (implied by a mesh section or any mesh flag; --mesh=false runs standalone)")
 	bindMeshFlags(fs, &o.meshFlags)
+	cmd.AddCommand(newNodeRepairCommand())
 	return cmd
 }
 

@@ -1283,6 +1283,7 @@ func (x *AckReply) GetResults() []*AckResult {
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"` // empty = all queues
+	After         string                 `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"` // all queues: page after this queue name
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1324,6 +1325,13 @@ func (x *StatsRequest) GetQueue() string {
 	return ""
 }
 
+func (x *StatsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
 type QueueStats struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	Queue                string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
@@ -1341,6 +1349,8 @@ type QueueStats struct {
 	DeadTotal            uint64                 `protobuf:"varint,13,opt,name=dead_total,json=deadTotal,proto3" json:"dead_total,omitempty"`
 	Throttles            []*ThrottleState       `protobuf:"bytes,14,rep,name=throttles,proto3" json:"throttles,omitempty"`                                                      // retry gate and backend budgets of this queue
 	RetriesDeferredTotal uint64                 `protobuf:"varint,15,opt,name=retries_deferred_total,json=retriesDeferredTotal,proto3" json:"retries_deferred_total,omitempty"` // retries put back by the retry gate
+	LostTotal            uint64                 `protobuf:"varint,16,opt,name=lost_total,json=lostTotal,proto3" json:"lost_total,omitempty"`                                    // records found missing at start (store damage; see the ledger)
+	CorruptTotal         uint64                 `protobuf:"varint,17,opt,name=corrupt_total,json=corruptTotal,proto3" json:"corrupt_total,omitempty"`                           // unreadable records moved to the dead letter queue
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -1476,6 +1486,20 @@ func (x *QueueStats) GetThrottles() []*ThrottleState {
 func (x *QueueStats) GetRetriesDeferredTotal() uint64 {
 	if x != nil {
 		return x.RetriesDeferredTotal
+	}
+	return 0
+}
+
+func (x *QueueStats) GetLostTotal() uint64 {
+	if x != nil {
+		return x.LostTotal
+	}
+	return 0
+}
+
+func (x *QueueStats) GetCorruptTotal() uint64 {
+	if x != nil {
+		return x.CorruptTotal
 	}
 	return 0
 }
@@ -1895,6 +1919,7 @@ type StatsReply struct {
 	Queues        []*QueueStats          `protobuf:"bytes,3,rep,name=queues,proto3" json:"queues,omitempty"`
 	NodeThrottles []*ThrottleState       `protobuf:"bytes,4,rep,name=node_throttles,json=nodeThrottles,proto3" json:"node_throttles,omitempty"` // the CPU throttle
 	Backends      []*BackendStats        `protobuf:"bytes,5,rep,name=backends,proto3" json:"backends,omitempty"`
+	Next          string                 `protobuf:"bytes,6,opt,name=next,proto3" json:"next,omitempty"` // all queues: more follow; ask again with after = next
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1962,6 +1987,13 @@ func (x *StatsReply) GetBackends() []*BackendStats {
 		return x.Backends
 	}
 	return nil
+}
+
+func (x *StatsReply) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 type DLQRequest struct {
@@ -2383,9 +2415,10 @@ const file_wire_proto_rawDesc = "" +
 	"subtaskIds\"l\n" +
 	"\bAckReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x123\n" +
-	"\aresults\x18\x02 \x03(\v2\x19.mqmesh.wire.v1.AckResultR\aresults\"$\n" +
+	"\aresults\x18\x02 \x03(\v2\x19.mqmesh.wire.v1.AckResultR\aresults\":\n" +
 	"\fStatsRequest\x12\x14\n" +
-	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x9a\x04\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"\xde\x04\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
@@ -2405,7 +2438,10 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"dead_total\x18\r \x01(\x04R\tdeadTotal\x12;\n" +
 	"\tthrottles\x18\x0e \x03(\v2\x1d.mqmesh.wire.v1.ThrottleStateR\tthrottles\x124\n" +
-	"\x16retries_deferred_total\x18\x0f \x01(\x04R\x14retriesDeferredTotal\"\xce\x01\n" +
+	"\x16retries_deferred_total\x18\x0f \x01(\x04R\x14retriesDeferredTotal\x12\x1d\n" +
+	"\n" +
+	"lost_total\x18\x10 \x01(\x04R\tlostTotal\x12#\n" +
+	"\rcorrupt_total\x18\x11 \x01(\x04R\fcorruptTotal\"\xce\x01\n" +
 	"\rThrottleState\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\abackend\x18\x02 \x01(\tR\abackend\x12\x16\n" +
@@ -2443,14 +2479,15 @@ const file_wire_proto_rawDesc = "" +
 	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMs\x12\x1b\n" +
 	"\tserver_id\x18\x06 \x01(\tR\bserverId\x12\x1f\n" +
 	"\vmax_payload\x18\a \x01(\x03R\n" +
-	"maxPayload\"\x9b\x02\n" +
+	"maxPayload\"\xaf\x02\n" +
 	"\n" +
 	"StatsReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x12,\n" +
 	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node\x122\n" +
 	"\x06queues\x18\x03 \x03(\v2\x1a.mqmesh.wire.v1.QueueStatsR\x06queues\x12D\n" +
 	"\x0enode_throttles\x18\x04 \x03(\v2\x1d.mqmesh.wire.v1.ThrottleStateR\rnodeThrottles\x128\n" +
-	"\bbackends\x18\x05 \x03(\v2\x1c.mqmesh.wire.v1.BackendStatsR\bbackends\"\x90\x01\n" +
+	"\bbackends\x18\x05 \x03(\v2\x1c.mqmesh.wire.v1.BackendStatsR\bbackends\x12\x12\n" +
+	"\x04next\x18\x06 \x01(\tR\x04next\"\x90\x01\n" +
 	"\n" +
 	"DLQRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12%\n" +
