@@ -195,7 +195,7 @@ func (n *Node) natsOptions() (*server.Options, error) {
 		opts.Host, opts.Port = host, p
 	}
 	if sec := n.cfg.Security; sec != nil {
-		if err := sec.ServerOptions(opts, n.cfg.IDC, n.cfg.Name); err != nil {
+		if err := sec.ServerOptions(opts); err != nil {
 			return nil, fmt.Errorf("mqnode: %w", err)
 		}
 	}

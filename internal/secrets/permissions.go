@@ -15,16 +15,13 @@ const (
 	subjPull    = "mq.*.*.pull"
 	subjAck     = "mq.*.*.ack"
 	subjInfo    = "mq.*.*.info"
-	subjAllMQ   = "mq.>"
 	subjID      = "mqid.>"
 	subjBacklog = "bl.>"
 	subjBlSync  = "blsync.>"
 	subjUsage   = "thr.>"
 )
 
-// Permissions returns the subject permissions of a role on the server of
-// node name in idc (a node's own connections may serve only that node's
-// subjects). Least privilege:
+// Permissions returns the subject permissions of a role. Least privilege:
 //
 //	producer  publish enqueue and info requests; read its own replies
 //	worker    publish pull, ack (ack, nack, extend) and info requests and
@@ -32,13 +29,13 @@ const (
 //	admin     publish any request (stats, dlq, members, queue delete, ...);
 //	          read backlog, usage and its own replies: it can neither answer
 //	          mq.> nor forge backlog, nor read other roles' replies
-//	node      serve mq.<idc>.<name>.> and mqid.>, publish anything (its
-//	          replies, backlog, usage), read backlog, sync and usage; in
-//	          process only (ServerOptions refuses it on the network)
+//	node      everything: it serves requests, publishes its replies,
+//	          backlog and usage; accepted in process only (ServerOptions
+//	          refuses it on the network), so only a node's own code uses it
 //
 // Only nodes may publish bl.> and thr.> and subscribe mq.>/mqid.>: a
 // stolen worker or admin credential cannot answer a pull or forge backlog.
-func Permissions(r Role, idc, name string) *server.Permissions {
+func Permissions(r Role) *server.Permissions {
 	sp := func(allow, deny []string) *server.SubjectPermission {
 		return &server.SubjectPermission{Allow: allow, Deny: deny}
 	}
@@ -59,11 +56,7 @@ func Permissions(r Role, idc, name string) *server.Permissions {
 			Subscribe: sp([]string{subjBacklog, subjBlSync, subjUsage, InboxPrefix(r) + ".>"}, nil),
 		}
 	case RoleNode:
-		return &server.Permissions{
-			Publish: sp([]string{">"}, nil),
-			Subscribe: sp([]string{"mq." + idc + "." + name + ".>", subjID, subjBacklog, subjBlSync, subjUsage,
-				InboxPrefix(r) + ".>"}, nil),
-		}
+		return &server.Permissions{Publish: sp([]string{">"}, nil), Subscribe: sp([]string{">"}, nil)}
 	}
 	return &server.Permissions{Publish: sp(nil, []string{">"}), Subscribe: sp(nil, []string{">"})}
 }
