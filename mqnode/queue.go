@@ -49,6 +49,7 @@ type queue struct {
 }
 
 func newQueue(s *store, name string) *queue {
+	s.nQueues.Add(1)
 	return &queue{
 		s:       s,
 		name:    name,
@@ -67,6 +68,9 @@ func (q *queue) wakeLocked() {
 func (q *queue) stop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if !q.stopped {
+		q.s.nQueues.Add(-1)
+	}
 	q.stopped = true
 	q.addBuf(-q.bufBytes)
 	q.buf = nil
