@@ -279,3 +279,11 @@ const (
 
 // AckKind says how an AckItem settles a delivery.
 type AckKind = wirepb.AckKind
+
+// DeleteQueue removes an empty queue from the node (admin role): it must
+// hold no ready, delayed, leased or dead task, and not be declared in the
+// node's config.
+func (c *Client) DeleteQueue(ctx context.Context, queue string) error {
+	var rep wirepb.QueueDeleteReply
+	return c.call(ctx, c.subj(OpQueueDelete), &wirepb.QueueDeleteRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
+}

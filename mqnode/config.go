@@ -50,6 +50,11 @@ const (
 	DefaultValueThreshold  = 128
 	DefaultValueLogFile    = 64 << 20
 
+	DefaultMaxPullsPerClient = 1024
+	DefaultMaxRequestRate    = 20000
+	DefaultMaxQueues         = 10000
+	DefaultQueueIdleEvict    = time.Hour
+
 	DefaultMaxAttempts = 10
 	DefaultBackoffBase = time.Second
 	DefaultBackoffMax  = 5 * time.Minute
@@ -104,6 +109,21 @@ type Config struct {
 	MaxPullBatch int `yaml:"max_pull_batch"`
 	// MaxEnqueueBatch caps the tasks one enqueue request carries. Default 10000.
 	MaxEnqueueBatch int `yaml:"max_enqueue_batch"`
+	// MaxPullsPerClient caps the pulls one client connection has in flight
+	// (long polls hold a slot while they wait). Default 1024.
+	MaxPullsPerClient int `yaml:"max_pulls_per_client"`
+	// MaxRequestRate caps one client connection's requests per second
+	// (token bucket, burst one second's worth); past it requests get
+	// UNAVAILABLE. Negative: no limit. Default 20000.
+	MaxRequestRate float64 `yaml:"max_request_rate"`
+	// MaxQueues caps the queues a node holds: past it an enqueue or pull
+	// of an unknown queue gets UNAVAILABLE instead of creating it.
+	// Default 10000.
+	MaxQueues int `yaml:"max_queues"`
+	// QueueIdleEvict removes an auto-created queue that has held no task,
+	// lease, dead letter or waiting pull for this long. Negative: never.
+	// Default 1h.
+	QueueIdleEvict time.Duration `yaml:"queue_idle_evict"`
 	// ReadyBuffer and ReadyBufferBytes bound the in-memory window of ready
 	// tasks per queue; the rest of the backlog stays on disk and is paged in
 	// by cursor. Defaults 1024 tasks and 8 MiB.
@@ -247,6 +267,10 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.MaxTTL, DefaultMaxTTL)
 	setDefault(&c.MaxPullBatch, DefaultMaxPullBatch)
 	setDefault(&c.MaxEnqueueBatch, DefaultMaxEnqueueBatch)
+	setDefault(&c.MaxPullsPerClient, DefaultMaxPullsPerClient)
+	setDefault(&c.MaxRequestRate, DefaultMaxRequestRate)
+	setDefault(&c.MaxQueues, DefaultMaxQueues)
+	setDefault(&c.QueueIdleEvict, DefaultQueueIdleEvict)
 	setDefault(&c.ReadyBuffer, DefaultReadyBuffer)
 	setDefault(&c.ReadyBufferBytes, DefaultReadyBufferSize)
 	setDefault(&c.ReadyBudget, DefaultReadyBudget)
@@ -309,6 +333,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPullWait < 0 || c.MaxPullBatch <= 0 || c.MaxEnqueueBatch <= 0 || c.ReadyBuffer <= 0 || c.ReadyBufferBytes <= 0 || c.ReadyBudget <= 0 {
 		errs = append(errs, errors.New("max_pull_wait, max_pull_batch, max_enqueue_batch, ready_buffer, ready_buffer_bytes, ready_budget: must be positive"))
+	}
+	if c.MaxPullsPerClient <= 0 || c.MaxQueues <= 0 {
+		errs = append(errs, fmt.Errorf("max_pulls_per_client %d / max_queues %d: must be positive", c.MaxPullsPerClient, c.MaxQueues))
+	}
+	if c.QueueIdleEvict > 0 && c.QueueIdleEvict <= c.MaxPullWait {
+		errs = append(errs, fmt.Errorf("queue_idle_evict %s: must exceed max_pull_wait (%s), or be negative (never)", c.QueueIdleEvict, c.MaxPullWait))
 	}
 	if c.GCInterval < 0 || c.MemTableSize < 1<<20 || c.BlockCacheSize < 0 || c.IndexCacheSize < 0 {
 		errs = append(errs, errors.New("gc_interval, memtable_size (>= 1 MiB), block_cache_size, index_cache_size: out of range"))

@@ -28,6 +28,7 @@ type queue struct {
 	name      string
 	cfg       QueueConfig
 	persisted atomic.Bool
+	lastUsed  atomic.Int64 // unix ms of the last enqueue or pull lookup (see evictIdle)
 
 	mu       sync.Mutex
 	buf      []*entry

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -24,6 +25,8 @@ const (
 	OpStats   = "stat"
 	OpDLQ     = "dlq"
 	OpInfo    = "info"
+	// OpQueueDelete removes an empty queue (admin).
+	OpQueueDelete = "qdel"
 )
 
 // Subject returns the request subject of op on node name in idc.
@@ -45,26 +48,46 @@ type service struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	closed bool
+	lim    *limiter
 }
 
 func newService(n *Node) *service {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &service{n: n, sem: make(chan struct{}, maxInflight), ctx: ctx, cancel: cancel}
+	return &service{n: n, sem: make(chan struct{}, maxInflight), ctx: ctx, cancel: cancel, lim: newLimiter(n.cfg)}
 }
 
 func (s *service) start() error {
 	cfg := s.n.cfg
 	ops := map[string]func(context.Context, []byte) proto.Message{
 		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info,
+		OpQueueDelete: s.queueDelete,
 	}
 	for op, h := range s.n.extraOps {
 		ops[op] = h
 	}
 	prefix := Subject(cfg.IDC, cfg.Name, "")
 	route := func(m *nats.Msg) {
-		h := ops[m.Subject[len(prefix):]]
+		op := m.Subject[len(prefix):]
+		h := ops[op]
 		if h == nil {
 			s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: %s", ErrUnknownOp, m.Subject))})
+			return
+		}
+		if op == OpPull && m.Reply != "" {
+			done, err := s.lim.startPoll(clientKeys(m.Reply))
+			if err != nil {
+				s.reply(m, &wirepb.PullReply{Error: toWireError(err)})
+				return
+			}
+			pull := h
+			h = func(ctx context.Context, b []byte) proto.Message {
+				defer done()
+				return pull(ctx, b)
+			}
+			// A pull refused below never ran: give its slot back.
+			if !s.dispatch(m, h) {
+				done()
+			}
 			return
 		}
 		s.dispatch(m, h)
@@ -106,22 +129,27 @@ func (s *service) stop(ctx context.Context) error {
 	}
 }
 
-func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Message) {
+// dispatch runs h on its own goroutine and reports whether it will run.
+func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Message) bool {
 	if m.Reply == "" {
-		return // fire-and-forget publishes have nobody to answer
+		return false // fire-and-forget publishes have nobody to answer
+	}
+	if client, _ := clientKeys(m.Reply); !s.lim.allow(client, time.Now()) {
+		s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: request rate of this client above %g/s (max_request_rate)", ErrUnavailable, s.n.cfg.MaxRequestRate))})
+		return false
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.reply(m, &wirepb.InfoReply{Error: toWireError(ErrClosed)})
-		return
+		return false
 	}
 	select {
 	case s.sem <- struct{}{}:
 	default:
 		s.mu.Unlock()
 		s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: %d requests in flight", ErrUnavailable, maxInflight))})
-		return
+		return false
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -136,6 +164,7 @@ func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Me
 		}()
 		s.replied(m, h(s.ctx, m.Data))
 	}()
+	return true
 }
 
 func (s *service) reply(m *nats.Msg, r proto.Message) { _ = s.send(m, r) }
@@ -289,4 +318,12 @@ func (n *Node) info() *wirepb.NodeInfo {
 		Name: n.cfg.Name, Idc: n.cfg.IDC, Version: Version, Durability: string(n.cfg.Durability),
 		StartedUnixMs: n.st.started.UnixMilli(), ServerId: n.ns.ID(), MaxPayload: int64(n.cfg.MaxPayload),
 	}
+}
+
+func (s *service) queueDelete(ctx context.Context, b []byte) proto.Message {
+	var req wirepb.QueueDeleteRequest
+	if err := proto.Unmarshal(b, &req); err != nil {
+		return &wirepb.QueueDeleteReply{Error: badRequest(err)}
+	}
+	return &wirepb.QueueDeleteReply{Error: toWireError(s.n.st.deleteQueue(context.WithoutCancel(ctx), req.Queue))}
 }

@@ -101,6 +101,10 @@ type QueueLevel struct {
 	OldestReady time.Duration
 	EnqueueRate float64
 	DrainRate   float64
+	// EnqueuedTotal counts the queue's enqueues since the node started:
+	// the backlog planner derives short-term arrival and drain rates from
+	// it (the rates above are 10 s averages).
+	EnqueuedTotal uint64
 }
 
 // Levels returns the backlog summary of every queue.
@@ -128,7 +132,7 @@ func (n *Node) Levels() []QueueLevel {
 		}
 		out = append(out, QueueLevel{
 			Queue: name, Ready: s.Ready, OldestReady: time.Duration(s.OldestReadyAgeMs) * time.Millisecond,
-			EnqueueRate: s.EnqueueRate, DrainRate: s.AckRate,
+			EnqueueRate: s.EnqueueRate, DrainRate: s.AckRate, EnqueuedTotal: s.EnqueuedTotal,
 		})
 	}
 	return out

@@ -113,6 +113,7 @@ func openStore(cfg Config) (*store, error) {
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
+	s.goBg(s.runEvict)
 	s.goBg(s.runDiskWatch)
 	if !cfg.Throttle.Disabled && !cfg.Throttle.CPU.Disabled {
 		s.goBg(s.sampleCPU)
@@ -233,6 +234,7 @@ func (s *store) loadQueues() error {
 		for _, name := range names {
 			q := newQueue(s, name)
 			q.persisted.Store(true)
+			q.touch(now)
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: queuePrefix(pfxTask, name)})
 			for it.Rewind(); it.Valid(); it.Next() {
 				q.stored++
@@ -263,6 +265,9 @@ func countKeys(txn *badger.Txn, prefix []byte) int64 {
 func (s *store) queue(ctx context.Context, name string, create bool) (*queue, error) {
 	s.qmu.RLock()
 	q := s.queues[name]
+	if q != nil && create {
+		q.touch(s.nowMs())
+	}
 	s.qmu.RUnlock()
 	if q != nil {
 		return q, nil
@@ -274,9 +279,14 @@ func (s *store) queue(ctx context.Context, name string, create bool) (*queue, er
 	s.qmu.Lock()
 	q = s.queues[name]
 	if q == nil {
+		if err := s.createAllowedLocked(name); err != nil {
+			s.qmu.Unlock()
+			return nil, err
+		}
 		q = newQueue(s, name)
 		s.queues[name] = q
 	}
+	q.touch(s.nowMs())
 	s.qmu.Unlock()
 	if !q.persisted.Load() {
 		meta, err := encodeFrame(&wirepb.NodeInfo{Name: name, StartedUnixMs: s.nowMs()})

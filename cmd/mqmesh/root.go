@@ -39,6 +39,7 @@ diagnostics and logs go to stderr.`,
 		newMeshCommand(),
 		newSimCommand(),
 		newSecretsCommand(),
+		newQueueCommand(),
 		bench.NewCommand(),
 	)
 	return root

@@ -2228,6 +2228,96 @@ func (x *InfoReply) GetNode() *NodeInfo {
 	return nil
 }
 
+// QueueDeleteRequest removes an empty queue (no ready, delayed, leased or
+// dead task) and its metadata; declared queues cannot be deleted.
+type QueueDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueDeleteRequest) Reset() {
+	*x = QueueDeleteRequest{}
+	mi := &file_wire_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueDeleteRequest) ProtoMessage() {}
+
+func (x *QueueDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueDeleteRequest.ProtoReflect.Descriptor instead.
+func (*QueueDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *QueueDeleteRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+type QueueDeleteReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueDeleteReply) Reset() {
+	*x = QueueDeleteReply{}
+	mi := &file_wire_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueDeleteReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueDeleteReply) ProtoMessage() {}
+
+func (x *QueueDeleteReply) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueDeleteReply.ProtoReflect.Descriptor instead.
+func (*QueueDeleteReply) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *QueueDeleteReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
@@ -2413,7 +2503,11 @@ const file_wire_proto_rawDesc = "" +
 	"\vInfoRequest\"f\n" +
 	"\tInfoReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x12,\n" +
-	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node*\xdf\x01\n" +
+	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node\"*\n" +
+	"\x12QueueDeleteRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"?\n" +
+	"\x10QueueDeleteReply\x12+\n" +
+	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error*\xdf\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x0f\n" +
 	"\vBAD_REQUEST\x10\x01\x12\x10\n" +
@@ -2454,48 +2548,50 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_wire_proto_goTypes = []any{
-	(Code)(0),              // 0: mqmesh.wire.v1.Code
-	(AckKind)(0),           // 1: mqmesh.wire.v1.AckKind
-	(DLQOp)(0),             // 2: mqmesh.wire.v1.DLQOp
-	(*Error)(nil),          // 3: mqmesh.wire.v1.Error
-	(*Task)(nil),           // 4: mqmesh.wire.v1.Task
-	(*StoredTask)(nil),     // 5: mqmesh.wire.v1.StoredTask
-	(*DeadTask)(nil),       // 6: mqmesh.wire.v1.DeadTask
-	(*EnqueueItem)(nil),    // 7: mqmesh.wire.v1.EnqueueItem
-	(*EnqueueRequest)(nil), // 8: mqmesh.wire.v1.EnqueueRequest
-	(*EnqueueResult)(nil),  // 9: mqmesh.wire.v1.EnqueueResult
-	(*EnqueueReply)(nil),   // 10: mqmesh.wire.v1.EnqueueReply
-	(*PullRequest)(nil),    // 11: mqmesh.wire.v1.PullRequest
-	(*Delivery)(nil),       // 12: mqmesh.wire.v1.Delivery
-	(*PullReply)(nil),      // 13: mqmesh.wire.v1.PullReply
-	(*AckItem)(nil),        // 14: mqmesh.wire.v1.AckItem
-	(*BackendCalls)(nil),   // 15: mqmesh.wire.v1.BackendCalls
-	(*AckRequest)(nil),     // 16: mqmesh.wire.v1.AckRequest
-	(*AckResult)(nil),      // 17: mqmesh.wire.v1.AckResult
-	(*AckReply)(nil),       // 18: mqmesh.wire.v1.AckReply
-	(*StatsRequest)(nil),   // 19: mqmesh.wire.v1.StatsRequest
-	(*QueueStats)(nil),     // 20: mqmesh.wire.v1.QueueStats
-	(*ThrottleState)(nil),  // 21: mqmesh.wire.v1.ThrottleState
-	(*BackendStats)(nil),   // 22: mqmesh.wire.v1.BackendStats
-	(*UsageReport)(nil),    // 23: mqmesh.wire.v1.UsageReport
-	(*BackendUsage)(nil),   // 24: mqmesh.wire.v1.BackendUsage
-	(*NodeInfo)(nil),       // 25: mqmesh.wire.v1.NodeInfo
-	(*StatsReply)(nil),     // 26: mqmesh.wire.v1.StatsReply
-	(*DLQRequest)(nil),     // 27: mqmesh.wire.v1.DLQRequest
-	(*DLQReply)(nil),       // 28: mqmesh.wire.v1.DLQReply
-	(*InfoRequest)(nil),    // 29: mqmesh.wire.v1.InfoRequest
-	(*InfoReply)(nil),      // 30: mqmesh.wire.v1.InfoReply
-	nil,                    // 31: mqmesh.wire.v1.Task.HeadersEntry
-	nil,                    // 32: mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	(Code)(0),                  // 0: mqmesh.wire.v1.Code
+	(AckKind)(0),               // 1: mqmesh.wire.v1.AckKind
+	(DLQOp)(0),                 // 2: mqmesh.wire.v1.DLQOp
+	(*Error)(nil),              // 3: mqmesh.wire.v1.Error
+	(*Task)(nil),               // 4: mqmesh.wire.v1.Task
+	(*StoredTask)(nil),         // 5: mqmesh.wire.v1.StoredTask
+	(*DeadTask)(nil),           // 6: mqmesh.wire.v1.DeadTask
+	(*EnqueueItem)(nil),        // 7: mqmesh.wire.v1.EnqueueItem
+	(*EnqueueRequest)(nil),     // 8: mqmesh.wire.v1.EnqueueRequest
+	(*EnqueueResult)(nil),      // 9: mqmesh.wire.v1.EnqueueResult
+	(*EnqueueReply)(nil),       // 10: mqmesh.wire.v1.EnqueueReply
+	(*PullRequest)(nil),        // 11: mqmesh.wire.v1.PullRequest
+	(*Delivery)(nil),           // 12: mqmesh.wire.v1.Delivery
+	(*PullReply)(nil),          // 13: mqmesh.wire.v1.PullReply
+	(*AckItem)(nil),            // 14: mqmesh.wire.v1.AckItem
+	(*BackendCalls)(nil),       // 15: mqmesh.wire.v1.BackendCalls
+	(*AckRequest)(nil),         // 16: mqmesh.wire.v1.AckRequest
+	(*AckResult)(nil),          // 17: mqmesh.wire.v1.AckResult
+	(*AckReply)(nil),           // 18: mqmesh.wire.v1.AckReply
+	(*StatsRequest)(nil),       // 19: mqmesh.wire.v1.StatsRequest
+	(*QueueStats)(nil),         // 20: mqmesh.wire.v1.QueueStats
+	(*ThrottleState)(nil),      // 21: mqmesh.wire.v1.ThrottleState
+	(*BackendStats)(nil),       // 22: mqmesh.wire.v1.BackendStats
+	(*UsageReport)(nil),        // 23: mqmesh.wire.v1.UsageReport
+	(*BackendUsage)(nil),       // 24: mqmesh.wire.v1.BackendUsage
+	(*NodeInfo)(nil),           // 25: mqmesh.wire.v1.NodeInfo
+	(*StatsReply)(nil),         // 26: mqmesh.wire.v1.StatsReply
+	(*DLQRequest)(nil),         // 27: mqmesh.wire.v1.DLQRequest
+	(*DLQReply)(nil),           // 28: mqmesh.wire.v1.DLQReply
+	(*InfoRequest)(nil),        // 29: mqmesh.wire.v1.InfoRequest
+	(*InfoReply)(nil),          // 30: mqmesh.wire.v1.InfoReply
+	(*QueueDeleteRequest)(nil), // 31: mqmesh.wire.v1.QueueDeleteRequest
+	(*QueueDeleteReply)(nil),   // 32: mqmesh.wire.v1.QueueDeleteReply
+	nil,                        // 33: mqmesh.wire.v1.Task.HeadersEntry
+	nil,                        // 34: mqmesh.wire.v1.EnqueueItem.HeadersEntry
 }
 var file_wire_proto_depIdxs = []int32{
 	0,  // 0: mqmesh.wire.v1.Error.code:type_name -> mqmesh.wire.v1.Code
-	31, // 1: mqmesh.wire.v1.Task.headers:type_name -> mqmesh.wire.v1.Task.HeadersEntry
+	33, // 1: mqmesh.wire.v1.Task.headers:type_name -> mqmesh.wire.v1.Task.HeadersEntry
 	4,  // 2: mqmesh.wire.v1.StoredTask.task:type_name -> mqmesh.wire.v1.Task
 	4,  // 3: mqmesh.wire.v1.DeadTask.task:type_name -> mqmesh.wire.v1.Task
-	32, // 4: mqmesh.wire.v1.EnqueueItem.headers:type_name -> mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	34, // 4: mqmesh.wire.v1.EnqueueItem.headers:type_name -> mqmesh.wire.v1.EnqueueItem.HeadersEntry
 	7,  // 5: mqmesh.wire.v1.EnqueueRequest.items:type_name -> mqmesh.wire.v1.EnqueueItem
 	3,  // 6: mqmesh.wire.v1.EnqueueReply.error:type_name -> mqmesh.wire.v1.Error
 	9,  // 7: mqmesh.wire.v1.EnqueueReply.results:type_name -> mqmesh.wire.v1.EnqueueResult
@@ -2521,11 +2617,12 @@ var file_wire_proto_depIdxs = []int32{
 	6,  // 27: mqmesh.wire.v1.DLQReply.tasks:type_name -> mqmesh.wire.v1.DeadTask
 	3,  // 28: mqmesh.wire.v1.InfoReply.error:type_name -> mqmesh.wire.v1.Error
 	25, // 29: mqmesh.wire.v1.InfoReply.node:type_name -> mqmesh.wire.v1.NodeInfo
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	3,  // 30: mqmesh.wire.v1.QueueDeleteReply.error:type_name -> mqmesh.wire.v1.Error
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -2539,7 +2636,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
