@@ -130,8 +130,8 @@ type Config struct {
 	ReadyBuffer      int `yaml:"ready_buffer"`
 	ReadyBufferBytes int `yaml:"ready_buffer_bytes"`
 	// ReadyBudget bounds the ready windows of all queues together, in
-	// bytes: a queue refills only into what is left of it (always at least
-	// 64 KiB and one task). Default 128 MiB.
+	// bytes: a queue refills only into what is left of it, or its fair share
+	// (budget / queues), and always at least one task. Default 128 MiB.
 	ReadyBudget int64 `yaml:"ready_budget"`
 	// GCInterval is how often Badger's value-log GC runs. Default 1m.
 	GCInterval time.Duration `yaml:"gc_interval"`

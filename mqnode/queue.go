@@ -50,6 +50,7 @@ type queue struct {
 }
 
 func newQueue(s *store, name string) *queue {
+	s.nQueues.Add(1)
 	return &queue{
 		s:       s,
 		name:    name,
@@ -68,6 +69,9 @@ func (q *queue) wakeLocked() {
 func (q *queue) stop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if !q.stopped {
+		q.s.nQueues.Add(-1)
+	}
 	q.stopped = true
 	q.addBuf(-q.bufBytes)
 	q.buf = nil
@@ -205,7 +209,10 @@ func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 	q.dirty = false
 	prefix := queuePrefix(pfxTask, q.name)
 	err = q.s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+		// Prefetch no more values than the window can take (a queue on a
+		// small share of the budget pages one or two tasks).
+		prefetch := max(1, min(64, maxN-len(q.buf), (maxBytes-q.bufBytes)/(4<<10)))
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: prefetch})
 		defer it.Close()
 		if q.cursor == nil {
 			it.Rewind()

@@ -51,6 +51,7 @@ type store struct {
 	ledger *ledger // written by the writer goroutine only
 
 	bufTotal atomic.Int64 // bytes in all queues' ready windows (budget.go)
+	nQueues  atomic.Int64 // queues in the table (newQueue .. stop)
 
 	started time.Time
 

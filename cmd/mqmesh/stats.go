@@ -86,6 +86,11 @@ type queueStatsJSON struct {
 	// RetriesDeferredTotal counts retries the retry gate put back.
 	RetriesDeferredTotal uint64         `json:"retries_deferred_total"`
 	Throttles            []throttleJSON `json:"throttles"` // retry gate and budgets
+	// LostTotal counts records found missing at start (store damage, see
+	// <data>/mqnode-damage.log); CorruptTotal counts unreadable records
+	// moved to the dead letter queue.
+	LostTotal    uint64 `json:"lost_total"`
+	CorruptTotal uint64 `json:"corrupt_total"`
 }
 
 func newStatsCommand() *cobra.Command {
@@ -150,6 +155,12 @@ func (o *statsOptions) run(ctx context.Context, stdout io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, q := range out.Queues {
+		if q.LostTotal+q.CorruptTotal > 0 {
+			fmt.Fprintf(stdout, "queue %s: store damage found: %d records lost, %d unreadable (dead-lettered); see mqnode-damage.log in the node's data dir\n",
+				q.Queue, q.LostTotal, q.CorruptTotal)
+		}
 	}
 	return writeThrottles(stdout, out)
 }
@@ -232,6 +243,7 @@ func newStatsJSON(rep *mqnode.StatsReply) statsJSON {
 			EnqueuedTotal: q.EnqueuedTotal, AckedTotal: q.AckedTotal, NackedTotal: q.NackedTotal,
 			ExpiredLeasesTotal: q.ExpiredLeasesTotal, DeadTotal: q.DeadTotal,
 			RetriesDeferredTotal: q.RetriesDeferredTotal, Throttles: throttlesJSON(q.Throttles),
+			LostTotal: q.LostTotal, CorruptTotal: q.CorruptTotal,
 		})
 	}
 	for _, b := range rep.Backends {
