@@ -54,6 +54,9 @@ type serveOptions struct {
 const (
 	throttleOn  = "on"
 	throttleOff = "off"
+	// throttleHost is the CPU throttle on the whole host's CPU usage (the
+	// signal before the node's own starvation became the default).
+	throttleHost = "host"
 )
 
 func (o serveOptions) args() []string {
@@ -89,8 +92,8 @@ func (o serveOptions) validate() error {
 	default:
 		return fmt.Errorf("--peer %q: want %s, %s, %s or %s", o.peer, peerMQNode, peerJetStream, peerWorker, peerHog)
 	}
-	if o.throttle != "" && (o.peer != peerMQNode || o.throttle != throttleOn && o.throttle != throttleOff) {
-		return fmt.Errorf("--throttle %q: only for mqnode, want %s or %s", o.throttle, throttleOn, throttleOff)
+	if o.throttle != "" && (o.peer != peerMQNode || o.throttle != throttleOn && o.throttle != throttleOff && o.throttle != throttleHost) {
+		return fmt.Errorf("--throttle %q: only for mqnode, want %s, %s or %s", o.throttle, throttleOn, throttleOff, throttleHost)
 	}
 	if o.durability != durAsync && o.durability != durFsync {
 		return fmt.Errorf("--durability %q: want %s or %s", o.durability, durAsync, durFsync)
@@ -214,6 +217,8 @@ func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string,
 		th = throttle.Config{}
 	case throttleOff:
 		th = throttle.Config{Disabled: true}
+	case throttleHost:
+		th = throttle.Config{CPU: throttle.CPUConfig{Signal: throttle.SignalHost}}
 	}
 	n, err := mqnode.New(mqnode.Config{
 		Name: "bench", DataDir: o.dir, Listen: "127.0.0.1:0", Durability: dur, Logger: log, Throttle: th,
