@@ -105,6 +105,7 @@ func openStore(cfg Config) (*store, error) {
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
+	s.goBg(s.runTotals)
 	if !cfg.Throttle.Disabled && !cfg.Throttle.CPU.Disabled {
 		s.goBg(s.sampleCPU)
 	}
@@ -126,6 +127,11 @@ func (s *store) close() error {
 	s.once.Do(func() {
 		close(s.stopBg)
 		s.bg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if terr := s.saveTotals(ctx, nil); terr != nil {
+			s.log.Warn("queue totals not saved at stop", "err", terr)
+		}
+		cancel()
 		s.w.close()
 		s.qmu.Lock()
 		for _, q := range s.queues {
@@ -232,6 +238,7 @@ func (s *store) loadQueues() error {
 			}
 			it.Close()
 			q.dead = countKeys(txn, queuePrefix(pfxDead, name))
+			s.loadTotals(txn, q)
 			s.queues[name] = q
 		}
 		return nil

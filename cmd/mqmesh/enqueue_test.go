@@ -35,6 +35,9 @@ func TestEnqueueThenStats(t *testing.T) {
 		lines[2] != "" || !strings.HasPrefix(lines[3], "THROTTLE") || strings.Fields(lines[4])[0] != "cpu" {
 		t.Fatalf("stats table:\n%s", out)
 	}
+	if !strings.Contains(out, "ENQUEUED") || !strings.Contains(out, "\njobs   25        0") {
+		t.Fatalf("stats text lacks the totals:\n%s", out)
+	}
 	if len(st.Throttles) != 1 || st.Throttles[0].Kind != "cpu" || st.Throttles[0].Reason == "" {
 		t.Fatalf("stats node throttles %+v", st.Throttles)
 	}
