@@ -23,6 +23,9 @@ type workerOptions struct {
 	Report          time.Duration
 	Log             logFlags
 	ShutdownTimeout time.Duration
+	// Completions, when set, is a file the pool appends the id of every
+	// task its handlers finished to (before the ack), one per line.
+	Completions string
 
 	// flags and meshFlags are bound to the config flags; only those given
 	// override the file.
@@ -133,6 +136,7 @@ their tasks come back when their leases are released.`,
 	fs.BoolVar(&o.JSON, "json", false, "print the ready and stats lines as JSON lines")
 	o.Log.bind(fs)
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long a graceful stop may wait for running handlers")
+	fs.StringVar(&o.Completions, "completions", "", "append the id of every task a handler finished (before its ack) to this file, one per line: an audit trail for completeness checks")
 	return cmd
 }
 

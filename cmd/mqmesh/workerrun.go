@@ -41,7 +41,14 @@ func (o *workerOptions) run(ctx context.Context, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	pool, handlers, err := newDemoPool(c.Conn(), cfg, o.cfg.Queues)
+	var audit *completionLog
+	if o.Completions != "" {
+		if audit, err = openCompletionLog(o.Completions); err != nil {
+			return err
+		}
+		defer audit.Close()
+	}
+	pool, handlers, err := newDemoPool(c.Conn(), cfg, o.cfg.Queues, audit)
 	if err != nil {
 		return err
 	}
@@ -142,7 +149,8 @@ func nodeHost(c *mqnode.Client, idc, name string) string {
 }
 
 // newDemoPool returns a pool with the demo handler of every queue.
-func newDemoPool(nc *nats.Conn, cfg worker.Config, queues demo.Queues) (*worker.Pool, map[string]*demo.Handler, error) {
+// A non-nil audit records every task a handler finished.
+func newDemoPool(nc *nats.Conn, cfg worker.Config, queues demo.Queues, audit *completionLog) (*worker.Pool, map[string]*demo.Handler, error) {
 	pool, err := worker.New(nc, cfg)
 	if err != nil {
 		return nil, nil, err
@@ -154,7 +162,7 @@ func newDemoPool(nc *nats.Conn, cfg worker.Config, queues demo.Queues) (*worker.
 		if err != nil {
 			return nil, nil, fmt.Errorf("queues.%s: %w", queue, err)
 		}
-		if err := pool.Handle(queue, h.Handle, h.Spec().HandlerOptions()...); err != nil {
+		if err := pool.Handle(queue, audit.wrap(h.Handle), h.Spec().HandlerOptions()...); err != nil {
 			return nil, nil, fmt.Errorf("queues.%s: %w", queue, err)
 		}
 		handlers[queue] = h
