@@ -65,6 +65,7 @@ func poolID(h host) string  { return "worker:" + h.idc + ":w-" + h.name }
 
 func TestDrill(t *testing.T) {
 	needNetns(t)
+	lockDrill(t)
 	start := time.Now()
 	dir, err := os.MkdirTemp("", "dep-drill-")
 	if err != nil {
@@ -134,6 +135,19 @@ func TestDrill(t *testing.T) {
 	for _, f := range d.failures {
 		t.Error(f)
 	}
+}
+
+// lockDrill serializes drills on one machine: the namespaces, links and
+// addresses are fixed names.
+func lockDrill(t *testing.T) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "mqmesh-netdrill.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
 }
 
 // secrets makes a secrets directory when this mqmesh has `secrets init`
