@@ -98,6 +98,10 @@ type Mesh struct {
 	dirty chan struct{} // membership changed: save the members file
 	stopc chan struct{} // closed by Leave / Shutdown: stops rejoinLoop
 	wg    sync.WaitGroup
+
+	keyring   *memberlist.Keyring // nil: gossip unencrypted or one fixed key
+	watchStop chan struct{}       // closed to stop the keyring file watch
+	watchDone chan struct{}
 }
 
 // msgLeaveIntent prefixes a direct message announcing a graceful leave.
@@ -156,7 +160,18 @@ func (m *Mesh) Start(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	m.ml, m.started = ml, time.Now()
+	m.keyring = mc.Keyring
 	m.mu.Unlock()
+	if m.cfg.KeyringFile != "" && mc.Keyring != nil {
+		m.watchStop, m.watchDone = make(chan struct{}), make(chan struct{})
+		if err := m.watchKeyring(m.cfg.KeyringFile, m.watchStop, m.watchDone); err != nil {
+			_ = ml.Shutdown()
+			m.mu.Lock()
+			m.ml = nil
+			m.mu.Unlock()
+			return err
+		}
+	}
 	var targets []string
 	for _, s := range m.cfg.Seeds {
 		if !m.ownAddr(s) && !slices.Contains(targets, s) {
@@ -175,6 +190,7 @@ func (m *Mesh) Start(ctx context.Context) error {
 	default:
 		joined, err := m.initialJoin(ctx, targets, len(remembered) > 0)
 		if !joined && len(remembered) == 0 {
+			m.stopWatch()
 			_ = ml.Shutdown()
 			m.mu.Lock()
 			m.ml = nil
@@ -297,6 +313,7 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 	if err := m.ml.Leave(timeout / 2); err != nil {
 		m.log.Warn("leave broadcast incomplete", "err", err)
 	}
+	m.stopWatch()
 	err := m.ml.Shutdown()
 	m.log.Info("left the mesh")
 	return err
@@ -349,6 +366,7 @@ func (m *Mesh) Shutdown() error {
 	m.done = true
 	m.mu.Unlock()
 	m.stopLoop()
+	m.stopWatch()
 	return m.ml.Shutdown()
 }
 
@@ -357,6 +375,15 @@ func (m *Mesh) stopLoop() {
 	close(m.stopc)
 	m.wg.Wait()
 	m.saveKnownMembers()
+}
+
+// stopWatch ends the keyring file watch, if any.
+func (m *Mesh) stopWatch() {
+	if m.watchStop != nil {
+		close(m.watchStop)
+		<-m.watchDone
+		m.watchStop = nil
+	}
 }
 
 // emitLocked delivers an event to every subscriber without blocking.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
 	"log/slog"
 	"net"
@@ -199,7 +200,8 @@ func TestGracefulLeaveIsNotAFailure(t *testing.T) {
 func TestDeadWorkerLeasesReturnEarly(t *testing.T) {
 	all := startMesh(t)
 	node := all[0]
-	w, err := New(Config{BindAddr: "127.0.0.1", Seeds: []string{node.Mesh.GossipAddr()}, Profile: ProfileLocal, Logger: testLogger(t),
+	keys, _ := secretstest.Set(t).GossipKeys()
+	w, err := New(Config{BindAddr: "127.0.0.1", Seeds: []string{node.Mesh.GossipAddr()}, Profile: ProfileLocal, Logger: testLogger(t), Keyring: keys,
 		Meta: Meta{Role: RoleWorker, IDC: "idcA", Host: "host-a1", Name: "worker-7", Node: "a1"}})
 	if err != nil {
 		t.Fatal(err)

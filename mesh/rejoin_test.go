@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
@@ -18,7 +19,8 @@ import (
 func startAgentIn(t *testing.T, dir string, port int, idc, name string, seeds ...string) *NodeAgent {
 	t.Helper()
 	a, err := NewNodeAgent(NodeAgentConfig{
-		Node: mqnode.Config{Name: name, IDC: idc, DataDir: dir, Listen: "127.0.0.1:0", Logger: testLogger(t), Throttle: testlog.NoCPUThrottle},
+		Node: mqnode.Config{Name: name, IDC: idc, DataDir: dir, Listen: "127.0.0.1:0", Logger: testLogger(t), Throttle: testlog.NoCPUThrottle,
+			Security: secretstest.Set(t)},
 		Mesh: Config{BindAddr: "127.0.0.1", BindPort: port, Seeds: seeds, Profile: ProfileLocal},
 		Host: "host-" + name,
 	})

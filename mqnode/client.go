@@ -2,6 +2,7 @@ package mqnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -52,7 +53,8 @@ func NewClient(nc *nats.Conn, idc, name string) *Client {
 // Dial connects to the NATS URL of a node and finds out which node serves
 // it. Close the client to close the connection.
 func Dial(ctx context.Context, url string, opts ...nats.Option) (*Client, error) {
-	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("mqmesh-client")}, opts...)...)
+	opts = append(append([]nats.Option{nats.Name("mqmesh-client")}, opts...), WatchPermissions())
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: connect %s: %w", ErrUnavailable, url, err)
 	}
@@ -94,8 +96,13 @@ func (c *Client) call(ctx context.Context, subj string, req, rep proto.Message, 
 		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
 		defer cancel()
 	}
+	ctx, done := trackCall(ctx, c.nc, subj)
+	defer done()
 	m, err := c.nc.RequestWithContext(ctx, subj, b)
 	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrPermissionDenied) {
+			return cause
+		}
 		if err == nats.ErrNoResponders {
 			return fmt.Errorf("%w: no node answers %s", ErrUnavailable, subj)
 		}
@@ -202,18 +209,31 @@ func (c *Client) AckOne(ctx context.Context, item *AckItem) (*AckResult, error) 
 // Stats returns the node's identity and per-queue statistics (one queue, or
 // all when queue is empty).
 func (c *Client) Stats(ctx context.Context, queue string) (*NodeInfo, []*QueueStats, error) {
-	var rep wirepb.StatsReply
-	err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
+	rep, err := c.StatsReply(ctx, queue)
 	return rep.Node, rep.Queues, err
 }
 
 // StatsReply returns the node's whole stats reply: the node, its queues
 // (one, or all when queue is ""), its node-wide throttles and the backends
-// its handlers report calls to.
+// its handlers report calls to. A node pages many queues over several
+// replies (each fits one message); StatsReply follows the pages.
 func (c *Client) StatsReply(ctx context.Context, queue string) (*StatsReply, error) {
-	var rep wirepb.StatsReply
-	err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
-	return &rep, err
+	var all *wirepb.StatsReply
+	after := ""
+	for {
+		var rep wirepb.StatsReply
+		err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue, After: after}, &rep, func() *wirepb.Error { return rep.Error })
+		if all == nil {
+			all = &rep
+		} else {
+			all.Queues = append(all.Queues, rep.Queues...)
+		}
+		if err != nil || rep.Next == "" || rep.Next <= after {
+			all.Next = ""
+			return all, err
+		}
+		after = rep.Next
+	}
 }
 
 // Info returns the node's identity.
@@ -259,3 +279,11 @@ const (
 
 // AckKind says how an AckItem settles a delivery.
 type AckKind = wirepb.AckKind
+
+// DeleteQueue removes an empty queue from the node (admin role): it must
+// hold no ready, delayed, leased or dead task, and not be declared in the
+// node's config.
+func (c *Client) DeleteQueue(ctx context.Context, queue string) error {
+	var rep wirepb.QueueDeleteReply
+	return c.call(ctx, c.subj(OpQueueDelete), &wirepb.QueueDeleteRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
+}

@@ -3,6 +3,8 @@
 # `mqmesh node` per host, each host on its own loopback address 127.0.1.1 ..
 # 127.0.1.4 (Linux routes all of 127.0.0.0/8 to lo), with the configs of
 # configs/mesh/. Loopback only: nothing listens on another interface.
+# Secured like a real mesh: TLS, role credentials and gossip encryption from
+# the secrets in STATE/secrets (created with `mqmesh secrets init` if absent).
 #
 # Usage:
 #   scripts/local-mesh.sh [start]           start, wait for the mesh, print how to
@@ -25,8 +27,8 @@
 # node still runs after the stop timeout.
 #
 # Environment:
-#   MQMESH_LOCAL_MESH_DIR           state dir: binary, data dirs, logs, pid file
-#                                   (default ./local-mesh)
+#   MQMESH_LOCAL_MESH_DIR           state dir: binary, secrets, data dirs, logs,
+#                                   pid file (default ./local-mesh)
 #   MQMESH_BIN                      use this mqmesh binary; default: build one
 #                                   with `go build -o STATE/mqmesh ./cmd/mqmesh`
 #   MQMESH_LOCAL_MESH_WAIT          seconds to wait for the mesh to form (60)
@@ -74,6 +76,7 @@ state=${MQMESH_LOCAL_MESH_DIR:-./local-mesh}
 mkdir -p "$state"
 state=$(cd "$state" && pwd)
 pidfile=$state/pids
+secrets=$state/secrets
 
 # conf HOST KEY: a top-level key of the host's config file.
 conf() { sed -n "s/^$2: *//p" "$repo/configs/mesh/$1.yaml"; }
@@ -159,7 +162,7 @@ host_pid() {
 
 # members_json HOST: the members as HOST's node sees them (--json), or fail.
 members_json() {
-	"$bin" mesh members --server "$(url_of "$1")" --json --timeout 2s 2>/dev/null
+	"$bin" mesh members --secrets "$secrets" --server "$(url_of "$1")" --json --timeout 2s 2>/dev/null
 }
 
 # alive_members HOST: how many members HOST's node lists as alive (0 when it
@@ -222,7 +225,7 @@ start_node() {
 	# only this script (which then stops the nodes once, in order), and a
 	# detached mesh outlives the terminal.
 	if command -v setsid >/dev/null; then launcher=(setsid); else launcher=(nohup); fi
-	"${launcher[@]}" "$bin" node --config "$repo/configs/mesh/$host.yaml" --data "$dir/data" \
+	"${launcher[@]}" "$bin" node --config "$repo/configs/mesh/$host.yaml" --data "$dir/data" --secrets "$secrets" \
 		--log-level "${MQMESH_LOG_LEVEL:-info}" </dev/null >"$dir/ready" 2>"$dir/node.log" &
 	local pid=$!
 	if [[ -f $pidfile ]]; then sed -i "/^$host /d" "$pidfile"; fi
@@ -245,7 +248,8 @@ print_usage_info() {
 		printf '  %-6s %-4s %-24s %s\n' "$(conf "$h" idc)" "$(conf "$h" name)" "$(url_of "$h")" "$state/$h/node.log"
 	done
 	echo
-	echo "Try:"
+	echo "Try (every command needs the mesh's secrets):"
+	echo "  export MQMESH_SECRETS=$secrets"
 	echo "  $bin enqueue --server $first_url --queue demo --payload hello"
 	echo "  $bin stats --server $first_url"
 	echo "  $bin mesh members --server $(url_of "${hosts[2]}")"
@@ -270,6 +274,9 @@ cmd_start() {
 		bin=$state/mqmesh
 		say "local-mesh: building $bin"
 		(cd "$repo" && go build -o "$bin" ./cmd/mqmesh) || die "go build failed"
+	fi
+	if [[ ! -f $secrets/ca.crt ]]; then
+		"$bin" secrets init "$secrets" >&2 || die "could not create the secrets in $secrets"
 	fi
 	own_children=1
 	trap 'fail "interrupted while starting"' INT TERM
@@ -330,7 +337,7 @@ cmd_status() {
 		if grep -q '"ready": false' <<<"$out"; then note=" NOT READY: $(sed -n 's/.*"not_ready": "\(.*\)".*/\1/p' <<<"$out")"; fi
 		[[ $alive -eq ${#hosts[@]} && -z $note ]] || ok=1
 		echo "== $(conf "$h" name) ($h, pid $pid): sees $alive of ${#hosts[@]} alive$note"
-		"$bin" mesh members --server "$(url_of "$h")" --timeout 2s 2>&1 | sed 's/^/   /'
+		"$bin" mesh members --secrets "$secrets" --server "$(url_of "$h")" --timeout 2s 2>&1 | sed 's/^/   /'
 	done
 	return $ok
 }

@@ -25,6 +25,17 @@ type fileConfig struct {
 	mqnode.Config `yaml:",inline"`
 	// Mesh is nil when the file has no mesh section (a standalone node).
 	Mesh *meshConfig `yaml:"mesh,omitempty"`
+	// SecuritySection is the security section (--secrets, --insecure).
+	SecuritySection securitySection `yaml:"security,omitempty"`
+}
+
+// securitySection is the security section of a node config file.
+type securitySection struct {
+	// Secrets is the secrets directory (see 'mqmesh secrets init'):
+	// TLS and authentication on every link. Default $MQMESH_SECRETS.
+	Secrets string `yaml:"secrets,omitempty"`
+	// Insecure lets a node listen beyond loopback without secrets.
+	Insecure bool `yaml:"insecure,omitempty"`
 }
 
 // loadConfig reads a node config file strictly: an unknown key is an error
@@ -73,16 +84,24 @@ func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
 	fs.DurationVar(&c.DefaultLease, "default-lease", c.DefaultLease, "lease (visibility timeout) of a pull that names none")
 	fs.DurationVar(&c.MaxLease, "max-lease", c.MaxLease, "longest lease or extension")
 	fs.DurationVar(&c.MaxPullWait, "max-pull-wait", c.MaxPullWait, "longest long-poll wait of a pull")
+	fs.DurationVar(&c.MaxDelay, "max-delay", c.MaxDelay, "longest task delay, not-before (from now) or nack delay accepted")
+	fs.DurationVar(&c.MaxTTL, "max-ttl", c.MaxTTL, "longest task ttl accepted")
 	fs.IntVar(&c.MaxPullBatch, "max-pull-batch", c.MaxPullBatch, "most tasks one pull returns")
 	fs.IntVar(&c.MaxEnqueueBatch, "max-enqueue-batch", c.MaxEnqueueBatch, "most tasks one enqueue request carries")
+	fs.IntVar(&c.MaxPullsPerClient, "max-pulls-per-client", c.MaxPullsPerClient, "most pulls one client connection has in flight (long polls included)")
+	fs.Float64Var(&c.MaxRequestRate, "max-request-rate", c.MaxRequestRate, "most requests per second from one client connection (negative: no limit)")
+	fs.IntVar(&c.MaxQueues, "max-queues", c.MaxQueues, "most queues the node holds; past it an unknown queue is not created")
+	fs.DurationVar(&c.QueueIdleEvict, "queue-idle-evict", c.QueueIdleEvict, "remove an auto-created queue empty and unused this long (negative: never)")
 	fs.IntVar(&c.ReadyBuffer, "ready-buffer", c.ReadyBuffer, "ready tasks kept in memory per queue (the rest is paged from disk)")
 	fs.IntVar(&c.ReadyBufferBytes, "ready-buffer-bytes", c.ReadyBufferBytes, "bytes of ready tasks kept in memory per queue")
+	fs.Int64Var(&c.ReadyBudget, "ready-budget", c.ReadyBudget, "bytes of ready tasks kept in memory by all queues together")
 	fs.DurationVar(&c.GCInterval, "gc-interval", c.GCInterval, "interval of Badger's value-log GC")
 	fs.Int64Var(&c.MemTableSize, "memtable-size", c.MemTableSize, "Badger memtable size, in bytes")
 	fs.Int64Var(&c.BlockCacheSize, "block-cache-size", c.BlockCacheSize, "Badger block cache size, in bytes")
 	fs.Int64Var(&c.IndexCacheSize, "index-cache-size", c.IndexCacheSize, "Badger index cache size, in bytes")
 	fs.Int64Var(&c.ValueThreshold, "value-threshold", c.ValueThreshold, "records at least this large go to Badger's value log (bytes)")
 	fs.Int64Var(&c.ValueLogFileSize, "value-log-file-size", c.ValueLogFileSize, "size of one value-log file, the unit of value-log GC (bytes)")
+	fs.Int64Var(&c.DiskReserve, "disk-reserve", c.DiskReserve, "free disk space kept; below it enqueues answer DISK_FULL (bytes)")
 	q := &c.QueueDefaults
 	fs.Uint32Var(&q.MaxAttempts, "max-attempts", q.MaxAttempts, "queue default: deliveries before a task goes to the dead letter queue")
 	fs.DurationVar(&q.BackoffBase, "backoff-base", q.BackoffBase, "queue default: first retry delay after a nack (doubles per attempt)")

@@ -38,6 +38,8 @@ diagnostics and logs go to stderr.`,
 		newBacklogCommand(),
 		newMeshCommand(),
 		newSimCommand(),
+		newSecretsCommand(),
+		newQueueCommand(),
 		bench.NewCommand(),
 	)
 	return root

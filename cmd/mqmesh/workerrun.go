@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/worker"
@@ -90,7 +92,11 @@ func (o *workerOptions) dial(ctx context.Context, log *slog.Logger) (*mqnode.Cli
 	ctx, cancel := context.WithTimeout(ctx, mqnode.DefaultRequestTimeout)
 	defer cancel()
 	server := o.cfg.Server
-	c, err := mqnode.Dial(ctx, server,
+	auth, err := o.sec.natsOptions()
+	if err != nil {
+		return nil, err
+	}
+	c, err := mqnode.Dial(ctx, server, append(auth,
 		nats.Name("mqmesh-worker"),
 		nats.Timeout(mqnode.DefaultRequestTimeout),
 		nats.MaxReconnects(-1),
@@ -100,7 +106,7 @@ func (o *workerOptions) dial(ctx context.Context, log *slog.Logger) (*mqnode.Cli
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected", "server", nc.ConnectedUrlRedacted()) }),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("server %s: %w", server, err)
 	}
@@ -124,6 +130,20 @@ func (o *workerOptions) resolve(c *mqnode.Client, base, log *slog.Logger) (worke
 		cfg.Host = nodeHost(c, idc, name)
 	}
 	cfg.Logger = base
+	if cfg.Mesh != nil {
+		set, err := o.sec.load()
+		if err != nil {
+			return cfg, err
+		}
+		if set != nil {
+			m := *cfg.Mesh
+			if m.Keyring, err = set.GossipKeys(); err != nil {
+				return cfg, fmt.Errorf("--secrets: %w", err)
+			}
+			m.KeyringFile = filepath.Join(set.Dir, secrets.FileGossipKey)
+			cfg.Mesh = &m
+		}
+	}
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		return cfg, fmt.Errorf("worker config: %w", err)
 	}
