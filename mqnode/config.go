@@ -164,6 +164,9 @@ type Config struct {
 	// CPUSampler reads the host's CPU usage for the CPU throttle. Default
 	// throttle.HostCPU(); tests inject their own.
 	CPUSampler throttle.CPUSampler `yaml:"-"`
+	// StarvationSampler reads the node's own CPU starvation for the CPU
+	// throttle (cpu.signal starvation). Default throttle.ProcessStarvation().
+	StarvationSampler throttle.StarvationSampler `yaml:"-"`
 
 	// Security, when set, secures the node (see package internal/secrets):
 	// TLS and nkey users with role permissions on the client port; the
@@ -284,6 +287,9 @@ func (c Config) WithDefaults() Config {
 	c.Throttle = c.Throttle.WithDefaults()
 	if c.CPUSampler == nil {
 		c.CPUSampler = throttle.HostCPU()
+	}
+	if c.StarvationSampler == nil {
+		c.StarvationSampler = throttle.ProcessStarvation()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

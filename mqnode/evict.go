@@ -59,6 +59,7 @@ func (s *store) evictIdle(ctx context.Context, now int64) ([]string, error) {
 	err := s.w.do(ctx, &writeOp{prepare: func(w *wtx) error {
 		for _, q := range gone {
 			w.del(metaKey(q.name))
+			w.del(totalsKey(q.name))
 		}
 		return nil
 	}})
@@ -96,6 +97,7 @@ func (s *store) deleteQueue(ctx context.Context, name string) error {
 	}
 	if err := s.w.do(ctx, &writeOp{prepare: func(w *wtx) error {
 		w.del(metaKey(name))
+		w.del(totalsKey(name))
 		return nil
 	}}); err != nil {
 		return err

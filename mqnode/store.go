@@ -115,6 +115,7 @@ func openStore(cfg Config) (*store, error) {
 	s.goBg(s.runGC)
 	s.goBg(s.runEvict)
 	s.goBg(s.runDiskWatch)
+	s.goBg(s.runTotals)
 	if !cfg.Throttle.Disabled && !cfg.Throttle.CPU.Disabled {
 		s.goBg(s.sampleCPU)
 	}
@@ -136,6 +137,11 @@ func (s *store) close() error {
 	s.once.Do(func() {
 		close(s.stopBg)
 		s.bg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if terr := s.saveTotals(ctx, nil); terr != nil {
+			s.log.Warn("queue totals not saved at stop", "err", terr)
+		}
+		cancel()
 		s.w.close()
 		s.ledger.close()
 		s.qmu.Lock()
@@ -244,6 +250,7 @@ func (s *store) loadQueues() error {
 			}
 			it.Close()
 			q.dead = countKeys(txn, queuePrefix(pfxDead, name))
+			s.loadTotals(txn, q)
 			s.queues[name] = q
 		}
 		return nil

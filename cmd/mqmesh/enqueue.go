@@ -41,6 +41,7 @@ type enqueueOptions struct {
 	Dedup       string
 	Headers     []string
 	Batch       int
+	IDs         bool
 
 	// changed reports whether a flag was given (cmd.Flags().Changed).
 	changed func(name string) bool
@@ -58,6 +59,9 @@ type enqueueJSON struct {
 	IDs []string `json:"ids"`
 	// Duplicates counts the tasks whose dedup key matched an earlier enqueue.
 	Duplicates int `json:"duplicates"`
+	// Count is how many tasks were enqueued; Seconds how long it took.
+	Count   int     `json:"count"`
+	Seconds float64 `json:"seconds"`
 }
 
 func newEnqueueCommand() *cobra.Command {
@@ -65,7 +69,10 @@ func newEnqueueCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "enqueue",
 		Short: "Enqueue tasks on a queue",
-		Long: `Enqueue tasks on a queue of one node and print their ids, one per line.
+		Long: `Enqueue tasks on a queue of one node and print one summary line: how many,
+where, how fast, how many were duplicates. --ids prints the task ids
+instead, one per line (the summary then goes to stderr); --json prints both.
+A long run reports its progress on stderr.
 
 The payload is --payload TEXT, the contents of --file (- for stdin), or
 --count random payloads of --size bytes (the default: one of 64 bytes).
@@ -73,7 +80,8 @@ Tasks are sent in batches of at most --batch tasks and one NATS message.
 With --count N and --dedup KEY, task i gets the dedup key KEY-i, so running
 the same command again enqueues nothing new.`,
 		Example: `  mqmesh enqueue --queue orders --payload '{"id": 7}'
-  mqmesh enqueue --queue load --count 100000 --size 512 --json
+  mqmesh enqueue --queue load --count 100000 --size 512
+  mqmesh enqueue --queue load --count 10 --ids
   mqmesh enqueue --queue mail --file msg.eml --delay 10m --header tenant=acme`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -97,6 +105,7 @@ the same command again enqueues nothing new.`,
 	fs.StringVar(&o.Dedup, "dedup", "", "producer dedup key (with --count N: KEY-0 .. KEY-(N-1))")
 	fs.StringArrayVarP(&o.Headers, "header", "H", nil, "task header key=value (repeatable)")
 	fs.IntVar(&o.Batch, "batch", defaultEnqueueBatch, "most tasks per enqueue request")
+	fs.BoolVar(&o.IDs, "ids", false, "print the task ids, one per line, instead of the summary (which goes to stderr)")
 	return cmd
 }
 
@@ -200,7 +209,9 @@ func (o *enqueueOptions) run(ctx context.Context, stdin io.Reader, stdout, stder
 	defer c.Close()
 	idc, node := c.Node()
 	out := enqueueJSON{Queue: o.Queue, IDC: idc, Node: node, IDs: make([]string, 0, o.Count)}
+	start := time.Now()
 	err = o.send(ctx, c, payload, &out, o.progress(stderr))
+	out.Count, out.Seconds = len(out.IDs), time.Since(start).Seconds()
 	if perr := o.print(stdout, stderr, out); err == nil {
 		err = perr
 	}
@@ -247,16 +258,25 @@ func (o *enqueueOptions) send(ctx context.Context, c *mqnode.Client, payload []b
 	return flush()
 }
 
-// progress returns a progress reporter: a counter on stderr when stderr is
-// a terminal and the tasks take more than one batch, else nothing.
+// progress returns a progress reporter for runs of more than one batch: a
+// counter on stderr when stderr is a terminal, else a line every 5 s.
 func (o *enqueueOptions) progress(stderr io.Writer) func(done int) {
-	if o.Count <= o.Batch || !isTerminal(stderr) {
+	if o.Count <= o.Batch {
 		return func(int) {}
 	}
+	if isTerminal(stderr) {
+		return func(done int) {
+			fmt.Fprintf(stderr, "\renqueued %d/%d", done, o.Count)
+			if done == o.Count {
+				fmt.Fprintln(stderr)
+			}
+		}
+	}
+	last := time.Now()
 	return func(done int) {
-		fmt.Fprintf(stderr, "\renqueued %d/%d", done, o.Count)
-		if done == o.Count {
-			fmt.Fprintln(stderr)
+		if time.Since(last) >= 5*time.Second && done < o.Count {
+			last = time.Now()
+			fmt.Fprintf(stderr, "enqueued %d/%d\n", done, o.Count)
 		}
 	}
 }
@@ -265,9 +285,16 @@ func (o *enqueueOptions) print(stdout, stderr io.Writer, out enqueueJSON) error 
 	if o.JSON {
 		return writeJSON(stdout, out)
 	}
+	summary := fmt.Sprintf("enqueued %d task(s) on %s at %s/%s in %.2fs (%.0f/s)", out.Count, out.Queue, out.IDC, out.Node,
+		out.Seconds, float64(out.Count)/max(out.Seconds, 1e-9))
 	if out.Duplicates > 0 {
-		fmt.Fprintf(stderr, "%d of %d tasks were duplicates of earlier enqueues (same dedup key)\n", out.Duplicates, len(out.IDs))
+		summary += fmt.Sprintf("; %d were duplicates of earlier enqueues (same dedup key)", out.Duplicates)
 	}
+	if !o.IDs {
+		_, err := fmt.Fprintln(stdout, summary)
+		return err
+	}
+	fmt.Fprintln(stderr, summary)
 	w := bufio.NewWriter(stdout)
 	for _, id := range out.IDs {
 		w.WriteString(id)
