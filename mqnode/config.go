@@ -126,6 +126,9 @@ type Config struct {
 	// throttle.HostCPU(); tests inject their own.
 	CPUSampler throttle.CPUSampler `yaml:"-"`
 
+	// Trace bounds the task trace kept in the store (see TraceConfig).
+	Trace TraceConfig `yaml:"trace"`
+
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger `yaml:"-"`
 	// now overrides the clock in tests.
@@ -228,6 +231,7 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.ValueThreshold, DefaultValueThreshold)
 	setDefault(&c.ValueLogFileSize, DefaultValueLogFile)
 	c.Throttle = c.Throttle.WithDefaults()
+	c.Trace = c.Trace.WithDefaults()
 	if c.CPUSampler == nil {
 		c.CPUSampler = throttle.HostCPU()
 	}
@@ -281,6 +285,9 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("gc_interval, memtable_size (>= 1 MiB), block_cache_size, index_cache_size: out of range"))
 	}
 	if err := c.Throttle.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Trace.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.QueueDefaults.validate("queue_defaults"); err != nil {

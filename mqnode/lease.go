@@ -24,6 +24,7 @@ type lease struct {
 	task     *wirepb.Task // as stored (Attempt = failed deliveries so far)
 	deadline int64        // unix ms
 	dur      int64        // ms, for EXTEND with no length
+	start    int64        // unix ms of the delivery
 	worker   string
 	idx      int
 }
@@ -48,7 +49,7 @@ func (lt *leaseTable) add(q *queue, e *entry, dur time.Duration, worker string, 
 	var rc receipt
 	binary.BigEndian.PutUint64(rc[:8], lt.s.incarnation)
 	binary.BigEndian.PutUint64(rc[8:], lt.counter)
-	l := &lease{rc: rc, q: q, key: e.key, task: e.task, deadline: now + dur.Milliseconds(), dur: dur.Milliseconds(), worker: worker}
+	l := &lease{rc: rc, q: q, key: e.key, task: e.task, deadline: now + dur.Milliseconds(), dur: dur.Milliseconds(), worker: worker, start: now}
 	lt.byReceipt[rc] = l
 	heap.Push(&lt.h, l)
 	first := l.idx == 0

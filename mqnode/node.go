@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -44,6 +45,8 @@ type Node struct {
 	NATSOptions func(*server.Options)
 
 	extraOps map[string]OpHandler
+
+	workerInfo atomic.Pointer[func(string) (WorkerInfo, bool)] // see SetWorkerInfo
 
 	shareStop chan struct{}
 	shareDone chan struct{}
@@ -124,6 +127,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.st, err = openStore(n.cfg); err != nil {
 		return err
 	}
+	n.st.obs.workerInfo = &n.workerInfo
 	opts, err := n.natsOptions()
 	if err != nil {
 		return err

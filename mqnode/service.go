@@ -74,6 +74,7 @@ func (s *service) start() error {
 	}{
 		{prefix + "*", route},
 		{IDSubject(s.n.ns.ID()), func(m *nats.Msg) { s.dispatch(m, s.info) }},
+		{TraceSubject, func(m *nats.Msg) { s.dispatch(m, s.traceFind) }},
 	} {
 		sub, err := s.n.nc.Subscribe(sp.subj, sp.cb)
 		if err != nil {

@@ -48,6 +48,7 @@ type store struct {
 
 	leases *leaseTable
 	th     *throttle.Throttle
+	obs    *observer // metrics and trace hooks (observe.go)
 
 	incarnation uint64
 	started     time.Time
@@ -102,6 +103,7 @@ func openStore(cfg Config) (*store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.obs = newObserver(s)
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
@@ -126,6 +128,7 @@ func (s *store) close() error {
 	s.once.Do(func() {
 		close(s.stopBg)
 		s.bg.Wait()
+		s.obs.close()
 		s.w.close()
 		s.qmu.Lock()
 		for _, q := range s.queues {

@@ -166,6 +166,7 @@ func (w *writer) run() {
 // commitGroup applies a group in as few transactions as the size limits
 // allow, then finishes every op.
 func (w *writer) commitGroup(group []*writeOp) {
+	t0 := time.Now()
 	w.s.gcMu.Lock()
 	w.s.beginGroup()
 	if err := w.tryGroup(group); errors.Is(err, errSplitGroup) {
@@ -177,6 +178,7 @@ func (w *writer) commitGroup(group []*writeOp) {
 		}
 	}
 	w.s.gcMu.Unlock()
+	w.s.obs.committed(len(group), time.Since(t0))
 	// Committed: scans may pass these keys now, before anyone is told.
 	w.s.endGroup()
 	now := w.s.nowMs()

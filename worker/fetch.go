@@ -261,7 +261,9 @@ func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery
 	extDone := make(chan struct{})
 	extStopped := make(chan struct{})
 	go p.keepLease(ctx, loseLease, origin, d.Receipt, extDone, extStopped)
+	started := time.Now()
 	res := call(ctx, r.h, task)
+	p.metrics.observe(task, where, res.outcome, started)
 	calls, bad := task.takeCalls()
 	if bad != "" {
 		p.log.Warn("handler reported calls to an invalid backend name; dropped", "queue", r.queue, "backend", bad)

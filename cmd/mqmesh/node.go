@@ -37,6 +37,8 @@ type nodeOptions struct {
 
 	// Mesh is --mesh: join a mesh even without a mesh section or flag.
 	Mesh bool
+	// Ops are the operations endpoint flags (--http; ops.go).
+	Ops opsFlags
 
 	// flags and meshFlags are bound to the config flags; only those set
 	// are used.
@@ -113,6 +115,7 @@ member is detected as failed).`,
 	bindConfigFlags(fs, &o.flags)
 	fs.BoolVar(&o.Mesh, "mesh", false, "join a mesh (implied by a mesh section or any mesh flag; --mesh=false runs standalone)")
 	bindMeshFlags(fs, &o.meshFlags)
+	bindOpsFlags(fs, &o.Ops, true)
 	return cmd
 }
 
@@ -244,12 +247,14 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 		svc   service
 		n     *mqnode.Node
 		agent *mesh.NodeAgent
+		pub   func() *backlog.Publisher
 	)
 	if o.mesh == nil {
 		if n, err = mqnode.New(cfg); err != nil {
 			return err
 		}
-		svc = &standaloneNode{n: n}
+		sn := &standaloneNode{n: n}
+		svc, pub = sn, func() *backlog.Publisher { return sn.pub }
 	} else {
 		if agent, err = mesh.NewNodeAgent(o.mesh.agentConfig(cfg)); err != nil {
 			return err
@@ -272,9 +277,14 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 	if agent != nil {
 		gossip = agent.Mesh.GossipAddr()
 	}
+	ops, err := o.Ops.startNodeOps(n, agent, pub, cfg.Logger)
+	if err != nil {
+		return err
+	}
 	if err := o.printReady(stdout, n, gossip); err != nil {
 		return err
 	}
+	defer announceOps(ops, stdout, o.JSON)()
 	<-ctx.Done()
 	return nil
 }

@@ -23,6 +23,8 @@ type workerOptions struct {
 	Report          time.Duration
 	Log             logFlags
 	ShutdownTimeout time.Duration
+	// Ops are the operations endpoint flags (--http; ops.go).
+	Ops opsFlags
 
 	// flags and meshFlags are bound to the config flags; only those given
 	// override the file.
@@ -132,6 +134,7 @@ their tasks come back when their leases are released.`,
 	fs.BoolVar(&o.JSON, "json", false, "print the ready and stats lines as JSON lines")
 	o.Log.bind(fs)
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long a graceful stop may wait for running handlers")
+	bindOpsFlags(fs, &o.Ops, false)
 	return cmd
 }
 

@@ -48,10 +48,16 @@ func (o *workerOptions) run(ctx context.Context, stdout, stderr io.Writer) (err 
 		return err
 	}
 	cfg = pool.Config()
+	ops, err := o.Ops.startWorkerOps(pool, c.Conn(), log)
+	if err != nil {
+		pool.Kill()
+		return err
+	}
 	if err := o.printReady(stdout, cfg, handlers); err != nil {
 		pool.Kill()
 		return err
 	}
+	defer announceOps(ops, stdout, o.JSON)()
 	rep := &workerReporter{o: o, w: stdout, pool: pool, last: time.Now()}
 	var tick <-chan time.Time
 	if o.Report > 0 {
