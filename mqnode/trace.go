@@ -180,7 +180,7 @@ func (t *tracer) write(batch []*TraceEvent) {
 	if len(muts) == 0 {
 		return
 	}
-	op := &writeOp{prepare: func(w *wtx) error {
+	op := &writeOp{aside: true, prepare: func(w *wtx) error {
 		w.muts = append(w.muts, muts...)
 		return nil
 	}}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,6 +21,9 @@ type writeOp struct {
 	prepare func(w *wtx) error
 	after   func()
 	failed  func(error) // runs on the writer goroutine when the op failed
+	// aside: the op writes no task keys (trace events), so a group of
+	// only such ops does not hold cursor scans back (store.horizon).
+	aside bool
 	fx      []effect
 	err     error
 	done    chan struct{}
@@ -168,7 +172,10 @@ func (w *writer) run() {
 func (w *writer) commitGroup(group []*writeOp) {
 	t0 := time.Now()
 	w.s.gcMu.Lock()
-	w.s.beginGroup()
+	tasks := slices.ContainsFunc(group, func(op *writeOp) bool { return !op.aside })
+	if tasks {
+		w.s.beginGroup()
+	}
 	if err := w.tryGroup(group); errors.Is(err, errSplitGroup) {
 		// A mutation failed (e.g. the size estimate was off): fall back to
 		// one transaction per op so no op commits in part.
@@ -180,7 +187,9 @@ func (w *writer) commitGroup(group []*writeOp) {
 	w.s.gcMu.Unlock()
 	w.s.obs.committed(len(group), time.Since(t0))
 	// Committed: scans may pass these keys now, before anyone is told.
-	w.s.endGroup()
+	if tasks {
+		w.s.endGroup()
+	}
 	now := w.s.nowMs()
 	for _, op := range group {
 		if op.err == nil {

@@ -186,3 +186,34 @@ func TestNodeHealthAndReadiness(t *testing.T) {
 		t.Fatalf("checks %s: want the disk check failing with its reason", b)
 	}
 }
+
+// A worker's /metrics after a known workload: what it processed, by tier,
+// equals what the node acked, and the handler histogram counted it.
+func TestWorkerMetricsMatchTheNode(t *testing.T) {
+	n, url := startNode(t)
+	c := nodeClient(t, n)
+	cfg := writeFile(t, "worker.yaml", "id: w1\nqueues:\n  push: {kind: sleep, latency: 1ms}\n")
+	w := runWorker(t, "--config", cfg, "--server", url, "--json", "--report", "0", "--http", "127.0.0.1:0")
+	h := jsonLine[opsReadyJSON](w, "http", nil)
+	enqueueN(t, c, "push", 25)
+	eventually(t, 30*time.Second, "tasks acked", func() bool { return queueStats(t, c, "push").AckedTotal == 25 })
+	lw := map[string]string{"pool": "w1", "idc": mqnode.DefaultIDC}
+	var m opshttp.Families
+	eventually(t, 10*time.Second, "worker counted them", func() bool {
+		m = scrape(t, h.URL)
+		v, _ := m.Value("mqmesh_worker_tasks_processed_total", map[string]string{"pool": "w1", "tier": "local"})
+		return v == 25
+	})
+	if v, ok := m.Value("mqmesh_worker_handler_duration_seconds", map[string]string{"queue": "push", "tier": "local", "outcome": "done"}); !ok || v != 25 {
+		t.Errorf("handler histogram count %v (present %v), want 25", v, ok)
+	}
+	if v, ok := m.Value("mqmesh_worker_pulls_total", map[string]string{"pool": "w1", "tier": "local"}); !ok || v < 1 {
+		t.Errorf("pulls %v (present %v)", v, ok)
+	}
+	if v, ok := m.Value("mqmesh_worker_slots", lw); !ok || v <= 0 {
+		t.Errorf("slots %v (present %v)", v, ok)
+	}
+	if code, v := getJSON(t, h.URL+"/readyz"); code != 200 {
+		t.Errorf("worker readyz %d %v", code, v)
+	}
+}
