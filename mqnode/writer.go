@@ -24,9 +24,9 @@ type writeOp struct {
 	// aside: the op writes no task keys (trace events), so a group of
 	// only such ops does not hold cursor scans back (store.horizon).
 	aside bool
-	fx      []effect
-	err     error
-	done    chan struct{}
+	fx    []effect
+	err   error
+	done  chan struct{}
 }
 
 // effect is an in-memory consequence of a committed op on a queue's state:
