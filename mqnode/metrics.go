@@ -43,6 +43,7 @@ var (
 	mClients  = nodeDesc("mqmesh_nats_clients", "NATS client connections.")
 	mTrDrop   = nodeDesc("mqmesh_trace_events_dropped_total", "Trace events not recorded (buffer full or per-task cap).")
 	mUp       = nodeDesc("mqmesh_node_up", "1 while the node serves.")
+	mByTier   = nodeDesc("mqmesh_leases_total", "Leases of this node's tasks since it started, by where the worker was (local, idc, other, unknown).", "tier")
 )
 
 func nodeDesc(name, help string, labels ...string) *prometheus.Desc {
@@ -51,7 +52,7 @@ func nodeDesc(name, help string, labels ...string) *prometheus.Desc {
 
 var nodeDescs = []*prometheus.Desc{mReady, mLeased, mDelayed, mDead, mOldest, mEnq, mAcked, mNacked, mLeaseExp,
 	mDeadL, mDeferred, mThrActive, mThrLimit, mThrHeld, mBudget, mNodeUsage, mMeshUsage, mShare, mConstrained,
-	mLSM, mVlog, mFree, mDiskSize, mLeases, mRoutes, mGateways, mClients, mTrDrop, mUp}
+	mLSM, mVlog, mFree, mDiskSize, mLeases, mRoutes, mGateways, mClients, mTrDrop, mUp, mByTier}
 
 // nodeCollector reads a node at scrape time.
 type nodeCollector struct{ n *Node }
@@ -130,6 +131,9 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(mLeases, float64(st.leases.count()))
 	counter(mTrDrop, st.obs.tr.dropped.Load())
+	for i, tier := range [4]string{"unknown", "local", "idc", "other"} {
+		counter(mByTier, st.obs.leaseTiers[i].Load(), tier)
+	}
 	if ns != nil {
 		gauge(mRoutes, float64(ns.NumRoutes()))
 		gauge(mClients, float64(ns.NumClients()))

@@ -24,6 +24,7 @@ type observer struct {
 	tr *tracer
 
 	workerInfo *atomic.Pointer[func(string) (WorkerInfo, bool)]
+	leaseTiers [4]atomic.Uint64 // leases by tierUnknown..tierOther (summary.go)
 
 	enqueueLatency  *prometheus.HistogramVec // queue
 	scheduleToStart *prometheus.HistogramVec // queue
@@ -131,6 +132,7 @@ func (o *observer) leased(q *queue, t *wirepb.Task, worker string, now int64) {
 	}
 	e := &TraceEvent{TimeUnixMs: now, Kind: TraceLease, TaskId: t.Id, Queue: q.name, Attempt: t.Attempt + 1}
 	o.describe(worker, e)
+	o.leaseTiers[tierIndex[e.Tier]].Add(1)
 	o.tr.record(e)
 }
 

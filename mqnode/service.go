@@ -54,7 +54,7 @@ func newService(n *Node) *service {
 func (s *service) start() error {
 	cfg := s.n.cfg
 	ops := map[string]func(context.Context, []byte) proto.Message{
-		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info,
+		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info, OpSummary: s.summary,
 	}
 	for op, h := range s.n.extraOps {
 		ops[op] = h
