@@ -94,6 +94,7 @@ type tracer struct {
 	ch      chan *TraceEvent
 	dropped atomic.Uint64
 	seq     atomic.Uint64
+	stop    chan struct{} // closed by close; ch is never closed (hooks may still send)
 	done    chan struct{}
 
 	mu     sync.Mutex
@@ -101,7 +102,7 @@ type tracer struct {
 }
 
 func newTracer(s *store) *tracer {
-	t := &tracer{s: s, cfg: s.cfg.Trace, done: make(chan struct{}), counts: map[string]int{}}
+	t := &tracer{s: s, cfg: s.cfg.Trace, stop: make(chan struct{}), done: make(chan struct{}), counts: map[string]int{}}
 	if !t.cfg.Disabled {
 		t.ch = make(chan *TraceEvent, t.cfg.Buffer)
 		t.seq.Store(uint64(s.nowMs()) << 20) // increasing across restarts
@@ -128,9 +129,13 @@ func (t *tracer) record(e *TraceEvent) {
 	}
 }
 
+// close writes what is buffered and stops the tracer; events recorded
+// later are dropped. Call it before the writer closes.
 func (t *tracer) close() {
-	if t.ch != nil {
-		close(t.ch)
+	select {
+	case <-t.stop:
+	default:
+		close(t.stop)
 	}
 	<-t.done
 }
@@ -138,19 +143,37 @@ func (t *tracer) close() {
 func (t *tracer) run() {
 	defer close(t.done)
 	batch := make([]*TraceEvent, 0, 512)
-	for e := range t.ch {
-		batch = append(batch[:0], e)
-	fill:
-		for len(batch) < cap(batch) {
-			select {
-			case e, ok := <-t.ch:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, e)
-			default:
-				break fill
-			}
+	for {
+		select {
+		case e := <-t.ch:
+			batch = append(batch[:0], e)
+		case <-t.stop:
+			t.drain(batch[:0])
+			return
+		}
+		t.write(t.fill(batch))
+	}
+}
+
+// fill adds what is waiting, up to the batch's capacity.
+func (t *tracer) fill(batch []*TraceEvent) []*TraceEvent {
+	for len(batch) < cap(batch) {
+		select {
+		case e := <-t.ch:
+			batch = append(batch, e)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// drain writes everything buffered at close.
+func (t *tracer) drain(batch []*TraceEvent) {
+	for {
+		batch = t.fill(batch[:0])
+		if len(batch) == 0 {
+			return
 		}
 		t.write(batch)
 	}
