@@ -24,6 +24,9 @@ var (
 	ErrDiskFull        = errors.New("mqnode: disk full")
 	ErrInternal        = errors.New("mqnode: internal error")
 	ErrUnknownOp       = errors.New("mqnode: unknown operation")
+	// ErrPermissionDenied: the connection's credentials (its role) do not
+	// allow the request; the NATS server refused it (see internal/secrets).
+	ErrPermissionDenied = errors.New("mqnode: permission denied")
 	// ErrClosed is returned by a Store or Node used after Stop.
 	ErrClosed = fmt.Errorf("%w: closed", ErrUnavailable)
 )
@@ -40,6 +43,7 @@ var codeToErr = map[wirepb.Code]error{
 	wirepb.Code_DISK_FULL:         ErrDiskFull,
 	wirepb.Code_INTERNAL:          ErrInternal,
 	wirepb.Code_UNKNOWN_OP:        ErrUnknownOp,
+	wirepb.Code_PERMISSION_DENIED: ErrPermissionDenied,
 }
 
 // RemoteError is an error reply from a node: its stable code and message.

@@ -207,8 +207,10 @@ func (o *observer) committed(ops int, d time.Duration) {
 	}
 }
 
-// describe fills in the worker of an event and where it runs.
-func (o *observer) describe(worker string, e *TraceEvent) {
+// describe fills in the worker of an event and where it runs; holder is
+// what the lease records: the worker id, "@", its mesh membership.
+func (o *observer) describe(holder string, e *TraceEvent) {
+	worker, _, _ := strings.Cut(holder, "@")
 	e.Worker = worker
 	if worker == "" || o.workerInfo == nil {
 		return

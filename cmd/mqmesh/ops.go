@@ -15,6 +15,7 @@ import (
 
 	"github.com/mqmesh/mqmesh/backlog"
 	"github.com/mqmesh/mqmesh/internal/opshttp"
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/worker"
@@ -71,11 +72,37 @@ func (o *opsFlags) startNodeOps(n *mqnode.Node, agent *mesh.NodeAgent, pub func(
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
-	return opshttp.Start(opshttp.Config{Addr: o.HTTP, Registry: reg, Ready: checks, Logger: log})
+	hc := opshttp.Config{Addr: o.HTTP, Registry: reg, Ready: checks, Logger: log}
+	if err := secureHTTP(&hc, cfg.Security, true); err != nil {
+		return nil, err
+	}
+	return opshttp.Start(hc)
+}
+
+// secureHTTP sets the admin token and (with the node certificate, which a
+// node always has and a worker host may) TLS from the secrets; nothing
+// without secrets (loopback only: the node refuses other listeners).
+func secureHTTP(hc *opshttp.Config, set *secrets.Set, needTLS bool) error {
+	if set == nil {
+		return nil
+	}
+	tok, err := set.AdminToken()
+	if err != nil {
+		return fmt.Errorf("--http: %w", err)
+	}
+	hc.Token = tok
+	tc, err := set.ServerTLS()
+	switch {
+	case err == nil:
+		hc.TLS = tc
+	case needTLS:
+		return fmt.Errorf("--http: %w", err)
+	}
+	return nil
 }
 
 // startWorkerOps serves the pool's operations endpoint when --http is set.
-func (o *opsFlags) startWorkerOps(p *worker.Pool, nc *nats.Conn, log *slog.Logger) (*opshttp.Server, error) {
+func (o *opsFlags) startWorkerOps(p *worker.Pool, nc *nats.Conn, set *secrets.Set, log *slog.Logger) (*opshttp.Server, error) {
 	if o.HTTP == "" {
 		return nil, nil
 	}
@@ -91,7 +118,11 @@ func (o *opsFlags) startWorkerOps(p *worker.Pool, nc *nats.Conn, log *slog.Logge
 		}
 		return nil
 	}}}
-	return opshttp.Start(opshttp.Config{Addr: o.HTTP, Registry: reg, Ready: checks, Logger: log})
+	hc := opshttp.Config{Addr: o.HTTP, Registry: reg, Ready: checks, Logger: log}
+	if err := secureHTTP(&hc, set, false); err != nil {
+		return nil, err
+	}
+	return opshttp.Start(hc)
 }
 
 // announceOps prints where the endpoint serves (stdout, after the ready

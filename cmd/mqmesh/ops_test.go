@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/mqmesh/mqmesh/internal/opshttp"
+	"github.com/mqmesh/mqmesh/internal/secrets"
+	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
 
@@ -215,5 +217,66 @@ func TestWorkerMetricsMatchTheNode(t *testing.T) {
 	}
 	if code, v := getJSON(t, h.URL+"/readyz"); code != 200 {
 		t.Errorf("worker readyz %d %v", code, v)
+	}
+}
+
+// With --secrets the endpoint is TLS with the node certificate and every
+// path but the probes needs the admin token; trace and top work as admin.
+func TestOpsEndpointWithSecrets(t *testing.T) {
+	dir := secretstest.Dir(t)
+	set, err := secrets.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := set.AdminToken()
+	ready, base := runNodeHTTP(t, "--secrets", dir, "--name", "s1")
+	if !strings.HasPrefix(base, "https://") {
+		t.Fatalf("endpoint %s: want TLS", base)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: set.ClientTLS()}}
+	get := func(path, token string) int {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := get("/metrics", ""); c != http.StatusUnauthorized {
+		t.Errorf("metrics without a token: %d", c)
+	}
+	if c := get("/metrics", "wrong"); c != http.StatusUnauthorized {
+		t.Errorf("metrics with a wrong token: %d", c)
+	}
+	if c := get("/metrics", tok); c != http.StatusOK {
+		t.Errorf("metrics with the admin token: %d", c)
+	}
+	if c := get("/readyz", ""); c != http.StatusOK {
+		t.Errorf("readyz (a probe, no token): %d", c)
+	}
+	if resp, err := http.Get("http" + strings.TrimPrefix(base, "https") + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain http served metrics on the TLS endpoint")
+		}
+	}
+	ids := mustCLI(t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi")
+	id := strings.TrimSpace(ids)
+	eventually(t, 10*time.Second, "trace as admin", func() bool {
+		tr := mustJSON[traceJSON](t, "trace", "--secrets", dir, "--server", ready.URL, "--json", id)
+		return len(tr.Events) == 1 && tr.Events[0].Kind == "enqueue"
+	})
+	out := mustCLI(t, "top", "--once", "--secrets", dir, "--server", ready.URL)
+	if !strings.Contains(out, "s1") || !strings.Contains(out, "1 nodes in 1 IDCs") {
+		t.Errorf("top as admin:\n%s", out)
+	}
+	// A producer may not look up traces.
+	_, _, err = cli(t, "", "trace", "--secrets", dir, "--role", "producer", "--server", ready.URL, "--wait", "300ms", id)
+	if err == nil {
+		t.Error("a producer read a trace")
 	}
 }

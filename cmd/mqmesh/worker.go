@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/worker"
 )
@@ -25,6 +26,8 @@ type workerOptions struct {
 	ShutdownTimeout time.Duration
 	// Ops are the operations endpoint flags (--http; ops.go).
 	Ops opsFlags
+	// sec are --secrets and --role (default worker).
+	sec securityFlags
 
 	// flags and meshFlags are bound to the config flags; only those given
 	// override the file.
@@ -85,7 +88,7 @@ type (
 )
 
 func newWorkerCommand() *cobra.Command {
-	o := &workerOptions{}
+	o := &workerOptions{sec: securityFlags{def: secrets.RoleWorker}}
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker pool with built-in demo handlers until SIGINT or SIGTERM",
@@ -133,6 +136,7 @@ their tasks come back when their leases are released.`,
 	fs.DurationVar(&o.Report, "report", defaultWorkerReport, "interval of the stats lines on stdout (0: none)")
 	fs.BoolVar(&o.JSON, "json", false, "print the ready and stats lines as JSON lines")
 	o.Log.bind(fs)
+	o.sec.bind(fs)
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long a graceful stop may wait for running handlers")
 	bindOpsFlags(fs, &o.Ops, false)
 	return cmd
@@ -203,6 +207,9 @@ func (o *workerOptions) complete(fs *pflag.FlagSet) error {
 // the node is asked (its IDC and name may be learned from it).
 func (o *workerOptions) Validate() error {
 	if err := o.Log.validate(); err != nil {
+		return err
+	}
+	if err := o.sec.validate(); err != nil {
 		return err
 	}
 	if o.ShutdownTimeout <= 0 {
