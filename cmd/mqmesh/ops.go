@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/dashboard"
 	"github.com/mqmesh/mqmesh/internal/opshttp"
 	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
@@ -76,7 +77,18 @@ func (o *opsFlags) startNodeOps(n *mqnode.Node, agent *mesh.NodeAgent, pub func(
 	if err := secureHTTP(&hc, cfg.Security, true); err != nil {
 		return nil, err
 	}
-	return opshttp.Start(hc)
+	// The dashboard asks the mesh through its own connection to the node.
+	nc, err := n.Connect(nats.Name("mqmesh-dashboard"))
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
+	hc.Handlers = dashboard.New(dashboard.Config{NC: nc, IDC: cfg.IDC, Node: cfg.Name, Logger: log}).Handlers()
+	hc.OnClose = nc.Close
+	s, err := opshttp.Start(hc)
+	if err != nil {
+		nc.Close()
+	}
+	return s, err
 }
 
 // secureHTTP sets the admin token and (with the node certificate, which a

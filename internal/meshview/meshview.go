@@ -40,6 +40,8 @@ type Node struct {
 	// Leases of this node's tasks by where the worker was.
 	LeasesLocal, LeasesIDC, LeasesOther, LeasesUnknown uint64
 	Queues                                             []QueueStats
+	// Backends are the backend budgets the node draws on.
+	Backends []Backend
 	// Alert is what an operator should look at ("" when all is well).
 	Alert string
 }
@@ -50,6 +52,13 @@ type QueueStats struct {
 	Ready, Leased, Delayed, Dead uint64
 	InRate, OutRate              float64
 	OldestReadyMs                int64
+}
+
+// Backend is one backend's budget as a node sees it (calls/s).
+type Backend struct {
+	Name                                string
+	Budget, NodeUsage, MeshUsage, Share float64
+	Constrained                         bool
 }
 
 // Snapshot is the mesh at one moment.
@@ -149,6 +158,9 @@ func fill(ctx context.Context, nc *nats.Conn, n *Node, timeout time.Duration) {
 		}
 	}
 	n.Throttles = slices.Compact(n.Throttles)
+	for _, b := range rep.Backends {
+		n.Backends = append(n.Backends, Backend{Name: b.Backend, Budget: b.Budget, NodeUsage: b.NodeUsage, MeshUsage: b.MeshUsage, Share: b.Share, Constrained: b.Constrained})
+	}
 	if s, err := c.Summary(ctx); err == nil {
 		n.LeasesLocal, n.LeasesIDC, n.LeasesOther, n.LeasesUnknown = s.LeasesLocal, s.LeasesIdc, s.LeasesOther, s.LeasesUnknown
 	}

@@ -55,14 +55,17 @@ type Config struct {
 	Handlers map[string]http.Handler
 	// Logger for serve errors. Default slog.Default().
 	Logger *slog.Logger
+	// OnClose, when set, runs once the server has stopped (Close).
+	OnClose func()
 }
 
 // Server serves the operations endpoint.
 type Server struct {
-	cfg  Config
-	ln   net.Listener
-	srv  *http.Server
-	done chan struct{}
+	cfg    Config
+	ln     net.Listener
+	srv    *http.Server
+	done   chan struct{}
+	cancel context.CancelFunc // ends every request's context (streams) at Close
 }
 
 // Start listens on cfg.Addr and serves until Close.
@@ -86,8 +89,10 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}
-	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{})}
-	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
+	base, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{}), cancel: cancel}
+	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		BaseContext: func(net.Listener) context.Context { return base }}
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -116,11 +121,16 @@ func (s *Server) URL() string {
 // Close stops the server, letting requests in flight finish within ctx
 // (server-sent event streams are cut). Safe twice.
 func (s *Server) Close(ctx context.Context) error {
+	s.cancel()
 	err := s.srv.Shutdown(ctx)
 	if err != nil {
 		_ = s.srv.Close()
 	}
 	<-s.done
+	if s.cfg.OnClose != nil {
+		s.cfg.OnClose()
+		s.cfg.OnClose = nil
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -133,6 +143,10 @@ func (s *Server) routes() http.Handler {
 		writeStatus(w, http.StatusOK, status{Status: "live"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Token != "" {
+		mux.HandleFunc("GET /login", loginPage)
+		mux.HandleFunc("POST /login", s.login)
+	}
 	authed := http.NewServeMux()
 	authed.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{Registry: s.cfg.Registry}))
 	for pattern, h := range s.cfg.Handlers {
@@ -151,6 +165,10 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 && !tokenCookie(r, s.cfg.Token) {
+			if r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html") {
+				http.Redirect(w, r, "/login", http.StatusSeeOther) // a browser: to the login form
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mqmesh"`)
 			http.Error(w, "unauthorized: admin bearer token required", http.StatusUnauthorized)
 			return
