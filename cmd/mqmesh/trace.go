@@ -62,7 +62,7 @@ spawned, and its ack or dead letter.
 The request goes to every node the server reaches (routes and gateways
 carry it through the mesh); the node that owns the task answers from its
 trace store, which keeps events for the node's trace retention (default
-24h). The task's W3C traceparent, if it had one, is shown with its enqueue.`,
+1h; node config trace.retention). The task's W3C traceparent, if it had one, is shown with its enqueue.`,
 		Example: `  mqmesh trace 0193a4c2-7d1e-7b3a-9f00-5e1d2c3b4a59
   mqmesh trace --server nats://10.0.0.5:4222 --json 0193a4c2-7d1e-7b3a-9f00-5e1d2c3b4a59`,
 		Args: cobra.ExactArgs(1),
