@@ -297,7 +297,7 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 	if agent != nil {
 		gossip = agent.Mesh.GossipAddr()
 	}
-	ops, err := o.Ops.startNodeOps(n, agent, pub, cfg.Logger)
+	ops, err := o.Ops.startNodeOps(n, agent, pub, o.security.Insecure, cfg.Logger)
 	if err != nil {
 		return err
 	}

@@ -51,11 +51,14 @@ type opsReadyJSON struct {
 
 // startNodeOps serves the node's operations endpoint when --http is set
 // (nil, nil otherwise). agent is nil for a standalone node.
-func (o *opsFlags) startNodeOps(n *mqnode.Node, agent *mesh.NodeAgent, pub func() *backlog.Publisher, log *slog.Logger) (*opshttp.Server, error) {
+func (o *opsFlags) startNodeOps(n *mqnode.Node, agent *mesh.NodeAgent, pub func() *backlog.Publisher, insecure bool, log *slog.Logger) (*opshttp.Server, error) {
 	if o.HTTP == "" {
 		return nil, nil
 	}
 	cfg := n.Config()
+	if cfg.Security == nil && !isLoopback(o.HTTP) && !insecure {
+		return nil, fmt.Errorf("refusing --http %s beyond loopback without --secrets (no TLS, no admin token); --insecure overrides", o.HTTP)
+	}
 	reg := prometheus.NewRegistry()
 	wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"idc": cfg.IDC, "node": cfg.Name}, reg)
 	checks := []opshttp.Check{
@@ -117,6 +120,9 @@ func secureHTTP(hc *opshttp.Config, set *secrets.Set, needTLS bool) error {
 func (o *opsFlags) startWorkerOps(p *worker.Pool, nc *nats.Conn, set *secrets.Set, log *slog.Logger) (*opshttp.Server, error) {
 	if o.HTTP == "" {
 		return nil, nil
+	}
+	if set == nil && !isLoopback(o.HTTP) {
+		return nil, fmt.Errorf("refusing --http %s beyond loopback without --secrets (no TLS, no admin token)", o.HTTP)
 	}
 	cfg := p.Config()
 	reg := prometheus.NewRegistry()

@@ -177,6 +177,9 @@ func TestNodeHealthAndReadiness(t *testing.T) {
 	if code, v := getJSON(t, base+"/readyz"); code != 200 || v["status"] != "ready" {
 		t.Fatalf("readyz %d %v", code, v)
 	}
+	// Beyond loopback only with secrets.
+	_, _, err := cli(t, "", "node", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0")
+	wantErr(t, err, "refusing --http 0.0.0.0:0 beyond loopback without --secrets")
 	// A node that needs more free space than any disk has: disk full.
 	_, full := runNodeHTTP(t, "--ready-min-free", fmt.Sprint(uint64(1)<<62))
 	code, v := getJSON(t, full+"/readyz")
