@@ -72,7 +72,7 @@ func (n *Node) HandleOp(op string, h OpHandler) error {
 		return err
 	}
 	switch op {
-	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo:
+	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpQueueDelete:
 		return fmt.Errorf("mqnode: op %q is built in", op)
 	}
 	n.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -121,6 +122,7 @@ member is detected as failed).`,
 	fs.BoolVar(&o.Mesh, "mesh", false, "join a mesh (implied by a mesh section or any mesh flag; --mesh=false runs standalone)")
 	bindMeshFlags(fs, &o.meshFlags)
 	bindOpsFlags(fs, &o.Ops, true)
+	cmd.AddCommand(newNodeRepairCommand())
 	return cmd
 }
 
@@ -276,7 +278,12 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 		sn := &standaloneNode{n: n}
 		svc, pub = sn, func() *backlog.Publisher { return sn.pub }
 	} else {
-		if agent, err = mesh.NewNodeAgent(o.mesh.agentConfig(cfg)); err != nil {
+		ac := o.mesh.agentConfig(cfg)
+		if cfg.Security != nil {
+			// Gossip keys rotate while the node runs (secrets gossip-key).
+			ac.Mesh.KeyringFile = filepath.Join(o.security.Secrets, secrets.FileGossipKey)
+		}
+		if agent, err = mesh.NewNodeAgent(ac); err != nil {
 			return err
 		}
 		svc, n = agent, agent.Node

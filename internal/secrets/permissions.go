@@ -30,10 +30,12 @@ const (
 //	producer  publish enqueue and info requests; read its own replies
 //	worker    publish pull, ack (ack, nack, extend) and info requests and
 //	          backlog sync requests; read backlog and its own replies
-//	admin     publish any request (stats, dlq, members, ...); read anything
-//	          but requests: it can neither answer mq.> nor forge backlog
+//	admin     publish any request (stats, dlq, members, queue delete, ...);
+//	          read backlog, usage and its own replies: it can neither answer
+//	          mq.> nor forge backlog, nor read other roles' replies
 //	node      serve mq.<idc>.<name>.> and mqid.>, publish anything (its
-//	          replies, backlog, usage), read backlog, sync and usage
+//	          replies, backlog, usage), read backlog, sync and usage; in
+//	          process only (ServerOptions refuses it on the network)
 //
 // Only nodes may publish bl.> and thr.> and subscribe mq.>/mqid.>: a
 // stolen worker or admin credential cannot answer a pull or forge backlog.
@@ -55,7 +57,7 @@ func Permissions(r Role, idc, name string) *server.Permissions {
 	case RoleAdmin:
 		return &server.Permissions{
 			Publish:   sp([]string{">"}, []string{subjBacklog, subjUsage, "_I.>", "_INBOX.>"}),
-			Subscribe: sp([]string{">"}, []string{subjAllMQ, subjID, subjTrace}),
+			Subscribe: sp([]string{subjBacklog, subjBlSync, subjUsage, InboxPrefix(r) + ".>"}, nil),
 		}
 	case RoleNode:
 		return &server.Permissions{
