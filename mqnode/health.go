@@ -37,9 +37,17 @@ func (n *Node) CheckNATS() error {
 	return nil
 }
 
-// CheckDisk is nil while the data directory's file system has at least
-// minFree bytes free (the node refuses writes past a full disk).
+// CheckDisk is nil unless the disk is full: the store is under its
+// reserve (Config.DiskReserve: enqueues answer DISK_FULL), or the data
+// directory's file system has less than minFree bytes free.
 func (n *Node) CheckDisk(minFree uint64) error {
+	n.mu.Lock()
+	st := n.st
+	n.mu.Unlock()
+	if st != nil && st.disk != nil && st.disk.full.Load() {
+		return fmt.Errorf("disk full: %d bytes free on %s, under the store's reserve of %d; enqueues answer DISK_FULL",
+			max(st.disk.free.Load(), 0), n.cfg.DataDir, st.disk.reserve)
+	}
 	u, err := disk.Usage(n.cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("disk usage of %s: %w", n.cfg.DataDir, err)
