@@ -58,7 +58,7 @@ type ModeReport struct {
 	// a pool's --http endpoint export, summed over the live nodes and
 	// pools at the end (see prom.go).
 	Metrics map[string]float64 `json:"metrics"`
-	Series []Sample      `json:"-"`
+	Series  []Sample           `json:"-"`
 }
 
 // PhaseReport is one phase of the timeline in one mode.
