@@ -3,6 +3,10 @@ package mqnode
 import (
 	"context"
 	"fmt"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"google.golang.org/protobuf/proto"
 
@@ -35,7 +39,33 @@ func (s *service) summary(_ context.Context, b []byte) proto.Message {
 	lt := &s.n.st.obs.leaseTiers
 	rep.LeasesUnknown, rep.LeasesLocal = lt[tierUnknown].Load(), lt[tierLocal].Load()
 	rep.LeasesIdc, rep.LeasesOther = lt[tierIDC].Load(), lt[tierOther].Load()
+	names := s.n.st.queueNames()
+	slices.Sort(names)
+	for _, q := range names {
+		ql := &opspb.QueueLatency{Queue: q}
+		ql.Bounds, ql.ScheduleToStart = buckets(s.n.st.obs.scheduleToStart, q)
+		_, ql.EnqueueToDone = buckets(s.n.st.obs.enqueueToDone, q)
+		rep.Latency = append(rep.Latency, ql)
+	}
 	return rep
+}
+
+// buckets reads the cumulative bucket counts of one queue's histogram,
+// then its total count.
+func buckets(h *prometheus.HistogramVec, queue string) (bounds []float64, counts []uint64) {
+	o, err := h.GetMetricWithLabelValues(queue)
+	if err != nil {
+		return nil, nil
+	}
+	var m dto.Metric
+	if err := o.(prometheus.Metric).Write(&m); err != nil || m.Histogram == nil {
+		return nil, nil
+	}
+	for _, b := range m.Histogram.Bucket {
+		bounds = append(bounds, b.GetUpperBound())
+		counts = append(counts, b.GetCumulativeCount())
+	}
+	return bounds, append(counts, m.Histogram.GetSampleCount())
 }
 
 // Summary asks the client's node for its operations summary.

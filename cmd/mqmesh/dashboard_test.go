@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -127,6 +128,18 @@ func TestDashboardInABrowser(t *testing.T) {
 	run("map", chromedp.Evaluate(`[...document.querySelectorAll("#map .idc")].map(g => g.dataset.idc + ":" + [...g.querySelectorAll(".node")].map(n => n.dataset.node).join(","))`, &nodes))
 	if strings.Join(nodes, " ") != "east:a1,a2 west:b1,b2" {
 		t.Fatalf("map groups %q, want east:a1,a2 west:b1,b2", nodes)
+	}
+
+	var latRows []string
+	run("latency table", chromedp.WaitVisible(`#latency tr[data-queue="mail"]`, chromedp.ByQuery),
+		chromedp.Evaluate(`[...document.querySelectorAll("#latency tbody tr")].map(r => r.dataset.queue)`, &latRows))
+	if !slices.Contains(latRows, "mail") {
+		t.Fatalf("latency rows %q: want the mail queue", latRows)
+	}
+	var qs []string // the page's quantile of cumulative bucket counts
+	run("quantiles", chromedp.Evaluate(`[quant([0.1,0.2,0.4],[0,5,10,10],0.5), quant([0.1,0.2,0.4],[0,5,10,10],0.99), quant([0.1],[0,0],0.5), quant([0.1],[0,4],0.5)]`, &qs))
+	if strings.Join(qs, "|") != "200 ms|396 ms|-|> 100 ms" {
+		t.Fatalf("quantiles %q", qs)
 	}
 
 	// A burst on b2 (no workers: it stays) shows on its card within 2 s.

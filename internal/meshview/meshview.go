@@ -42,6 +42,9 @@ type Node struct {
 	Queues                                             []QueueStats
 	// Backends are the backend budgets the node draws on.
 	Backends []Backend
+	// Latency are the node\'s latency histograms per queue, cumulative
+	// since it started (diff two snapshots for an interval\'s quantiles).
+	Latency []Latency
 	// Alert is what an operator should look at ("" when all is well).
 	Alert string
 }
@@ -52,6 +55,14 @@ type QueueStats struct {
 	Ready, Leased, Delayed, Dead uint64
 	InRate, OutRate              float64
 	OldestReadyMs                int64
+}
+
+// Latency is one queue's histograms: counts per upper bound (seconds),
+// cumulative, then the total.
+type Latency struct {
+	Queue                          string
+	Bounds                         []float64
+	ScheduleToStart, EnqueueToDone []uint64
 }
 
 // Backend is one backend's budget as a node sees it (calls/s).
@@ -163,6 +174,9 @@ func fill(ctx context.Context, nc *nats.Conn, n *Node, timeout time.Duration) {
 	}
 	if s, err := c.Summary(ctx); err == nil {
 		n.LeasesLocal, n.LeasesIDC, n.LeasesOther, n.LeasesUnknown = s.LeasesLocal, s.LeasesIdc, s.LeasesOther, s.LeasesUnknown
+		for _, l := range s.Latency {
+			n.Latency = append(n.Latency, Latency{Queue: l.Queue, Bounds: l.Bounds, ScheduleToStart: l.ScheduleToStart, EnqueueToDone: l.EnqueueToDone})
+		}
 	}
 }
 

@@ -72,6 +72,10 @@ type SummaryReply struct {
 	LeasesIdc     uint64 `protobuf:"varint,5,opt,name=leases_idc,json=leasesIdc,proto3" json:"leases_idc,omitempty"`
 	LeasesOther   uint64 `protobuf:"varint,6,opt,name=leases_other,json=leasesOther,proto3" json:"leases_other,omitempty"`
 	LeasesUnknown uint64 `protobuf:"varint,7,opt,name=leases_unknown,json=leasesUnknown,proto3" json:"leases_unknown,omitempty"`
+	// Latency histograms per queue since the node started (cumulative
+	// counts per upper bound, as Prometheus keeps them): a viewer diffs two
+	// summaries to get the quantiles of the interval between them.
+	Latency       []*QueueLatency `protobuf:"bytes,8,rep,name=latency,proto3" json:"latency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,12 +159,87 @@ func (x *SummaryReply) GetLeasesUnknown() uint64 {
 	return 0
 }
 
+func (x *SummaryReply) GetLatency() []*QueueLatency {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+type QueueLatency struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Queue           string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Bounds          []float64              `protobuf:"fixed64,2,rep,packed,name=bounds,proto3" json:"bounds,omitempty"`                                           // bucket upper bounds, seconds (+Inf implied last)
+	ScheduleToStart []uint64               `protobuf:"varint,3,rep,packed,name=schedule_to_start,json=scheduleToStart,proto3" json:"schedule_to_start,omitempty"` // cumulative counts per bound, then the total
+	EnqueueToDone   []uint64               `protobuf:"varint,4,rep,packed,name=enqueue_to_done,json=enqueueToDone,proto3" json:"enqueue_to_done,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *QueueLatency) Reset() {
+	*x = QueueLatency{}
+	mi := &file_ops_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueLatency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueLatency) ProtoMessage() {}
+
+func (x *QueueLatency) ProtoReflect() protoreflect.Message {
+	mi := &file_ops_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueLatency.ProtoReflect.Descriptor instead.
+func (*QueueLatency) Descriptor() ([]byte, []int) {
+	return file_ops_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *QueueLatency) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *QueueLatency) GetBounds() []float64 {
+	if x != nil {
+		return x.Bounds
+	}
+	return nil
+}
+
+func (x *QueueLatency) GetScheduleToStart() []uint64 {
+	if x != nil {
+		return x.ScheduleToStart
+	}
+	return nil
+}
+
+func (x *QueueLatency) GetEnqueueToDone() []uint64 {
+	if x != nil {
+		return x.EnqueueToDone
+	}
+	return nil
+}
+
 var File_ops_proto protoreflect.FileDescriptor
 
 const file_ops_proto_rawDesc = "" +
 	"\n" +
 	"\tops.proto\x12\rmqmesh.ops.v1\"\x10\n" +
-	"\x0eSummaryRequest\"\xd6\x01\n" +
+	"\x0eSummaryRequest\"\x8d\x02\n" +
 	"\fSummaryReply\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x10\n" +
 	"\x03idc\x18\x02 \x01(\tR\x03idc\x12\x12\n" +
@@ -169,7 +248,13 @@ const file_ops_proto_rawDesc = "" +
 	"\n" +
 	"leases_idc\x18\x05 \x01(\x04R\tleasesIdc\x12!\n" +
 	"\fleases_other\x18\x06 \x01(\x04R\vleasesOther\x12%\n" +
-	"\x0eleases_unknown\x18\a \x01(\x04R\rleasesUnknownB'Z%github.com/mqmesh/mqmesh/mqnode/opspbb\x06proto3"
+	"\x0eleases_unknown\x18\a \x01(\x04R\rleasesUnknown\x125\n" +
+	"\alatency\x18\b \x03(\v2\x1b.mqmesh.ops.v1.QueueLatencyR\alatency\"\x90\x01\n" +
+	"\fQueueLatency\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x16\n" +
+	"\x06bounds\x18\x02 \x03(\x01R\x06bounds\x12*\n" +
+	"\x11schedule_to_start\x18\x03 \x03(\x04R\x0fscheduleToStart\x12&\n" +
+	"\x0fenqueue_to_done\x18\x04 \x03(\x04R\renqueueToDoneB'Z%github.com/mqmesh/mqmesh/mqnode/opspbb\x06proto3"
 
 var (
 	file_ops_proto_rawDescOnce sync.Once
@@ -183,17 +268,19 @@ func file_ops_proto_rawDescGZIP() []byte {
 	return file_ops_proto_rawDescData
 }
 
-var file_ops_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_ops_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_ops_proto_goTypes = []any{
 	(*SummaryRequest)(nil), // 0: mqmesh.ops.v1.SummaryRequest
 	(*SummaryReply)(nil),   // 1: mqmesh.ops.v1.SummaryReply
+	(*QueueLatency)(nil),   // 2: mqmesh.ops.v1.QueueLatency
 }
 var file_ops_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	2, // 0: mqmesh.ops.v1.SummaryReply.latency:type_name -> mqmesh.ops.v1.QueueLatency
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_ops_proto_init() }
@@ -207,7 +294,7 @@ func file_ops_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ops_proto_rawDesc), len(file_ops_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -55,11 +55,53 @@ function render(s) {
   $("#throttles tbody").innerHTML = trows.join("") || `<tr><td colspan="7">no throttle active, no budgets</td></tr>`;
   $("#dlq tbody").innerHTML = drows.join("") || `<tr><td colspan="5">no dead letters</td></tr>`;
 
+  renderLatency(s);
   const sum = (f) => nodes.reduce((a, n) => a + (n[f] || 0), 0);
   history.push({ready: sum("Ready"), in: sum("InRate"), out: sum("OutRate")});
   if (history.length > 300) history.shift();
   drawChart();
 }
+
+// Latency: the nodes' cumulative histograms, diffed against the snapshot
+// of ~10 s ago, summed per queue over the mesh; quantiles interpolated in
+// the bucket as Prometheus's histogram_quantile does.
+const latHistory = []; // [{t, byQueue: {q: {bounds, start[], done[]}}}]
+function renderLatency(s) {
+  const byQueue = {};
+  for (const n of s.Nodes || []) for (const l of n.Latency || []) {
+    const a = byQueue[l.Queue] ||= {bounds: l.Bounds, start: l.Bounds.map(() => 0).concat([0]), done: l.Bounds.map(() => 0).concat([0])};
+    (l.ScheduleToStart || []).forEach((c, i) => a.start[i] += c);
+    (l.EnqueueToDone || []).forEach((c, i) => a.done[i] += c);
+  }
+  const now = Date.parse(s.Time);
+  latHistory.push({t: now, byQueue});
+  while (latHistory.length > 1 && now - latHistory[1].t >= 10000) latHistory.shift();
+  const old = latHistory.length > 1 ? latHistory[0].byQueue : {}; // first snapshot: since the nodes started
+  const rows = Object.keys(byQueue).sort().map((q) => {
+    const a = byQueue[q], o = old[q] || {start: [], done: []};
+    const d = (cur, prev) => cur.map((c, i) => c - (prev[i] || 0));
+    const st = d(a.start, o.start), dn = d(a.done, o.done);
+    return `<tr data-queue="${esc(q)}"><td>${esc(q)}</td><td>${quant(a.bounds, st, 0.5)}</td><td>${quant(a.bounds, st, 0.99)}</td><td>${quant(a.bounds, dn, 0.5)}</td><td>${quant(a.bounds, dn, 0.99)}</td><td>${st[st.length - 1]}</td></tr>`;
+  });
+  $("#latency tbody").innerHTML = rows.join("") || `<tr><td colspan="6">no queues</td></tr>`;
+}
+
+function quant(bounds, cum, q) {
+  const total = cum[cum.length - 1];
+  if (!total) return "-";
+  const rank = q * total;
+  let prevB = 0, prevC = 0;
+  for (let i = 0; i < bounds.length; i++) {
+    if (cum[i] >= rank) {
+      const inBucket = cum[i] - prevC;
+      const v = prevB + (bounds[i] - prevB) * (inBucket ? (rank - prevC) / inBucket : 1);
+      return fmtSec(v);
+    }
+    prevB = bounds[i]; prevC = cum[i];
+  }
+  return "> " + fmtSec(bounds[bounds.length - 1]);
+}
+function fmtSec(s) { return s < 1 ? (s * 1000).toFixed(s < 0.01 ? 1 : 0) + " ms" : s.toFixed(2) + " s"; }
 
 function drawChart() {
   const c = $("#chart"), g = c.getContext("2d");
