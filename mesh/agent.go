@@ -125,6 +125,7 @@ func NewNodeAgent(cfg NodeAgentConfig) (*NodeAgent, error) {
 	if err := n.HandleOp(OpMembers, a.members); err != nil {
 		return nil, err
 	}
+	n.SetWorkerInfo((&workerDirectory{m: m}).lookup)
 	return a, nil
 }
 

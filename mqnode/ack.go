@@ -3,6 +3,7 @@ package mqnode
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
@@ -123,6 +124,7 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 	if l == nil {
 		return settle{}, staleErr(it.Receipt)
 	}
+	s.obs.settled(l, it.Kind, it.Error, s.nowMs())
 	switch it.Kind {
 	case wirepb.AckKind_NACK:
 		s.settled(l.q, it.Calls, throttle.Failed)
@@ -144,6 +146,7 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 	}
 	q := l.q
 	s.settled(q, it.Calls, throttle.Succeeded)
+	var spawned []*wirepb.EnqueueResult
 	return settle{l: l, op: &writeOp{
 		prepare: func(w *wtx) error {
 			w.del(l.key)
@@ -155,6 +158,7 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 			if err != nil {
 				return err
 			}
+			spawned = ids
 			res.SubtaskIds = res.SubtaskIds[:0]
 			for _, r := range ids {
 				res.SubtaskIds = append(res.SubtaskIds, r.Id)
@@ -166,6 +170,7 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 			q.c.acked.add(now, 1)
 			if n := len(it.Subtasks); n > 0 {
 				subq.c.enqueued.add(now, int64(n))
+				s.obs.enqueued(subq.name, it.Subtasks, spawned, time.Time{}, l.task.Id)
 			}
 		},
 	}}, nil

@@ -122,6 +122,7 @@ func (c *Client) Enqueue(ctx context.Context, queue string, items ...*EnqueueIte
 	if err := subject.Validate("queue", queue); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
+	stampItems(ctx, c.producerName(), items)
 	var rep wirepb.EnqueueReply
 	err := c.call(ctx, c.subj(OpEnqueue), &wirepb.EnqueueRequest{Queue: queue, Items: items}, &rep, func() *wirepb.Error { return rep.Error })
 	if err != nil {

@@ -168,6 +168,8 @@ type Config struct {
 	// throttle (cpu.signal starvation). Default throttle.ProcessStarvation().
 	StarvationSampler throttle.StarvationSampler `yaml:"-"`
 
+	// Trace bounds the task trace kept in the store (see TraceConfig).
+	Trace TraceConfig `yaml:"trace"`
 	// Security, when set, secures the node (see package internal/secrets):
 	// TLS and nkey users with role permissions on the client port; the
 	// node's own connections authenticate as role node. Nil: no TLS, no
@@ -285,6 +287,7 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.ValueLogFileSize, DefaultValueLogFile)
 	setDefault(&c.DiskReserve, 2*c.minDiskReserve())
 	c.Throttle = c.Throttle.WithDefaults()
+	c.Trace = c.Trace.WithDefaults()
 	if c.CPUSampler == nil {
 		c.CPUSampler = throttle.HostCPU()
 	}
@@ -358,6 +361,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := c.Throttle.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Trace.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.QueueDefaults.validate("queue_defaults"); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -51,6 +52,8 @@ type Node struct {
 	WorkerMember func(workerID string) string
 
 	extraOps map[string]OpHandler
+
+	workerInfo atomic.Pointer[func(string) (WorkerInfo, bool)] // see SetWorkerInfo
 
 	shareStop chan struct{}
 	shareDone chan struct{}
@@ -131,6 +134,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.st, err = openStore(n.cfg); err != nil {
 		return err
 	}
+	n.st.obs.workerInfo = &n.workerInfo
 	opts, err := n.natsOptions()
 	if err != nil {
 		return err

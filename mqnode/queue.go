@@ -401,6 +401,7 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 		case e.task.Attempt > 0:
 			if ok, d := th.AdmitRetry(q.name); !ok {
 				moves = append(moves, q.deferOp(e, d))
+				q.s.obs.deferred(q, e.task, d)
 				q.c.retriesDeferred.Add(1)
 				defers++
 				continue
@@ -408,6 +409,7 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 		}
 		out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
 		used += e.size + deliveryOverhead
+		q.s.obs.leased(q, e.task, worker, now)
 	}
 	th.Refund(q.name, granted-len(out))
 	if len(out) == 0 && defers > 0 && held == 0 {

@@ -116,9 +116,23 @@ func (n *Node) Levels() []QueueLevel {
 	if st == nil || stopped {
 		return nil
 	}
+	all := st.allStats()
+	out := make([]QueueLevel, 0, len(all))
+	for _, s := range all {
+		out = append(out, QueueLevel{
+			Queue: s.Queue, Ready: s.Ready, OldestReady: time.Duration(s.OldestReadyAgeMs) * time.Millisecond,
+			EnqueueRate: s.EnqueueRate, DrainRate: s.AckRate, EnqueuedTotal: s.EnqueuedTotal,
+		})
+	}
+	return out
+}
+
+// allStats returns the stats of every queue, sorted by name (queues that
+// fail to report are left out).
+func (st *store) allStats() []*wirepb.QueueStats {
 	names := st.queueNames()
 	slices.Sort(names)
-	out := make([]QueueLevel, 0, len(names))
+	out := make([]*wirepb.QueueStats, 0, len(names))
 	for _, name := range names {
 		st.qmu.RLock()
 		q := st.queues[name]
@@ -126,14 +140,9 @@ func (n *Node) Levels() []QueueLevel {
 		if q == nil {
 			continue
 		}
-		s, err := q.stats()
-		if err != nil {
-			continue
+		if s, err := q.stats(); err == nil {
+			out = append(out, s)
 		}
-		out = append(out, QueueLevel{
-			Queue: name, Ready: s.Ready, OldestReady: time.Duration(s.OldestReadyAgeMs) * time.Millisecond,
-			EnqueueRate: s.EnqueueRate, DrainRate: s.AckRate, EnqueuedTotal: s.EnqueuedTotal,
-		})
 	}
 	return out
 }

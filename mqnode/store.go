@@ -52,6 +52,7 @@ type store struct {
 
 	bufTotal atomic.Int64 // bytes in all queues' ready windows (budget.go)
 	nQueues  atomic.Int64 // queues in the table (newQueue .. stop)
+	obs      *observer    // metrics and trace hooks (observe.go)
 
 	started time.Time
 
@@ -110,6 +111,7 @@ func openStore(cfg Config) (*store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.obs = newObserver(s)
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
@@ -142,6 +144,7 @@ func (s *store) close() error {
 			s.log.Warn("queue totals not saved at stop", "err", terr)
 		}
 		cancel()
+		s.obs.close()
 		s.w.close()
 		s.ledger.close()
 		s.qmu.Lock()

@@ -54,7 +54,11 @@ type ModeReport struct {
 	// Budget is how the mesh-wide call rate held to the handler backend's
 	// budget, when it has one.
 	Budget *BudgetReport `json:"budget,omitempty"`
-	Series []Sample      `json:"-"`
+	// Metrics are the run's totals under the Prometheus names a node's and
+	// a pool's --http endpoint export, summed over the live nodes and
+	// pools at the end (see prom.go).
+	Metrics map[string]float64 `json:"metrics"`
+	Series  []Sample           `json:"-"`
 }
 
 // PhaseReport is one phase of the timeline in one mode.
@@ -127,7 +131,9 @@ func runMode(ctx context.Context, s Scenario, mode string, opt Options) (*ModeRe
 	if err != nil {
 		return nil, err
 	}
-	return r.summarize(after, drained), nil
+	mr := r.summarize(after, drained)
+	mr.Metrics = r.operatorView()
+	return mr, nil
 }
 
 func (r *run) summarize(after time.Duration, drained bool) *ModeReport {

@@ -145,6 +145,8 @@ func TestConfigFlagsCoverEveryKey(t *testing.T) {
 			name = "queue"
 		case key == "throttle":
 			name = "no-throttle" // and --cpu-ceiling, --backend-budget; the rest by file
+		case key == "trace":
+			name = "trace-retention" // and --no-trace; the rest by file
 		default:
 			name = strings.TrimPrefix(name, "queue_defaults.")
 		}

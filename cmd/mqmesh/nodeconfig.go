@@ -112,6 +112,8 @@ func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
 	fs.BoolVar(&th.Disabled, "no-throttle", th.Disabled, "switch overload protection off (throttle.disabled; other throttle settings only in the config file)")
 	fs.Float64Var(&th.CPU.Ceiling, "cpu-ceiling", th.CPU.Ceiling, "host CPU usage (0..1) above which the node slows its dispatch (throttle.cpu.ceiling)")
 	fs.Var(budgetsValue{&th.Backends}, "backend-budget", "mesh-wide budget of a backend, NAME=CALLS_PER_S (repeatable or comma-separated; throttle.backends)")
+	fs.BoolVar(&c.Trace.Disabled, "no-trace", c.Trace.Disabled, "record no task trace (trace.disabled)")
+	fs.DurationVar(&c.Trace.Retention, "trace-retention", c.Trace.Retention, "how long task trace events are kept (trace.retention; other trace settings only in the config file)")
 }
 
 // budgetsValue is the --backend-budget flag: NAME=CALLS_PER_S pairs.

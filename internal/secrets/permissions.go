@@ -19,6 +19,7 @@ const (
 	subjBacklog = "bl.>"
 	subjBlSync  = "blsync.>"
 	subjUsage   = "thr.>"
+	subjTrace   = "mqtrace.>" // mqnode.TraceSubject: every node answers trace lookups
 )
 
 // Permissions returns the subject permissions of a role. Least privilege:
