@@ -24,6 +24,8 @@ var (
 	ErrDiskFull        = errors.New("mqnode: disk full")
 	ErrInternal        = errors.New("mqnode: internal error")
 	ErrUnknownOp       = errors.New("mqnode: unknown operation")
+	// ErrNoSubscribers: an enqueue to topic:T matched no subscription of T.
+	ErrNoSubscribers = errors.New("mqnode: no subscribers")
 	// ErrClosed is returned by a Store or Node used after Stop.
 	ErrClosed = fmt.Errorf("%w: closed", ErrUnavailable)
 )
@@ -40,6 +42,7 @@ var codeToErr = map[wirepb.Code]error{
 	wirepb.Code_DISK_FULL:         ErrDiskFull,
 	wirepb.Code_INTERNAL:          ErrInternal,
 	wirepb.Code_UNKNOWN_OP:        ErrUnknownOp,
+	wirepb.Code_NO_SUBSCRIBERS:    ErrNoSubscribers,
 }
 
 // RemoteError is an error reply from a node: its stable code and message.

@@ -43,7 +43,8 @@ type Node struct {
 	// again by ReloadNATS.
 	NATSOptions func(*server.Options)
 
-	extraOps map[string]OpHandler
+	extraOps  map[string]OpHandler
+	topicSync *topicSync // topicsync.go
 
 	shareStop chan struct{}
 	shareDone chan struct{}
@@ -62,7 +63,7 @@ func (n *Node) HandleOp(op string, h OpHandler) error {
 		return err
 	}
 	switch op {
-	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo:
+	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpReplay, OpTopic:
 		return fmt.Errorf("mqnode: op %q is built in", op)
 	}
 	n.mu.Lock()
@@ -156,6 +157,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.svc.start(); err != nil {
 		return err
 	}
+	if err := n.startTopicSync(); err != nil {
+		return err
+	}
 	n.shareStop, n.shareDone = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(n.shareDone)
@@ -215,6 +219,7 @@ func (n *Node) shutdownLocked(ctx context.Context) error {
 	if n.svc != nil {
 		errs = append(errs, n.svc.stop(ctx))
 	}
+	n.topicSync.close()
 	if n.nc != nil {
 		n.nc.Close()
 	}

@@ -55,6 +55,7 @@ func (s *service) start() error {
 	cfg := s.n.cfg
 	ops := map[string]func(context.Context, []byte) proto.Message{
 		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info,
+		OpReplay: s.replay, OpTopic: s.topic, // cmqops.go
 	}
 	for op, h := range s.n.extraOps {
 		ops[op] = h

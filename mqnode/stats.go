@@ -87,6 +87,8 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 	st.DeadTotal = q.c.deadTotal.Load()
 	st.RetriesDeferredTotal = q.c.retriesDeferred.Load()
 	st.Throttles = throttleStates(q.s.th.QueueStates(q.name))
+	st.SettledKept, st.SettledBytes = q.kept.held(now)
+	st.KeepSettledMs = max(q.cfg.KeepSettled.Milliseconds(), 0)
 	return st, err
 }
 

@@ -48,6 +48,7 @@ type store struct {
 
 	leases *leaseTable
 	th     *throttle.Throttle
+	topics *topicTable // topic.go
 
 	incarnation uint64
 	started     time.Time
@@ -98,6 +99,11 @@ func openStore(cfg Config) (*store, error) {
 	s.leases = newLeaseTable(s)
 	s.th = throttle.New(cfg.Throttle, cfg.IDC+"."+cfg.Name, s.nowMs)
 	if err := s.loadQueues(); err != nil {
+		seq.Release()
+		db.Close()
+		return nil, err
+	}
+	if s.topics, err = loadTopics(s); err != nil {
 		seq.Release()
 		db.Close()
 		return nil, err
@@ -232,6 +238,7 @@ func (s *store) loadQueues() error {
 			}
 			it.Close()
 			q.dead = countKeys(txn, queuePrefix(pfxDead, name))
+			q.kept.load(txn, name)
 			s.queues[name] = q
 		}
 		return nil

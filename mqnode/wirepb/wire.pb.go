@@ -45,6 +45,7 @@ const (
 	Code_DISK_FULL         Code = 9  // the store is out of space; nothing was written
 	Code_INTERNAL          Code = 10 // a bug; details in the message
 	Code_UNKNOWN_OP        Code = 11 // no such operation
+	Code_NO_SUBSCRIBERS    Code = 40 // a topic enqueue matched no subscription; nothing was written
 )
 
 // Enum value maps for Code.
@@ -62,6 +63,7 @@ var (
 		9:  "DISK_FULL",
 		10: "INTERNAL",
 		11: "UNKNOWN_OP",
+		40: "NO_SUBSCRIBERS",
 	}
 	Code_value = map[string]int32{
 		"OK":                0,
@@ -76,6 +78,7 @@ var (
 		"DISK_FULL":         9,
 		"INTERNAL":          10,
 		"UNKNOWN_OP":        11,
+		"NO_SUBSCRIBERS":    40,
 	}
 )
 
@@ -655,6 +658,7 @@ type EnqueueResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Duplicate     bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"` // the dedup key matched an earlier enqueue
+	Copies        []*TopicCopy           `protobuf:"bytes,10,rep,name=copies,proto3" json:"copies,omitempty"`       // enqueue to topic:T: one copy per matching subscription (id = the first)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +707,74 @@ func (x *EnqueueResult) GetDuplicate() bool {
 	return false
 }
 
+func (x *EnqueueResult) GetCopies() []*TopicCopy {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
+// TopicCopy is the task a topic enqueue wrote into one subscribed queue.
+type TopicCopy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Duplicate     bool                   `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicCopy) Reset() {
+	*x = TopicCopy{}
+	mi := &file_wire_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicCopy) ProtoMessage() {}
+
+func (x *TopicCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicCopy.ProtoReflect.Descriptor instead.
+func (*TopicCopy) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TopicCopy) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *TopicCopy) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TopicCopy) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 type EnqueueReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
@@ -713,7 +785,7 @@ type EnqueueReply struct {
 
 func (x *EnqueueReply) Reset() {
 	*x = EnqueueReply{}
-	mi := &file_wire_proto_msgTypes[7]
+	mi := &file_wire_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +797,7 @@ func (x *EnqueueReply) String() string {
 func (*EnqueueReply) ProtoMessage() {}
 
 func (x *EnqueueReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[7]
+	mi := &file_wire_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +810,7 @@ func (x *EnqueueReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueReply.ProtoReflect.Descriptor instead.
 func (*EnqueueReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{7}
+	return file_wire_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EnqueueReply) GetError() *Error {
@@ -768,7 +840,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_wire_proto_msgTypes[8]
+	mi := &file_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +852,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[8]
+	mi := &file_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +865,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{8}
+	return file_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PullRequest) GetQueue() string {
@@ -842,7 +914,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_wire_proto_msgTypes[9]
+	mi := &file_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +926,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[9]
+	mi := &file_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +939,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{9}
+	return file_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Delivery) GetTask() *Task {
@@ -904,7 +976,7 @@ type PullReply struct {
 
 func (x *PullReply) Reset() {
 	*x = PullReply{}
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +988,7 @@ func (x *PullReply) String() string {
 func (*PullReply) ProtoMessage() {}
 
 func (x *PullReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1001,7 @@ func (x *PullReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullReply.ProtoReflect.Descriptor instead.
 func (*PullReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{10}
+	return file_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PullReply) GetError() *Error {
@@ -983,7 +1055,7 @@ type AckItem struct {
 
 func (x *AckItem) Reset() {
 	*x = AckItem{}
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1067,7 @@ func (x *AckItem) String() string {
 func (*AckItem) ProtoMessage() {}
 
 func (x *AckItem) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1080,7 @@ func (x *AckItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckItem.ProtoReflect.Descriptor instead.
 func (*AckItem) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{11}
+	return file_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AckItem) GetReceipt() []byte {
@@ -1079,7 +1151,7 @@ type BackendCalls struct {
 
 func (x *BackendCalls) Reset() {
 	*x = BackendCalls{}
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1163,7 @@ func (x *BackendCalls) String() string {
 func (*BackendCalls) ProtoMessage() {}
 
 func (x *BackendCalls) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1176,7 @@ func (x *BackendCalls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendCalls.ProtoReflect.Descriptor instead.
 func (*BackendCalls) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{12}
+	return file_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BackendCalls) GetBackend() string {
@@ -1130,7 +1202,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_wire_proto_msgTypes[13]
+	mi := &file_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1214,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[13]
+	mi := &file_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1227,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{13}
+	return file_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AckRequest) GetItems() []*AckItem {
@@ -1176,7 +1248,7 @@ type AckResult struct {
 
 func (x *AckResult) Reset() {
 	*x = AckResult{}
-	mi := &file_wire_proto_msgTypes[14]
+	mi := &file_wire_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1260,7 @@ func (x *AckResult) String() string {
 func (*AckResult) ProtoMessage() {}
 
 func (x *AckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[14]
+	mi := &file_wire_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1273,7 @@ func (x *AckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResult.ProtoReflect.Descriptor instead.
 func (*AckResult) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{14}
+	return file_wire_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AckResult) GetError() *Error {
@@ -1235,7 +1307,7 @@ type AckReply struct {
 
 func (x *AckReply) Reset() {
 	*x = AckReply{}
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1319,7 @@ func (x *AckReply) String() string {
 func (*AckReply) ProtoMessage() {}
 
 func (x *AckReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1332,7 @@ func (x *AckReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckReply.ProtoReflect.Descriptor instead.
 func (*AckReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{15}
+	return file_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AckReply) GetError() *Error {
@@ -1286,7 +1358,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1370,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1383,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{16}
+	return file_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatsRequest) GetQueue() string {
@@ -1338,13 +1410,16 @@ type QueueStats struct {
 	DeadTotal            uint64                 `protobuf:"varint,13,opt,name=dead_total,json=deadTotal,proto3" json:"dead_total,omitempty"`
 	Throttles            []*ThrottleState       `protobuf:"bytes,14,rep,name=throttles,proto3" json:"throttles,omitempty"`                                                      // retry gate and backend budgets of this queue
 	RetriesDeferredTotal uint64                 `protobuf:"varint,15,opt,name=retries_deferred_total,json=retriesDeferredTotal,proto3" json:"retries_deferred_total,omitempty"` // retries put back by the retry gate
+	SettledKept          uint64                 `protobuf:"varint,40,opt,name=settled_kept,json=settledKept,proto3" json:"settled_kept,omitempty"`                              // settled tasks kept for replay (keep_settled)
+	SettledBytes         uint64                 `protobuf:"varint,41,opt,name=settled_bytes,json=settledBytes,proto3" json:"settled_bytes,omitempty"`                           // their stored bytes (keys + records)
+	KeepSettledMs        int64                  `protobuf:"varint,42,opt,name=keep_settled_ms,json=keepSettledMs,proto3" json:"keep_settled_ms,omitempty"`                      // the queue's keep_settled; 0 = off
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
 
 func (x *QueueStats) Reset() {
 	*x = QueueStats{}
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1431,7 @@ func (x *QueueStats) String() string {
 func (*QueueStats) ProtoMessage() {}
 
 func (x *QueueStats) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1444,7 @@ func (x *QueueStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStats.ProtoReflect.Descriptor instead.
 func (*QueueStats) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{17}
+	return file_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *QueueStats) GetQueue() string {
@@ -1477,6 +1552,27 @@ func (x *QueueStats) GetRetriesDeferredTotal() uint64 {
 	return 0
 }
 
+func (x *QueueStats) GetSettledKept() uint64 {
+	if x != nil {
+		return x.SettledKept
+	}
+	return 0
+}
+
+func (x *QueueStats) GetSettledBytes() uint64 {
+	if x != nil {
+		return x.SettledBytes
+	}
+	return 0
+}
+
+func (x *QueueStats) GetKeepSettledMs() int64 {
+	if x != nil {
+		return x.KeepSettledMs
+	}
+	return 0
+}
+
 // ThrottleState is one throttle: what it limits, how far and why.
 type ThrottleState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1493,7 +1589,7 @@ type ThrottleState struct {
 
 func (x *ThrottleState) Reset() {
 	*x = ThrottleState{}
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1601,7 @@ func (x *ThrottleState) String() string {
 func (*ThrottleState) ProtoMessage() {}
 
 func (x *ThrottleState) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1614,7 @@ func (x *ThrottleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThrottleState.ProtoReflect.Descriptor instead.
 func (*ThrottleState) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{18}
+	return file_wire_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ThrottleState) GetKind() string {
@@ -1587,7 +1683,7 @@ type BackendStats struct {
 
 func (x *BackendStats) Reset() {
 	*x = BackendStats{}
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1695,7 @@ func (x *BackendStats) String() string {
 func (*BackendStats) ProtoMessage() {}
 
 func (x *BackendStats) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1708,7 @@ func (x *BackendStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendStats.ProtoReflect.Descriptor instead.
 func (*BackendStats) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{19}
+	return file_wire_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BackendStats) GetBackend() string {
@@ -1684,7 +1780,7 @@ type UsageReport struct {
 
 func (x *UsageReport) Reset() {
 	*x = UsageReport{}
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1792,7 @@ func (x *UsageReport) String() string {
 func (*UsageReport) ProtoMessage() {}
 
 func (x *UsageReport) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1805,7 @@ func (x *UsageReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageReport.ProtoReflect.Descriptor instead.
 func (*UsageReport) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{20}
+	return file_wire_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UsageReport) GetIdc() string {
@@ -1744,7 +1840,7 @@ type BackendUsage struct {
 
 func (x *BackendUsage) Reset() {
 	*x = BackendUsage{}
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1852,7 @@ func (x *BackendUsage) String() string {
 func (*BackendUsage) ProtoMessage() {}
 
 func (x *BackendUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1865,7 @@ func (x *BackendUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendUsage.ProtoReflect.Descriptor instead.
 func (*BackendUsage) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{21}
+	return file_wire_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BackendUsage) GetBackend() string {
@@ -1808,7 +1904,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +1916,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +1929,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{22}
+	return file_wire_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -1898,7 +1994,7 @@ type StatsReply struct {
 
 func (x *StatsReply) Reset() {
 	*x = StatsReply{}
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +2006,7 @@ func (x *StatsReply) String() string {
 func (*StatsReply) ProtoMessage() {}
 
 func (x *StatsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +2019,7 @@ func (x *StatsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsReply.ProtoReflect.Descriptor instead.
 func (*StatsReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{23}
+	return file_wire_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatsReply) GetError() *Error {
@@ -1974,7 +2070,7 @@ type DLQRequest struct {
 
 func (x *DLQRequest) Reset() {
 	*x = DLQRequest{}
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2082,7 @@ func (x *DLQRequest) String() string {
 func (*DLQRequest) ProtoMessage() {}
 
 func (x *DLQRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2095,7 @@ func (x *DLQRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQRequest.ProtoReflect.Descriptor instead.
 func (*DLQRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{24}
+	return file_wire_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DLQRequest) GetQueue() string {
@@ -2049,7 +2145,7 @@ type DLQReply struct {
 
 func (x *DLQReply) Reset() {
 	*x = DLQReply{}
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2157,7 @@ func (x *DLQReply) String() string {
 func (*DLQReply) ProtoMessage() {}
 
 func (x *DLQReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2170,7 @@ func (x *DLQReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQReply.ProtoReflect.Descriptor instead.
 func (*DLQReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{25}
+	return file_wire_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DLQReply) GetError() *Error {
@@ -2113,7 +2209,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2221,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2234,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{26}
+	return file_wire_proto_rawDescGZIP(), []int{27}
 }
 
 type InfoReply struct {
@@ -2151,7 +2247,7 @@ type InfoReply struct {
 
 func (x *InfoReply) Reset() {
 	*x = InfoReply{}
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2259,7 @@ func (x *InfoReply) String() string {
 func (*InfoReply) ProtoMessage() {}
 
 func (x *InfoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2272,7 @@ func (x *InfoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReply.ProtoReflect.Descriptor instead.
 func (*InfoReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{27}
+	return file_wire_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *InfoReply) GetError() *Error {
@@ -2242,10 +2338,16 @@ const file_wire_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
 	"\x0eEnqueueRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x121\n" +
-	"\x05items\x18\x02 \x03(\v2\x1b.mqmesh.wire.v1.EnqueueItemR\x05items\"=\n" +
+	"\x05items\x18\x02 \x03(\v2\x1b.mqmesh.wire.v1.EnqueueItemR\x05items\"p\n" +
 	"\rEnqueueResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"t\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x121\n" +
+	"\x06copies\x18\n" +
+	" \x03(\v2\x19.mqmesh.wire.v1.TopicCopyR\x06copies\"O\n" +
+	"\tTopicCopy\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1c\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"t\n" +
 	"\fEnqueueReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x127\n" +
 	"\aresults\x18\x02 \x03(\v2\x1d.mqmesh.wire.v1.EnqueueResultR\aresults\"\x98\x01\n" +
@@ -2292,7 +2394,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x123\n" +
 	"\aresults\x18\x02 \x03(\v2\x19.mqmesh.wire.v1.AckResultR\aresults\"$\n" +
 	"\fStatsRequest\x12\x14\n" +
-	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x9a\x04\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x8a\x05\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
@@ -2312,7 +2414,10 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"dead_total\x18\r \x01(\x04R\tdeadTotal\x12;\n" +
 	"\tthrottles\x18\x0e \x03(\v2\x1d.mqmesh.wire.v1.ThrottleStateR\tthrottles\x124\n" +
-	"\x16retries_deferred_total\x18\x0f \x01(\x04R\x14retriesDeferredTotal\"\xce\x01\n" +
+	"\x16retries_deferred_total\x18\x0f \x01(\x04R\x14retriesDeferredTotal\x12!\n" +
+	"\fsettled_kept\x18( \x01(\x04R\vsettledKept\x12#\n" +
+	"\rsettled_bytes\x18) \x01(\x04R\fsettledBytes\x12&\n" +
+	"\x0fkeep_settled_ms\x18* \x01(\x03R\rkeepSettledMs\"\xce\x01\n" +
 	"\rThrottleState\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\abackend\x18\x02 \x01(\tR\abackend\x12\x16\n" +
@@ -2373,7 +2478,7 @@ const file_wire_proto_rawDesc = "" +
 	"\vInfoRequest\"f\n" +
 	"\tInfoReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x12,\n" +
-	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node*\xc8\x01\n" +
+	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node*\xdc\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x0f\n" +
 	"\vBAD_REQUEST\x10\x01\x12\x10\n" +
@@ -2388,7 +2493,8 @@ const file_wire_proto_rawDesc = "" +
 	"\bINTERNAL\x10\n" +
 	"\x12\x0e\n" +
 	"\n" +
-	"UNKNOWN_OP\x10\v*2\n" +
+	"UNKNOWN_OP\x10\v\x12\x12\n" +
+	"\x0eNO_SUBSCRIBERS\x10(*2\n" +
 	"\aAckKind\x12\a\n" +
 	"\x03ACK\x10\x00\x12\b\n" +
 	"\x04NACK\x10\x01\x12\n" +
@@ -2413,7 +2519,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_wire_proto_goTypes = []any{
 	(Code)(0),              // 0: mqmesh.wire.v1.Code
 	(AckKind)(0),           // 1: mqmesh.wire.v1.AckKind
@@ -2425,66 +2531,68 @@ var file_wire_proto_goTypes = []any{
 	(*EnqueueItem)(nil),    // 7: mqmesh.wire.v1.EnqueueItem
 	(*EnqueueRequest)(nil), // 8: mqmesh.wire.v1.EnqueueRequest
 	(*EnqueueResult)(nil),  // 9: mqmesh.wire.v1.EnqueueResult
-	(*EnqueueReply)(nil),   // 10: mqmesh.wire.v1.EnqueueReply
-	(*PullRequest)(nil),    // 11: mqmesh.wire.v1.PullRequest
-	(*Delivery)(nil),       // 12: mqmesh.wire.v1.Delivery
-	(*PullReply)(nil),      // 13: mqmesh.wire.v1.PullReply
-	(*AckItem)(nil),        // 14: mqmesh.wire.v1.AckItem
-	(*BackendCalls)(nil),   // 15: mqmesh.wire.v1.BackendCalls
-	(*AckRequest)(nil),     // 16: mqmesh.wire.v1.AckRequest
-	(*AckResult)(nil),      // 17: mqmesh.wire.v1.AckResult
-	(*AckReply)(nil),       // 18: mqmesh.wire.v1.AckReply
-	(*StatsRequest)(nil),   // 19: mqmesh.wire.v1.StatsRequest
-	(*QueueStats)(nil),     // 20: mqmesh.wire.v1.QueueStats
-	(*ThrottleState)(nil),  // 21: mqmesh.wire.v1.ThrottleState
-	(*BackendStats)(nil),   // 22: mqmesh.wire.v1.BackendStats
-	(*UsageReport)(nil),    // 23: mqmesh.wire.v1.UsageReport
-	(*BackendUsage)(nil),   // 24: mqmesh.wire.v1.BackendUsage
-	(*NodeInfo)(nil),       // 25: mqmesh.wire.v1.NodeInfo
-	(*StatsReply)(nil),     // 26: mqmesh.wire.v1.StatsReply
-	(*DLQRequest)(nil),     // 27: mqmesh.wire.v1.DLQRequest
-	(*DLQReply)(nil),       // 28: mqmesh.wire.v1.DLQReply
-	(*InfoRequest)(nil),    // 29: mqmesh.wire.v1.InfoRequest
-	(*InfoReply)(nil),      // 30: mqmesh.wire.v1.InfoReply
-	nil,                    // 31: mqmesh.wire.v1.Task.HeadersEntry
-	nil,                    // 32: mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	(*TopicCopy)(nil),      // 10: mqmesh.wire.v1.TopicCopy
+	(*EnqueueReply)(nil),   // 11: mqmesh.wire.v1.EnqueueReply
+	(*PullRequest)(nil),    // 12: mqmesh.wire.v1.PullRequest
+	(*Delivery)(nil),       // 13: mqmesh.wire.v1.Delivery
+	(*PullReply)(nil),      // 14: mqmesh.wire.v1.PullReply
+	(*AckItem)(nil),        // 15: mqmesh.wire.v1.AckItem
+	(*BackendCalls)(nil),   // 16: mqmesh.wire.v1.BackendCalls
+	(*AckRequest)(nil),     // 17: mqmesh.wire.v1.AckRequest
+	(*AckResult)(nil),      // 18: mqmesh.wire.v1.AckResult
+	(*AckReply)(nil),       // 19: mqmesh.wire.v1.AckReply
+	(*StatsRequest)(nil),   // 20: mqmesh.wire.v1.StatsRequest
+	(*QueueStats)(nil),     // 21: mqmesh.wire.v1.QueueStats
+	(*ThrottleState)(nil),  // 22: mqmesh.wire.v1.ThrottleState
+	(*BackendStats)(nil),   // 23: mqmesh.wire.v1.BackendStats
+	(*UsageReport)(nil),    // 24: mqmesh.wire.v1.UsageReport
+	(*BackendUsage)(nil),   // 25: mqmesh.wire.v1.BackendUsage
+	(*NodeInfo)(nil),       // 26: mqmesh.wire.v1.NodeInfo
+	(*StatsReply)(nil),     // 27: mqmesh.wire.v1.StatsReply
+	(*DLQRequest)(nil),     // 28: mqmesh.wire.v1.DLQRequest
+	(*DLQReply)(nil),       // 29: mqmesh.wire.v1.DLQReply
+	(*InfoRequest)(nil),    // 30: mqmesh.wire.v1.InfoRequest
+	(*InfoReply)(nil),      // 31: mqmesh.wire.v1.InfoReply
+	nil,                    // 32: mqmesh.wire.v1.Task.HeadersEntry
+	nil,                    // 33: mqmesh.wire.v1.EnqueueItem.HeadersEntry
 }
 var file_wire_proto_depIdxs = []int32{
 	0,  // 0: mqmesh.wire.v1.Error.code:type_name -> mqmesh.wire.v1.Code
-	31, // 1: mqmesh.wire.v1.Task.headers:type_name -> mqmesh.wire.v1.Task.HeadersEntry
+	32, // 1: mqmesh.wire.v1.Task.headers:type_name -> mqmesh.wire.v1.Task.HeadersEntry
 	4,  // 2: mqmesh.wire.v1.StoredTask.task:type_name -> mqmesh.wire.v1.Task
 	4,  // 3: mqmesh.wire.v1.DeadTask.task:type_name -> mqmesh.wire.v1.Task
-	32, // 4: mqmesh.wire.v1.EnqueueItem.headers:type_name -> mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	33, // 4: mqmesh.wire.v1.EnqueueItem.headers:type_name -> mqmesh.wire.v1.EnqueueItem.HeadersEntry
 	7,  // 5: mqmesh.wire.v1.EnqueueRequest.items:type_name -> mqmesh.wire.v1.EnqueueItem
-	3,  // 6: mqmesh.wire.v1.EnqueueReply.error:type_name -> mqmesh.wire.v1.Error
-	9,  // 7: mqmesh.wire.v1.EnqueueReply.results:type_name -> mqmesh.wire.v1.EnqueueResult
-	4,  // 8: mqmesh.wire.v1.Delivery.task:type_name -> mqmesh.wire.v1.Task
-	3,  // 9: mqmesh.wire.v1.PullReply.error:type_name -> mqmesh.wire.v1.Error
-	12, // 10: mqmesh.wire.v1.PullReply.deliveries:type_name -> mqmesh.wire.v1.Delivery
-	1,  // 11: mqmesh.wire.v1.AckItem.kind:type_name -> mqmesh.wire.v1.AckKind
-	7,  // 12: mqmesh.wire.v1.AckItem.subtasks:type_name -> mqmesh.wire.v1.EnqueueItem
-	15, // 13: mqmesh.wire.v1.AckItem.calls:type_name -> mqmesh.wire.v1.BackendCalls
-	14, // 14: mqmesh.wire.v1.AckRequest.items:type_name -> mqmesh.wire.v1.AckItem
-	3,  // 15: mqmesh.wire.v1.AckResult.error:type_name -> mqmesh.wire.v1.Error
-	3,  // 16: mqmesh.wire.v1.AckReply.error:type_name -> mqmesh.wire.v1.Error
-	17, // 17: mqmesh.wire.v1.AckReply.results:type_name -> mqmesh.wire.v1.AckResult
-	21, // 18: mqmesh.wire.v1.QueueStats.throttles:type_name -> mqmesh.wire.v1.ThrottleState
-	24, // 19: mqmesh.wire.v1.UsageReport.backends:type_name -> mqmesh.wire.v1.BackendUsage
-	3,  // 20: mqmesh.wire.v1.StatsReply.error:type_name -> mqmesh.wire.v1.Error
-	25, // 21: mqmesh.wire.v1.StatsReply.node:type_name -> mqmesh.wire.v1.NodeInfo
-	20, // 22: mqmesh.wire.v1.StatsReply.queues:type_name -> mqmesh.wire.v1.QueueStats
-	21, // 23: mqmesh.wire.v1.StatsReply.node_throttles:type_name -> mqmesh.wire.v1.ThrottleState
-	22, // 24: mqmesh.wire.v1.StatsReply.backends:type_name -> mqmesh.wire.v1.BackendStats
-	2,  // 25: mqmesh.wire.v1.DLQRequest.op:type_name -> mqmesh.wire.v1.DLQOp
-	3,  // 26: mqmesh.wire.v1.DLQReply.error:type_name -> mqmesh.wire.v1.Error
-	6,  // 27: mqmesh.wire.v1.DLQReply.tasks:type_name -> mqmesh.wire.v1.DeadTask
-	3,  // 28: mqmesh.wire.v1.InfoReply.error:type_name -> mqmesh.wire.v1.Error
-	25, // 29: mqmesh.wire.v1.InfoReply.node:type_name -> mqmesh.wire.v1.NodeInfo
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	10, // 6: mqmesh.wire.v1.EnqueueResult.copies:type_name -> mqmesh.wire.v1.TopicCopy
+	3,  // 7: mqmesh.wire.v1.EnqueueReply.error:type_name -> mqmesh.wire.v1.Error
+	9,  // 8: mqmesh.wire.v1.EnqueueReply.results:type_name -> mqmesh.wire.v1.EnqueueResult
+	4,  // 9: mqmesh.wire.v1.Delivery.task:type_name -> mqmesh.wire.v1.Task
+	3,  // 10: mqmesh.wire.v1.PullReply.error:type_name -> mqmesh.wire.v1.Error
+	13, // 11: mqmesh.wire.v1.PullReply.deliveries:type_name -> mqmesh.wire.v1.Delivery
+	1,  // 12: mqmesh.wire.v1.AckItem.kind:type_name -> mqmesh.wire.v1.AckKind
+	7,  // 13: mqmesh.wire.v1.AckItem.subtasks:type_name -> mqmesh.wire.v1.EnqueueItem
+	16, // 14: mqmesh.wire.v1.AckItem.calls:type_name -> mqmesh.wire.v1.BackendCalls
+	15, // 15: mqmesh.wire.v1.AckRequest.items:type_name -> mqmesh.wire.v1.AckItem
+	3,  // 16: mqmesh.wire.v1.AckResult.error:type_name -> mqmesh.wire.v1.Error
+	3,  // 17: mqmesh.wire.v1.AckReply.error:type_name -> mqmesh.wire.v1.Error
+	18, // 18: mqmesh.wire.v1.AckReply.results:type_name -> mqmesh.wire.v1.AckResult
+	22, // 19: mqmesh.wire.v1.QueueStats.throttles:type_name -> mqmesh.wire.v1.ThrottleState
+	25, // 20: mqmesh.wire.v1.UsageReport.backends:type_name -> mqmesh.wire.v1.BackendUsage
+	3,  // 21: mqmesh.wire.v1.StatsReply.error:type_name -> mqmesh.wire.v1.Error
+	26, // 22: mqmesh.wire.v1.StatsReply.node:type_name -> mqmesh.wire.v1.NodeInfo
+	21, // 23: mqmesh.wire.v1.StatsReply.queues:type_name -> mqmesh.wire.v1.QueueStats
+	22, // 24: mqmesh.wire.v1.StatsReply.node_throttles:type_name -> mqmesh.wire.v1.ThrottleState
+	23, // 25: mqmesh.wire.v1.StatsReply.backends:type_name -> mqmesh.wire.v1.BackendStats
+	2,  // 26: mqmesh.wire.v1.DLQRequest.op:type_name -> mqmesh.wire.v1.DLQOp
+	3,  // 27: mqmesh.wire.v1.DLQReply.error:type_name -> mqmesh.wire.v1.Error
+	6,  // 28: mqmesh.wire.v1.DLQReply.tasks:type_name -> mqmesh.wire.v1.DeadTask
+	3,  // 29: mqmesh.wire.v1.InfoReply.error:type_name -> mqmesh.wire.v1.Error
+	26, // 30: mqmesh.wire.v1.InfoReply.node:type_name -> mqmesh.wire.v1.NodeInfo
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -2498,7 +2606,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
