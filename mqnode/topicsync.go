@@ -60,15 +60,27 @@ func (ts *topicSync) close() {
 	<-ts.done
 }
 
+// startupAsks are when, after start, a node asks the others for their
+// topics: routes and gateways come up over the first seconds (the mesh
+// adds them as gossip finds members), and a message sent before is lost.
+var startupAsks = []time.Duration{0, time.Second, 3 * time.Second, 10 * time.Second}
+
 func (ts *topicSync) run() {
 	defer close(ts.done)
-	ts.publish(ts.n.st.topics.all(), true)
 	t := time.NewTicker(ts.n.cfg.TopicSyncInterval)
 	defer t.Stop()
+	ask := time.NewTimer(0)
+	defer ask.Stop()
+	asked := 0
 	for {
 		select {
 		case <-ts.stop:
 			return
+		case <-ask.C:
+			ts.publish(ts.n.st.topics.all(), true)
+			if asked++; asked < len(startupAsks) {
+				ask.Reset(startupAsks[asked] - startupAsks[asked-1])
+			}
 		case <-t.C:
 			if all := ts.n.st.topics.all(); len(all) > 0 {
 				ts.publish(all, false)
