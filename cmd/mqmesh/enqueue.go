@@ -57,6 +57,9 @@ type enqueueJSON struct {
 	IDs []string `json:"ids"`
 	// Duplicates counts the tasks whose dedup key matched an earlier enqueue.
 	Duplicates int `json:"duplicates"`
+	// Copies counts, for --queue topic:T, the tasks written into T's
+	// subscribed queues (ids holds the first copy of each task).
+	Copies int `json:"copies,omitempty"`
 }
 
 func newEnqueueCommand() *cobra.Command {
@@ -72,6 +75,7 @@ Tasks are sent in batches of at most --batch tasks and one NATS message.
 With --count N and --dedup KEY, task i gets the dedup key KEY-i, so running
 the same command again enqueues nothing new.`,
 		Example: `  mqmesh enqueue --queue orders --payload '{"id": 7}'
+  mqmesh enqueue --queue topic:orders --header tier=gold --payload '{"id": 8}'
   mqmesh enqueue --queue load --count 100000 --size 512 --json
   mqmesh enqueue --queue mail --file msg.eml --delay 10m --header tenant=acme`,
 		Args: cobra.NoArgs,
@@ -85,7 +89,7 @@ the same command again enqueues nothing new.`,
 	}
 	fs := cmd.Flags()
 	o.bind(fs)
-	fs.StringVarP(&o.Queue, "queue", "q", "", "queue to enqueue on (required)")
+	fs.StringVarP(&o.Queue, "queue", "q", "", "queue to enqueue on, or topic:T to fan out into topic T's queues (required)")
 	fs.IntVarP(&o.Count, "count", "n", 1, "number of tasks with random payloads")
 	fs.IntVar(&o.Size, "size", defaultPayloadSize, "size of each random payload, in bytes")
 	fs.StringVar(&o.Payload, "payload", "", "payload of the task, as text")
@@ -104,7 +108,7 @@ func (o *enqueueOptions) Validate() error {
 	if err := o.clientOptions.Validate(); err != nil {
 		return err
 	}
-	if err := validateQueue(o.Queue); err != nil {
+	if err := validateTarget(o.Queue); err != nil {
 		return err
 	}
 	var sources []string
@@ -224,6 +228,7 @@ func (o *enqueueOptions) send(ctx context.Context, c *mqnode.Client, payload []b
 		}
 		for _, r := range res {
 			out.IDs = append(out.IDs, r.Id)
+			out.Copies += len(r.Copies)
 			if r.Duplicate {
 				out.Duplicates++
 			}
@@ -263,6 +268,9 @@ func (o *enqueueOptions) progress(stderr io.Writer) func(done int) {
 func (o *enqueueOptions) print(stdout, stderr io.Writer, out enqueueJSON) error {
 	if o.JSON {
 		return writeJSON(stdout, out)
+	}
+	if out.Copies > 0 {
+		fmt.Fprintf(stderr, "%d tasks written into the topic's queues as %d copies\n", len(out.IDs), out.Copies)
 	}
 	if out.Duplicates > 0 {
 		fmt.Fprintf(stderr, "%d of %d tasks were duplicates of earlier enqueues (same dedup key)\n", out.Duplicates, len(out.IDs))

@@ -34,6 +34,8 @@ diagnostics and logs go to stderr.`,
 		newEnqueueCommand(),
 		newStatsCommand(),
 		newDLQCommand(),
+		newReplayCommand(), // replay.go
+		newTopicCommand(),  // topic.go
 		newWorkerCommand(),
 		newBacklogCommand(),
 		newMeshCommand(),

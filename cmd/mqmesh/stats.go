@@ -86,6 +86,11 @@ type queueStatsJSON struct {
 	// RetriesDeferredTotal counts retries the retry gate put back.
 	RetriesDeferredTotal uint64         `json:"retries_deferred_total"`
 	Throttles            []throttleJSON `json:"throttles"` // retry gate and budgets
+	// Settled tasks kept for `mqmesh replay` (keep_settled; 0 = off), and
+	// the bytes they hold.
+	KeepSettled  string `json:"keep_settled"`
+	SettledKept  uint64 `json:"settled_kept"`
+	SettledBytes uint64 `json:"settled_bytes"`
 }
 
 func newStatsCommand() *cobra.Command {
@@ -149,6 +154,9 @@ func (o *statsOptions) run(ctx context.Context, stdout io.Writer) error {
 			formatAge(q.OldestReadyAgeMs), q.EnqueueRate, q.AckRate)
 	}
 	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if err := writeKept(stdout, out); err != nil {
 		return err
 	}
 	return writeThrottles(stdout, out)
@@ -232,6 +240,7 @@ func newStatsJSON(rep *mqnode.StatsReply) statsJSON {
 			EnqueuedTotal: q.EnqueuedTotal, AckedTotal: q.AckedTotal, NackedTotal: q.NackedTotal,
 			ExpiredLeasesTotal: q.ExpiredLeasesTotal, DeadTotal: q.DeadTotal,
 			RetriesDeferredTotal: q.RetriesDeferredTotal, Throttles: throttlesJSON(q.Throttles),
+			KeepSettled: (time.Duration(q.KeepSettledMs) * time.Millisecond).String(), SettledKept: q.SettledKept, SettledBytes: q.SettledBytes,
 		})
 	}
 	for _, b := range rep.Backends {
