@@ -201,3 +201,41 @@ func TestReplayKeepsDeadLettered(t *testing.T) {
 		t.Fatalf("replay: %v %+v, want the dead-lettered and the acked task", err, sum)
 	}
 }
+
+// Kept tasks expire with the window (Badger TTL): replay no longer sees
+// them and stats stop counting them; a restart counts what is still kept.
+func TestSettledExpire(t *testing.T) {
+	dir := t.TempDir()
+	_, c := startNode(t, Config{DataDir: dir, QueueDefaults: QueueConfig{KeepSettled: time.Second}})
+	enqueueN(t, c, "q", 50)
+	drainAck(t, c, "q")
+	if _, qs, _ := c.Stats(ctxT(t), "q"); qs[0].SettledKept != 50 {
+		t.Fatalf("kept %d, want 50", qs[0].SettledKept)
+	}
+	eventually(t, 5*time.Second, "kept tasks to expire", func() bool {
+		_, qs, err := c.Stats(ctxT(t), "q")
+		return err == nil && qs[0].SettledKept == 0 && qs[0].SettledBytes == 0
+	})
+	rep, err := c.Replay(ctxT(t), &wirepb.ReplayRequest{Queue: "q", ReplayId: "x", SinceUnixMs: time.Now().Add(-time.Minute).UnixMilli()})
+	if err != nil || rep.Scanned != 0 || rep.OldestUnixMs != 0 {
+		t.Fatalf("replay after expiry: %v %+v", err, rep)
+	}
+}
+
+func TestSettledCountSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, QueueDefaults: QueueConfig{KeepSettled: time.Hour}}
+	node, c := startNode(t, cfg)
+	enqueueN(t, c, "q", 30)
+	drainAck(t, c, "q")
+	_, qs, _ := c.Stats(ctxT(t), "q")
+	c.Close()
+	if err := node.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, c2 := startNode(t, cfg)
+	_, qs2, err := c2.Stats(ctxT(t), "q")
+	if err != nil || qs2[0].SettledKept != 30 || qs2[0].SettledBytes != qs[0].SettledBytes {
+		t.Fatalf("after restart kept %d (%d B), before %d (%d B): %v", qs2[0].SettledKept, qs2[0].SettledBytes, qs[0].SettledKept, qs[0].SettledBytes, err)
+	}
+}

@@ -72,42 +72,43 @@ func (w *wtx) keepSettled(q *queue, t *wirepb.Task, outcome string) error {
 	// Badger expires at whole seconds: now + keep, rounded down.
 	exp := time.UnixMilli(now).Add(keep).Unix()
 	size := int64(len(key) + len(frame))
-	w.effect(effect{q: q, onCommit: func() { q.kept.add(exp, 1, size) }})
+	w.effect(effect{q: q, onCommit: func() { q.kept.add(exp, keep, 1, size) }})
 	return nil
 }
 
-// keptSettled counts a queue's kept settled tasks and their bytes by the
-// minute they expire in, so the count falls as Badger's TTL expires them
-// without any scan. Memory: one bucket per minute of the window.
+// keptSettled counts a queue's kept settled tasks and their bytes by when
+// they expire, so the count falls as Badger's TTL expires them without any
+// scan. Buckets are keep/1024 wide (at least 1 s): at most ~1024 per queue,
+// and a record leaves the count at most one bucket width late.
 type keptSettled struct {
 	mu      sync.Mutex
-	buckets map[int64]keptBucket // expiry minute (unix s / 60, rounded up) → totals
+	buckets map[int64]keptBucket // end of the bucket (unix s) → totals
 }
 
 type keptBucket struct{ n, bytes int64 }
 
-func (k *keptSettled) add(expUnix, n, bytes int64) {
+func (k *keptSettled) add(expUnix int64, keep time.Duration, n, bytes int64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.buckets == nil {
 		k.buckets = map[int64]keptBucket{}
 	}
-	m := (expUnix + 59) / 60
-	b := k.buckets[m]
+	w := max(int64(keep/time.Second)/1024, 1)
+	end := (expUnix + w - 1) / w * w
+	b := k.buckets[end]
 	b.n += n
 	b.bytes += bytes
-	k.buckets[m] = b
+	k.buckets[end] = b
 }
 
-// held returns the records kept and their bytes at nowMs. A record leaves
-// the count at the end of the minute it expires in (up to a minute late).
+// held returns the records kept and their bytes at nowMs.
 func (k *keptSettled) held(nowMs int64) (n, bytes uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	cur := nowMs / 1000 / 60
-	for m, b := range k.buckets {
-		if m < cur {
-			delete(k.buckets, m)
+	now := nowMs / 1000
+	for end, b := range k.buckets {
+		if end <= now {
+			delete(k.buckets, end)
 			continue
 		}
 		n += uint64(b.n)
@@ -117,13 +118,13 @@ func (k *keptSettled) held(nowMs int64) (n, bytes uint64) {
 }
 
 // load counts the kept records of queue at open (keys only).
-func (k *keptSettled) load(txn *badger.Txn, queue string) {
+func (k *keptSettled) load(txn *badger.Txn, queue string, keep time.Duration) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: queuePrefix(pfxSettled, queue)})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
 		if exp := int64(item.ExpiresAt()); exp > 0 {
-			k.add(exp, 1, int64(len(item.Key()))+int64(item.ValueSize()))
+			k.add(exp, keep, 1, int64(len(item.Key()))+int64(item.ValueSize()))
 		}
 	}
 }

@@ -238,7 +238,7 @@ func (s *store) loadQueues() error {
 			}
 			it.Close()
 			q.dead = countKeys(txn, queuePrefix(pfxDead, name))
-			q.kept.load(txn, name)
+			q.kept.load(txn, name, q.cfg.KeepSettled)
 			s.queues[name] = q
 		}
 		return nil
