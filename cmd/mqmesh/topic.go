@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -232,4 +234,46 @@ func formatSubs(subs []*wirepb.TopicSubscription) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// topicsValue is the node's --topic flag: NAME=QUEUE[:HEADER=VALUE],...
+type topicsValue struct {
+	m *map[string][]mqnode.Subscription
+}
+
+func (v topicsValue) Type() string { return "name=queue[:header=value],..." }
+func (v topicsValue) String() string {
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(*v.m)) {
+		subs := make([]*wirepb.TopicSubscription, 0, len((*v.m)[name]))
+		for _, s := range (*v.m)[name] {
+			subs = append(subs, &wirepb.TopicSubscription{Queue: s.Queue, Header: s.Header, Value: s.Value})
+		}
+		parts = append(parts, name+"="+strings.ReplaceAll(formatSubs(subs), ", ", ","))
+	}
+	return strings.Join(parts, " ")
+}
+func (v topicsValue) Set(s string) error {
+	for _, def := range strings.Fields(s) {
+		name, list, ok := strings.Cut(def, "=")
+		if !ok || list == "" {
+			return fmt.Errorf("%q: want NAME=QUEUE[:HEADER=VALUE],...", def)
+		}
+		if err := subject.Validate("topic", name); err != nil {
+			return err
+		}
+		var subs []mqnode.Subscription
+		for _, part := range strings.Split(list, ",") {
+			sub, err := parseSub(part)
+			if err != nil {
+				return err
+			}
+			subs = append(subs, sub)
+		}
+		if *v.m == nil {
+			*v.m = map[string][]mqnode.Subscription{}
+		}
+		(*v.m)[name] = subs
+	}
+	return nil
 }
