@@ -9,10 +9,10 @@ import (
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
-// Operations of replay and topics. "replay" writes tasks on an operator's
-// behalf and is an admin operation, separate from "enq" so the security
-// roles can grant enqueue without it; "topic" lists (any role) and
-// creates/deletes (admin) topics.
+// Operations of replay and topics, admin operations both: "replay" writes
+// tasks on an operator's behalf and is separate from "enq", so the security
+// roles grant producers enqueue (topic:T included) without it; "topic"
+// lists, creates and deletes topics.
 const (
 	OpReplay = "replay"
 	OpTopic  = "topic"

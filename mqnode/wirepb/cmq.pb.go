@@ -546,7 +546,7 @@ func (x *Topic) GetStatic() bool {
 	return false
 }
 
-// TopicRequest is op "topic" (list: any role; create/delete: admin).
+// TopicRequest is op "topic" (an admin operation).
 type TopicRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Op            TopicOp                `protobuf:"varint,1,opt,name=op,proto3,enum=mqmesh.wire.v1.TopicOp" json:"op,omitempty"`
