@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -57,8 +58,11 @@ type NodeAgent struct {
 	Mesh *Mesh
 	Node *mqnode.Node
 
-	mu       sync.Mutex
-	topo     Topology
+	mu   sync.Mutex
+	topo Topology
+	// workers are the alive worker members by worker id: the memberships
+	// (MemberToken) gossip reports for that id.
+	workers  map[string]map[string]bool
 	gateways []*server.RemoteGatewayOpts // fixed at start: gateways cannot be reloaded
 
 	pub     *backlog.Publisher
@@ -89,6 +93,14 @@ func NewNodeAgent(cfg NodeAgentConfig) (*NodeAgent, error) {
 	if cfg.Host == "" {
 		cfg.Host = mqnode.DefaultName()
 	}
+	if sec := cfg.Node.Security; sec != nil {
+		if err := sec.CheckMesh(); err != nil {
+			return nil, fmt.Errorf("mesh: security: %w", err)
+		}
+		if len(cfg.Mesh.Keyring) == 0 {
+			cfg.Mesh.Keyring, _ = sec.GossipKeys() // checked by CheckMesh
+		}
+	}
 	cfg.Mesh.Meta = Meta{Role: RoleNode, IDC: cfg.Node.IDC, Host: cfg.Host, Name: cfg.Node.Name, Version: mqnode.Version}
 	if cfg.Mesh.Logger == nil {
 		cfg.Mesh.Logger = cfg.Node.Logger
@@ -104,6 +116,8 @@ func NewNodeAgent(cfg NodeAgentConfig) (*NodeAgent, error) {
 	a := &NodeAgent{cfg: cfg, Mesh: m, Node: n, stop: make(chan struct{}),
 		log: cfg.Node.Logger.With("component", "mesh-agent", "node", cfg.Node.Name, "idc", cfg.Node.IDC)}
 	n.NATSOptions = a.natsOptions
+	n.WorkerMember = a.workerMember
+	a.workers = map[string]map[string]bool{}
 	if err := n.HandleOp(OpMembers, a.members); err != nil {
 		return nil, err
 	}
@@ -139,6 +153,18 @@ func (a *NodeAgent) natsOptions(o *server.Options) {
 	o.Cluster = server.ClusterOpts{Name: idc, Host: ch, Port: cp}
 	o.Routes = a.topo.Routes
 	o.Gateway = server.GatewayOpts{Name: idc, Host: gh, Port: gp, Gateways: a.gateways, Advertise: a.cfg.GatewayAdvertise}
+	if sec := a.cfg.Node.Security; sec != nil {
+		// Mutual TLS (peers verify the node certificate under
+		// secrets.ServerName, whatever IP they dial) plus the cluster
+		// secret: a route or gateway from a server without both is refused.
+		// Errors were ruled out by CheckMesh in NewNodeAgent.
+		_ = sec.ClusterOptions(&o.Cluster)
+		_ = sec.GatewayOptions(&o.Gateway)
+		o.Routes = make([]*url.URL, len(a.topo.Routes))
+		for i, u := range a.topo.Routes {
+			o.Routes[i] = sec.RouteURL(u)
+		}
+	}
 }
 
 // Start joins the mesh, starts the node with the topology gossip reported,
@@ -229,9 +255,27 @@ func (a *NodeAgent) handle(ev Event) {
 	mb := ev.Member
 	switch mb.Meta.Role {
 	case RoleWorker:
+		tok := MemberToken(mb)
+		a.mu.Lock()
+		ms := a.workers[mb.Meta.Name]
 		if ev.Type == EventFail || ev.Type == EventLeave {
-			if n := a.Node.ReleaseWorker(mb.Meta.Name); n > 0 {
-				a.log.Info("released the leases of a worker that left the mesh", "worker", mb.Meta.Name, "event", ev.Type, "tasks", n)
+			delete(ms, tok)
+			if len(ms) == 0 {
+				delete(a.workers, mb.Meta.Name)
+			}
+		} else {
+			if ms == nil {
+				ms = map[string]bool{}
+				a.workers[mb.Meta.Name] = ms
+			}
+			ms[tok] = true
+		}
+		a.mu.Unlock()
+		if ev.Type == EventFail || ev.Type == EventLeave {
+			// Only the leases this very member took: another member reusing
+			// the worker id cannot release them by "dying".
+			if n := a.Node.ReleaseWorker(mb.Meta.Name, tok); n > 0 {
+				a.log.Info("released the leases of a worker that left the mesh", "worker", mb.Meta.Name, "member", tok, "event", ev.Type, "tasks", n)
 			}
 		}
 	case RoleNode:
@@ -251,6 +295,25 @@ func (a *NodeAgent) handle(ev Event) {
 			}
 		}
 	}
+}
+
+// MemberToken names one membership of a member: its id and gossip address.
+// A lease records its worker's token (see mqnode.Node.WorkerMember).
+func MemberToken(mb Member) string { return mb.ID + "@" + mb.Addr }
+
+// workerMember is the node's WorkerMember: the membership of the one alive
+// worker member with this id ("" when none or several claim it).
+func (a *NodeAgent) workerMember(id string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ms := a.workers[id]
+	if len(ms) != 1 {
+		return ""
+	}
+	for tok := range ms {
+		return tok
+	}
+	return ""
 }
 
 // Stop leaves the mesh gracefully (others see "left") and stops the node.

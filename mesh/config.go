@@ -67,6 +67,12 @@ type Config struct {
 	// SecretKey encrypts gossip: base64 of a 16, 24 or 32 byte key. Empty:
 	// taken from $MQMESH_GOSSIP_KEY; empty there too: no encryption.
 	SecretKey string `yaml:"secret_key"`
+	// Keyring, when set, encrypts and authenticates gossip with these keys
+	// (the first is the primary, used to send; any decrypts), and every
+	// packet in and out must be encrypted: a member without a key is not
+	// heard. It takes precedence over SecretKey. Set from the secrets
+	// directory's gossip.key.
+	Keyring [][]byte `yaml:"-"`
 	// JoinWait bounds the initial join. Default 10s.
 	JoinWait time.Duration `yaml:"join_wait"`
 	// Retain is how long failed and left members stay in Members(). 1h.
@@ -139,6 +145,11 @@ func (c Config) Validate() error {
 	if _, err := c.secretKey(); err != nil {
 		errs = append(errs, err)
 	}
+	for i, k := range c.Keyring {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			errs = append(errs, fmt.Errorf("keyring[%d]: %d bytes, want 16, 24 or 32", i, n))
+		}
+	}
 	if c.JoinWait < 0 || c.Retain < 0 {
 		errs = append(errs, errors.New("join_wait, retain: must not be negative"))
 	}
@@ -193,6 +204,16 @@ func (c Config) memberlistConfig() (*memberlist.Config, error) {
 		return nil, err
 	}
 	mc.SecretKey = key
+	if len(c.Keyring) > 0 {
+		kr, err := memberlist.NewKeyring(c.Keyring, c.Keyring[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip keyring: %w", err)
+		}
+		mc.SecretKey, mc.Keyring = nil, kr
+	}
+	if mc.SecretKey != nil || mc.Keyring != nil {
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	mc.LogOutput = slogWriter{c.Logger.With("component", "memberlist")}
 	return mc, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
 	"log/slog"
 	"net"
@@ -39,7 +40,8 @@ func startAgent(t *testing.T, idc, name string, seeds ...string) *NodeAgent {
 func startAgentOn(t *testing.T, port int, idc, name string, seeds ...string) *NodeAgent {
 	t.Helper()
 	a, err := NewNodeAgent(NodeAgentConfig{
-		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testLogger(t), Throttle: testlog.NoCPUThrottle},
+		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testLogger(t), Throttle: testlog.NoCPUThrottle,
+			Security: secretstest.Set(t)},
 		Mesh: Config{BindAddr: "127.0.0.1", BindPort: port, Seeds: seeds, Profile: ProfileLocal},
 		Host: "host-" + name,
 	})
@@ -213,7 +215,8 @@ func TestGracefulLeaveIsNotAFailure(t *testing.T) {
 func TestDeadWorkerLeasesReturnEarly(t *testing.T) {
 	all := startMesh(t)
 	node := all[0]
-	w, err := New(Config{BindAddr: "127.0.0.1", Seeds: []string{node.Mesh.GossipAddr()}, Profile: ProfileLocal, Logger: testLogger(t),
+	keys, _ := secretstest.Set(t).GossipKeys()
+	w, err := New(Config{BindAddr: "127.0.0.1", Seeds: []string{node.Mesh.GossipAddr()}, Profile: ProfileLocal, Logger: testLogger(t), Keyring: keys,
 		Meta: Meta{Role: RoleWorker, IDC: "idcA", Host: "host-a1", Name: "worker-7", Node: "a1"}})
 	if err != nil {
 		t.Fatal(err)

@@ -180,8 +180,9 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 	}}, nil
 }
 
-// releaseWorker returns every task leased by worker to ready at once (the
-// mesh reports the worker dead). It returns how many leases ended.
-func (s *store) releaseWorker(worker string) int {
-	return s.leases.expireWorker(worker)
+// releaseWorker returns every task leased by holder (see leaseHolder) to
+// ready at once (the mesh reports the worker dead). It returns how many
+// leases ended.
+func (s *store) releaseWorker(holder, workerID string) int {
+	return s.leases.expireWorker(holder, workerID)
 }

@@ -2,6 +2,7 @@ package mqnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -52,7 +53,8 @@ func NewClient(nc *nats.Conn, idc, name string) *Client {
 // Dial connects to the NATS URL of a node and finds out which node serves
 // it. Close the client to close the connection.
 func Dial(ctx context.Context, url string, opts ...nats.Option) (*Client, error) {
-	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("mqmesh-client")}, opts...)...)
+	opts = append(append([]nats.Option{nats.Name("mqmesh-client")}, opts...), WatchPermissions())
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: connect %s: %w", ErrUnavailable, url, err)
 	}
@@ -94,8 +96,13 @@ func (c *Client) call(ctx context.Context, subj string, req, rep proto.Message, 
 		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
 		defer cancel()
 	}
+	ctx, done := trackCall(ctx, c.nc, subj)
+	defer done()
 	m, err := c.nc.RequestWithContext(ctx, subj, b)
 	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrPermissionDenied) {
+			return cause
+		}
 		if err == nats.ErrNoResponders {
 			return fmt.Errorf("%w: no node answers %s", ErrUnavailable, subj)
 		}

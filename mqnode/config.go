@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
 )
@@ -132,6 +133,13 @@ type Config struct {
 	// CPUSampler reads the host's CPU usage for the CPU throttle. Default
 	// throttle.HostCPU(); tests inject their own.
 	CPUSampler throttle.CPUSampler `yaml:"-"`
+
+	// Security, when set, secures the node (see package internal/secrets):
+	// TLS and nkey users with role permissions on the client port; the
+	// node's own connections authenticate as role node. Nil: no TLS, no
+	// authentication — for loopback only (the CLI refuses a non-loopback
+	// listener without it).
+	Security *secrets.Set `yaml:"-"`
 
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -294,6 +302,11 @@ func (c Config) Validate() error {
 	}
 	if c.GCInterval < 0 || c.MemTableSize < 1<<20 || c.BlockCacheSize < 0 || c.IndexCacheSize < 0 {
 		errs = append(errs, errors.New("gc_interval, memtable_size (>= 1 MiB), block_cache_size, index_cache_size: out of range"))
+	}
+	if c.Security != nil {
+		if err := c.Security.CheckNode(); err != nil {
+			errs = append(errs, fmt.Errorf("security: %w", err))
+		}
 	}
 	if err := c.Throttle.Validate(); err != nil {
 		errs = append(errs, err)

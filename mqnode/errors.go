@@ -24,6 +24,9 @@ var (
 	ErrDiskFull        = errors.New("mqnode: disk full")
 	ErrInternal        = errors.New("mqnode: internal error")
 	ErrUnknownOp       = errors.New("mqnode: unknown operation")
+	// ErrPermissionDenied: the connection's credentials (its role) do not
+	// allow the request; the NATS server refused it (see internal/secrets).
+	ErrPermissionDenied = errors.New("mqnode: permission denied")
 	// ErrNoSubscribers: an enqueue to topic:T matched no subscription of T.
 	ErrNoSubscribers = errors.New("mqnode: no subscribers")
 	// ErrClosed is returned by a Store or Node used after Stop.
@@ -42,6 +45,7 @@ var codeToErr = map[wirepb.Code]error{
 	wirepb.Code_DISK_FULL:         ErrDiskFull,
 	wirepb.Code_INTERNAL:          ErrInternal,
 	wirepb.Code_UNKNOWN_OP:        ErrUnknownOp,
+	wirepb.Code_PERMISSION_DENIED: ErrPermissionDenied,
 	wirepb.Code_NO_SUBSCRIBERS:    ErrNoSubscribers,
 }
 

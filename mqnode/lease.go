@@ -2,18 +2,30 @@ package mqnode
 
 import (
 	"container/heap"
-	"encoding/binary"
-	"time"
-
+	"crypto/rand"
 	"sync"
+	"time"
 
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
-// A receipt names one delivery: the store's incarnation (random per open)
-// and a counter. Receipts of an earlier run, or of a delivery whose lease
-// expired, are simply not in the table: they are stale.
+// A receipt names one delivery: 128 bits from crypto/rand, drawn per
+// delivery, so a receipt cannot be guessed from another (it is the only
+// credential an ack, nack or extend needs). Receipts of an earlier run, or
+// of a delivery whose lease expired, are simply not in the table: stale.
 type receipt [16]byte
+
+// newReceipt draws a receipt not in use (a collision of 128 random bits
+// does not happen; the check costs one map lookup).
+func (lt *leaseTable) newReceipt() receipt {
+	for {
+		var rc receipt
+		_, _ = rand.Read(rc[:]) // crypto/rand.Read never fails (Go 1.24+)
+		if _, taken := lt.byReceipt[rc]; !taken {
+			return rc
+		}
+	}
+}
 
 // lease is one delivery under a visibility timeout. Lease state lives in
 // memory only: after a crash every leased task is ready again.
@@ -24,7 +36,7 @@ type lease struct {
 	task     *wirepb.Task // as stored (Attempt = failed deliveries so far)
 	deadline int64        // unix ms
 	dur      int64        // ms, for EXTEND with no length
-	worker   string
+	worker   string       // holder: worker id "@" its mesh membership (see Node.WorkerMember)
 	idx      int
 }
 
@@ -33,7 +45,6 @@ type leaseTable struct {
 	mu        sync.Mutex
 	byReceipt map[receipt]*lease
 	h         leaseHeap
-	counter   uint64
 	kick      chan struct{}
 }
 
@@ -44,10 +55,7 @@ func newLeaseTable(s *store) *leaseTable {
 // add leases e; called with q.mu held.
 func (lt *leaseTable) add(q *queue, e *entry, dur time.Duration, worker string, now int64) *wirepb.Delivery {
 	lt.mu.Lock()
-	lt.counter++
-	var rc receipt
-	binary.BigEndian.PutUint64(rc[:8], lt.s.incarnation)
-	binary.BigEndian.PutUint64(rc[8:], lt.counter)
+	rc := lt.newReceipt()
 	l := &lease{rc: rc, q: q, key: e.key, task: e.task, deadline: now + dur.Milliseconds(), dur: dur.Milliseconds(), worker: worker}
 	lt.byReceipt[rc] = l
 	heap.Push(&lt.h, l)
@@ -109,13 +117,13 @@ func (lt *leaseTable) extend(b []byte, dur int64, now int64) (int64, bool) {
 	return l.deadline, true
 }
 
-// expireWorker ends every lease held by worker now (the worker is known to
+// expireWorker ends every lease held by holder now (the worker is known to
 // be dead); its tasks become ready again. Returns how many.
-func (lt *leaseTable) expireWorker(worker string) int {
+func (lt *leaseTable) expireWorker(holder, worker string) int {
 	lt.mu.Lock()
 	var gone []*lease
 	for _, l := range lt.byReceipt {
-		if l.worker == worker {
+		if l.worker == holder {
 			gone = append(gone, l)
 		}
 	}

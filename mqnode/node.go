@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/internal/subject"
 )
 
@@ -42,6 +44,11 @@ type Node struct {
 	// options (the mesh uses it to add routes and gateways). It is called
 	// again by ReloadNATS.
 	NATSOptions func(*server.Options)
+	// WorkerMember, when set before Start, names the mesh membership of the
+	// worker a pull names (its gossip member and address; "" when unknown
+	// or ambiguous). The lease records it, so only that member's death
+	// releases the lease (see ReleaseWorker).
+	WorkerMember func(workerID string) string
 
 	extraOps  map[string]OpHandler
 	topicSync *topicSync // topicsync.go
@@ -133,7 +140,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("mqnode: nats server: %w", err)
 	}
 	fatal := make(chan string, 1)
-	n.ns.SetLoggerV2(natsLogger{l: n.log.With("component", "nats"), fatal: fatal}, false, false, false)
+	n.ns.SetLoggerV2(natsLogger{l: n.log.With("component", "nats"), fatal: fatal, violations: &violationLog{}}, false, false, false)
 	go n.ns.Start()
 	wait := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
@@ -150,7 +157,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("mqnode: nats server not ready within %s", wait)
 		}
 	}
-	if n.nc, err = nats.Connect("", nats.InProcessServer(n.ns), nats.Name("mqnode-"+n.cfg.Name), nats.MaxReconnects(-1)); err != nil {
+	if n.nc, err = n.Connect(nats.Name("mqnode-"+n.cfg.Name), nats.MaxReconnects(-1)); err != nil {
 		return fmt.Errorf("mqnode: in-process connection: %w", err)
 	}
 	n.svc = newService(n)
@@ -190,6 +197,11 @@ func (n *Node) natsOptions() (*server.Options, error) {
 			p = server.RANDOM_PORT
 		}
 		opts.Host, opts.Port = host, p
+	}
+	if sec := n.cfg.Security; sec != nil {
+		if err := sec.ServerOptions(opts, n.cfg.IDC, n.cfg.Name); err != nil {
+			return nil, fmt.Errorf("mqnode: %w", err)
+		}
 	}
 	if n.NATSOptions != nil {
 		n.NATSOptions(opts)
@@ -246,12 +258,21 @@ func (n *Node) ClientURL() string {
 func (n *Node) Server() *server.Server { return n.ns }
 
 // Connect opens a new in-process NATS connection to this node's server (no
-// socket). The caller closes it.
+// socket). With Config.Security it authenticates as role node (opts may
+// name another role's credentials). The caller closes it.
 func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	if n.ns == nil {
 		return nil, ErrClosed
 	}
-	return nats.Connect("", append([]nats.Option{nats.InProcessServer(n.ns)}, opts...)...)
+	base := []nats.Option{nats.InProcessServer(n.ns)}
+	if sec := n.cfg.Security; sec != nil {
+		auth, err := sec.InProcessOptions(secrets.RoleNode)
+		if err != nil {
+			return nil, err
+		}
+		base = append(base, auth...)
+	}
+	return nats.Connect("", append(append(base, opts...), WatchPermissions())...)
 }
 
 // Client returns a client of this node over a new in-process connection;
@@ -266,20 +287,35 @@ func (n *Node) Client() (*Client, error) {
 	return c, nil
 }
 
-// ReleaseWorker ends every lease held by the named worker now, making its
-// tasks ready again; the mesh calls it when gossip declares a worker dead.
-func (n *Node) ReleaseWorker(workerID string) int {
-	if n.st == nil {
+// ReleaseWorker ends now every lease that worker workerID took while it was
+// the mesh member member (as WorkerMember named it at the pull), making its
+// tasks ready again; the mesh calls it when gossip declares that member
+// dead. Leases taken under another membership — another member reusing the
+// worker id, or a pull before the node heard of the worker — are left to
+// expire: a death releases only what the dead member held. An empty member
+// releases nothing.
+func (n *Node) ReleaseWorker(workerID, member string) int {
+	if n.st == nil || member == "" {
 		return 0
 	}
-	return n.st.releaseWorker(workerID)
+	return n.st.releaseWorker(leaseHolder(workerID, member), workerID)
+}
+
+// leaseHolder is what a lease records of its worker: the id it pulled with
+// and its mesh membership ("" when unknown).
+func leaseHolder(workerID, member string) string {
+	if workerID == "" {
+		return ""
+	}
+	return workerID + "@" + member
 }
 
 // natsLogger routes the embedded server's logs to slog; the first fatal
 // message also goes to fatal, which Start watches.
 type natsLogger struct {
-	l     *slog.Logger
-	fatal chan<- string
+	l          *slog.Logger
+	fatal      chan<- string
+	violations *violationLog
 }
 
 func (g natsLogger) Noticef(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
@@ -292,6 +328,22 @@ func (g natsLogger) Fatalf(f string, a ...any) {
 	default:
 	}
 }
-func (g natsLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
+func (g natsLogger) Errorf(f string, a ...any) {
+	msg := fmt.Sprintf(f, a...)
+	// A permission violation is logged once per client per minute: a
+	// misconfigured or hostile client must not flood the log.
+	if i := strings.Index(msg, " - Publish Violation"); i >= 0 || strings.Contains(msg, " - Subscription Violation") {
+		if i < 0 {
+			i = strings.Index(msg, " - Subscription Violation")
+		}
+		ok, suppressed := g.violations.allow(msg[:i], time.Now())
+		if !ok {
+			return
+		}
+		g.l.Warn("permission denied (PERMISSION_DENIED; logged once per client per minute)", "violation", msg, "suppressed_since_last", suppressed)
+		return
+	}
+	g.l.Error(msg)
+}
 func (g natsLogger) Debugf(f string, a ...any) {}
 func (g natsLogger) Tracef(f string, a ...any) {}

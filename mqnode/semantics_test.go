@@ -355,20 +355,3 @@ func TestStreamingSubtasksWithAck(t *testing.T) {
 		t.Fatalf("subtask queue a.>: %v", err)
 	}
 }
-
-func TestReleaseWorker(t *testing.T) {
-	n, c := startNode(t, Config{})
-	ctx := ctxT(t)
-	enqueueN(t, c, "q", 3)
-	ds, _, err := c.Pull(ctx, PullRequest{Queue: "q", MaxTasks: 2, WorkerID: "dead-worker", Lease: time.Hour})
-	if err != nil || len(ds) != 2 {
-		t.Fatal(ds, err)
-	}
-	if got := n.ReleaseWorker("dead-worker"); got != 2 {
-		t.Fatalf("released %d leases, want 2", got)
-	}
-	eventually(t, 5*time.Second, "released tasks ready", func() bool {
-		st := queueStats(t, c, "q")
-		return st.Ready == 3 && st.Leased == 0
-	})
-}

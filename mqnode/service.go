@@ -189,7 +189,11 @@ func (s *service) pull(ctx context.Context, b []byte) proto.Message {
 	if err != nil {
 		return &wirepb.PullReply{Error: toWireError(err)}
 	}
-	p, err := q.pull(ctx, maxTasks, wait, leaseDur, req.WorkerId)
+	member := ""
+	if req.WorkerId != "" && s.n.WorkerMember != nil {
+		member = s.n.WorkerMember(req.WorkerId)
+	}
+	p, err := q.pull(ctx, maxTasks, wait, leaseDur, leaseHolder(req.WorkerId, member))
 	if err != nil && ctx.Err() != nil && len(p.ds) == 0 {
 		err = nil // stopping: answer empty, the worker pulls elsewhere
 	}

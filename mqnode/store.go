@@ -2,8 +2,6 @@ package mqnode
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,8 +48,7 @@ type store struct {
 	th     *throttle.Throttle
 	topics *topicTable // topic.go
 
-	incarnation uint64
-	started     time.Time
+	started time.Time
 
 	bg     sync.WaitGroup
 	stopBg chan struct{}
@@ -81,20 +78,14 @@ func openStore(cfg Config) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("%w: sequence: %w", ErrStorage, err)
 	}
-	var inc [8]byte
-	if _, err := rand.Read(inc[:]); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("%w: incarnation: %w", ErrInternal, err)
-	}
 	s := &store{
-		cfg:         cfg,
-		log:         cfg.Logger,
-		db:          db,
-		seq:         seq,
-		queues:      map[string]*queue{},
-		incarnation: binary.BigEndian.Uint64(inc[:]),
-		started:     cfg.now(),
-		stopBg:      make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		db:      db,
+		seq:     seq,
+		queues:  map[string]*queue{},
+		started: cfg.now(),
+		stopBg:  make(chan struct{}),
 	}
 	s.leases = newLeaseTable(s)
 	s.th = throttle.New(cfg.Throttle, cfg.IDC+"."+cfg.Name, s.nowMs)

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/internal/subject"
 )
 
@@ -95,7 +96,7 @@ func newBacklogCommand() *cobra.Command {
 }
 
 func newBacklogWatchCommand() *cobra.Command {
-	o := &backlogWatchOptions{}
+	o := &backlogWatchOptions{clientOptions: clientOptions{sec: securityFlags{def: secrets.RoleWorker}}}
 	cmd := &cobra.Command{
 		Use:   "watch",
 		Short: "Show, live, the backlog a worker with a filter would see",

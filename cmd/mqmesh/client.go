@@ -24,12 +24,15 @@ type clientOptions struct {
 	Timeout time.Duration
 	// JSON selects the stable JSON output.
 	JSON bool
+	// sec are --secrets and --role; sec.def is the command's role.
+	sec securityFlags
 }
 
 func (o *clientOptions) bind(fs *pflag.FlagSet) {
 	fs.StringVarP(&o.Server, "server", "s", defaultServer, "NATS URL of the node")
 	fs.DurationVar(&o.Timeout, "timeout", mqnode.DefaultRequestTimeout, "timeout of connecting and of each request")
 	fs.BoolVar(&o.JSON, "json", false, "print a stable JSON object instead of text")
+	o.sec.bind(fs)
 }
 
 // Validate checks the shared flags.
@@ -40,14 +43,18 @@ func (o *clientOptions) Validate() error {
 	if o.Timeout <= 0 {
 		return fmt.Errorf("--timeout %s: must be positive", o.Timeout)
 	}
-	return nil
+	return o.sec.validate()
 }
 
 // dial connects to the node; the caller closes the client.
 func (o *clientOptions) dial(ctx context.Context) (*mqnode.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	return mqnode.Dial(ctx, o.Server, nats.Timeout(o.Timeout))
+	opts, err := o.sec.natsOptions()
+	if err != nil {
+		return nil, err
+	}
+	return mqnode.Dial(ctx, o.Server, append(opts, nats.Timeout(o.Timeout))...)
 }
 
 // request returns a context for one request.

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
 
@@ -63,7 +64,7 @@ type enqueueJSON struct {
 }
 
 func newEnqueueCommand() *cobra.Command {
-	o := &enqueueOptions{}
+	o := &enqueueOptions{clientOptions: clientOptions{sec: securityFlags{def: secrets.RoleProducer}}}
 	cmd := &cobra.Command{
 		Use:   "enqueue",
 		Short: "Enqueue tasks on a queue",

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
@@ -37,6 +38,8 @@ type nodeOptions struct {
 
 	// Mesh is --mesh: join a mesh even without a mesh section or flag.
 	Mesh bool
+	// security are --secrets and --insecure (over the file's section).
+	security securitySection
 
 	// flags and meshFlags are bound to the config flags; only those set
 	// are used.
@@ -111,6 +114,8 @@ member is detected as failed).`,
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long a graceful stop may take")
 	bindConfigFlags(fs, &o.flags)
+	fs.StringVar(&o.security.Secrets, "secrets", os.Getenv(SecretsEnv), "secrets directory (see 'mqmesh secrets init'): TLS and authentication on every link (default $"+SecretsEnv+")")
+	fs.BoolVar(&o.security.Insecure, "insecure", false, "start without --secrets even when listening beyond loopback (anyone who reaches the ports controls the node)")
 	fs.BoolVar(&o.Mesh, "mesh", false, "join a mesh (implied by a mesh section or any mesh flag; --mesh=false runs standalone)")
 	bindMeshFlags(fs, &o.meshFlags)
 	return cmd
@@ -120,13 +125,25 @@ member is detected as failed).`,
 // the mesh section, defaulted, when the node joins a mesh.
 func (o *nodeOptions) complete(fs *pflag.FlagSet) error {
 	o.cfg, o.mesh = mqnode.Config{}, nil
+	sec := securitySection{Secrets: os.Getenv(SecretsEnv)}
 	if o.ConfigFile != "" {
 		cfg, err := loadConfig(o.ConfigFile)
 		if err != nil {
 			return err
 		}
 		o.cfg, o.mesh = cfg.Config, cfg.Mesh
+		if cfg.SecuritySection.Secrets != "" {
+			sec.Secrets = cfg.SecuritySection.Secrets
+		}
+		sec.Insecure = cfg.SecuritySection.Insecure
 	}
+	if fs.Changed("secrets") {
+		sec.Secrets = o.security.Secrets
+	}
+	if fs.Changed("insecure") {
+		sec.Insecure = o.security.Insecure
+	}
+	o.security = sec
 	if err := applyConfigFlags(fs, &o.cfg); err != nil {
 		return err
 	}
@@ -189,7 +206,7 @@ func (o *nodeOptions) logger(w io.Writer) *slog.Logger {
 }
 
 func (o *nodeOptions) printConfig(w io.Writer) error {
-	b, err := yaml.Marshal(fileConfig{Config: o.cfg.WithDefaults(), Mesh: o.mesh})
+	b, err := yaml.Marshal(fileConfig{Config: o.cfg.WithDefaults(), Mesh: o.mesh, SecuritySection: o.security})
 	if err != nil {
 		return fmt.Errorf("encode config: %w", err)
 	}
@@ -240,6 +257,9 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 	defer stopSignals()
 	cfg := o.cfg
 	cfg.Logger = o.logger(stderr)
+	if err := o.secure(&cfg); err != nil {
+		return err
+	}
 	var (
 		svc   service
 		n     *mqnode.Node
@@ -298,4 +318,47 @@ func (o *nodeOptions) printReady(w io.Writer, n *mqnode.Node, gossip string) err
 	}
 	_, err := fmt.Fprintf(w, "mqmesh node %s (idc %s) ready %s\n", c.Name, c.IDC, where)
 	return err
+}
+
+// secure loads --secrets into cfg, or, without secrets, refuses a node
+// with any listener beyond loopback unless --insecure (then it warns).
+func (o *nodeOptions) secure(cfg *mqnode.Config) error {
+	if o.security.Secrets != "" {
+		set, err := secrets.Load(o.security.Secrets)
+		if err != nil {
+			return fmt.Errorf("--secrets: %w", err)
+		}
+		if err := set.CheckNode(); err != nil {
+			return fmt.Errorf("--secrets: %w", err)
+		}
+		cfg.Security = set
+		return nil
+	}
+	open := o.exposedListeners()
+	if len(open) == 0 {
+		return nil
+	}
+	if !o.security.Insecure {
+		return fmt.Errorf("refusing to start: %s is not loopback and no secrets are given: add --secrets DIR (create one with 'mqmesh secrets init DIR'), or --insecure to run unprotected", open[0])
+	}
+	cfg.Logger.Warn("INSECURE: listening beyond loopback without secrets: anyone who reaches these ports can read, forge and delete tasks", "listeners", open)
+	return nil
+}
+
+// exposedListeners are the node's listeners (client, route, gateway,
+// gossip) not bound to loopback, as "what addr".
+func (o *nodeOptions) exposedListeners() []string {
+	var out []string
+	check := func(what, addr string) {
+		if addr != "" && addr != mqnode.ListenNone && !isLoopback(addr) {
+			out = append(out, what+" "+addr)
+		}
+	}
+	check("listen", o.cfg.WithDefaults().Listen)
+	if o.mesh != nil {
+		check("cluster_listen", o.mesh.ClusterListen)
+		check("gateway_listen", o.mesh.GatewayListen)
+		check("gossip bind", o.mesh.BindAddr)
+	}
+	return out
 }

@@ -25,6 +25,17 @@ type fileConfig struct {
 	mqnode.Config `yaml:",inline"`
 	// Mesh is nil when the file has no mesh section (a standalone node).
 	Mesh *meshConfig `yaml:"mesh,omitempty"`
+	// SecuritySection is the security section (--secrets, --insecure).
+	SecuritySection securitySection `yaml:"security,omitempty"`
+}
+
+// securitySection is the security section of a node config file.
+type securitySection struct {
+	// Secrets is the secrets directory (see 'mqmesh secrets init'):
+	// TLS and authentication on every link. Default $MQMESH_SECRETS.
+	Secrets string `yaml:"secrets,omitempty"`
+	// Insecure lets a node listen beyond loopback without secrets.
+	Insecure bool `yaml:"insecure,omitempty"`
 }
 
 // loadConfig reads a node config file strictly: an unknown key is an error

@@ -40,6 +40,7 @@ diagnostics and logs go to stderr.`,
 		newBacklogCommand(),
 		newMeshCommand(),
 		newSimCommand(),
+		newSecretsCommand(),
 		bench.NewCommand(),
 	)
 	return root

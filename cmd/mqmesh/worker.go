@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/worker"
 )
@@ -23,6 +24,8 @@ type workerOptions struct {
 	Report          time.Duration
 	Log             logFlags
 	ShutdownTimeout time.Duration
+	// sec are --secrets and --role (default worker).
+	sec securityFlags
 
 	// flags and meshFlags are bound to the config flags; only those given
 	// override the file.
@@ -83,7 +86,7 @@ type (
 )
 
 func newWorkerCommand() *cobra.Command {
-	o := &workerOptions{}
+	o := &workerOptions{sec: securityFlags{def: secrets.RoleWorker}}
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker pool with built-in demo handlers until SIGINT or SIGTERM",
@@ -131,6 +134,7 @@ their tasks come back when their leases are released.`,
 	fs.DurationVar(&o.Report, "report", defaultWorkerReport, "interval of the stats lines on stdout (0: none)")
 	fs.BoolVar(&o.JSON, "json", false, "print the ready and stats lines as JSON lines")
 	o.Log.bind(fs)
+	o.sec.bind(fs)
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long a graceful stop may wait for running handlers")
 	return cmd
 }
@@ -200,6 +204,9 @@ func (o *workerOptions) complete(fs *pflag.FlagSet) error {
 // the node is asked (its IDC and name may be learned from it).
 func (o *workerOptions) Validate() error {
 	if err := o.Log.validate(); err != nil {
+		return err
+	}
+	if err := o.sec.validate(); err != nil {
 		return err
 	}
 	if o.ShutdownTimeout <= 0 {

@@ -82,7 +82,11 @@ func (o *workerOptions) dial(ctx context.Context, log *slog.Logger) (*mqnode.Cli
 	ctx, cancel := context.WithTimeout(ctx, mqnode.DefaultRequestTimeout)
 	defer cancel()
 	server := o.cfg.Server
-	c, err := mqnode.Dial(ctx, server,
+	auth, err := o.sec.natsOptions()
+	if err != nil {
+		return nil, err
+	}
+	c, err := mqnode.Dial(ctx, server, append(auth,
 		nats.Name("mqmesh-worker"),
 		nats.Timeout(mqnode.DefaultRequestTimeout),
 		nats.MaxReconnects(-1),
@@ -92,7 +96,7 @@ func (o *workerOptions) dial(ctx context.Context, log *slog.Logger) (*mqnode.Cli
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected", "server", nc.ConnectedUrlRedacted()) }),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("server %s: %w", server, err)
 	}
@@ -113,6 +117,19 @@ func (o *workerOptions) resolve(c *mqnode.Client, base, log *slog.Logger) (worke
 		cfg.Node = name
 	}
 	cfg.Logger = base
+	if cfg.Mesh != nil {
+		set, err := o.sec.load()
+		if err != nil {
+			return cfg, err
+		}
+		if set != nil {
+			m := *cfg.Mesh
+			if m.Keyring, err = set.GossipKeys(); err != nil {
+				return cfg, fmt.Errorf("--secrets: %w", err)
+			}
+			cfg.Mesh = &m
+		}
+	}
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		return cfg, fmt.Errorf("worker config: %w", err)
 	}

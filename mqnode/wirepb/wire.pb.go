@@ -45,6 +45,7 @@ const (
 	Code_DISK_FULL         Code = 9  // the store is out of space; nothing was written
 	Code_INTERNAL          Code = 10 // a bug; details in the message
 	Code_UNKNOWN_OP        Code = 11 // no such operation
+	Code_PERMISSION_DENIED Code = 20 // the credentials of the connection do not allow this request
 	Code_NO_SUBSCRIBERS    Code = 40 // a topic enqueue matched no subscription; nothing was written
 )
 
@@ -63,6 +64,7 @@ var (
 		9:  "DISK_FULL",
 		10: "INTERNAL",
 		11: "UNKNOWN_OP",
+		20: "PERMISSION_DENIED",
 		40: "NO_SUBSCRIBERS",
 	}
 	Code_value = map[string]int32{
@@ -78,6 +80,7 @@ var (
 		"DISK_FULL":         9,
 		"INTERNAL":          10,
 		"UNKNOWN_OP":        11,
+		"PERMISSION_DENIED": 20,
 		"NO_SUBSCRIBERS":    40,
 	}
 )
@@ -2478,7 +2481,7 @@ const file_wire_proto_rawDesc = "" +
 	"\vInfoRequest\"f\n" +
 	"\tInfoReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x12,\n" +
-	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node*\xdc\x01\n" +
+	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node*\xf3\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x0f\n" +
 	"\vBAD_REQUEST\x10\x01\x12\x10\n" +
@@ -2493,7 +2496,8 @@ const file_wire_proto_rawDesc = "" +
 	"\bINTERNAL\x10\n" +
 	"\x12\x0e\n" +
 	"\n" +
-	"UNKNOWN_OP\x10\v\x12\x12\n" +
+	"UNKNOWN_OP\x10\v\x12\x15\n" +
+	"\x11PERMISSION_DENIED\x10\x14\x12\x12\n" +
 	"\x0eNO_SUBSCRIBERS\x10(*2\n" +
 	"\aAckKind\x12\a\n" +
 	"\x03ACK\x10\x00\x12\b\n" +

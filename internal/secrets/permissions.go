@@ -1,0 +1,72 @@
+package secrets
+
+import "github.com/nats-io/nats-server/v2/server"
+
+// InboxPrefix is the reply-inbox prefix of a role's connections: each role
+// may subscribe only under its own, so no other role reads its replies.
+func InboxPrefix(r Role) string { return "_I." + string(r) }
+
+// Subjects of the mqmesh protocol the permissions name. They mirror
+// mqnode.Subject (mq.<idc>.<node>.<op>), mqnode.IDSubject (mqid.<server>),
+// backlog (bl.<tier>..., blsync...) and throttle usage (thr.usage...); a
+// test in this package checks them against those packages.
+const (
+	subjEnqueue = "mq.*.*.enq"
+	subjPull    = "mq.*.*.pull"
+	subjAck     = "mq.*.*.ack"
+	subjInfo    = "mq.*.*.info"
+	subjAllMQ   = "mq.>"
+	subjID      = "mqid.>"
+	subjBacklog = "bl.>"
+	subjBlSync  = "blsync.>"
+	subjUsage   = "thr.>"
+	// subjTopics is topic propagation between nodes (mqnode.TopicSyncSubject).
+	subjTopics = "mqtopic.>"
+)
+
+// Permissions returns the subject permissions of a role on the server of
+// node name in idc (a node's own connections may serve only that node's
+// subjects). Least privilege:
+//
+//	producer  publish enqueue and info requests; read its own replies
+//	worker    publish pull, ack (ack, nack, extend) and info requests and
+//	          backlog sync requests; read backlog and its own replies
+//	admin     publish any request (stats, dlq, members, replay, topic, ...);
+//	          read anything but requests: it can neither answer mq.> nor
+//	          forge backlog or topic sync
+//	node      serve mq.<idc>.<name>.> and mqid.>, publish anything (its
+//	          replies, backlog, usage, topics), read backlog, sync, usage
+//	          and topic sync (mqtopic.>)
+//
+// Only nodes may publish bl.>, thr.> and mqtopic.> and subscribe
+// mq.>/mqid.>: a
+// stolen worker or admin credential cannot answer a pull or forge backlog.
+func Permissions(r Role, idc, name string) *server.Permissions {
+	sp := func(allow, deny []string) *server.SubjectPermission {
+		return &server.SubjectPermission{Allow: allow, Deny: deny}
+	}
+	switch r {
+	case RoleProducer:
+		return &server.Permissions{
+			Publish:   sp([]string{subjEnqueue, subjInfo, subjID}, nil),
+			Subscribe: sp([]string{InboxPrefix(r) + ".>"}, nil),
+		}
+	case RoleWorker:
+		return &server.Permissions{
+			Publish:   sp([]string{subjPull, subjAck, subjInfo, subjID, subjBlSync}, nil),
+			Subscribe: sp([]string{subjBacklog, InboxPrefix(r) + ".>"}, nil),
+		}
+	case RoleAdmin:
+		return &server.Permissions{
+			Publish:   sp([]string{">"}, []string{subjBacklog, subjUsage, subjTopics, "_I.>", "_INBOX.>"}),
+			Subscribe: sp([]string{">"}, []string{subjAllMQ, subjID}),
+		}
+	case RoleNode:
+		return &server.Permissions{
+			Publish: sp([]string{">"}, nil),
+			Subscribe: sp([]string{"mq." + idc + "." + name + ".>", subjID, subjBacklog, subjBlSync, subjUsage, subjTopics,
+				InboxPrefix(r) + ".>"}, nil),
+		}
+	}
+	return &server.Permissions{Publish: sp(nil, []string{">"}), Subscribe: sp(nil, []string{">"})}
+}

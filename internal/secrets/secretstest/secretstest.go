@@ -1,0 +1,55 @@
+// Package secretstest gives tests a mesh secrets set cheaply, so test
+// clusters run with TLS and authentication by default.
+//
+//	set := secretstest.Set(t) // one set per test process, loaded in memory
+//	dir := secretstest.Dir(t) // a fresh directory under t.TempDir(), for child processes and CLIs
+package secretstest
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/mqmesh/mqmesh/internal/secrets"
+)
+
+var (
+	once   sync.Once
+	shared *secrets.Set
+	err    error
+)
+
+// Set returns the test process's secrets set, generating it on first use
+// (a few milliseconds). The files are loaded into memory and their
+// temporary directory removed at once, so nothing is left behind; tests
+// that need the files use Dir.
+func Set(t testing.TB) *secrets.Set {
+	t.Helper()
+	once.Do(func() {
+		dir, e := os.MkdirTemp("", "mqmesh-secretstest-")
+		if e != nil {
+			err = e
+			return
+		}
+		defer os.RemoveAll(dir)
+		if err = secrets.Init(dir, false); err == nil {
+			shared, err = secrets.Load(dir)
+		}
+	})
+	if err != nil {
+		t.Fatalf("secretstest: %v", err)
+	}
+	return shared
+}
+
+// Dir writes a fresh secrets directory under t.TempDir() and returns its
+// path.
+func Dir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "secrets")
+	if err := secrets.Init(dir, false); err != nil {
+		t.Fatalf("secretstest: %v", err)
+	}
+	return dir
+}

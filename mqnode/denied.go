@@ -1,0 +1,141 @@
+package mqnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// A NATS server refuses a publish or subscription the connection's user may
+// not make by sending an asynchronous error, not a reply: a request to a
+// denied subject would just time out. WatchPermissions turns that error into
+// ErrPermissionDenied for the requests waiting on it.
+
+// pendingCalls are a connection's requests in flight, by their subject.
+type pendingCalls struct {
+	mu   sync.Mutex
+	subs map[*pendingCall]struct{}
+	dead bool // removed from waiting: register anew
+}
+
+type pendingCall struct {
+	subj   string
+	cancel context.CancelCauseFunc
+}
+
+// waiting maps *nats.Conn to its *pendingCalls while any request waits.
+var waiting sync.Map
+
+// trackCall registers a request on nc to subj; the returned context ends
+// with cause ErrPermissionDenied if the server refuses it. Call done when
+// the request is over.
+func trackCall(ctx context.Context, nc *nats.Conn, subj string) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	pc := &pendingCall{subj: subj, cancel: cancel}
+	var calls *pendingCalls
+	for {
+		v, _ := waiting.LoadOrStore(nc, &pendingCalls{subs: map[*pendingCall]struct{}{}})
+		calls = v.(*pendingCalls)
+		calls.mu.Lock()
+		if !calls.dead {
+			break
+		}
+		calls.mu.Unlock()
+	}
+	calls.subs[pc] = struct{}{}
+	calls.mu.Unlock()
+	return ctx, func() {
+		calls.mu.Lock()
+		delete(calls.subs, pc)
+		if len(calls.subs) == 0 {
+			calls.dead = true
+			waiting.CompareAndDelete(nc, calls)
+		}
+		calls.mu.Unlock()
+		cancel(nil)
+	}
+}
+
+var violationRe = regexp.MustCompile(`(?i)(publish|subscription) to "([^"]+)"`)
+
+// deny fails the requests of nc that a permission violation concerns: a
+// denied publish those on its subject; a denied subscription (the reply
+// inbox) all of them.
+func deny(nc *nats.Conn, err error) {
+	v, ok := waiting.Load(nc)
+	if !ok {
+		return
+	}
+	m := violationRe.FindStringSubmatch(err.Error())
+	cause := fmt.Errorf("%w: %w", ErrPermissionDenied, err)
+	calls := v.(*pendingCalls)
+	calls.mu.Lock()
+	defer calls.mu.Unlock()
+	for pc := range calls.subs {
+		if m == nil || !strings.EqualFold(m[1], "publish") || pc.subj == m[2] {
+			pc.cancel(cause)
+		}
+	}
+}
+
+// WatchPermissions is a NATS option that makes the requests of a Client on
+// the connection fail at once with ErrPermissionDenied when the server
+// refuses them, instead of timing out. It wraps the error handler set by
+// earlier options, so give it last; Dial and Node.Connect add it.
+func WatchPermissions() nats.Option {
+	return func(o *nats.Options) error {
+		next := o.AsyncErrorCB
+		o.AsyncErrorCB = func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				deny(nc, err)
+			}
+			if next != nil {
+				next(nc, sub, err)
+			}
+		}
+		return nil
+	}
+}
+
+// violationLog rate-limits the server's permission-violation log lines:
+// one per client per minute, with the count of those suppressed.
+type violationLog struct {
+	mu   sync.Mutex
+	last map[string]violationSeen
+}
+
+type violationSeen struct {
+	at         time.Time
+	suppressed int
+}
+
+// allow reports whether the violation line of client should be logged now,
+// and how many were suppressed since the last one logged.
+func (v *violationLog) allow(client string, now time.Time) (bool, int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.last == nil {
+		v.last = map[string]violationSeen{}
+	}
+	s, ok := v.last[client]
+	if ok && now.Sub(s.at) < time.Minute {
+		s.suppressed++
+		v.last[client] = s
+		return false, 0
+	}
+	if len(v.last) > 4096 {
+		for k, e := range v.last {
+			if now.Sub(e.at) >= time.Minute {
+				delete(v.last, k)
+			}
+		}
+	}
+	v.last[client] = violationSeen{at: now}
+	return true, s.suppressed
+}
