@@ -34,6 +34,10 @@ drain: 30s
 	if !strings.Contains(buf.String(), "bad deploy acked") {
 		t.Fatalf("table has no deploy line:\n%s", buf.String())
 	}
+	var html strings.Builder
+	if err := rep.WriteHTML(&html, []string{"a"}); err != nil || !strings.Contains(html.String(), "Bad deploy:") {
+		t.Fatalf("html report has no deploy line: %v", err)
+	}
 }
 
 func TestBadDeployScenarioErrors(t *testing.T) {
