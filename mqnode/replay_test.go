@@ -229,6 +229,12 @@ func TestSettledCountSurvivesRestart(t *testing.T) {
 	enqueueN(t, c, "q", 30)
 	drainAck(t, c, "q")
 	_, qs, _ := c.Stats(ctxT(t), "q")
+	since := time.Now().Add(-time.Minute).UnixMilli()
+	// Half a replay (one chunk of 10), then the node stops.
+	rep, err := c.Replay(ctxT(t), &wirepb.ReplayRequest{Queue: "q", ReplayId: "r1", SinceUnixMs: since, Limit: 10})
+	if err != nil || rep.Enqueued != 10 || len(rep.Next) == 0 {
+		t.Fatalf("first chunk: %v %+v", err, rep)
+	}
 	c.Close()
 	if err := node.Stop(context.Background()); err != nil {
 		t.Fatal(err)
@@ -237,5 +243,13 @@ func TestSettledCountSurvivesRestart(t *testing.T) {
 	_, qs2, err := c2.Stats(ctxT(t), "q")
 	if err != nil || qs2[0].SettledKept != 30 || qs2[0].SettledBytes != qs[0].SettledBytes {
 		t.Fatalf("after restart kept %d (%d B), before %d (%d B): %v", qs2[0].SettledKept, qs2[0].SettledBytes, qs[0].SettledKept, qs[0].SettledBytes, err)
+	}
+	// The same replay id after the restart finishes the run: the ledger is durable.
+	sum, _, err := replayAll(ctxT(t), c2, &wirepb.ReplayRequest{Queue: "q", ReplayId: "r1", SinceUnixMs: since})
+	if err != nil || sum.Enqueued != 20 || sum.Already != 10 {
+		t.Fatalf("replay resumed after restart: %v %+v, want 20 more, 10 already", err, sum)
+	}
+	if got := drainAck(t, c2, "q"); len(got) != 30 {
+		t.Fatalf("%d replayed tasks, want 30", len(got))
 	}
 }

@@ -193,15 +193,16 @@ func (x *HeaderMatch) GetValue() string {
 // the settled tasks of a queue settled in [since, until]. One request
 // handles one chunk; the reply's next is the cursor of the following one.
 type ReplayRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	SinceUnixMs   int64                  `protobuf:"varint,2,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
-	UntilUnixMs   int64                  `protobuf:"varint,3,opt,name=until_unix_ms,json=untilUnixMs,proto3" json:"until_unix_ms,omitempty"` // 0 = now
-	Filters       []*HeaderMatch         `protobuf:"bytes,4,rep,name=filters,proto3" json:"filters,omitempty"`                               // all must match
-	DryRun        bool                   `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`                  // count, write nothing
-	ReplayId      string                 `protobuf:"bytes,6,opt,name=replay_id,json=replayId,proto3" json:"replay_id,omitempty"`             // required: a second replay with the same id adds nothing
-	After         []byte                 `protobuf:"bytes,7,opt,name=after,proto3" json:"after,omitempty"`                                   // cursor from the previous reply
-	Limit         uint32                 `protobuf:"varint,8,opt,name=limit,proto3" json:"limit,omitempty"`                                  // most tasks re-enqueued per request (0 = 500)
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Queue       string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	SinceUnixMs int64                  `protobuf:"varint,2,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	UntilUnixMs int64                  `protobuf:"varint,3,opt,name=until_unix_ms,json=untilUnixMs,proto3" json:"until_unix_ms,omitempty"` // 0 = now
+	Filters     []*HeaderMatch         `protobuf:"bytes,4,rep,name=filters,proto3" json:"filters,omitempty"`                               // all must match
+	DryRun      bool                   `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`                  // count, write nothing (a task and an earlier replay of it
+	// in different chunks are both counted)
+	ReplayId      string `protobuf:"bytes,6,opt,name=replay_id,json=replayId,proto3" json:"replay_id,omitempty"` // required: a second replay with the same id adds nothing
+	After         []byte `protobuf:"bytes,7,opt,name=after,proto3" json:"after,omitempty"`                       // cursor from the previous reply
+	Limit         uint32 `protobuf:"varint,8,opt,name=limit,proto3" json:"limit,omitempty"`                      // most tasks re-enqueued per request (0 = 500)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
