@@ -73,6 +73,10 @@ type Config struct {
 	// heard. It takes precedence over SecretKey. Set from the secrets
 	// directory's gossip.key.
 	Keyring [][]byte `yaml:"-"`
+	// KeyringFile, with Keyring, is the file the keyring came from
+	// (gossip.key): the member applies its changes while it runs, so keys
+	// rotate without a restart (see SetKeyring).
+	KeyringFile string `yaml:"-"`
 	// JoinWait bounds the initial join. Default 10s.
 	JoinWait time.Duration `yaml:"join_wait"`
 	// Retain is how long failed and left members stay in Members(). 1h.

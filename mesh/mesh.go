@@ -91,6 +91,10 @@ type Mesh struct {
 	leaving map[string]time.Time // leave intents received, by member id
 	subs    map[*Subscription]struct{}
 	done    bool
+
+	keyring   *memberlist.Keyring // nil: gossip unencrypted or one fixed key
+	watchStop chan struct{}       // closed to stop the keyring file watch
+	watchDone chan struct{}
 }
 
 // msgLeaveIntent prefixes a direct message announcing a graceful leave.
@@ -130,6 +134,16 @@ func (m *Mesh) Start(ctx context.Context) error {
 		return fmt.Errorf("mesh: gossip on %s:%d: %w", m.cfg.BindAddr, m.cfg.BindPort, err)
 	}
 	m.ml = ml
+	m.mu.Lock()
+	m.keyring = mc.Keyring
+	m.mu.Unlock()
+	if m.cfg.KeyringFile != "" && mc.Keyring != nil {
+		m.watchStop, m.watchDone = make(chan struct{}), make(chan struct{})
+		if err := m.watchKeyring(m.cfg.KeyringFile, m.watchStop, m.watchDone); err != nil {
+			_ = ml.Shutdown()
+			return err
+		}
+	}
 	if len(m.cfg.Seeds) == 0 {
 		m.log.Info("started a new mesh", "gossip", m.GossipAddr())
 		return nil
@@ -142,6 +156,7 @@ func (m *Mesh) Start(ctx context.Context) error {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
+			m.stopWatch()
 			_ = ml.Shutdown()
 			return fmt.Errorf("mesh: join %v: %w", m.cfg.Seeds, errors.Join(err, ctx.Err()))
 		}
@@ -252,6 +267,7 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 	if err := m.ml.Leave(timeout / 2); err != nil {
 		m.log.Warn("leave broadcast incomplete", "err", err)
 	}
+	m.stopWatch()
 	err := m.ml.Shutdown()
 	m.log.Info("left the mesh")
 	return err
@@ -303,7 +319,17 @@ func (m *Mesh) Shutdown() error {
 	}
 	m.done = true
 	m.mu.Unlock()
+	m.stopWatch()
 	return m.ml.Shutdown()
+}
+
+// stopWatch ends the keyring file watch, if any.
+func (m *Mesh) stopWatch() {
+	if m.watchStop != nil {
+		close(m.watchStop)
+		<-m.watchDone
+		m.watchStop = nil
+	}
 }
 
 // emitLocked delivers an event to every subscriber without blocking.

@@ -3,7 +3,6 @@ package mqnode
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
@@ -35,11 +34,11 @@ func (s *store) ack(ctx context.Context, items []*wirepb.AckItem) ([]*wirepb.Ack
 			continue
 		}
 		if it.Kind == wirepb.AckKind_EXTEND {
-			d := it.ExtendMs
-			if max := s.cfg.MaxLease.Milliseconds(); d > max {
-				d = max
+			if err := checkMs("extend_ms", it.ExtendMs, s.cfg.MaxLease); err != nil {
+				res.Error = toWireError(err)
+				continue
 			}
-			dl, ok := s.leases.extend(it.Receipt, d, now)
+			dl, ok := s.leases.extend(it.Receipt, it.ExtendMs, now)
 			if !ok {
 				res.Error = toWireError(staleErr(it.Receipt))
 				continue
@@ -103,10 +102,13 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 			if err := s.validateItems(it.Subtasks, "subtasks"); err != nil {
 				return settle{}, err
 			}
+			if err := s.disk.admit(); err != nil {
+				return settle{}, fmt.Errorf("subtasks: %w", err)
+			}
 		}
 	case wirepb.AckKind_NACK, wirepb.AckKind_DEAD:
-		if it.DelayMs < 0 {
-			return settle{}, fmt.Errorf("%w: negative nack delay", ErrBadRequest)
+		if err := checkMs("delay_ms", it.DelayMs, s.cfg.MaxDelay); err != nil {
+			return settle{}, err
 		}
 	default:
 		return settle{}, fmt.Errorf("%w: unknown ack kind %d", ErrBadRequest, it.Kind)
@@ -130,7 +132,7 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 	case wirepb.AckKind_NACK:
 		s.settled(l.q, it.Calls, throttle.Failed)
 		l.q.c.nacked.Add(1)
-		return settle{op: s.retryOp(l, time.Duration(it.DelayMs)*time.Millisecond, it.Error, "nacked"), l: l}, nil
+		return settle{op: s.retryOp(l, msDuration(it.DelayMs), it.Error, "nacked"), l: l}, nil
 	case wirepb.AckKind_DEAD:
 		s.settled(l.q, it.Calls, throttle.GaveUp)
 		reason := "given up by handler"

@@ -210,18 +210,31 @@ func (c *Client) AckOne(ctx context.Context, item *AckItem) (*AckResult, error) 
 // Stats returns the node's identity and per-queue statistics (one queue, or
 // all when queue is empty).
 func (c *Client) Stats(ctx context.Context, queue string) (*NodeInfo, []*QueueStats, error) {
-	var rep wirepb.StatsReply
-	err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
+	rep, err := c.StatsReply(ctx, queue)
 	return rep.Node, rep.Queues, err
 }
 
 // StatsReply returns the node's whole stats reply: the node, its queues
 // (one, or all when queue is ""), its node-wide throttles and the backends
-// its handlers report calls to.
+// its handlers report calls to. A node pages many queues over several
+// replies (each fits one message); StatsReply follows the pages.
 func (c *Client) StatsReply(ctx context.Context, queue string) (*StatsReply, error) {
-	var rep wirepb.StatsReply
-	err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
-	return &rep, err
+	var all *wirepb.StatsReply
+	after := ""
+	for {
+		var rep wirepb.StatsReply
+		err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue, After: after}, &rep, func() *wirepb.Error { return rep.Error })
+		if all == nil {
+			all = &rep
+		} else {
+			all.Queues = append(all.Queues, rep.Queues...)
+		}
+		if err != nil || rep.Next == "" || rep.Next <= after {
+			all.Next = ""
+			return all, err
+		}
+		after = rep.Next
+	}
 }
 
 // Info returns the node's identity.
@@ -267,3 +280,11 @@ const (
 
 // AckKind says how an AckItem settles a delivery.
 type AckKind = wirepb.AckKind
+
+// DeleteQueue removes an empty queue from the node (admin role): it must
+// hold no ready, delayed, leased or dead task, and not be declared in the
+// node's config.
+func (c *Client) DeleteQueue(ctx context.Context, queue string) error {
+	var rep wirepb.QueueDeleteReply
+	return c.call(ctx, c.subj(OpQueueDelete), &wirepb.QueueDeleteRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
+}

@@ -22,8 +22,11 @@ var (
 	ErrUnavailable     = errors.New("mqnode: unavailable")
 	ErrStorage         = errors.New("mqnode: storage error")
 	ErrDiskFull        = errors.New("mqnode: disk full")
-	ErrInternal        = errors.New("mqnode: internal error")
-	ErrUnknownOp       = errors.New("mqnode: unknown operation")
+	// ErrCorrupted: the store is damaged past what the node repairs by
+	// itself; it refuses to start (see `mqmesh node repair`).
+	ErrCorrupted = fmt.Errorf("%w: store damaged", ErrStorage)
+	ErrInternal  = errors.New("mqnode: internal error")
+	ErrUnknownOp = errors.New("mqnode: unknown operation")
 	// ErrPermissionDenied: the connection's credentials (its role) do not
 	// allow the request; the NATS server refused it (see internal/secrets).
 	ErrPermissionDenied = errors.New("mqnode: permission denied")

@@ -70,7 +70,7 @@ func (n *Node) HandleOp(op string, h OpHandler) error {
 		return err
 	}
 	switch op {
-	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpReplay, OpTopic:
+	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpQueueDelete, OpReplay, OpTopic:
 		return fmt.Errorf("mqnode: op %q is built in", op)
 	}
 	n.mu.Lock()

@@ -23,6 +23,7 @@ func (s *store) validateItems(items []*wirepb.EnqueueItem, field string) error {
 	if len(items) > s.cfg.MaxEnqueueBatch {
 		return fmt.Errorf("%w: %s has %d tasks, limit %d", ErrBadRequest, field, len(items), s.cfg.MaxEnqueueBatch)
 	}
+	now := s.nowMs()
 	for i, it := range items {
 		if it == nil {
 			return fmt.Errorf("%w: %s[%d] is empty", ErrBadRequest, field, i)
@@ -43,8 +44,11 @@ func (s *store) validateItems(items []*wirepb.EnqueueItem, field string) error {
 		if len(it.DedupKey) > maxDedupKeyLen {
 			return fmt.Errorf("%w: %s[%d] dedup key is %d bytes, limit %d", ErrBadRequest, field, i, len(it.DedupKey), maxDedupKeyLen)
 		}
-		if it.DelayMs < 0 || it.TtlMs < 0 || it.NotBeforeUnixMs < 0 {
-			return fmt.Errorf("%w: %s[%d] has a negative delay, ttl or not-before", ErrBadRequest, field, i)
+		if err := s.checkTiming(fmt.Sprintf("%s[%d]", field, i), it.DelayMs, it.NotBeforeUnixMs, it.TtlMs, it.MaxAttempts, now); err != nil {
+			return err
+		}
+		if err := s.checkReplyFit(field, i, it); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -84,13 +88,13 @@ func (w *wtx) putTasks(q *queue, items []*wirepb.EnqueueItem) ([]*wirepb.Enqueue
 		}
 		t.NotBeforeUnixMs = it.NotBeforeUnixMs
 		if t.NotBeforeUnixMs == 0 && it.DelayMs > 0 {
-			t.NotBeforeUnixMs = now + it.DelayMs
+			t.NotBeforeUnixMs = addMs(now, it.DelayMs)
 		}
 		switch {
 		case it.TtlMs > 0:
-			t.ExpiresUnixMs = max(now, t.NotBeforeUnixMs) + it.TtlMs
+			t.ExpiresUnixMs = addMs(max(now, t.NotBeforeUnixMs), it.TtlMs)
 		case q.cfg.Retention > 0:
-			t.ExpiresUnixMs = max(now, t.NotBeforeUnixMs) + q.cfg.Retention.Milliseconds()
+			t.ExpiresUnixMs = addMs(max(now, t.NotBeforeUnixMs), q.cfg.Retention.Milliseconds())
 		}
 		frame, err := encodeTask(t)
 		if err != nil {
@@ -123,6 +127,9 @@ func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.E
 		return nil, fmt.Errorf("%w: no tasks to enqueue", ErrBadRequest)
 	}
 	if err := s.validateItems(items, "items"); err != nil {
+		return nil, err
+	}
+	if err := s.disk.admit(); err != nil {
 		return nil, err
 	}
 	q, err := s.queue(ctx, queueName, true)
@@ -201,7 +208,7 @@ func (s *store) retryOp(l *lease, delay time.Duration, lastErr, deadReason strin
 		if err != nil {
 			return err
 		}
-		readyAt := w.stamp() + delay.Milliseconds()
+		readyAt := addMs(w.stamp(), delay.Milliseconds())
 		frame, err := encodeTask(t)
 		if err != nil {
 			return err

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
@@ -251,5 +254,49 @@ func TestSettledCountSurvivesRestart(t *testing.T) {
 	}
 	if got := drainAck(t, c2, "q"); len(got) != 30 {
 		t.Fatalf("%d replayed tasks, want 30", len(got))
+	}
+}
+
+// Repair keeps the kept settled tasks with their TTL (they still expire),
+// and eviction of idle queues spares a queue that keeps settled tasks.
+func TestSettledSurvivesRepairAndEviction(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, QueueDefaults: QueueConfig{KeepSettled: time.Hour}, MaxPullWait: time.Second, QueueIdleEvict: 2 * time.Second}
+	node, c := startNode(t, cfg)
+	enqueueN(t, c, "q", 10)
+	drainAck(t, c, "q")
+	if gone, err := node.st.evictIdle(ctxT(t), time.Now().Add(10*time.Second).UnixMilli()); err != nil || len(gone) != 0 {
+		t.Fatalf("evicted %v (%v): an idle queue keeping settled tasks must stay", gone, err)
+	}
+	c.Close()
+	if err := node.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "repaired")
+	if _, err := Repair(dir, out, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = out
+	n2, c2 := startNode(t, cfg)
+	_, qs, err := c2.Stats(ctxT(t), "q")
+	if err != nil || qs[0].SettledKept != 10 {
+		t.Fatalf("after repair: %v %v", err, qs)
+	}
+	err = n2.st.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: queuePrefix(pfxSettled, "q")})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if it.Item().ExpiresAt() == 0 {
+				return fmt.Errorf("kept record %x lost its TTL in repair", it.Item().Key())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Once its kept tasks have expired, the idle queue goes.
+	if gone, err := n2.st.evictIdle(ctxT(t), time.Now().Add(2*time.Hour).UnixMilli()); err != nil || len(gone) != 1 {
+		t.Fatalf("evicted %v (%v), want q once its kept tasks expired", gone, err)
 	}
 }

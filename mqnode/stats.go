@@ -55,6 +55,7 @@ type counters struct {
 	enqueued, acked            rateCounter
 	nacked, expired, deadTotal atomic.Uint64
 	retriesDeferred            atomic.Uint64
+	lost, corrupt              atomic.Uint64 // store damage found (see ledger.go)
 }
 
 // stats reports one queue.
@@ -86,6 +87,8 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 	st.ExpiredLeasesTotal = q.c.expired.Load()
 	st.DeadTotal = q.c.deadTotal.Load()
 	st.RetriesDeferredTotal = q.c.retriesDeferred.Load()
+	st.LostTotal = q.c.lost.Load()
+	st.CorruptTotal = q.c.corrupt.Load()
 	st.Throttles = throttleStates(q.s.th.QueueStates(q.name))
 	st.SettledKept, st.SettledBytes = q.kept.held(now)
 	st.KeepSettledMs = max(q.cfg.KeepSettled.Milliseconds(), 0)
@@ -100,6 +103,10 @@ type QueueLevel struct {
 	OldestReady time.Duration
 	EnqueueRate float64
 	DrainRate   float64
+	// EnqueuedTotal counts the queue's enqueues since the node started:
+	// the backlog planner derives short-term arrival and drain rates from
+	// it (the rates above are 10 s averages).
+	EnqueuedTotal uint64
 }
 
 // Levels returns the backlog summary of every queue.
@@ -127,7 +134,7 @@ func (n *Node) Levels() []QueueLevel {
 		}
 		out = append(out, QueueLevel{
 			Queue: name, Ready: s.Ready, OldestReady: time.Duration(s.OldestReadyAgeMs) * time.Millisecond,
-			EnqueueRate: s.EnqueueRate, DrainRate: s.AckRate,
+			EnqueueRate: s.EnqueueRate, DrainRate: s.AckRate, EnqueuedTotal: s.EnqueuedTotal,
 		})
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -47,6 +48,10 @@ type store struct {
 	leases *leaseTable
 	th     *throttle.Throttle
 	topics *topicTable // topic.go
+	disk   *diskWatch
+	ledger *ledger // written by the writer goroutine only
+
+	bufTotal atomic.Int64 // bytes in all queues' ready windows (budget.go)
 
 	started time.Time
 
@@ -69,9 +74,12 @@ func openStore(cfg Config) (*store, error) {
 		WithCompression(options.None).
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(false)
-	db, err := badger.Open(opts)
+	if err := checkDiskBeforeOpen(cfg); err != nil {
+		return nil, err
+	}
+	db, err := openBadger(opts)
 	if err != nil {
-		return nil, fmt.Errorf("%w: open badger in %s: %w", ErrStorage, cfg.DataDir, err)
+		return nil, err
 	}
 	seq, err := db.GetSequence(seqKey, 10000)
 	if err != nil {
@@ -86,10 +94,18 @@ func openStore(cfg Config) (*store, error) {
 		queues:  map[string]*queue{},
 		started: cfg.now(),
 		stopBg:  make(chan struct{}),
+		disk:    newDiskWatch(cfg.DataDir, cfg.DiskReserve),
 	}
+	var diskErr string
+	s.diskTick(&diskErr)
 	s.leases = newLeaseTable(s)
 	s.th = throttle.New(cfg.Throttle, cfg.IDC+"."+cfg.Name, s.nowMs)
 	if err := s.loadQueues(); err != nil {
+		seq.Release()
+		db.Close()
+		return nil, err
+	}
+	if err := s.checkLedger(); err != nil {
 		seq.Release()
 		db.Close()
 		return nil, err
@@ -102,6 +118,8 @@ func openStore(cfg Config) (*store, error) {
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
+	s.goBg(s.runEvict)
+	s.goBg(s.runDiskWatch)
 	if !cfg.Throttle.Disabled && !cfg.Throttle.CPU.Disabled {
 		s.goBg(s.sampleCPU)
 	}
@@ -124,6 +142,7 @@ func (s *store) close() error {
 		close(s.stopBg)
 		s.bg.Wait()
 		s.w.close()
+		s.ledger.close()
 		s.qmu.Lock()
 		for _, q := range s.queues {
 			q.stop()
@@ -220,6 +239,7 @@ func (s *store) loadQueues() error {
 		for _, name := range names {
 			q := newQueue(s, name)
 			q.persisted.Store(true)
+			q.touch(now)
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: queuePrefix(pfxTask, name)})
 			for it.Rewind(); it.Valid(); it.Next() {
 				q.stored++
@@ -251,6 +271,9 @@ func countKeys(txn *badger.Txn, prefix []byte) int64 {
 func (s *store) queue(ctx context.Context, name string, create bool) (*queue, error) {
 	s.qmu.RLock()
 	q := s.queues[name]
+	if q != nil && create {
+		q.touch(s.nowMs())
+	}
 	s.qmu.RUnlock()
 	if q != nil {
 		return q, nil
@@ -262,9 +285,14 @@ func (s *store) queue(ctx context.Context, name string, create bool) (*queue, er
 	s.qmu.Lock()
 	q = s.queues[name]
 	if q == nil {
+		if err := s.createAllowedLocked(name); err != nil {
+			s.qmu.Unlock()
+			return nil, err
+		}
 		q = newQueue(s, name)
 		s.queues[name] = q
 	}
+	q.touch(s.nowMs())
 	s.qmu.Unlock()
 	if !q.persisted.Load() {
 		meta, err := encodeFrame(&wirepb.NodeInfo{Name: name, StartedUnixMs: s.nowMs()})

@@ -205,7 +205,9 @@ func (w *writer) tryGroup(group []*writeOp) error {
 	var bytes, count int64
 	committedAny := false
 	commit := func() error {
+		p := w.s.ledger.begin(inTxn)
 		err := storageErr(txn.Commit())
+		w.s.ledger.end(p, err == nil)
 		for _, op := range inTxn {
 			if op.err == nil {
 				op.err = err

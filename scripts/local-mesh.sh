@@ -3,6 +3,8 @@
 # `mqmesh node` per host, each host on its own loopback address 127.0.1.1 ..
 # 127.0.1.4 (Linux routes all of 127.0.0.0/8 to lo), with the configs of
 # configs/mesh/. Loopback only: nothing listens on another interface.
+# Secured like a real mesh: TLS, role credentials and gossip encryption from
+# the secrets in STATE/secrets (created with `mqmesh secrets init` if absent).
 #
 # Usage:
 #   scripts/local-mesh.sh [start]           start, wait for the mesh, print how to
@@ -18,8 +20,8 @@
 # node still runs after the stop timeout.
 #
 # Environment:
-#   MQMESH_LOCAL_MESH_DIR           state dir: binary, data dirs, logs, pid file
-#                                   (default ./local-mesh)
+#   MQMESH_LOCAL_MESH_DIR           state dir: binary, secrets, data dirs, logs,
+#                                   pid file (default ./local-mesh)
 #   MQMESH_BIN                      use this mqmesh binary; default: build one
 #                                   with `go build -o STATE/mqmesh ./cmd/mqmesh`
 #   MQMESH_LOCAL_MESH_WAIT          seconds to wait for the mesh to form (60)
@@ -66,6 +68,7 @@ state=${MQMESH_LOCAL_MESH_DIR:-./local-mesh}
 mkdir -p "$state"
 state=$(cd "$state" && pwd)
 pidfile=$state/pids
+secrets=$state/secrets
 
 # conf HOST KEY: a top-level key of the host's config file.
 conf() { sed -n "s/^$2: *//p" "$repo/configs/mesh/$1.yaml"; }
@@ -130,7 +133,7 @@ stop_all() {
 # alive_members: how many members the first node lists as alive.
 alive_members() {
 	local out
-	out=$("$bin" mesh members --server "$first_url" --json --timeout 2s 2>/dev/null) || {
+	out=$("$bin" mesh members --secrets "$secrets" --server "$first_url" --json --timeout 2s 2>/dev/null) || {
 		echo 0
 		return
 	}
@@ -159,7 +162,7 @@ start_node() {
 	# only this script (which then stops the nodes once, in order), and a
 	# detached mesh outlives the terminal.
 	if command -v setsid >/dev/null; then launcher=(setsid); else launcher=(nohup); fi
-	"${launcher[@]}" "$bin" node --config "$repo/configs/mesh/$host.yaml" --data "$dir/data" \
+	"${launcher[@]}" "$bin" node --config "$repo/configs/mesh/$host.yaml" --data "$dir/data" --secrets "$secrets" \
 		--log-level "${MQMESH_LOG_LEVEL:-info}" </dev/null >"$dir/ready" 2>"$dir/node.log" &
 	local pid=$!
 	echo "$host $pid" >>"$pidfile"
@@ -181,7 +184,8 @@ print_usage_info() {
 		printf '  %-6s %-4s %-24s %s\n' "$(conf "$h" idc)" "$(conf "$h" name)" "$(url_of "$h")" "$state/$h/node.log"
 	done
 	echo
-	echo "Try:"
+	echo "Try (every command needs the mesh's secrets):"
+	echo "  export MQMESH_SECRETS=$secrets"
 	echo "  $bin enqueue --server $first_url --queue demo --payload hello"
 	echo "  $bin stats --server $first_url"
 	echo "  $bin mesh members --server $(url_of "${hosts[2]}")"
@@ -205,6 +209,9 @@ cmd_start() {
 		bin=$state/mqmesh
 		say "local-mesh: building $bin"
 		(cd "$repo" && go build -o "$bin" ./cmd/mqmesh) || die "go build failed"
+	fi
+	if [[ ! -f $secrets/ca.crt ]]; then
+		"$bin" secrets init "$secrets" >&2 || die "could not create the secrets in $secrets"
 	fi
 	own_children=1
 	trap 'fail "interrupted while starting"' INT TERM
@@ -246,7 +253,7 @@ cmd_start() {
 cmd_status() {
 	bin=${MQMESH_BIN:-$state/mqmesh}
 	[[ -n $(pids) ]] || die "no local mesh running from $state"
-	"$bin" mesh members --server "$first_url"
+	"$bin" mesh members --secrets "$secrets" --server "$first_url"
 }
 
 case $cmd in

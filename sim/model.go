@@ -15,18 +15,21 @@ import (
 
 // The scale model: a discrete-event run, in virtual time, of meshes far
 // larger than one machine can host for real (1,000 to 10,000 hosts). It
-// runs the very scheduling code of the real components:
+// drives the very structs the real components wrap:
 //
-//   - every pool decides each pull with worker.Decide, from its own
-//     backlog.View (the real table, with a virtual clock), and corrects the
-//     view from pull replies as worker's fetch loop does;
-//   - every node publishes its backlog with backlog.TierPolicy.Decide per
-//     tier every poll (20 ms), heartbeats and answers sync requests as
-//     backlog.Publisher.Tick does;
-//   - notices reach the pools whose filter (backlog.Filters, the built-in
-//     filter files) subscribes to their subject, after a network delay, and
-//     go through View.Apply (MinBacklog, MaxRate, ordering, tiers). Node
-//     heartbeats are counted per pool but applied only with
+//   - every pool's fetch loop is a worker.Scheduler (the fetch loop's
+//     core: drained, helping, the remote pull in flight, pauses, avoid
+//     backoff) fed by the model's shell as the worker's fetch loop feeds
+//     it: Next with the free slots, the pull, Observe with the reply; each
+//     pool has its own backlog.View (the real table, with a virtual clock),
+//     corrected from pull replies;
+//   - every node's publisher is a backlog.Planner ticked every poll
+//     (20 ms) with the node's level, as under Publisher.Tick; sync requests
+//     go to it when pools start;
+//   - notices reach the pools whose filter (backlog.Filters.Resolve, the
+//     built-in filter files) subscribes to their subject, after a network
+//     delay, and go through View.Apply (MinBacklog, MaxRate, ordering,
+//     tiers). Node heartbeats are counted per pool but applied only with
 //     ApplyHeartbeats: they change no entry, only the rate caps, and at
 //     10,000 hosts they are most of the traffic.
 //
@@ -67,7 +70,7 @@ type ModelConfig struct {
 	// Filters, when set, replaces the built-in filter named by Filter
 	// (experiments: other tiers, thresholds or rate caps).
 	Filters *backlog.Filters `json:"-"`
-	// Policy is the pools' scheduler configuration (worker.Decide).
+	// Policy is the pools' scheduler configuration (worker.Scheduler).
 	Policy worker.PolicyConfig `json:"-"`
 	// Publisher is each node's per-tier policy (zero entries: defaults).
 	Publisher [backlog.NumTiers]backlog.TierPolicy `json:"-"`
@@ -119,9 +122,9 @@ type modelHooks struct {
 	// (rand.PCG.MarshalBinary) just before it was made.
 	onDecide func(pool string, s worker.Situation, rngState []byte, d worker.Decision)
 	// onPull sees every pull as the node serves it.
-	onPull func(pool string, d worker.Decision, decidedAt, arrivedAt time.Duration)
-	// onPublish sees every publisher decision of a queue (not heartbeats).
-	onPublish func(node string, tier backlog.Tier, ready uint64, oldest time.Duration, now time.Time, send bool, level uint32, hb bool)
+	onPull func(pool string, a worker.Action, decidedAt, arrivedAt time.Duration)
+	// onPublish sees every notice a node's planner sends.
+	onPublish func(node string, n backlog.Notice)
 }
 
 // Model faults (ModelFault).

@@ -130,6 +130,20 @@ func (m *model) apply(ev Event) {
 	}
 }
 
+// report hands the progress callback where the run is (at every sample,
+// and every few thousand events, so a slow stretch still reports).
+func (m *model) report() {
+	if m.progress == nil {
+		return
+	}
+	var done int64
+	for _, p := range m.phases {
+		done += p.done
+	}
+	m.progress(ModelProgress{Hosts: len(m.nodes), VirtualS: time.Duration(m.now).Seconds(), Phase: m.phases[m.cur].name,
+		Backlog: uint64(m.readyTotal), Done: done, Events: m.events})
+}
+
 func (m *model) sample() {
 	for _, n := range m.nodes {
 		m.materialize(n)
@@ -141,13 +155,7 @@ func (m *model) sample() {
 	if m.faultIDC >= 0 && m.now >= m.faultStart && m.now <= m.faultEnd {
 		m.faultPeak = max(m.faultPeak, uint64(m.readyIDC[m.faultIDC]))
 	}
-	if m.progress != nil {
-		var done int64
-		for _, p := range m.phases {
-			done += p.done
-		}
-		m.progress(ModelProgress{Hosts: len(m.nodes), VirtualS: time.Duration(m.now).Seconds(), Phase: ph.name, Backlog: total, Done: done, Events: m.events})
-	}
+	m.report()
 	switch {
 	case m.now >= m.loadEnd && m.readyTotal == 0 && m.inNet == 0 && m.requeued == 0:
 		m.drained = true

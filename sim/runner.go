@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
@@ -59,6 +60,9 @@ type run struct {
 	cpu        throttle.CPUSampler // for the samples: what the throttle reads
 	bg         sync.WaitGroup      // host removals in progress
 	deploy     *deploys            // bad deploys and replays (replay.go)
+	// sec are the run's secrets (made in dir): every node, pool and link
+	// runs secured, as a real mesh does.
+	sec *secrets.Set
 }
 
 // Options tune a run.
@@ -92,6 +96,13 @@ func newRun(s Scenario, mode string, opt Options) (*run, error) {
 		return nil, err
 	}
 	r.filters = f
+	secDir := filepath.Join(dir, "secrets")
+	if err := secrets.Init(secDir, false); err != nil {
+		return nil, err
+	}
+	if r.sec, err = secrets.Load(secDir); err != nil {
+		return nil, err
+	}
 	i := 0
 	for _, idc := range s.Topology.IDCs {
 		for j := 1; j <= idc.Hosts; j++ {
@@ -131,7 +142,8 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 			// scenario enables it (see Throttle).
 			Throttle: r.s.Throttle.Config(r.mode), CPUSampler: cpuSampler(r.s.Throttle.CPU.Sampler),
 			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000,
-				KeepSettled: r.s.keepSettled()}},
+				KeepSettled: r.s.keepSettled()},
+			Security: r.sec},
 		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
 		Host: h.name,
 	})
@@ -196,7 +208,15 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 	nh.mu.Lock()
 	agent := nh.agent
 	nh.mu.Unlock()
-	nc, err := agent.Node.Connect()
+	auth, err := r.sec.InProcessOptions(secrets.RoleWorker)
+	if err != nil {
+		return err
+	}
+	keys, err := r.sec.GossipKeys()
+	if err != nil {
+		return err
+	}
+	nc, err := agent.Node.Connect(auth...)
 	if err != nil {
 		return err
 	}
@@ -206,7 +226,7 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 	h.mu.Unlock()
 	cfg := worker.Config{
 		ID: fmt.Sprintf("pool-%s-g%d", h.name, gen), IDC: h.idc, Host: h.name, Slots: h.slots, Seed: r.s.Seed + uint64(h.index)*7919 + uint64(gen),
-		Lease: 10 * time.Second, Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: r.seeds(h), Profile: mesh.ProfileLocal, Logger: r.log},
+		Lease: 10 * time.Second, Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: r.seeds(h), Profile: mesh.ProfileLocal, Logger: r.log, Keyring: keys},
 		Logger: r.log,
 	}
 	if !h.workerOnly {

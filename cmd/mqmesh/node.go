@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -118,6 +119,7 @@ member is detected as failed).`,
 	fs.BoolVar(&o.security.Insecure, "insecure", false, "start without --secrets even when listening beyond loopback (anyone who reaches the ports controls the node)")
 	fs.BoolVar(&o.Mesh, "mesh", false, "join a mesh (implied by a mesh section or any mesh flag; --mesh=false runs standalone)")
 	bindMeshFlags(fs, &o.meshFlags)
+	cmd.AddCommand(newNodeRepairCommand())
 	return cmd
 }
 
@@ -271,7 +273,12 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 		}
 		svc = &standaloneNode{n: n}
 	} else {
-		if agent, err = mesh.NewNodeAgent(o.mesh.agentConfig(cfg)); err != nil {
+		ac := o.mesh.agentConfig(cfg)
+		if cfg.Security != nil {
+			// Gossip keys rotate while the node runs (secrets gossip-key).
+			ac.Mesh.KeyringFile = filepath.Join(o.security.Secrets, secrets.FileGossipKey)
+		}
+		if agent, err = mesh.NewNodeAgent(ac); err != nil {
 			return err
 		}
 		svc, n = agent, agent.Node

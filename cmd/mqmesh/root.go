@@ -41,6 +41,7 @@ diagnostics and logs go to stderr.`,
 		newMeshCommand(),
 		newSimCommand(),
 		newSecretsCommand(),
+		newQueueCommand(),
 		bench.NewCommand(),
 	)
 	return root

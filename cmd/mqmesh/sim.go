@@ -85,9 +85,9 @@ enqueue latency, node progress) on stdout (or --json) and writes
 report.html, backlog.svg, backlog.png and series.csv to --out.
 
 With --model it runs the scale model instead: a discrete-event run in
-virtual time of 100 to 10,000+ hosts (--sizes) with the same scheduling
-policy (worker.Decide), publisher decisions and backlog views as the real
-code, and prints one row per size (notices per worker, locality, time to
+virtual time of 100 to 10,000+ hosts (--sizes) driving the same scheduling
+cores as the real components (worker.Scheduler, backlog.Planner) and real
+backlog views, and prints one row per size (notices per worker, locality, time to
 first help, helper balance, backlog, latency).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/worker"
 	"github.com/mqmesh/mqmesh/worker/demo"
@@ -127,6 +129,7 @@ func (o *workerOptions) resolve(c *mqnode.Client, base, log *slog.Logger) (worke
 			if m.Keyring, err = set.GossipKeys(); err != nil {
 				return cfg, fmt.Errorf("--secrets: %w", err)
 			}
+			m.KeyringFile = filepath.Join(set.Dir, secrets.FileGossipKey)
 			cfg.Mesh = &m
 		}
 	}

@@ -14,6 +14,10 @@ import (
 // password is cluster.secret.
 const ClusterUser = "mqmesh"
 
+// connTypeInProcess is jwt.ConnectionTypeInProcess (nats-io/jwt/v2), the
+// connection type of a client connected in process.
+const connTypeInProcess = "IN_PROCESS"
+
 // tlsTimeout is the TLS handshake timeout of every listener, in seconds.
 const tlsTimeout = 5
 
@@ -63,7 +67,14 @@ func (s *Set) ServerOptions(o *server.Options, idc, name string) error {
 	var users []*server.NkeyUser
 	for _, r := range Roles {
 		for _, k := range s.roles[r] {
-			users = append(users, &server.NkeyUser{Nkey: k, Permissions: Permissions(r, idc, name)})
+			u := &server.NkeyUser{Nkey: k, Permissions: Permissions(r, idc, name)}
+			if r == RoleNode {
+				// A node connects only to itself, in process: its credential
+				// is refused on the network, so a stolen node.nk cannot
+				// serve another node's subjects.
+				u.AllowedConnectionTypes = map[string]struct{}{connTypeInProcess: {}}
+			}
+			users = append(users, u)
 		}
 	}
 	if len(s.roles[RoleNode]) == 0 {

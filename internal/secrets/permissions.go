@@ -31,12 +31,14 @@ const (
 //	producer  publish enqueue and info requests; read its own replies
 //	worker    publish pull, ack (ack, nack, extend) and info requests and
 //	          backlog sync requests; read backlog and its own replies
-//	admin     publish any request (stats, dlq, members, replay, topic, ...);
-//	          read anything but requests: it can neither answer mq.> nor
-//	          forge backlog or topic sync
+//	admin     publish any request (stats, dlq, members, queue delete, replay,
+//	          topic, ...); read backlog, usage and its own replies: it can
+//	          neither answer mq.> nor forge backlog or topic sync, nor read
+//	          other roles' replies
 //	node      serve mq.<idc>.<name>.> and mqid.>, publish anything (its
-//	          replies, backlog, usage, topics), read backlog, sync, usage
-//	          and topic sync (mqtopic.>)
+//	          replies, backlog, usage, topics), read backlog, sync, usage and
+//	          topic sync (mqtopic.>); in process only (ServerOptions refuses
+//	          it on the network)
 //
 // Only nodes may publish bl.>, thr.> and mqtopic.> and subscribe
 // mq.>/mqid.>: a
@@ -59,7 +61,7 @@ func Permissions(r Role, idc, name string) *server.Permissions {
 	case RoleAdmin:
 		return &server.Permissions{
 			Publish:   sp([]string{">"}, []string{subjBacklog, subjUsage, subjTopics, "_I.>", "_INBOX.>"}),
-			Subscribe: sp([]string{">"}, []string{subjAllMQ, subjID}),
+			Subscribe: sp([]string{subjBacklog, subjBlSync, subjUsage, InboxPrefix(r) + ".>"}, nil),
 		}
 	case RoleNode:
 		return &server.Permissions{

@@ -1355,6 +1355,7 @@ func (x *AckReply) GetResults() []*AckResult {
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"` // empty = all queues
+	After         string                 `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"` // all queues: page after this queue name
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1396,6 +1397,13 @@ func (x *StatsRequest) GetQueue() string {
 	return ""
 }
 
+func (x *StatsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
 type QueueStats struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	Queue                string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
@@ -1413,6 +1421,8 @@ type QueueStats struct {
 	DeadTotal            uint64                 `protobuf:"varint,13,opt,name=dead_total,json=deadTotal,proto3" json:"dead_total,omitempty"`
 	Throttles            []*ThrottleState       `protobuf:"bytes,14,rep,name=throttles,proto3" json:"throttles,omitempty"`                                                      // retry gate and backend budgets of this queue
 	RetriesDeferredTotal uint64                 `protobuf:"varint,15,opt,name=retries_deferred_total,json=retriesDeferredTotal,proto3" json:"retries_deferred_total,omitempty"` // retries put back by the retry gate
+	LostTotal            uint64                 `protobuf:"varint,16,opt,name=lost_total,json=lostTotal,proto3" json:"lost_total,omitempty"`                                    // records found missing at start (store damage; see the ledger)
+	CorruptTotal         uint64                 `protobuf:"varint,17,opt,name=corrupt_total,json=corruptTotal,proto3" json:"corrupt_total,omitempty"`                           // unreadable records moved to the dead letter queue
 	SettledKept          uint64                 `protobuf:"varint,40,opt,name=settled_kept,json=settledKept,proto3" json:"settled_kept,omitempty"`                              // settled tasks kept for replay (keep_settled)
 	SettledBytes         uint64                 `protobuf:"varint,41,opt,name=settled_bytes,json=settledBytes,proto3" json:"settled_bytes,omitempty"`                           // their stored bytes (keys + records)
 	KeepSettledMs        int64                  `protobuf:"varint,42,opt,name=keep_settled_ms,json=keepSettledMs,proto3" json:"keep_settled_ms,omitempty"`                      // the queue's keep_settled; 0 = off
@@ -1551,6 +1561,20 @@ func (x *QueueStats) GetThrottles() []*ThrottleState {
 func (x *QueueStats) GetRetriesDeferredTotal() uint64 {
 	if x != nil {
 		return x.RetriesDeferredTotal
+	}
+	return 0
+}
+
+func (x *QueueStats) GetLostTotal() uint64 {
+	if x != nil {
+		return x.LostTotal
+	}
+	return 0
+}
+
+func (x *QueueStats) GetCorruptTotal() uint64 {
+	if x != nil {
+		return x.CorruptTotal
 	}
 	return 0
 }
@@ -1991,6 +2015,7 @@ type StatsReply struct {
 	Queues        []*QueueStats          `protobuf:"bytes,3,rep,name=queues,proto3" json:"queues,omitempty"`
 	NodeThrottles []*ThrottleState       `protobuf:"bytes,4,rep,name=node_throttles,json=nodeThrottles,proto3" json:"node_throttles,omitempty"` // the CPU throttle
 	Backends      []*BackendStats        `protobuf:"bytes,5,rep,name=backends,proto3" json:"backends,omitempty"`
+	Next          string                 `protobuf:"bytes,6,opt,name=next,proto3" json:"next,omitempty"` // all queues: more follow; ask again with after = next
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2058,6 +2083,13 @@ func (x *StatsReply) GetBackends() []*BackendStats {
 		return x.Backends
 	}
 	return nil
+}
+
+func (x *StatsReply) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 type DLQRequest struct {
@@ -2292,6 +2324,96 @@ func (x *InfoReply) GetNode() *NodeInfo {
 	return nil
 }
 
+// QueueDeleteRequest removes an empty queue (no ready, delayed, leased or
+// dead task) and its metadata; declared queues cannot be deleted.
+type QueueDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueDeleteRequest) Reset() {
+	*x = QueueDeleteRequest{}
+	mi := &file_wire_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueDeleteRequest) ProtoMessage() {}
+
+func (x *QueueDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueDeleteRequest.ProtoReflect.Descriptor instead.
+func (*QueueDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *QueueDeleteRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+type QueueDeleteReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueDeleteReply) Reset() {
+	*x = QueueDeleteReply{}
+	mi := &file_wire_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueDeleteReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueDeleteReply) ProtoMessage() {}
+
+func (x *QueueDeleteReply) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueDeleteReply.ProtoReflect.Descriptor instead.
+func (*QueueDeleteReply) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *QueueDeleteReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
@@ -2395,9 +2517,10 @@ const file_wire_proto_rawDesc = "" +
 	"subtaskIds\"l\n" +
 	"\bAckReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x123\n" +
-	"\aresults\x18\x02 \x03(\v2\x19.mqmesh.wire.v1.AckResultR\aresults\"$\n" +
+	"\aresults\x18\x02 \x03(\v2\x19.mqmesh.wire.v1.AckResultR\aresults\":\n" +
 	"\fStatsRequest\x12\x14\n" +
-	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x8a\x05\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"\xce\x05\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
@@ -2417,7 +2540,10 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"dead_total\x18\r \x01(\x04R\tdeadTotal\x12;\n" +
 	"\tthrottles\x18\x0e \x03(\v2\x1d.mqmesh.wire.v1.ThrottleStateR\tthrottles\x124\n" +
-	"\x16retries_deferred_total\x18\x0f \x01(\x04R\x14retriesDeferredTotal\x12!\n" +
+	"\x16retries_deferred_total\x18\x0f \x01(\x04R\x14retriesDeferredTotal\x12\x1d\n" +
+	"\n" +
+	"lost_total\x18\x10 \x01(\x04R\tlostTotal\x12#\n" +
+	"\rcorrupt_total\x18\x11 \x01(\x04R\fcorruptTotal\x12!\n" +
 	"\fsettled_kept\x18( \x01(\x04R\vsettledKept\x12#\n" +
 	"\rsettled_bytes\x18) \x01(\x04R\fsettledBytes\x12&\n" +
 	"\x0fkeep_settled_ms\x18* \x01(\x03R\rkeepSettledMs\"\xce\x01\n" +
@@ -2458,14 +2584,15 @@ const file_wire_proto_rawDesc = "" +
 	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMs\x12\x1b\n" +
 	"\tserver_id\x18\x06 \x01(\tR\bserverId\x12\x1f\n" +
 	"\vmax_payload\x18\a \x01(\x03R\n" +
-	"maxPayload\"\x9b\x02\n" +
+	"maxPayload\"\xaf\x02\n" +
 	"\n" +
 	"StatsReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x12,\n" +
 	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node\x122\n" +
 	"\x06queues\x18\x03 \x03(\v2\x1a.mqmesh.wire.v1.QueueStatsR\x06queues\x12D\n" +
 	"\x0enode_throttles\x18\x04 \x03(\v2\x1d.mqmesh.wire.v1.ThrottleStateR\rnodeThrottles\x128\n" +
-	"\bbackends\x18\x05 \x03(\v2\x1c.mqmesh.wire.v1.BackendStatsR\bbackends\"\x90\x01\n" +
+	"\bbackends\x18\x05 \x03(\v2\x1c.mqmesh.wire.v1.BackendStatsR\bbackends\x12\x12\n" +
+	"\x04next\x18\x06 \x01(\tR\x04next\"\x90\x01\n" +
 	"\n" +
 	"DLQRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12%\n" +
@@ -2481,7 +2608,11 @@ const file_wire_proto_rawDesc = "" +
 	"\vInfoRequest\"f\n" +
 	"\tInfoReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x12,\n" +
-	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node*\xf3\x01\n" +
+	"\x04node\x18\x02 \x01(\v2\x18.mqmesh.wire.v1.NodeInfoR\x04node\"*\n" +
+	"\x12QueueDeleteRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"?\n" +
+	"\x10QueueDeleteReply\x12+\n" +
+	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error*\xf3\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x0f\n" +
 	"\vBAD_REQUEST\x10\x01\x12\x10\n" +
@@ -2523,49 +2654,51 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_wire_proto_goTypes = []any{
-	(Code)(0),              // 0: mqmesh.wire.v1.Code
-	(AckKind)(0),           // 1: mqmesh.wire.v1.AckKind
-	(DLQOp)(0),             // 2: mqmesh.wire.v1.DLQOp
-	(*Error)(nil),          // 3: mqmesh.wire.v1.Error
-	(*Task)(nil),           // 4: mqmesh.wire.v1.Task
-	(*StoredTask)(nil),     // 5: mqmesh.wire.v1.StoredTask
-	(*DeadTask)(nil),       // 6: mqmesh.wire.v1.DeadTask
-	(*EnqueueItem)(nil),    // 7: mqmesh.wire.v1.EnqueueItem
-	(*EnqueueRequest)(nil), // 8: mqmesh.wire.v1.EnqueueRequest
-	(*EnqueueResult)(nil),  // 9: mqmesh.wire.v1.EnqueueResult
-	(*TopicCopy)(nil),      // 10: mqmesh.wire.v1.TopicCopy
-	(*EnqueueReply)(nil),   // 11: mqmesh.wire.v1.EnqueueReply
-	(*PullRequest)(nil),    // 12: mqmesh.wire.v1.PullRequest
-	(*Delivery)(nil),       // 13: mqmesh.wire.v1.Delivery
-	(*PullReply)(nil),      // 14: mqmesh.wire.v1.PullReply
-	(*AckItem)(nil),        // 15: mqmesh.wire.v1.AckItem
-	(*BackendCalls)(nil),   // 16: mqmesh.wire.v1.BackendCalls
-	(*AckRequest)(nil),     // 17: mqmesh.wire.v1.AckRequest
-	(*AckResult)(nil),      // 18: mqmesh.wire.v1.AckResult
-	(*AckReply)(nil),       // 19: mqmesh.wire.v1.AckReply
-	(*StatsRequest)(nil),   // 20: mqmesh.wire.v1.StatsRequest
-	(*QueueStats)(nil),     // 21: mqmesh.wire.v1.QueueStats
-	(*ThrottleState)(nil),  // 22: mqmesh.wire.v1.ThrottleState
-	(*BackendStats)(nil),   // 23: mqmesh.wire.v1.BackendStats
-	(*UsageReport)(nil),    // 24: mqmesh.wire.v1.UsageReport
-	(*BackendUsage)(nil),   // 25: mqmesh.wire.v1.BackendUsage
-	(*NodeInfo)(nil),       // 26: mqmesh.wire.v1.NodeInfo
-	(*StatsReply)(nil),     // 27: mqmesh.wire.v1.StatsReply
-	(*DLQRequest)(nil),     // 28: mqmesh.wire.v1.DLQRequest
-	(*DLQReply)(nil),       // 29: mqmesh.wire.v1.DLQReply
-	(*InfoRequest)(nil),    // 30: mqmesh.wire.v1.InfoRequest
-	(*InfoReply)(nil),      // 31: mqmesh.wire.v1.InfoReply
-	nil,                    // 32: mqmesh.wire.v1.Task.HeadersEntry
-	nil,                    // 33: mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	(Code)(0),                  // 0: mqmesh.wire.v1.Code
+	(AckKind)(0),               // 1: mqmesh.wire.v1.AckKind
+	(DLQOp)(0),                 // 2: mqmesh.wire.v1.DLQOp
+	(*Error)(nil),              // 3: mqmesh.wire.v1.Error
+	(*Task)(nil),               // 4: mqmesh.wire.v1.Task
+	(*StoredTask)(nil),         // 5: mqmesh.wire.v1.StoredTask
+	(*DeadTask)(nil),           // 6: mqmesh.wire.v1.DeadTask
+	(*EnqueueItem)(nil),        // 7: mqmesh.wire.v1.EnqueueItem
+	(*EnqueueRequest)(nil),     // 8: mqmesh.wire.v1.EnqueueRequest
+	(*EnqueueResult)(nil),      // 9: mqmesh.wire.v1.EnqueueResult
+	(*TopicCopy)(nil),          // 10: mqmesh.wire.v1.TopicCopy
+	(*EnqueueReply)(nil),       // 11: mqmesh.wire.v1.EnqueueReply
+	(*PullRequest)(nil),        // 12: mqmesh.wire.v1.PullRequest
+	(*Delivery)(nil),           // 13: mqmesh.wire.v1.Delivery
+	(*PullReply)(nil),          // 14: mqmesh.wire.v1.PullReply
+	(*AckItem)(nil),            // 15: mqmesh.wire.v1.AckItem
+	(*BackendCalls)(nil),       // 16: mqmesh.wire.v1.BackendCalls
+	(*AckRequest)(nil),         // 17: mqmesh.wire.v1.AckRequest
+	(*AckResult)(nil),          // 18: mqmesh.wire.v1.AckResult
+	(*AckReply)(nil),           // 19: mqmesh.wire.v1.AckReply
+	(*StatsRequest)(nil),       // 20: mqmesh.wire.v1.StatsRequest
+	(*QueueStats)(nil),         // 21: mqmesh.wire.v1.QueueStats
+	(*ThrottleState)(nil),      // 22: mqmesh.wire.v1.ThrottleState
+	(*BackendStats)(nil),       // 23: mqmesh.wire.v1.BackendStats
+	(*UsageReport)(nil),        // 24: mqmesh.wire.v1.UsageReport
+	(*BackendUsage)(nil),       // 25: mqmesh.wire.v1.BackendUsage
+	(*NodeInfo)(nil),           // 26: mqmesh.wire.v1.NodeInfo
+	(*StatsReply)(nil),         // 27: mqmesh.wire.v1.StatsReply
+	(*DLQRequest)(nil),         // 28: mqmesh.wire.v1.DLQRequest
+	(*DLQReply)(nil),           // 29: mqmesh.wire.v1.DLQReply
+	(*InfoRequest)(nil),        // 30: mqmesh.wire.v1.InfoRequest
+	(*InfoReply)(nil),          // 31: mqmesh.wire.v1.InfoReply
+	(*QueueDeleteRequest)(nil), // 32: mqmesh.wire.v1.QueueDeleteRequest
+	(*QueueDeleteReply)(nil),   // 33: mqmesh.wire.v1.QueueDeleteReply
+	nil,                        // 34: mqmesh.wire.v1.Task.HeadersEntry
+	nil,                        // 35: mqmesh.wire.v1.EnqueueItem.HeadersEntry
 }
 var file_wire_proto_depIdxs = []int32{
 	0,  // 0: mqmesh.wire.v1.Error.code:type_name -> mqmesh.wire.v1.Code
-	32, // 1: mqmesh.wire.v1.Task.headers:type_name -> mqmesh.wire.v1.Task.HeadersEntry
+	34, // 1: mqmesh.wire.v1.Task.headers:type_name -> mqmesh.wire.v1.Task.HeadersEntry
 	4,  // 2: mqmesh.wire.v1.StoredTask.task:type_name -> mqmesh.wire.v1.Task
 	4,  // 3: mqmesh.wire.v1.DeadTask.task:type_name -> mqmesh.wire.v1.Task
-	33, // 4: mqmesh.wire.v1.EnqueueItem.headers:type_name -> mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	35, // 4: mqmesh.wire.v1.EnqueueItem.headers:type_name -> mqmesh.wire.v1.EnqueueItem.HeadersEntry
 	7,  // 5: mqmesh.wire.v1.EnqueueRequest.items:type_name -> mqmesh.wire.v1.EnqueueItem
 	10, // 6: mqmesh.wire.v1.EnqueueResult.copies:type_name -> mqmesh.wire.v1.TopicCopy
 	3,  // 7: mqmesh.wire.v1.EnqueueReply.error:type_name -> mqmesh.wire.v1.Error
@@ -2592,11 +2725,12 @@ var file_wire_proto_depIdxs = []int32{
 	6,  // 28: mqmesh.wire.v1.DLQReply.tasks:type_name -> mqmesh.wire.v1.DeadTask
 	3,  // 29: mqmesh.wire.v1.InfoReply.error:type_name -> mqmesh.wire.v1.Error
 	26, // 30: mqmesh.wire.v1.InfoReply.node:type_name -> mqmesh.wire.v1.NodeInfo
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	3,  // 31: mqmesh.wire.v1.QueueDeleteReply.error:type_name -> mqmesh.wire.v1.Error
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -2610,7 +2744,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
