@@ -46,7 +46,8 @@ type queue struct {
 	dead    int64                 // dead-letter records
 	delayed map[delayBucket]int64 // tasks not ready yet, by coarse readyAt
 
-	c counters
+	c    counters
+	kept keptSettled // settled tasks kept for replay (settled.go)
 }
 
 func newQueue(s *store, name string) *queue {
@@ -115,6 +116,9 @@ func (q *queue) apply(e effect, now int64) {
 	q.stored += e.stored
 	q.leased += e.leased
 	q.dead += e.dead
+	if e.onCommit != nil {
+		e.onCommit()
+	}
 	if e.readyAt == 0 {
 		return
 	}

@@ -47,6 +47,7 @@ type store struct {
 
 	leases *leaseTable
 	th     *throttle.Throttle
+	topics *topicTable // topic.go
 	disk   *diskWatch
 	ledger *ledger // written by the writer goroutine only
 
@@ -107,6 +108,11 @@ func openStore(cfg Config) (*store, error) {
 		return nil, err
 	}
 	if err := s.checkLedger(); err != nil {
+		seq.Release()
+		db.Close()
+		return nil, err
+	}
+	if s.topics, err = loadTopics(s); err != nil {
 		seq.Release()
 		db.Close()
 		return nil, err
@@ -254,6 +260,7 @@ func (s *store) loadQueues() error {
 			it.Close()
 			q.dead = countKeys(txn, queuePrefix(pfxDead, name))
 			s.loadTotals(txn, q)
+			q.kept.load(txn, name, q.cfg.KeepSettled)
 			s.queues[name] = q
 		}
 		return nil

@@ -93,6 +93,11 @@ type queueStatsJSON struct {
 	// moved to the dead letter queue.
 	LostTotal    uint64 `json:"lost_total"`
 	CorruptTotal uint64 `json:"corrupt_total"`
+	// Settled tasks kept for `mqmesh replay` (keep_settled; 0 = off), and
+	// the bytes they hold.
+	KeepSettled  string `json:"keep_settled"`
+	SettledKept  uint64 `json:"settled_kept"`
+	SettledBytes uint64 `json:"settled_bytes"`
 }
 
 func newStatsCommand() *cobra.Command {
@@ -174,6 +179,9 @@ func (o *statsOptions) run(ctx context.Context, stdout, stderr io.Writer) error 
 			fmt.Fprintf(stdout, "queue %s: store damage found: %d records lost, %d unreadable (dead-lettered); see mqnode-damage.log in the node's data dir\n",
 				q.Queue, q.LostTotal, q.CorruptTotal)
 		}
+	}
+	if err := writeKept(stdout, out); err != nil {
+		return err
 	}
 	if err := writeThrottles(stdout, out); err != nil {
 		return err
@@ -260,6 +268,7 @@ func newStatsJSON(rep *mqnode.StatsReply) statsJSON {
 			ExpiredLeasesTotal: q.ExpiredLeasesTotal, DeadTotal: q.DeadTotal,
 			RetriesDeferredTotal: q.RetriesDeferredTotal, Throttles: throttlesJSON(q.Throttles),
 			LostTotal: q.LostTotal, CorruptTotal: q.CorruptTotal,
+			KeepSettled: (time.Duration(q.KeepSettledMs) * time.Millisecond).String(), SettledKept: q.SettledKept, SettledBytes: q.SettledBytes,
 		})
 	}
 	for _, b := range rep.Backends {
