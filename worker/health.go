@@ -17,7 +17,7 @@ type health struct {
 	n        int
 	success  float64 // moving average of 1 (done) / 0 (retry, give up)
 	latency  float64 // seconds, moving average
-	baseline float64 // seconds: latency while not degraded (slower average)
+	baseline float64 // seconds: latency of successes while not degraded (slower average)
 	degraded bool
 	probedAt time.Time // a degraded pool's last probe task
 }
@@ -46,7 +46,10 @@ func (h *health) observe(ok bool, took time.Duration) {
 	}
 	l := max(took.Seconds(), 1e-4)
 	if h.n == 0 {
-		h.success, h.latency, h.baseline = s, l, l
+		h.success, h.latency = s, l
+	}
+	if h.baseline == 0 && ok {
+		h.baseline = l
 	}
 	h.n++
 	a := healthAlpha
@@ -55,11 +58,13 @@ func (h *health) observe(ok bool, took time.Duration) {
 	}
 	h.success += a * (s - h.success)
 	h.latency += a * (l - h.latency)
-	if !h.degraded {
+	// The baseline learns from successes only: fast failures (a backend
+	// refusing at once) must not make the healthy latency look tiny.
+	if !h.degraded && ok {
 		h.baseline += baselineAlpha * (l - h.baseline)
 	}
 	switch {
-	case h.n < healthMinTasks:
+	case h.n < healthMinTasks || h.baseline == 0:
 	case !h.degraded && h.success < degradedSuccess && h.latency > degradedSlower*h.baseline:
 		h.degraded = true
 	case h.degraded && (h.success > healedSuccess || h.latency < healedSlower*h.baseline):
