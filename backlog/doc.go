@@ -17,10 +17,17 @@
 //
 // # Publisher (node side)
 //
-// Publisher looks at the node's queues every 20 ms and publishes on
-// meaningful change, not on every enqueue: each tier has a "has backlog"
-// state with hysteresis (enter at High ready tasks or when the oldest has
-// waited Age; leave at Low), crossings are sent at once, level changes
+// Publisher is a thin shell around Planner, the deterministic core (no
+// goroutine, clock or I/O; the simulator's scale model drives the same
+// struct; testdata/planner holds its scenario scripts): Tick(levels, now)
+// returns the notices to send. Publisher looks at the node's queues every
+// 20 ms and publishes on meaningful change, not on every enqueue: each tier
+// has a "has backlog" state with hysteresis (enter at High ready tasks,
+// when the oldest has waited Age, or at once when the predicted wait —
+// ready ÷ the drain rate the planner estimates — passes the tier's Wait
+// target after the nearer tier had its MinInterval to help, or when tasks
+// wait and nobody took one for Stall: the node's own consumers are gone;
+// leave at Low, not before MinInterval after the last such look), crossings are sent at once, level changes
 // inside the state (level = 1 + log2(ready/High)) at most once per
 // MinInterval, and a refresh of every queue in the backlog state per
 // Heartbeat. A node heartbeat (subject ..._node) tells a silent node from an

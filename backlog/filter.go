@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -114,4 +115,27 @@ func (f Filters) resolve(idc, node string) ([]tierSub, error) {
 		out = append(out, tierSub{tier: t, pattern: p, filter: TierFilter{MinBacklog: spec.MinBacklog, MaxRate: spec.MaxRate, StaleAfter: stale}})
 	}
 	return out, errors.Join(errs...)
+}
+
+// Subscription is one tier of a filter, resolved for a worker.
+type Subscription struct {
+	Tier    Tier
+	Pattern Pattern
+	Filter  TierFilter
+}
+
+// Resolve substitutes the worker's IDC and node into every tier of f and
+// validates it (as a Watcher does), nearest tier first. node may be empty
+// for a worker-only host, whose local tier is then an error.
+func (f Filters) Resolve(idc, node string) ([]Subscription, error) {
+	subs, err := f.resolve(idc, node)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Subscription, 0, len(subs))
+	for _, s := range subs {
+		out = append(out, Subscription{Tier: s.tier, Pattern: s.pattern, Filter: s.filter})
+	}
+	slices.SortFunc(out, func(a, b Subscription) int { return int(a.Tier) - int(b.Tier) })
+	return out, nil
 }

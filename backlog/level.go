@@ -35,15 +35,27 @@ type TierPolicy struct {
 	// mesh (the scale model measured 1,600 notices/worker/s at 10,000
 	// hosts), and gossip already says which nodes are alive.
 	NodeHeartbeat bool `yaml:"node_heartbeat"`
+	// Wait is the tier's predicted-wait target: a queue whose ready count
+	// divided by its drain rate (the planner's estimate) passes it, with at
+	// least WaitMin ready, enters the backlog state at once, however far
+	// below High. 0 disables it.
+	Wait    time.Duration `yaml:"wait"`
+	WaitMin uint64        `yaml:"wait_min"`
+	// Stall also enters the backlog state at once when tasks have waited
+	// this long and nobody took one meanwhile: the node's own consumers are
+	// gone. Needs Wait > 0; 0 disables it.
+	Stall time.Duration `yaml:"stall"`
 }
 
 // DefaultPolicies are the publisher's defaults, nearest tier first: the
 // host tier hears every level change, the IDC tier a real backlog, the
 // global tier only a large one, each less often.
 var DefaultPolicies = [NumTiers]TierPolicy{
-	TierHost:   {High: 1, Low: 0, MinInterval: 100 * time.Millisecond, Heartbeat: time.Second, NodeHeartbeat: true},
-	TierIDC:    {High: 20, Low: 0, Age: 500 * time.Millisecond, MinInterval: 500 * time.Millisecond, Heartbeat: 5 * time.Second},
-	TierGlobal: {High: 200, Low: 0, Age: 2 * time.Second, MinInterval: 2 * time.Second, Heartbeat: 15 * time.Second},
+	TierHost: {High: 1, Low: 0, MinInterval: 100 * time.Millisecond, Heartbeat: time.Second, NodeHeartbeat: true},
+	TierIDC: {High: 20, Low: 0, Age: 500 * time.Millisecond, MinInterval: 500 * time.Millisecond, Heartbeat: 5 * time.Second,
+		Wait: 250 * time.Millisecond, WaitMin: 10, Stall: 200 * time.Millisecond},
+	TierGlobal: {High: 200, Low: 0, Age: 2 * time.Second, MinInterval: 2 * time.Second, Heartbeat: 15 * time.Second,
+		Wait: 250 * time.Millisecond, WaitMin: 10, Stall: 200 * time.Millisecond},
 }
 
 func (p TierPolicy) validate(t Tier) error {
@@ -52,6 +64,9 @@ func (p TierPolicy) validate(t Tier) error {
 	}
 	if p.High == 0 || p.Low >= p.High {
 		return fmt.Errorf("tier %s: need 0 <= low < high (low %d, high %d)", t, p.Low, p.High)
+	}
+	if p.Wait < 0 || p.Stall < 0 {
+		return fmt.Errorf("tier %s: wait and stall must not be negative", t)
 	}
 	if p.Age < 0 || p.MinInterval <= 0 || p.Heartbeat < p.MinInterval {
 		return fmt.Errorf("tier %s: need age >= 0 and 0 < min_interval <= heartbeat", t)
@@ -81,6 +96,14 @@ type QueueState struct {
 	in        bool
 	sentLevel uint32
 	lastSent  time.Time
+	// urgent: the planner predicts a wait past the tier's target (or a
+	// stall); urgentAt is when it last did. tick: the planner's last Tick
+	// that saw the queue.
+	urgent   bool
+	urgentAt time.Time
+	tick     uint64
+	// since: when the queue last entered the backlog state.
+	since time.Time
 }
 
 // Decide is the publisher's pure decision for one queue on one tier at
@@ -92,10 +115,16 @@ func (p TierPolicy) Decide(st *QueueState, ready uint64, oldest time.Duration, n
 	wasIn := st.in
 	aged := p.Age > 0 && ready > 0 && oldest >= p.Age
 	young := p.Age == 0 || ready == 0 || oldest < p.Age/2
+	if st.urgent {
+		st.urgentAt = now
+	}
+	// Entered for a predicted wait: held for MinInterval after the last
+	// urgent look, so helpers who just drained it keep coming back.
+	held := !st.urgentAt.IsZero() && now.Sub(st.urgentAt) < p.MinInterval
 	switch {
-	case !st.in && (ready >= p.High || aged):
+	case !st.in && (ready >= p.High || aged || st.urgent):
 		st.in = true
-	case st.in && ready <= p.Low && young:
+	case st.in && ready <= p.Low && young && !held:
 		st.in = false
 	}
 	if st.in {
@@ -109,6 +138,9 @@ func (p TierPolicy) Decide(st *QueueState, ready uint64, oldest time.Duration, n
 		send = true
 	case st.in && since >= p.Heartbeat:
 		send, heartbeat = true, true
+	}
+	if st.in && !wasIn {
+		st.since = now
 	}
 	if send {
 		st.sentLevel, st.lastSent = level, now

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/mqmesh/mqmesh/backlog/backlogpb"
 	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
@@ -62,19 +61,17 @@ func (c PublisherConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-// Publisher broadcasts a node's backlog levels on the tier subjects.
+// Publisher broadcasts a node's backlog levels on the tier subjects: the
+// shell around a Planner (which decides) that observes the node every Poll,
+// feeds sync requests in and publishes the planner's notices over NATS.
 // Start it once; Stop is safe twice.
 type Publisher struct {
 	cfg  PublisherConfig
 	nc   *nats.Conn
-	inc  uint64
-	seq  uint64
-	st   [NumTiers]map[string]*QueueState
-	hb   [NumTiers]time.Time
+	mu   sync.Mutex // guards plan
+	plan *Planner
 	sent [NumTiers]atomic.Uint64
 
-	syncReq  [NumTiers]atomic.Bool
-	lastSync [NumTiers]time.Time
 	syncSubs []*nats.Subscription
 
 	stop chan struct{}
@@ -102,18 +99,20 @@ func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("backlog: publisher config: %w", err)
 	}
-	p := &Publisher{cfg: cfg, nc: nc, inc: uint64(cfg.Now().UnixNano()), stop: make(chan struct{})}
-	for _, t := range Tiers {
-		p.st[t] = map[string]*QueueState{}
-	}
-	return p, nil
+	plan := NewPlanner(PlannerConfig{IDC: cfg.IDC, Node: cfg.Node, NATSClient: cfg.NATSClient,
+		Incarnation: uint64(cfg.Now().UnixNano()), Policies: cfg.Policies})
+	return &Publisher{cfg: cfg, nc: nc, plan: plan, stop: make(chan struct{})}, nil
 }
 
 // Start begins publishing and answering sync requests.
 func (p *Publisher) Start() error {
 	for _, t := range Tiers {
 		tier := t
-		sub, err := p.nc.Subscribe(SyncSubject(tier, p.cfg.IDC, p.cfg.Node), func(*nats.Msg) { p.syncReq[tier].Store(true) })
+		sub, err := p.nc.Subscribe(SyncSubject(tier, p.cfg.IDC, p.cfg.Node), func(*nats.Msg) {
+			p.mu.Lock()
+			p.plan.RequestSync(tier)
+			p.mu.Unlock()
+		})
 		if err != nil {
 			p.unsubscribe()
 			return fmt.Errorf("backlog: subscribe to sync requests: %w", err)
@@ -158,74 +157,28 @@ func (p *Publisher) run() {
 	}
 }
 
-// Tick observes the node once and publishes what changed. The run loop
-// calls it every Poll; tests may call it directly (never concurrently).
+// Tick observes the node once and publishes what the planner decided.
+// The run loop calls it every Poll; tests may call it directly.
 func (p *Publisher) Tick() {
 	now := p.cfg.Now()
 	levels := p.cfg.Source()
-	seen := make(map[string]bool, len(levels))
-	var sync [NumTiers]bool
-	for _, tier := range Tiers {
-		// Sync requests are answered at most once per MinInterval.
-		if p.syncReq[tier].Load() && now.Sub(p.lastSync[tier]) >= p.cfg.Policies[tier].MinInterval {
-			p.syncReq[tier].Store(false)
-			p.lastSync[tier] = now
-			sync[tier] = true
-		}
+	p.mu.Lock()
+	notices := p.plan.Tick(levels, now)
+	for _, n := range notices {
+		p.publish(n)
 	}
-	for _, ql := range levels {
-		seen[ql.Queue] = true
-		for _, tier := range Tiers {
-			pol := p.cfg.Policies[tier]
-			if pol.Off {
-				continue
-			}
-			st := p.st[tier][ql.Queue]
-			if st == nil {
-				st = &QueueState{}
-				p.st[tier][ql.Queue] = st
-			}
-			send, level, hb := pol.Decide(st, ql.Ready, ql.OldestReady, now)
-			if !send && sync[tier] && st.in {
-				send, level = true, st.sentLevel
-			}
-			if send {
-				p.publish(tier, ql, level, hb, now)
-			}
-		}
-	}
-	for _, tier := range Tiers {
-		pol := p.cfg.Policies[tier]
-		if pol.Off {
-			continue
-		}
-		for q := range p.st[tier] {
-			if !seen[q] {
-				delete(p.st[tier], q)
-			}
-		}
-		if pol.NodeHeartbeat && now.Sub(p.hb[tier]) >= pol.Heartbeat {
-			p.hb[tier] = now
-			p.publish(tier, mqnode.QueueLevel{Queue: HeartbeatQueue}, 0, true, now)
-		}
-	}
+	p.mu.Unlock()
 }
 
-func (p *Publisher) publish(tier Tier, ql mqnode.QueueLevel, level uint32, hb bool, now time.Time) {
-	p.seq++
-	b, err := proto.Marshal(&backlogpb.Notice{
-		Idc: p.cfg.IDC, Node: p.cfg.Node, Queue: ql.Queue, Ready: ql.Ready,
-		OldestReadyAgeMs: ql.OldestReady.Milliseconds(), EnqueueRate: ql.EnqueueRate, DrainRate: ql.DrainRate,
-		Seq: p.seq, Incarnation: p.inc, Level: level, Heartbeat: hb, SentUnixMs: now.UnixMilli(),
-		NatsClient: p.cfg.NATSClient,
-	})
+func (p *Publisher) publish(n Notice) {
+	b, err := proto.Marshal(n.Msg)
 	if err != nil {
 		p.cfg.Logger.Error("encode backlog notice", "err", err)
 		return
 	}
-	if err := p.nc.Publish(Subject(tier, p.cfg.IDC, p.cfg.Node, ql.Queue), b); err != nil {
+	if err := p.nc.Publish(Subject(n.Tier, p.cfg.IDC, p.cfg.Node, n.Msg.Queue), b); err != nil {
 		p.cfg.Logger.Debug("backlog notice not published", "err", err)
 		return
 	}
-	p.sent[tier].Add(1)
+	p.sent[n.Tier].Add(1)
 }

@@ -10,23 +10,27 @@ import (
 	"time"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/worker"
 )
 
 // The scale model: a discrete-event run, in virtual time, of meshes far
 // larger than one machine can host for real (1,000 to 10,000 hosts). It
-// runs the very scheduling code of the real components:
+// drives the very structs the real components wrap:
 //
-//   - every pool decides each pull with worker.Decide, from its own
-//     backlog.View (the real table, with a virtual clock), and corrects the
-//     view from pull replies as worker's fetch loop does;
-//   - every node publishes its backlog with backlog.TierPolicy.Decide per
-//     tier every poll (20 ms), heartbeats and answers sync requests as
-//     backlog.Publisher.Tick does;
-//   - notices reach the pools whose filter (backlog.Filters, the built-in
-//     filter files) subscribes to their subject, after a network delay, and
-//     go through View.Apply (MinBacklog, MaxRate, ordering, tiers). Node
-//     heartbeats are counted per pool but applied only with
+//   - every pool's fetch loop is a worker.Scheduler (the fetch loop's
+//     core: drained, helping, the remote pull in flight, pauses, avoid
+//     backoff) fed by the model's shell as the worker's fetch loop feeds
+//     it: Next with the free slots, the pull, Observe with the reply; each
+//     pool has its own backlog.View (the real table, with a virtual clock),
+//     corrected from pull replies;
+//   - every node's publisher is a backlog.Planner ticked every poll
+//     (20 ms) with the node's level, as under Publisher.Tick; sync requests
+//     go to it when pools start;
+//   - notices reach the pools whose filter (backlog.Filters.Resolve, the
+//     built-in filter files) subscribes to their subject, after a network
+//     delay, and go through View.Apply (MinBacklog, MaxRate, ordering,
+//     tiers). Node heartbeats are counted per pool but applied only with
 //     ApplyHeartbeats: they change no entry, only the rate caps, and at
 //     10,000 hosts they are most of the traffic.
 //
@@ -58,8 +62,9 @@ type ModelConfig struct {
 	// runs until the backlog is drained, at most Drain.
 	Duration time.Duration `json:"duration"`
 	Drain    time.Duration `json:"drain"`
-	// Handler: latency (lognormal median/p99) and per-IDC slowdown. Error
-	// rates are not modelled (a run with one is refused).
+	// Handler: latency (lognormal median/p99), error rate and per-IDC
+	// slowdown and error rate. A failed task is ready again on its node
+	// RetryBackoff later.
 	Handler Handler `json:"-"`
 	// Filter is the built-in filter every pool uses (local-only,
 	// local-idc, everything, noisy-neighbour).
@@ -67,7 +72,7 @@ type ModelConfig struct {
 	// Filters, when set, replaces the built-in filter named by Filter
 	// (experiments: other tiers, thresholds or rate caps).
 	Filters *backlog.Filters `json:"-"`
-	// Policy is the pools' scheduler configuration (worker.Decide).
+	// Policy is the pools' scheduler configuration (worker.Scheduler).
 	Policy worker.PolicyConfig `json:"-"`
 	// Publisher is each node's per-tier policy (zero entries: defaults).
 	Publisher [backlog.NumTiers]backlog.TierPolicy `json:"-"`
@@ -75,6 +80,9 @@ type ModelConfig struct {
 	Poll time.Duration `json:"-"`
 	// Net is the network: pull round trips and notice delays.
 	Net ModelNet `json:"-"`
+	// RetryBackoff is how long a failed task waits before it is ready
+	// again on its node (the node's first backoff). Default 1s.
+	RetryBackoff time.Duration `json:"-"`
 	// LeaseRelease is how long after a pool dies its leased tasks are
 	// ready again on their nodes (gossip declares it failed). Default 5s.
 	LeaseRelease time.Duration `json:"-"`
@@ -119,9 +127,9 @@ type modelHooks struct {
 	// (rand.PCG.MarshalBinary) just before it was made.
 	onDecide func(pool string, s worker.Situation, rngState []byte, d worker.Decision)
 	// onPull sees every pull as the node serves it.
-	onPull func(pool string, d worker.Decision, decidedAt, arrivedAt time.Duration)
-	// onPublish sees every publisher decision of a queue (not heartbeats).
-	onPublish func(node string, tier backlog.Tier, ready uint64, oldest time.Duration, now time.Time, send bool, level uint32, hb bool)
+	onPull func(pool string, a worker.Action, decidedAt, arrivedAt time.Duration)
+	// onPublish sees every notice a node's planner sends.
+	onPublish func(node string, n backlog.Notice)
 }
 
 // Model faults (ModelFault).
@@ -163,12 +171,7 @@ func ModelFromScenario(s Scenario, hosts, idcs int, duration time.Duration, rate
 		Hosts: hosts, IDCs: names, Slots: slots, Rate: rate, Duration: duration,
 		Handler: s.Handler, Filter: s.Filter, Seed: s.Seed,
 	}
-	c.Handler.ErrorRate = 0
 	c.Handler.PerIDC = maps.Clone(c.Handler.PerIDC)
-	for name, b := range c.Handler.PerIDC {
-		b.ErrorRate = 0
-		c.Handler.PerIDC[name] = b
-	}
 	first, start, end := names[0], Duration(duration/3), Duration(2*duration/3)
 	c.Timeline = []Event{{At: 0, Phase: "normal", Action: "normal"}}
 	switch fault {
@@ -178,7 +181,7 @@ func ModelFromScenario(s Scenario, hosts, idcs int, duration time.Duration, rate
 			Event{At: end, Phase: "recovery", Action: "restore-pools", IDC: first})
 	case FaultDegrade:
 		c.Timeline = append(c.Timeline,
-			Event{At: start, Phase: first + " degraded", Action: "degrade", IDC: first, Slowdown: 20},
+			Event{At: start, Phase: first + " degraded", Action: "degrade", IDC: first, Slowdown: 20, ErrorRate: 0.5},
 			Event{At: end, Phase: "recovery", Action: "restore", IDC: first})
 	case FaultNone, "":
 	default:
@@ -218,6 +221,9 @@ func (c ModelConfig) withDefaults() ModelConfig {
 	if c.LeaseRelease <= 0 {
 		c.LeaseRelease = 5 * time.Second
 	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = mqnode.DefaultBackoffBase
+	}
 	if c.CheckViews == 0 {
 		c.CheckViews = 1000
 	} else if c.CheckViews < 0 {
@@ -256,15 +262,15 @@ func (c ModelConfig) Validate() error {
 	if c.Handler.Median.D() <= 0 || c.Handler.P99 < c.Handler.Median {
 		bad("handler", "need 0 < median <= p99")
 	}
-	if c.Handler.ErrorRate != 0 {
-		bad("handler.error_rate", "%v: the model does not model failures (use the real sim)", c.Handler.ErrorRate)
+	if c.Handler.ErrorRate < 0 || c.Handler.ErrorRate >= 1 {
+		bad("handler.error_rate", "%v: want 0 <= rate < 1", c.Handler.ErrorRate)
 	}
 	for name, b := range c.Handler.PerIDC {
 		if !slices.Contains(c.IDCs, name) {
 			bad("handler.per_idc."+name, "no such IDC")
 		}
-		if b.Slowdown < 0 || b.ErrorRate != 0 {
-			bad("handler.per_idc."+name, "want slowdown >= 0 and no error rate (not modelled)")
+		if b.Slowdown < 0 || b.ErrorRate < 0 || b.ErrorRate >= 1 {
+			bad("handler.per_idc."+name, "want slowdown >= 0 and 0 <= error rate < 1")
 		}
 	}
 	if _, err := filterFor(c.Filter); err != nil && c.Filters == nil {
@@ -283,8 +289,8 @@ func (c ModelConfig) Validate() error {
 		switch ev.Action {
 		case "normal", "restore-all":
 		case "degrade":
-			if ev.Slowdown < 1 || ev.ErrorRate != 0 {
-				bad(f, "degrade needs slowdown >= 1 and no error rate (failures are not modelled)")
+			if ev.Slowdown < 1 || ev.ErrorRate < 0 || ev.ErrorRate >= 1 {
+				bad(f, "degrade needs slowdown >= 1 and 0 <= error rate < 1")
 			}
 			fallthrough
 		case "restore", "kill-pools", "restore-pools":

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/worker"
 )
 
@@ -33,18 +34,15 @@ type mNode struct {
 	nextArr  int64
 	rng      *rand.Rand
 
-	st       [backlog.NumTiers]backlog.QueueState
-	sent     [backlog.NumTiers]uint32 // level last sent (mirrors QueueState)
-	hb       [backlog.NumTiers]int64
-	syncReq  [backlog.NumTiers]bool
-	lastSync [backlog.NumTiers]int64
-	seq      uint64
+	// plan is the node's publisher core; enqueued counts its arrivals.
+	plan     *backlog.Planner
+	enqueued uint64
 	// recip[tier][0: queue, 1: heartbeat] are the deliveries of a notice.
 	recip [backlog.NumTiers][2][]*delivery
 
 	waiter       *mPool // a long-polling pull
 	waitStep     uint64
-	waitD        worker.Decision
+	waitA        worker.Action
 	waitDeadline int64
 	waitSeq      uint64
 
@@ -65,17 +63,22 @@ type mPool struct {
 	pcg      *rand.PCG
 	rng      *rand.Rand
 	running  runHeap
-	drained  bool
-	helping  bool
-	subs     []modelSub
-	groups   []*subGroup
-	helped   int64
+	// sched is the pool's fetch-loop core (worker.Scheduler); gen changes
+	// when the pool dies, so replies to its old pulls are dropped;
+	// reserved counts the slots held by pulls in flight; localBusy: a pull
+	// of the own node is out (the loop waits for it).
+	sched     *worker.Scheduler
+	gen       uint64
+	reserved  int
+	localBusy bool
+	subs      []backlog.Subscription
+	groups    []*subGroup
+	helped    int64
 }
 
 type model struct {
 	cfg      ModelConfig
 	hooks    *modelHooks
-	decide   func(worker.Situation, worker.PolicyConfig, *rand.Rand) worker.Decision
 	progress func(ModelProgress)
 
 	now     int64
@@ -87,6 +90,7 @@ type model struct {
 	loadEnd int64
 	end     int64
 	stopped bool
+	levels  []mqnode.QueueLevel
 
 	idcs      []string
 	nodes     []*mNode
@@ -100,6 +104,8 @@ type model struct {
 	filter    backlog.Filters
 	dist      latencyDist
 	slowBase  []float64
+	errBase   []float64 // handler error rate per IDC (scenario)
+	errRate   []float64 // ... now (a degrade event sets it)
 	slow      []float64
 	limit     int
 	meanGap   float64
@@ -109,6 +115,7 @@ type model struct {
 	events, decisions, pulls             uint64
 	viewChecks, viewMismatches           uint64
 	enqueued, completed, inNet, requeued int64
+	retries                              int64
 	readyTotal                           int64
 	readyIDC                             []int64
 	lastDone                             int64
@@ -145,15 +152,12 @@ func newModel(c ModelConfig) (*model, error) {
 		return nil, err
 	}
 	m := &model{
-		cfg: c, hooks: c.hooks, decide: worker.Decide, filter: f,
+		cfg: c, hooks: c.hooks, filter: f,
 		idcs: c.IDCs, byName: map[string]*mNode{},
 		loadEnd: int64(c.Duration), end: int64(c.Duration + c.Drain),
 		dist:      newLatency(c.Handler.Median.D(), c.Handler.P99.D()),
 		limit:     max(c.Policy.LocalBatch, c.Policy.RemoteBatch, c.Policy.CrossIDCBatch),
 		firstHelp: never, faultIdx: -1, faultIDC: -1,
-	}
-	if m.hooks != nil && m.hooks.decide != nil {
-		m.decide = m.hooks.decide
 	}
 	m.clock = func() time.Time { return modelEpoch.Add(time.Duration(m.now)) }
 	if c.Rate > 0 {
@@ -171,6 +175,14 @@ func newModel(c ModelConfig) (*model, error) {
 		}
 	}
 	m.slow = slices.Clone(m.slowBase)
+	m.errBase = make([]float64, nIDC)
+	for i, name := range c.IDCs {
+		m.errBase[i] = c.Handler.ErrorRate
+		if b, ok := c.Handler.PerIDC[name]; ok && b.ErrorRate > 0 {
+			m.errBase[i] = b.ErrorRate
+		}
+	}
+	m.errRate = slices.Clone(m.errBase)
 	// Hosts: IDC i gets Hosts/nIDC, the first Hosts%nIDC one more.
 	for i := range nIDC {
 		count := c.Hosts / nIDC
@@ -181,13 +193,11 @@ func newModel(c ModelConfig) (*model, error) {
 			idx := len(m.nodes)
 			n := &mNode{idx: idx, idc: i, name: HostName(c.IDCs[i], h), firstHelp: never,
 				rng: rand.New(rand.NewPCG(c.Seed, 0x9e3779b97f4a7c15^uint64(idx)))}
-			for t := range n.hb {
-				n.hb[t] = math.MinInt64 / 2
-				n.lastSync[t] = math.MinInt64 / 2
-			}
+			n.plan = backlog.NewPlanner(backlog.PlannerConfig{IDC: c.IDCs[i], Node: n.name, Incarnation: 1, Policies: c.Publisher})
 			n.nextArr = m.firstArrival(n)
 			pcg := rand.NewPCG(c.Seed^0x5851f42d4c957f2d, uint64(idx))
 			p := &mPool{idx: idx, idc: i, name: n.name, node: n, alive: true, pcg: pcg, rng: rand.New(pcg)}
+			p.sched = m.newScheduler(p)
 			n.pool = p
 			m.nodes = append(m.nodes, n)
 			m.pools = append(m.pools, p)
@@ -262,6 +272,7 @@ func (m *model) gap(n *mNode) int64 {
 func (m *model) materialize(n *mNode) {
 	for n.nextArr <= m.now && n.nextArr < m.loadEnd {
 		n.ready = append(n.ready, n.nextArr)
+		n.enqueued++
 		m.enqueued++
 		m.readyTotal++
 		m.readyIDC[n.idc]++

@@ -34,7 +34,7 @@ type event struct {
 	step uint64
 	pool *mPool
 	node *mNode
-	d    worker.Decision
+	a    worker.Action
 	sent int64
 	// tasks are enqueue times (pull reply, requeue).
 	tasks      []int64
@@ -104,8 +104,11 @@ func (m *model) run(ctx context.Context) error {
 		e := heap.Pop(&m.q).(*event)
 		m.now = e.t
 		m.events++
-		if m.events&0xfff == 0 && ctx.Err() != nil {
-			return ctx.Err()
+		if m.events&0xfff == 0 {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			m.report()
 		}
 		m.handle(e)
 		m.recycle(e)

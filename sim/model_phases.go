@@ -20,6 +20,7 @@ type modelPhase struct {
 	where      [3]int64
 	hist       latHist
 	peak       uint64
+	retries    int64
 	delivered  [backlog.NumTiers]uint64
 	poolNs     float64
 }
@@ -111,8 +112,10 @@ func (m *model) apply(ev Event) {
 	switch ev.Action {
 	case "degrade":
 		m.slow[idc] = m.slowBase[idc] * ev.Slowdown
+		m.errRate[idc] = ev.ErrorRate
 	case "restore":
 		m.slow[idc] = m.slowBase[idc]
+		m.errRate[idc] = m.errBase[idc]
 	case "kill-pools":
 		m.accrue()
 		for _, p := range m.idcPools[idc] {
@@ -124,10 +127,25 @@ func (m *model) apply(ev Event) {
 	case "restore-all":
 		m.accrue()
 		copy(m.slow, m.slowBase)
+		copy(m.errRate, m.errBase)
 		for i := range m.idcs {
 			m.restorePools(i)
 		}
 	}
+}
+
+// report hands the progress callback where the run is (at every sample,
+// and every few thousand events, so a slow stretch still reports).
+func (m *model) report() {
+	if m.progress == nil {
+		return
+	}
+	var done int64
+	for _, p := range m.phases {
+		done += p.done
+	}
+	m.progress(ModelProgress{Hosts: len(m.nodes), VirtualS: time.Duration(m.now).Seconds(), Phase: m.phases[m.cur].name,
+		Backlog: uint64(m.readyTotal), Done: done, Events: m.events})
 }
 
 func (m *model) sample() {
@@ -141,13 +159,7 @@ func (m *model) sample() {
 	if m.faultIDC >= 0 && m.now >= m.faultStart && m.now <= m.faultEnd {
 		m.faultPeak = max(m.faultPeak, uint64(m.readyIDC[m.faultIDC]))
 	}
-	if m.progress != nil {
-		var done int64
-		for _, p := range m.phases {
-			done += p.done
-		}
-		m.progress(ModelProgress{Hosts: len(m.nodes), VirtualS: time.Duration(m.now).Seconds(), Phase: ph.name, Backlog: total, Done: done, Events: m.events})
-	}
+	m.report()
 	switch {
 	case m.now >= m.loadEnd && m.readyTotal == 0 && m.inNet == 0 && m.requeued == 0:
 		m.drained = true

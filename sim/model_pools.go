@@ -1,9 +1,10 @@
-// The scale model's pools and pulls: the real worker.Decide per step,
+// The scale model's pools and pulls: each pool's worker.Scheduler per step,
 // pulls, replies, kills and restores in virtual time.
 
 package sim
 
 import (
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"time"
@@ -16,6 +17,10 @@ type runTask struct {
 	done, enq int64
 	origin    int32
 	where     int8
+	// failed: the handler fails (a retry after RetryBackoff); took is its
+	// service time, which the pool's scheduler learns its health from.
+	failed bool
+	took   int64
 }
 
 // runHeap is a min-heap of running tasks by completion time.
@@ -64,11 +69,45 @@ func (m *model) wakePool(p *mPool, at int64) {
 	e.pool, e.step = p, p.step
 }
 
+// newScheduler is a pool's fetch-loop core: worker.Scheduler with the
+// pool's random source (and a test's stand-in policy or observer).
+func (m *model) newScheduler(p *mPool) *worker.Scheduler {
+	decide := worker.Decide
+	if m.hooks != nil && m.hooks.decide != nil {
+		decide = m.hooks.decide
+	}
+	if m.hooks != nil && m.hooks.onDecide != nil {
+		inner := decide
+		decide = func(s worker.Situation, c worker.PolicyConfig, rng *rand.Rand) worker.Decision {
+			state, _ := p.pcg.MarshalBinary()
+			d := inner(s, c, rng)
+			m.hooks.onDecide(p.name, s, state, d)
+			return d
+		}
+	}
+	return worker.NewScheduler(worker.SchedulerConfig{IDC: m.idcs[p.idc], Node: p.name, Policy: m.cfg.Policy, Rand: p.rng, Decide: decide})
+}
+
 // flush completes the tasks of p done by t.
 func (m *model) flush(p *mPool, t int64) {
 	for len(p.running) > 0 && p.running[0].done <= t {
-		m.complete(p.running.pop())
+		r := p.running.pop()
+		p.sched.ObserveTask(modelQueue, !r.failed, time.Duration(r.took))
+		if r.failed {
+			// Nacked: ready again on its node after the queue's backoff,
+			// keeping its enqueue time (latency counts from the first).
+			m.retries++
+			m.phaseAt(r.done).retries++
+			m.requeueAt(m.nodes[r.origin], r.enq, r.done+int64(m.cfg.RetryBackoff))
+			continue
+		}
+		m.complete(r)
 	}
+}
+
+func (m *model) requeueAt(n *mNode, enq, at int64) {
+	b := append(m.buf(1), enq)
+	m.requeueLater(n, b, at)
 }
 
 func (m *model) complete(r runTask) {
@@ -90,63 +129,66 @@ func (m *model) rtt(w worker.Where) int64 {
 	return int64(m.cfg.Net.PullCrossIDC)
 }
 
-// poolStep is one turn of the fetch loop (worker's fetch): reserve the
-// free slots, ask the policy, send the pull.
+// poolStep runs the pool's fetch loop (the shell of worker's fetch, in
+// virtual time) until it blocks: reserve the free slots, ask the pool's
+// worker.Scheduler, send the pull. A remote pull goes on while the loop
+// continues; a pull of the own node, an idle or full slots stop it until
+// the reply, the wake or a freed slot.
 func (m *model) poolStep(p *mPool) {
 	m.flush(p, m.now)
-	free := m.cfg.Slots - len(p.running)
-	if free <= 0 {
-		m.wakePool(p, p.running[0].done) // blocked until a slot frees
-		return
-	}
-	s := worker.Situation{
-		IDC: m.idcs[p.idc], Node: p.name, Queue: modelQueue, Free: min(free, m.limit),
-		LocalDrained: p.drained, Helping: p.helping, Entries: p.view.read(m.now), Now: m.clock(),
-	}
-	if m.cfg.CheckViews > 0 && m.decisions%uint64(m.cfg.CheckViews) == 0 {
-		m.viewChecks++
-		if !p.view.check() {
-			m.viewMismatches++
-			p.view.resync()
-			s.Entries = p.view.read(m.now)
+	p.step++ // a pending wake is void: the loop runs now
+	for {
+		free := m.cfg.Slots - len(p.running) - p.reserved
+		if free <= 0 {
+			if len(p.running) > 0 {
+				m.wakePool(p, p.running[0].done) // blocked until a slot frees
+			}
+			return // else a remote pull holds every slot: its reply wakes the loop
+		}
+		entries := p.view.read(m.now)
+		if m.cfg.CheckViews > 0 && m.decisions%uint64(m.cfg.CheckViews) == 0 {
+			m.viewChecks++
+			if !p.view.check() {
+				m.viewMismatches++
+				p.view.resync()
+				entries = p.view.read(m.now)
+			}
+		}
+		acts := p.sched.Next(m.clock(), modelQueue, entries, min(free, m.limit))
+		m.decisions++
+		a := acts[0]
+		target := m.byName[a.Node]
+		if a.Where == worker.Nowhere || target == nil || m.idcs[target.idc] != a.IDC {
+			m.wakePool(p, m.now+max(int64(a.Wait), 1))
+			return
+		}
+		p.reserved += a.Slots
+		e := m.newEvent(evPullArrive, m.now+int64(a.Delay)+m.rtt(a.Where)/2)
+		e.pool, e.step, e.node, e.a, e.sent = p, p.gen, target, a, m.now
+		if a.Where == worker.Local {
+			p.localBusy = true
+			return
 		}
 	}
-	var state []byte
-	if m.hooks != nil && m.hooks.onDecide != nil {
-		state, _ = p.pcg.MarshalBinary()
-	}
-	d := m.decide(s, m.cfg.Policy, p.rng)
-	m.decisions++
-	if state != nil {
-		m.hooks.onDecide(p.name, s, state, d)
-	}
-	target := m.byName[d.Node]
-	if d.Where == worker.Nowhere || target == nil || m.idcs[target.idc] != d.IDC {
-		m.wakePool(p, m.now+int64(max(d.Wait, m.cfg.Policy.Idle)))
-		return
-	}
-	p.step++
-	e := m.newEvent(evPullArrive, m.now+int64(d.Delay)+m.rtt(d.Where)/2)
-	e.pool, e.step, e.node, e.d, e.sent = p, p.step, target, d, m.now
 }
 
 func (m *model) pullArrive(e *event) {
 	p, n := e.pool, e.node
-	if !p.alive || p.step != e.step {
+	if !p.alive || p.gen != e.step {
 		return // the pool died: its request goes unanswered
 	}
 	m.pulls++
 	if m.hooks != nil && m.hooks.onPull != nil {
-		m.hooks.onPull(p.name, e.d, time.Duration(e.sent), time.Duration(m.now))
+		m.hooks.onPull(p.name, e.a, time.Duration(e.sent), time.Duration(m.now))
 	}
 	m.materialize(n)
-	if n.readyLen() == 0 && e.d.Wait > 0 {
-		n.waiter, n.waitStep, n.waitD, n.waitDeadline = p, e.step, e.d, m.now+int64(e.d.Wait)
+	if n.readyLen() == 0 && e.a.Wait > 0 {
+		n.waiter, n.waitStep, n.waitA, n.waitDeadline = p, e.step, e.a, m.now+int64(e.a.Wait)
 		n.waitSeq++
 		m.scheduleNodeWake(n)
 		return
 	}
-	m.serve(n, p, e.step, e.d)
+	m.serve(n, p, e.step, e.a)
 }
 
 func (m *model) scheduleNodeWake(n *mNode) {
@@ -164,7 +206,7 @@ func (m *model) nodeWake(e *event) {
 	if p == nil || e.step != n.waitSeq {
 		return
 	}
-	if !p.alive || p.step != n.waitStep {
+	if !p.alive || p.gen != n.waitStep {
 		n.waiter = nil
 		return
 	}
@@ -174,22 +216,22 @@ func (m *model) nodeWake(e *event) {
 		return
 	}
 	n.waiter = nil
-	m.serve(n, p, n.waitStep, n.waitD)
+	m.serve(n, p, n.waitStep, n.waitA)
 }
 
 // serve answers a pull with up to MaxTasks of the oldest ready tasks.
-func (m *model) serve(n *mNode, p *mPool, step uint64, d worker.Decision) {
-	k := min(max(d.MaxTasks, 1), n.readyLen())
+func (m *model) serve(n *mNode, p *mPool, step uint64, a worker.Action) {
+	k := min(max(a.MaxTasks, 1), n.readyLen())
 	tasks := m.take(n, k)
 	m.inNet += int64(k)
-	e := m.newEvent(evPullReply, m.now+m.rtt(d.Where)/2)
-	e.pool, e.step, e.node, e.d, e.tasks, e.readyAfter = p, step, n, d, tasks, uint64(n.readyLen())
+	e := m.newEvent(evPullReply, m.now+m.rtt(a.Where)/2)
+	e.pool, e.step, e.node, e.a, e.tasks, e.readyAfter = p, step, n, a, tasks, uint64(n.readyLen())
 }
 
 func (m *model) pullReply(e *event) {
-	p, n, d := e.pool, e.node, e.d
+	p, n, a := e.pool, e.node, e.a
 	m.inNet -= int64(len(e.tasks))
-	if !p.alive || p.step != e.step {
+	if !p.alive || p.gen != e.step {
 		// Delivered to a dead pool: leased until gossip declares it dead.
 		m.requeueLater(n, e.tasks, max(m.now, p.killedAt+int64(m.cfg.LeaseRelease)))
 		return
@@ -201,10 +243,11 @@ func (m *model) pullReply(e *event) {
 	case n.idc == p.idc:
 		where = 1
 	}
-	slow := m.slow[p.idc]
+	slow, errRate := m.slow[p.idc], m.errRate[p.idc]
 	for _, enq := range e.tasks {
-		svc := int64(float64(m.dist.sample(p.rng)) * slow)
-		p.running.push(runTask{done: m.now + max(svc, 1), enq: enq, origin: int32(n.idx), where: where})
+		svc := max(int64(float64(m.dist.sample(p.rng))*slow), 1)
+		failed := errRate > 0 && p.rng.Float64() < errRate
+		p.running.push(runTask{done: m.now + svc, enq: enq, origin: int32(n.idx), where: where, failed: failed, took: svc})
 	}
 	if got := len(e.tasks); got > 0 && n != p.node && n.idc == m.faultIDC && p.idc != m.faultIDC &&
 		m.now >= m.faultStart && m.now < m.faultEnd {
@@ -215,18 +258,19 @@ func (m *model) pullReply(e *event) {
 	got := len(e.tasks)
 	m.bufs = append(m.bufs, e.tasks)
 	e.tasks = nil
-	// As worker's fetch loop after a pull.
-	if d.Where == worker.Local {
-		p.drained = got < d.MaxTasks
-		if d.Wait > 0 {
-			p.helping = false
-		}
-	} else {
-		p.drained = false
-		p.helping = got > 0
-		p.view.correct(d.IDC, d.Node, modelQueue, e.readyAfter, int32(n.idx))
+	// As worker's pullLocal and pullRemote: give back the unfilled slots,
+	// tell the scheduler, correct the view.
+	p.reserved -= a.Slots
+	p.sched.Observe(worker.PullResult{Action: a, Got: got, ReadyAfter: e.readyAfter}, m.clock())
+	if a.Where == worker.Local {
+		p.localBusy = false
+		m.poolStep(p)
+		return
 	}
-	m.poolStep(p)
+	p.view.correct(a.IDC, a.Node, modelQueue, e.readyAfter, int32(n.idx))
+	if !p.localBusy {
+		m.poolStep(p) // the loop waited for a slot or idled: it goes on
+	}
 }
 
 func (m *model) requeueLater(n *mNode, tasks []int64, at int64) {
@@ -281,6 +325,8 @@ func (m *model) kill(p *mPool) {
 	p.running = p.running[:0]
 	p.alive, p.killedAt = false, m.now
 	p.step++
+	p.gen++
+	p.reserved, p.localBusy = 0, false
 	if p.node.waiter == p {
 		p.node.waiter = nil
 	}
@@ -300,29 +346,30 @@ func (m *model) restorePools(idc int) {
 		if p.alive {
 			continue
 		}
-		p.alive, p.drained, p.helping = true, false, false
+		p.alive = true
+		p.sched = m.newScheduler(p)
 		p.view = m.newView(p)
 		for _, g := range p.groups {
 			g.alive[p.idc]++
 		}
 		m.aliveCount++
 		for _, s := range p.subs {
-			if s.tier == backlog.TierHost {
-				p.node.syncReq[backlog.TierHost] = true
+			if s.Tier == backlog.TierHost {
+				p.node.plan.RequestSync(backlog.TierHost)
 			} else {
-				sync[s.tier] = true
+				sync[s.Tier] = true
 			}
 		}
 		m.wakePool(p, m.now)
 	}
 	if sync[backlog.TierIDC] {
 		for _, n := range m.idcNodes[idc] {
-			n.syncReq[backlog.TierIDC] = true
+			n.plan.RequestSync(backlog.TierIDC)
 		}
 	}
 	if sync[backlog.TierGlobal] {
 		for _, n := range m.nodes {
-			n.syncReq[backlog.TierGlobal] = true
+			n.plan.RequestSync(backlog.TierGlobal)
 		}
 	}
 }

@@ -5,53 +5,12 @@ package sim
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/mqmesh/mqmesh/backlog"
-	"github.com/mqmesh/mqmesh/backlog/backlogpb"
+	"github.com/mqmesh/mqmesh/mqnode"
 )
-
-// modelSub is a resolved tier subscription (as backlog's Filters.resolve).
-type modelSub struct {
-	tier    backlog.Tier
-	pattern backlog.Pattern
-	filter  backlog.TierFilter
-}
-
-// resolveModelFilters mirrors backlog.Filters.resolve (unexported there):
-// substitute the pool's IDC and node, parse each tier's pattern, default
-// StaleAfter to 3 × the tier's default heartbeat.
-func resolveModelFilters(f backlog.Filters, idc, node string) ([]modelSub, error) {
-	names := make([]string, 0, len(f.Tiers))
-	for name := range f.Tiers {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	var out []modelSub
-	for _, name := range names {
-		spec := f.Tiers[name]
-		t, err := backlog.ParseTier(name)
-		if err != nil {
-			return nil, err
-		}
-		text := strings.ReplaceAll(strings.ReplaceAll(spec.Subject, "{idc}", idc), "{node}", node)
-		p, err := backlog.ParsePattern(text)
-		if err != nil {
-			return nil, err
-		}
-		if p.Tier != t {
-			return nil, fmt.Errorf("tiers.%s: subject %q is of tier %s", name, text, p.Tier)
-		}
-		stale := spec.StaleAfter
-		if stale == 0 {
-			stale = 3 * backlog.DefaultPolicies[t].Heartbeat
-		}
-		out = append(out, modelSub{tier: t, pattern: p, filter: backlog.TierFilter{MinBacklog: spec.MinBacklog, MaxRate: spec.MaxRate, StaleAfter: stale}})
-	}
-	return out, nil
-}
 
 // subGroup is every pool subscribed with one pattern: a notice matches it
 // once, and goes to each member alive.
@@ -76,18 +35,18 @@ func (m *model) subscribe() error {
 	byKey := map[string]*subGroup{}
 	index := map[string][]*subGroup{} // tier|idc token|node token
 	for _, p := range m.pools {
-		subs, err := resolveModelFilters(m.filter, m.idcs[p.idc], p.name)
+		subs, err := m.filter.Resolve(m.idcs[p.idc], p.name)
 		if err != nil {
 			return fmt.Errorf("filter %s: %w", m.cfg.Filter, err)
 		}
 		p.subs = subs
 		for _, s := range subs {
-			m.subscribed[s.tier] = true
-			m.maxRate[s.tier] = s.filter.MaxRate
-			key := s.pattern.Text
+			m.subscribed[s.Tier] = true
+			m.maxRate[s.Tier] = s.Filter.MaxRate
+			key := s.Pattern.Text
 			g := byKey[key]
 			if g == nil {
-				g = &subGroup{tier: s.tier, pattern: s.pattern, members: make([][]*mPool, nIDC), alive: make([]int, nIDC)}
+				g = &subGroup{tier: s.Tier, pattern: s.Pattern, members: make([][]*mPool, nIDC), alive: make([]int, nIDC)}
 				byKey[key] = g
 				m.groups = append(m.groups, g)
 				toks := strings.Split(key, ".")
@@ -98,7 +57,7 @@ func (m *model) subscribe() error {
 						nodeTok = toks[3]
 					}
 				}
-				ik := fmt.Sprintf("%d|%s|%s", s.tier, idcTok, nodeTok)
+				ik := fmt.Sprintf("%d|%s|%s", s.Tier, idcTok, nodeTok)
 				index[ik] = append(index[ik], g)
 			}
 			g.members[p.idc] = append(g.members[p.idc], p)
@@ -158,7 +117,8 @@ func (m *model) retireView(c *viewCache) {
 
 // ---- event queue ----
 
-// poll is one observation of a node by its publisher (Publisher.Tick).
+// poll is one observation of a node by its publisher: the node's real
+// backlog.Planner decides what to send (as under Publisher.Tick).
 func (m *model) poll(n *mNode) {
 	m.materialize(n)
 	ready := uint64(n.readyLen())
@@ -166,42 +126,21 @@ func (m *model) poll(n *mNode) {
 	if ready > 0 {
 		oldest = time.Duration(m.now - n.ready[n.head])
 	}
-	now := m.clock()
-	for _, tier := range backlog.Tiers {
-		pol := m.cfg.Publisher[tier]
-		if pol.Off {
-			continue
-		}
-		sync := false
-		if n.syncReq[tier] && m.now-n.lastSync[tier] >= int64(pol.MinInterval) {
-			n.syncReq[tier], n.lastSync[tier], sync = false, m.now, true
-		}
-		send, level, hb := pol.Decide(&n.st[tier], ready, oldest, now)
+	m.levels = append(m.levels[:0], mqnode.QueueLevel{Queue: modelQueue, Ready: ready, OldestReady: oldest, EnqueuedTotal: n.enqueued})
+	for _, nt := range n.plan.Tick(m.levels, m.clock()) {
 		if m.hooks != nil && m.hooks.onPublish != nil {
-			m.hooks.onPublish(n.name, tier, ready, oldest, now, send, level, hb)
+			m.hooks.onPublish(n.name, nt)
 		}
-		if send {
-			n.sent[tier] = level
-		} else if sync && n.sent[tier] > 0 {
-			send, level = true, n.sent[tier]
-		}
-		if send {
-			m.publish(n, tier, 0, ready, oldest, level, hb)
-		}
-	}
-	for _, tier := range backlog.Tiers {
-		pol := m.cfg.Publisher[tier]
-		if !pol.Off && pol.NodeHeartbeat && m.now-n.hb[tier] >= int64(pol.Heartbeat) {
-			n.hb[tier] = m.now
-			m.publish(n, tier, 1, 0, 0, 0, true)
-		}
+		m.publish(n, nt)
 	}
 }
 
-// publish sends a notice (kind 0: the queue, 1: the node heartbeat) to
-// every pool subscribed to it.
-func (m *model) publish(n *mNode, tier backlog.Tier, kind int, ready uint64, oldest time.Duration, level uint32, hb bool) {
-	n.seq++
+// publish sends a notice to every pool subscribed to it.
+func (m *model) publish(n *mNode, nt backlog.Notice) {
+	kind, tier := 0, nt.Tier
+	if nt.Msg.Queue == backlog.HeartbeatQueue {
+		kind = 1
+	}
 	m.published[tier]++
 	dls := n.recip[tier][kind]
 	if kind == 1 && !m.cfg.ApplyHeartbeats {
@@ -215,17 +154,9 @@ func (m *model) publish(n *mNode, tier backlog.Tier, kind int, ready uint64, old
 		m.phases[m.cur].delivered[tier] += c
 		return
 	}
-	queue := modelQueue
-	if kind == 1 {
-		queue = backlog.HeartbeatQueue
-	}
-	notice := &backlogpb.Notice{
-		Idc: m.idcs[n.idc], Node: n.name, Queue: queue, Ready: ready, OldestReadyAgeMs: oldest.Milliseconds(),
-		Seq: n.seq, Incarnation: 1, Level: level, Heartbeat: hb, SentUnixMs: m.clock().UnixMilli(),
-	}
 	for _, dl := range dls {
 		e := m.newEvent(evDeliver, m.now+dl.delay)
-		e.notice, e.tier, e.dl, e.node = notice, tier, dl, n
+		e.notice, e.tier, e.dl, e.node = nt.Msg, tier, dl, n
 	}
 }
 

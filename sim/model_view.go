@@ -43,13 +43,13 @@ type nodeIndex struct {
 	byName map[string]int32 // node name → index
 }
 
-func newViewCache(subs []modelSub, clock func() time.Time, ix *nodeIndex) *viewCache {
+func newViewCache(subs []backlog.Subscription, clock func() time.Time, ix *nodeIndex) *viewCache {
 	c := &viewCache{v: backlog.NewView(clock), clock: clock, heard: map[int32]int64{}, nextExp: never, ix: ix}
 	for _, s := range subs {
-		f := s.filter
-		c.v.SetFilter(s.tier, &f)
-		c.filter[s.tier] = &f
-		c.stale[s.tier] = int64(f.StaleAfter)
+		f := s.Filter
+		c.v.SetFilter(s.Tier, &f)
+		c.filter[s.Tier] = &f
+		c.stale[s.Tier] = int64(f.StaleAfter)
 		c.longest = max(c.longest, int64(f.StaleAfter))
 	}
 	return c

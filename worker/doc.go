@@ -33,19 +33,37 @@
 //
 // # Scheduling
 //
-// The choice of where to pull next is Decide: a pure function of the
-// backlog view, the free capacity, the config and a random source, with no
-// I/O and no clock, so the simulator runs the very same policy:
+// The fetch loops are thin shells around Scheduler, the deterministic core
+// (as etcd-io/raft's RawNode under its Node): it holds all of their state —
+// whether the own node came back short, whether the pool is helping, the
+// remote pull in flight, pauses, the avoid backoff of nodes whose pulls
+// failed, the throttle pauses, the pool's handler health — and has no
+// goroutine, clock or I/O: Next(now, queue, view, free) returns the action
+// (pull where, how many, or idle), Observe(result, now) takes its outcome.
+// The simulator's scale model drives the same struct in virtual time;
+// testdata/scheduler holds its scenario scripts (datadriven). Each step's
+// choice is Decide, a pure function of the view, the free capacity, the
+// config and a random source:
 //
 //  1. With free slots, pull the own node (at once while it has tasks; a
 //     long poll of PolicyConfig.LongPoll when nobody needs help, so an idle
 //     system delivers with push-like latency).
 //  2. When the own node came back short and slots are still free, help a
-//     node of the same IDC that the view shows with backlog, chosen at
-//     random weighted by backlog, after a random jitter (only when starting
-//     to help), asking for no more than its backlog or RemoteBatch.
+//     node of the same IDC that the view shows with backlog: two candidates
+//     at random, the one with more (predicted) ready tasks (power-of-two
+//     choices: helpers do not all descend on one node), after a random
+//     jitter (only when starting to help), asking for no more than its
+//     backlog or RemoteBatch — a whole batch from a node whose arrivals are
+//     known, which a helper probes again as soon as its arrival rate
+//     predicts a task.
 //  3. Only when no node of the own IDC needs help: another IDC, as far as
 //     the backlog filter lets the pool hear of it, with larger batches.
+//
+// A degraded pool yields: when its handlers succeed less than 70 % of the
+// time and run 3× slower than their own healthy average, it takes none of
+// its node's work while others keep the node's oldest task under 2 s (one
+// probe task every 3 s), and helps nobody, so its node's backlog escalates
+// to healthy pools.
 //
 // Short and empty pull replies correct the view at once. A pool on a host
 // without a node (worker-only host) treats its IDC as its first tier.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mqmesh/mqmesh/backlog"
@@ -15,20 +14,15 @@ import (
 
 func maxBatch(c PolicyConfig) int { return max(c.LocalBatch, c.RemoteBatch, c.CrossIDCBatch) }
 
-// fetch is the pull loop of one queue: reserve free slots, ask the policy
-// where to pull, pull, hand each task to a slot. A pull from another node
-// runs on its own goroutine (one at a time per queue), so a slow or cut
-// link never holds up the own node's work; a node whose pull failed is
-// avoided for a while (doubling up to MaxAvoid).
+// fetch is the pull loop of one queue, a thin shell around the pool's
+// Scheduler: reserve free slots, ask the scheduler what to do, do it, tell
+// it what came of it. A pull from another node runs on its own goroutine
+// (the scheduler allows one at a time per queue), so a slow or cut link
+// never holds up the own node's work.
 func (p *Pool) fetch(r *registered) {
 	defer p.fetchWG.Done()
-	var (
-		drained    bool
-		helping    atomic.Bool
-		remoteBusy atomic.Bool
-		remoteWG   sync.WaitGroup
-		remoteDone = make(chan struct{}, 1)
-	)
+	var remoteWG sync.WaitGroup
+	remoteDone := make(chan struct{}, 1)
 	defer remoteWG.Wait()
 	limit := maxBatch(p.cfg.Policy)
 	for {
@@ -48,106 +42,99 @@ func (p *Pool) fetch(r *registered) {
 				break more
 			}
 		}
-		now := time.Now()
-		var entries []backlog.Entry
-		if !remoteBusy.Load() {
-			entries = p.avoidFilter(p.view.Entries(), now)
-		}
-		d := p.decide(Situation{IDC: p.cfg.IDC, Node: p.cfg.Node, Queue: r.queue, Free: k, LocalDrained: drained, Helping: helping.Load(), Entries: entries, Now: now})
-		if d.Where == Nowhere {
-			p.release(k)
-			if !p.sleep(d.Wait) {
-				return
-			}
-			continue
-		}
-		if d.Where != Local {
-			remoteBusy.Store(true)
-			remoteWG.Add(1)
-			go func() {
-				defer remoteWG.Done()
-				got, err := p.pullRemote(r, d, k)
-				helping.Store(err == nil && got > 0)
-				remoteBusy.Store(false)
-				select {
-				case remoteDone <- struct{}{}:
-				default:
+		p.schedMu.Lock()
+		acts := p.sched.Next(time.Now(), r.queue, p.view.Entries(), k)
+		p.schedMu.Unlock()
+		for _, a := range acts {
+			switch a.Where {
+			case Nowhere:
+				p.release(a.Slots)
+				if !p.idle(a.Wait, remoteDone) {
+					return
 				}
-			}()
-			drained = false // back to the own node first
-			continue
-		}
-		// While a remote pull is out, do not park on the own node: look at it
-		// at once, and again when the remote pull ends (or soon).
-		park := d.Wait > 0 && remoteBusy.Load()
-		if park {
-			d.Wait = 0
-		}
-		// Not cancelled by Stop: a pull cut short would strand leases.
-		ctx, cancel := context.WithTimeout(context.Background(), d.Wait+mqnode.DefaultRequestTimeout)
-		ds, _, err := p.client(Origin{IDC: d.IDC, Node: d.Node}).Pull(ctx, mqnode.PullRequest{
-			Queue: r.queue, MaxTasks: d.MaxTasks, MaxWait: d.Wait, Lease: p.cfg.Lease, WorkerID: p.cfg.ID,
-		})
-		cancel()
-		p.release(k - len(ds))
-		p.stats.pull(Local, len(ds))
-		drained = err == nil && len(ds) < d.MaxTasks
-		if d.Wait > 0 {
-			helping.Store(false) // a long poll: nobody needed help
-		}
-		if err != nil {
-			p.log.Warn("pull from the own node failed", "node", d.Node, "queue", r.queue, "err", err)
-			if !p.sleep(100 * time.Millisecond) {
-				return
+			case Local:
+				p.pullLocal(r, a)
+			default:
+				remoteWG.Add(1)
+				go func() {
+					defer remoteWG.Done()
+					p.pullRemote(r, a)
+					select {
+					case remoteDone <- struct{}{}:
+					default:
+					}
+				}()
 			}
-			continue
-		}
-		p.dispatch(r, Origin{IDC: d.IDC, Node: d.Node}, Local, ds)
-		if park && len(ds) == 0 {
-			t := time.NewTimer(20 * time.Millisecond)
-			select {
-			case <-remoteDone:
-			case <-t.C:
-			case <-p.fetchStop:
-				t.Stop()
-				return
-			}
-			t.Stop()
 		}
 	}
 }
 
-// pullRemote makes a pull the policy sent to another node, with its k
-// reserved slots, and hands the tasks to them.
-func (p *Pool) pullRemote(r *registered, d Decision, k int) (int, error) {
-	if !p.sleep(d.Delay) {
-		p.release(k)
-		return 0, errStopping
+// idle waits d, or until a remote pull ends; false when stopping.
+func (p *Pool) idle(d time.Duration, remoteDone <-chan struct{}) bool {
+	if d <= 0 {
+		return true
 	}
-	origin := Origin{IDC: d.IDC, Node: d.Node}
-	ctx, cancel := context.WithTimeout(context.Background(), d.Wait+p.cfg.Policy.RemoteTimeout)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-remoteDone:
+	case <-t.C:
+	case <-p.fetchStop:
+		return false
+	}
+	return true
+}
+
+func (p *Pool) observe(res PullResult) time.Duration {
+	p.schedMu.Lock()
+	defer p.schedMu.Unlock()
+	return p.sched.Observe(res, time.Now())
+}
+
+// pullLocal makes a pull of the own node with the action's slots.
+func (p *Pool) pullLocal(r *registered, a Action) {
+	// Not cancelled by Stop: a pull cut short would strand leases.
+	ctx, cancel := context.WithTimeout(context.Background(), a.Wait+mqnode.DefaultRequestTimeout)
+	origin := Origin{IDC: a.IDC, Node: a.Node}
+	ds, _, err := p.client(origin).Pull(ctx, mqnode.PullRequest{
+		Queue: r.queue, MaxTasks: a.MaxTasks, MaxWait: a.Wait, Lease: p.cfg.Lease, WorkerID: p.cfg.ID,
+	})
+	cancel()
+	p.release(a.Slots - len(ds))
+	p.stats.pull(Local, len(ds))
+	p.observe(PullResult{Action: a, Got: len(ds), Err: err})
+	if err != nil {
+		p.log.Warn("pull from the own node failed", "node", a.Node, "queue", r.queue, "err", err)
+		return
+	}
+	p.dispatch(r, origin, Local, ds)
+}
+
+// pullRemote makes a pull the scheduler sent to another node, with its
+// reserved slots, and hands the tasks to them.
+func (p *Pool) pullRemote(r *registered, a Action) {
+	origin := Origin{IDC: a.IDC, Node: a.Node}
+	if !p.sleep(a.Delay) {
+		p.release(a.Slots)
+		p.observe(PullResult{Action: a, Err: errStopping})
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.Wait+p.cfg.Policy.RemoteTimeout)
 	pr, err := p.client(origin).PullResult(ctx, mqnode.PullRequest{
-		Queue: r.queue, MaxTasks: d.MaxTasks, MaxWait: d.Wait, Lease: p.cfg.Lease, WorkerID: p.cfg.ID,
+		Queue: r.queue, MaxTasks: a.MaxTasks, MaxWait: a.Wait, Lease: p.cfg.Lease, WorkerID: p.cfg.ID,
 	})
 	cancel()
 	ds, readyAfter := pr.Deliveries, pr.ReadyAfter
-	p.release(k - len(ds))
-	p.stats.pull(d.Where, len(ds))
+	p.release(a.Slots - len(ds))
+	p.stats.pull(a.Where, len(ds))
+	back := p.observe(PullResult{Action: a, Got: len(ds), Err: err, ReadyAfter: readyAfter, Throttled: pr.Throttled})
 	if err != nil {
-		back := p.avoid(origin)
-		p.view.Correct(d.IDC, d.Node, r.queue, 0)
+		p.view.Correct(a.IDC, a.Node, r.queue, 0)
 		p.log.Warn("pull from another node failed; avoiding it", "from", origin, "queue", r.queue, "for", back, "err", err)
-		return 0, err
+		return
 	}
-	p.trust(origin)
-	if len(ds) == 0 && pr.Throttled > 0 {
-		// Its backlog is held back by its overload protection: helping
-		// cannot speed it up. Look elsewhere until its throttle may open.
-		p.pause(origin, r.queue, max(pr.Throttled, minThrottlePause))
-	}
-	p.view.Correct(d.IDC, d.Node, r.queue, readyAfter)
-	p.dispatch(r, origin, d.Where, ds)
-	return len(ds), nil
+	p.view.Correct(a.IDC, a.Node, r.queue, readyAfter)
+	p.dispatch(r, origin, a.Where, ds)
 }
 
 var errStopping = errors.New("stopping")
@@ -157,73 +144,6 @@ func (p *Pool) dispatch(r *registered, origin Origin, where Where, ds []*mqnode.
 		p.runWG.Add(1)
 		go p.run(r, origin, where, dl)
 	}
-}
-
-// avoid records a failed pull from o and returns how long o is avoided.
-func (p *Pool) avoid(o Origin) time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	a := p.avoided[o]
-	a.backoff = min(max(2*a.backoff, time.Second), p.cfg.Policy.MaxAvoid)
-	a.until = time.Now().Add(a.backoff)
-	p.avoided[o] = a
-	return a.backoff
-}
-
-// minThrottlePause is the least time a pool leaves alone a node whose pull
-// came back empty because a throttle held its tasks back.
-const minThrottlePause = 250 * time.Millisecond
-
-type pausedKey struct {
-	o     Origin
-	queue string
-}
-
-// pause leaves queue on o alone for d (its throttle held tasks back);
-// o's other queues and its failure backoff are untouched.
-func (p *Pool) pause(o Origin, queue string, d time.Duration) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	for k, until := range p.paused {
-		if now.After(until) {
-			delete(p.paused, k)
-		}
-	}
-	p.paused[pausedKey{o, queue}] = now.Add(min(d, p.cfg.Policy.MaxAvoid))
-}
-
-func (p *Pool) trust(o Origin) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.avoided, o)
-}
-
-// avoidFilter drops the entries of nodes being avoided and of queues paused
-// on a node.
-func (p *Pool) avoidFilter(es []backlog.Entry, now time.Time) []backlog.Entry {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.avoided) == 0 && len(p.paused) == 0 {
-		return es
-	}
-	out := es[:0]
-	for _, e := range es {
-		o := Origin{IDC: e.IDC, Node: e.Node}
-		if a, ok := p.avoided[o]; ok && now.Before(a.until) {
-			continue
-		}
-		if until, ok := p.paused[pausedKey{o, e.Queue}]; ok && now.Before(until) {
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-type avoidance struct {
-	until   time.Time
-	backoff time.Duration
 }
 
 func (p *Pool) release(n int) {
@@ -261,7 +181,12 @@ func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery
 	extDone := make(chan struct{})
 	extStopped := make(chan struct{})
 	go p.keepLease(ctx, loseLease, origin, d.Receipt, extDone, extStopped)
+	began := time.Now()
 	res := call(ctx, r.h, task)
+	p.metrics.observe(task, where, res.outcome, began)
+	p.schedMu.Lock()
+	p.sched.ObserveTask(r.queue, res.outcome == outcomeDone, time.Since(began))
+	p.schedMu.Unlock()
 	calls, bad := task.takeCalls()
 	if bad != "" {
 		p.log.Warn("handler reported calls to an invalid backend name; dropped", "queue", r.queue, "backend", bad)

@@ -169,38 +169,39 @@ func Decide(s Situation, cfg PolicyConfig, rng *rand.Rand) Decision {
 		return Decision{Where: Local, IDC: s.IDC, Node: s.Node, MaxTasks: min(s.Free, cfg.LocalBatch), Wait: wait}
 	}
 	if !cfg.LocalOnly {
-		var same, other []backlog.Entry
-		for _, e := range s.Entries {
-			age := s.Now.Sub(e.Updated)
-			probe := e.Ready == 0 && e.Corrected && e.Level > 0 && age >= cfg.Reprobe
-			if e.Queue != s.Queue || (e.Ready < cfg.MinHelp && !probe) || (age > cfg.MaxAge && !probe) {
-				continue
-			}
-			if e.IDC == s.IDC {
-				if e.Node != s.Node {
-					same = append(same, e)
-				}
-			} else {
-				other = append(other, e)
+		// Two passes over the entries, no copy: count the candidates of
+		// the same IDC and of others, then find the chosen ones.
+		var nSame, nOther int
+		for i := range s.Entries {
+			switch candidate(&s.Entries[i], s, cfg) {
+			case SameIDC:
+				nSame++
+			case OtherIDC:
+				nOther++
 			}
 		}
-		pick := func(c []backlog.Entry, where Where, batch int) Decision {
-			e := weightedPick(c, rng)
+		pick := func(where Where, n, batch int) Decision {
+			e := twoChoices(s, cfg, where, n, rng)
 			var delay time.Duration
 			if cfg.Jitter > 0 && !s.Helping {
 				delay = time.Duration(rng.Int64N(int64(cfg.Jitter)))
 			}
-			n := min(s.Free, batch)
-			if e.Ready > 0 {
-				n = min(n, int(min(e.Ready, uint64(batch))))
+			// Ask for what the node is predicted to hold, or, from a node
+			// whose arrivals are known (a pull corrected its entry), a
+			// whole batch: one remote pull is in flight at a time, so a
+			// pull sized to a task or two would cap the help at a few
+			// tasks per round trip.
+			k := min(s.Free, batch)
+			if p := predicted(&e, s.Now); p > 0 && !(e.Corrected && e.EnqueueRate > 0) {
+				k = min(k, int(min(p, uint64(batch))))
 			}
-			return Decision{Where: where, IDC: e.IDC, Node: e.Node, MaxTasks: max(n, 1), Delay: delay}
+			return Decision{Where: where, IDC: e.IDC, Node: e.Node, MaxTasks: max(k, 1), Delay: delay}
 		}
 		switch {
-		case len(same) > 0 && (len(other) == 0 || !cfg.CrossIDCAlways || rng.IntN(2) == 0):
-			return pick(same, SameIDC, cfg.RemoteBatch)
-		case len(other) > 0:
-			return pick(other, OtherIDC, cfg.CrossIDCBatch)
+		case nSame > 0 && (nOther == 0 || !cfg.CrossIDCAlways || rng.IntN(2) == 0):
+			return pick(SameIDC, nSame, cfg.RemoteBatch)
+		case nOther > 0:
+			return pick(OtherIDC, nOther, cfg.CrossIDCBatch)
 		}
 	}
 	if s.Node != "" {
@@ -209,20 +210,62 @@ func Decide(s Situation, cfg PolicyConfig, rng *rand.Rand) Decision {
 	return Decision{Where: Nowhere, Wait: cfg.Idle}
 }
 
-// weightedPick chooses an entry at random with probability proportional
-// to its backlog (c is non-empty).
-func weightedPick(c []backlog.Entry, rng *rand.Rand) backlog.Entry {
-	weight := func(e backlog.Entry) uint64 { return max(e.Ready, 1) } // a probe weighs 1
-	var total uint64
-	for _, e := range c {
-		total += weight(e)
+// candidate says whether e may be helped, and where it is (Nowhere: no).
+func candidate(e *backlog.Entry, s Situation, cfg PolicyConfig) Where {
+	if e.Queue != s.Queue {
+		return Nowhere
 	}
-	x := rng.Uint64N(total)
-	for _, e := range c {
-		if x < weight(e) {
-			return e
+	age := s.Now.Sub(e.Updated)
+	// A node a pull found empty is probed again after Reprobe, or sooner
+	// when its arrival rate predicts a task by now (an announced node
+	// whose own consumers are gone: its helpers keep it drained instead of
+	// waiting for it to re-announce).
+	probe := e.Ready == 0 && e.Corrected && e.Level > 0 && (age >= cfg.Reprobe || e.EnqueueRate*age.Seconds() >= 1)
+	if (e.Ready < cfg.MinHelp && !probe) || (age > cfg.MaxAge && !probe) {
+		return Nowhere
+	}
+	switch {
+	case e.IDC != s.IDC:
+		return OtherIDC
+	case e.Node != s.Node:
+		return SameIDC
+	}
+	return Nowhere
+}
+
+// predicted is the ready count of e now: as announced, or, once a pull
+// corrected it, that count plus the arrivals its rate predicts since.
+func predicted(e *backlog.Entry, now time.Time) uint64 {
+	if !e.Corrected || e.EnqueueRate <= 0 {
+		return e.Ready
+	}
+	return e.Ready + uint64(e.EnqueueRate*min(now.Sub(e.Updated).Seconds(), 10))
+}
+
+// twoChoices picks two of the n candidates of where at random and returns
+// the one with more (predicted) ready tasks: power-of-two choices, so
+// helpers reading the same view spread over the backlogged nodes instead
+// of all descending on the largest one, while still preferring large
+// backlogs.
+func twoChoices(s Situation, cfg PolicyConfig, where Where, n int, rng *rand.Rand) backlog.Entry {
+	a, b := rng.IntN(n), rng.IntN(n)
+	var ea, eb *backlog.Entry
+	k := 0
+	for i := range s.Entries {
+		e := &s.Entries[i]
+		if candidate(e, s, cfg) != where {
+			continue
 		}
-		x -= weight(e)
+		if k == a {
+			ea = e
+		}
+		if k == b {
+			eb = e
+		}
+		k++
 	}
-	return c[len(c)-1]
+	if predicted(eb, s.Now) > predicted(ea, s.Now) {
+		return *eb
+	}
+	return *ea
 }

@@ -35,13 +35,13 @@ type Pool struct {
 	slots    chan struct{}
 
 	mu      sync.Mutex
-	rng     *rand.Rand
 	clients map[Origin]*mqnode.Client
 	ackers  map[Origin]*acker
-	avoided map[Origin]avoidance
-	// paused: (node, queue) pairs whose pulls a throttle held back, until when.
-	paused  map[pausedKey]time.Time
 	started bool
+
+	// schedMu guards sched, the fetch loops' shared deterministic core.
+	schedMu sync.Mutex
+	sched   *Scheduler
 
 	watcher  *backlog.Watcher
 	mesh     *mesh.Mesh
@@ -55,7 +55,8 @@ type Pool struct {
 	killed    atomic.Bool
 	once      sync.Once
 
-	stats counters
+	stats   counters
+	metrics *poolMetrics // histograms (metrics.go)
 	// beforeAck, when set (tests), runs after a handler returned and
 	// before its ack is sent; returning false drops the ack.
 	beforeAck func(*Task, Result) bool
@@ -80,20 +81,20 @@ func New(nc *nats.Conn, cfg Config) (*Pool, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pool{
-		cfg:       cfg,
-		log:       cfg.Logger.With("component", "worker", "pool", cfg.ID, "idc", cfg.IDC),
-		nc:        nc,
-		view:      backlog.NewView(nil),
-		handlers:  map[string]*registered{},
-		slots:     make(chan struct{}, cfg.Slots),
-		rng:       rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "worker", "pool", cfg.ID, "idc", cfg.IDC),
+		nc:       nc,
+		view:     backlog.NewView(nil),
+		handlers: map[string]*registered{},
+		slots:    make(chan struct{}, cfg.Slots),
+		sched: NewScheduler(SchedulerConfig{IDC: cfg.IDC, Node: cfg.Node, Policy: cfg.Policy,
+			Rand: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}),
 		clients:   map[Origin]*mqnode.Client{},
 		ackers:    map[Origin]*acker{},
-		avoided:   map[Origin]avoidance{},
-		paused:    map[pausedKey]time.Time{},
 		fetchStop: make(chan struct{}),
 		runCtx:    ctx,
 		cancelRun: cancel,
+		metrics:   newPoolMetrics(),
 	}, nil
 }
 
@@ -285,12 +286,6 @@ func (p *Pool) clientLocked(o Origin) *mqnode.Client {
 		p.clients[o] = c
 	}
 	return c
-}
-
-func (p *Pool) decide(s Situation) Decision {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return Decide(s, p.cfg.Policy, p.rng)
 }
 
 // sleep waits d or until the pool stops fetching; false when stopping.

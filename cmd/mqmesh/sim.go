@@ -78,15 +78,16 @@ Without a file it runs the embedded default scenario (configs/sim/default.yaml):
 3 IDCs x 3 hosts; normal, one IDC's handlers degraded, two IDCs' pools lost,
 recovery. configs/sim/ also holds the overload scenarios: retry-storm.yaml
 (a backend fails 100% then recovers), backend-budget.yaml (3 nodes share a
-backend's budget) and cpu-hog.yaml (a CPU hog with the CPU throttle on). It
+backend's budget), cpu-hog.yaml (a CPU hog with the CPU throttle on), and
+bad-deploy.yaml (handlers ack without working, then a replay repairs it). It
 prints the phase table and the work table (attempts, retries, backend calls,
 enqueue latency, node progress) on stdout (or --json) and writes
 report.html, backlog.svg, backlog.png and series.csv to --out.
 
 With --model it runs the scale model instead: a discrete-event run in
-virtual time of 100 to 10,000+ hosts (--sizes) with the same scheduling
-policy (worker.Decide), publisher decisions and backlog views as the real
-code, and prints one row per size (notices per worker, locality, time to
+virtual time of 100 to 10,000+ hosts (--sizes) driving the same scheduling
+cores as the real components (worker.Scheduler, backlog.Planner) and real
+backlog views, and prints one row per size (notices per worker, locality, time to
 first help, helper balance, backlog, latency).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mqmesh/mqmesh/internal/secrets"
 )
 
 // NewCommand returns the `bench` command tree: `bench node`, `bench
@@ -44,6 +46,7 @@ type nodeOptions struct {
 	tune                 bool
 	tuneCount            int
 	tuneCountFsync       int
+	secure               bool
 	runner
 }
 
@@ -71,6 +74,7 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.StringSliceVar(&o.backlogPeers, "backlog-peers", []string{peerMQNode}, "peers to grow a backlog on: mqnode, jetstream")
 	f.DurationVar(&o.lease, "lease", 30*time.Second, "lease (mqnode) and ack wait (JetStream) of pulled tasks")
 	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU and heap profiles of each server process to this directory (<peer>-<durability>.cpu.pprof, .heap.pprof)")
+	f.BoolVar(&o.secure, "secure", true, "also run mqnode with TLS and role authentication (mqnode+tls) in every pairing, beside the plain one: the cost of security")
 	f.DurationVar(&o.stall, "stall-timeout", 2*time.Minute, "fail a phase that makes no progress for this long")
 	f.StringSliceVar(&o.peers, "peers", []string{peerJetStream, peerRiver}, "peers to compare mqnode with: jetstream, river (River on PostgreSQL; skipped with a message when PostgreSQL cannot be installed)")
 	f.BoolVar(&o.tune, "tune", true, "first run each peer's grid of drives (--tune-count tasks each) and compare the peers at their best; --tune=false runs the drive of --producers, --batch and --consumers")
@@ -151,6 +155,16 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		Pairs: []Pair{},
 		Notes: notes(),
 	}
+	if o.secure && len(o.pairs) > 0 {
+		dir := filepath.Join(root, "secrets")
+		if err := secrets.Init(dir, false); err != nil {
+			return nil, err
+		}
+		if w.sec, err = secrets.Load(dir); err != nil {
+			return nil, err
+		}
+		r.Notes = append(r.Notes, "mqnode+tls: the same mqnode with secrets (mqmesh secrets init): TLS 1.3 on the client connections and nkey role users (producer connection as admin, for stats; consumers as worker); secure cost = mqnode+tls / mqnode")
+	}
 	var errs []error
 	peers := append([]string{peerMQNode}, o.peers...)
 	skipped := map[string]string{}
@@ -194,6 +208,15 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 			switch pn {
 			case peerMQNode:
 				p.MQNode = res
+				if w.sec != nil {
+					// Right after the plain run, so both see the same
+					// machine, with the same drive.
+					sec := runPeer(ctx, o, w.with(drives[pn], ""), root, peerMQNodeSecure, pair)
+					p.MQNodeSecure, p.SecureCost = &sec, newRatio(sec, p.MQNode)
+					if !sec.OK {
+						errs = append(errs, fmt.Errorf("%s %s: %s", sec.Peer, sec.Durability, failure(sec)))
+					}
+				}
 			case peerJetStream:
 				p.JetStream = res
 			case peerRiver:
@@ -274,6 +297,9 @@ func runWorkload(ctx context.Context, o *nodeOptions, w *workload, root, peerNam
 	}
 	defer os.RemoveAll(dir)
 	so := serveOptions{peer: peerName, durability: pair, dir: dir}
+	if peerName == peerMQNodeSecure {
+		so.secrets = w.sec.Dir
+	}
 	if o.profileDir != "" {
 		so.cpuProfile = filepath.Join(o.profileDir, peerName+"-"+res.Durability+".cpu.pprof")
 		so.memProfile = filepath.Join(o.profileDir, peerName+"-"+res.Durability+".heap.pprof")
@@ -370,7 +396,17 @@ func runPhases(ctx context.Context, p peer, w *workload, count int, label string
 func connect(ctx context.Context, peerName, url string, w *workload) (peer, error) {
 	switch peerName {
 	case peerMQNode:
-		return dialMQNode(ctx, url, w)
+		return dialMQNode(ctx, url, w, nil, nil)
+	case peerMQNodeSecure:
+		prod, err := w.sec.ClientOptions(secrets.RoleAdmin)
+		if err != nil {
+			return nil, err
+		}
+		cons, err := w.sec.ClientOptions(secrets.RoleWorker)
+		if err != nil {
+			return nil, err
+		}
+		return dialMQNode(ctx, url, w, prod, cons)
 	case peerRiver:
 		return dialRiver(ctx, url, w)
 	}

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/mqmesh/mqmesh/mqnode"
 )
 
@@ -30,12 +32,14 @@ type mqnodePeer struct {
 	ackSlot chan struct{}
 }
 
-func dialMQNode(ctx context.Context, url string, w *workload) (*mqnodePeer, error) {
-	prod, err := mqnode.Dial(ctx, url)
+// dialMQNode connects the producer and consumer sides, each with its own
+// options (credentials, for mqnode+tls).
+func dialMQNode(ctx context.Context, url string, w *workload, prodOpts, consOpts []nats.Option) (*mqnodePeer, error) {
+	prod, err := mqnode.Dial(ctx, url, prodOpts...)
 	if err != nil {
 		return nil, err
 	}
-	cons, err := mqnode.Dial(ctx, url)
+	cons, err := mqnode.Dial(ctx, url, consOpts...)
 	if err != nil {
 		prod.Close()
 		return nil, err

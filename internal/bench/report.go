@@ -55,6 +55,10 @@ type Pair struct {
 	// RatioRiver mqnode / River.
 	River      *Result `json:"river,omitempty"`
 	RatioRiver *Ratio  `json:"ratio_river,omitempty"`
+	// MQNodeSecure is mqnode with TLS and authentication (--secure), and
+	// SecureCost is MQNodeSecure / MQNode.
+	MQNodeSecure *Result `json:"mqnode_secure,omitempty"`
+	SecureCost   *Ratio  `json:"secure_cost,omitempty"`
 }
 
 // Result is one peer's run.
@@ -185,6 +189,10 @@ func writeTable(w io.Writer, r *Report) error {
 						q.r.EnqueuePerS, q.r.DrainPerS, q.r.EndToEndS, orDash("%.2fx", q.r.PeakRSS), orDash("%.2fx", q.r.PeakAnon), orDash("%.2fx", q.r.CPUS))
 				}
 			}
+			if q := p.SecureCost; q != nil {
+				fmt.Fprintf(tw, "%s\tsecure cost\tmqnode+tls/mqnode\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\t\n", p.Pair,
+					q.EnqueuePerS, q.DrainPerS, q.EndToEndS, q.PeakRSS, q.PeakAnon, q.CPUS)
+			}
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -250,9 +258,12 @@ func orDash(format string, v float64) string {
 
 // results are the pairing's peers in table order.
 func (p Pair) results() []Result {
-	rs := []Result{p.MQNode, p.JetStream}
-	if p.JetStream.Peer == "" {
-		rs = rs[:1]
+	rs := []Result{p.MQNode}
+	if p.MQNodeSecure != nil {
+		rs = append(rs, *p.MQNodeSecure)
+	}
+	if p.JetStream.Peer != "" {
+		rs = append(rs, p.JetStream)
 	}
 	if p.River != nil {
 		rs = append(rs, *p.River)
