@@ -162,7 +162,7 @@ func TestNodeTunesEachPeer(t *testing.T) {
 			t.Errorf("%s: %+v", res.Peer, res)
 		}
 	}
-	if p.JetStream.Drive.Enqueue != enqueuePubAsync || p.MQNode.Drive.Pull != pullMQNode {
+	if p.JetStream.Drive.Enqueue != enqueuePubAsync || (p.MQNode.Drive.Pull != pullMQNode && p.MQNode.Drive.Pull != pullPuller) {
 		t.Errorf("drives: %+v %+v", p.MQNode.Drive, p.JetStream.Drive)
 	}
 	assertEmptyDir(t, dir)
