@@ -3,6 +3,8 @@ package backlog_test
 import (
 	"context"
 	"fmt"
+	"github.com/mqmesh/mqmesh/internal/secrets"
+	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
 	"log/slog"
 	"os"
@@ -167,7 +169,8 @@ func TestBurstIsBoundedAndCrossingIsFast(t *testing.T) {
 
 func startAgent(t *testing.T, idc, name string, seeds ...string) *mesh.NodeAgent {
 	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
-		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: logger(t), Throttle: testlog.NoCPUThrottle},
+		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: logger(t), Throttle: testlog.NoCPUThrottle,
+			Security: secretstest.Set(t)},
 		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
 	})
 	if err != nil {
@@ -202,7 +205,7 @@ func TestFiltersAcrossIDCs(t *testing.T) {
 	b1 := startAgent(t, "idcB", "b1", a1.Mesh.GossipAddr())
 	eventually(t, 20*time.Second, "mesh of 2", func() bool { return len(a1.Mesh.Alive(nil)) == 2 && len(b1.Mesh.Alive(nil)) == 2 })
 
-	wc, err := a1.Node.Connect()
+	wc, err := a1.Node.Connect(secretstest.InProcess(t, secrets.RoleWorker)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
@@ -36,11 +35,11 @@ func (s *store) ack(ctx context.Context, items []*wirepb.AckItem) ([]*wirepb.Ack
 			continue
 		}
 		if it.Kind == wirepb.AckKind_EXTEND {
-			d := it.ExtendMs
-			if max := s.cfg.MaxLease.Milliseconds(); d > max {
-				d = max
+			if err := checkMs("extend_ms", it.ExtendMs, s.cfg.MaxLease); err != nil {
+				res.Error = toWireError(err)
+				continue
 			}
-			dl, ok := s.leases.extend(it.Receipt, d, now)
+			dl, ok := s.leases.extend(it.Receipt, it.ExtendMs, now)
 			if !ok {
 				res.Error = toWireError(staleErr(it.Receipt))
 				continue
@@ -92,28 +91,37 @@ type settle struct {
 // Everything that can be checked is checked before the lease is taken.
 func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.AckResult) (settle, error) {
 	var subq *queue
+	var fan []*fanQueue // subtasks to a topic (topic.go)
 	switch it.Kind {
 	case wirepb.AckKind_ACK:
 		if len(it.Subtasks) > 0 {
 			if it.SubtaskQueue != "" {
-				if err := subject.Validate("subtask_queue", it.SubtaskQueue); err != nil {
+				if err := ValidateTarget("subtask_queue", it.SubtaskQueue); err != nil {
 					return settle{}, err
 				}
 			}
 			if err := s.validateItems(it.Subtasks, "subtasks"); err != nil {
 				return settle{}, err
 			}
+			if err := s.disk.admit(); err != nil {
+				return settle{}, fmt.Errorf("subtasks: %w", err)
+			}
 		}
 	case wirepb.AckKind_NACK, wirepb.AckKind_DEAD:
-		if it.DelayMs < 0 {
-			return settle{}, fmt.Errorf("%w: negative nack delay", ErrBadRequest)
+		if err := checkMs("delay_ms", it.DelayMs, s.cfg.MaxDelay); err != nil {
+			return settle{}, err
 		}
 	default:
 		return settle{}, fmt.Errorf("%w: unknown ack kind %d", ErrBadRequest, it.Kind)
 	}
 	if len(it.Subtasks) > 0 && it.SubtaskQueue != "" {
 		var err error
-		if subq, err = s.queue(ctx, it.SubtaskQueue, true); err != nil {
+		if topic, ok := TopicTarget(it.SubtaskQueue); ok {
+			fan, err = s.fanout(ctx, topic, it.Subtasks)
+		} else {
+			subq, err = s.queue(ctx, it.SubtaskQueue, true)
+		}
+		if err != nil {
 			return settle{}, err
 		}
 	}
@@ -121,11 +129,12 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 	if l == nil {
 		return settle{}, staleErr(it.Receipt)
 	}
+	s.obs.settled(l, it.Kind, it.Error, s.nowMs())
 	switch it.Kind {
 	case wirepb.AckKind_NACK:
 		s.settled(l.q, it.Calls, throttle.Failed)
 		l.q.c.nacked.Add(1)
-		return settle{op: s.retryOp(l, time.Duration(it.DelayMs)*time.Millisecond, it.Error, "nacked"), l: l}, nil
+		return settle{op: s.retryOp(l, msDuration(it.DelayMs), it.Error, "nacked"), l: l}, nil
 	case wirepb.AckKind_DEAD:
 		s.settled(l.q, it.Calls, throttle.GaveUp)
 		reason := "given up by handler"
@@ -142,17 +151,25 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 	}
 	q := l.q
 	s.settled(q, it.Calls, throttle.Succeeded)
+	var spawned []*wirepb.EnqueueResult
 	return settle{l: l, op: &writeOp{
 		prepare: func(w *wtx) error {
 			w.del(l.key)
 			w.effect(effect{q: q, stored: -1, leased: -1})
+			if err := w.keepSettled(q, l.task, outcomeAcked); err != nil {
+				return err
+			}
 			if len(it.Subtasks) == 0 {
 				return nil
+			}
+			if fan != nil {
+				return w.putFanoutSubtasks(fan, it.Subtasks, res)
 			}
 			ids, err := w.putTasks(subq, it.Subtasks)
 			if err != nil {
 				return err
 			}
+			spawned = ids
 			res.SubtaskIds = res.SubtaskIds[:0]
 			for _, r := range ids {
 				res.SubtaskIds = append(res.SubtaskIds, r.Id)
@@ -162,8 +179,9 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 		after: func() {
 			now := s.nowMs()
 			q.c.acked.add(now, 1)
-			if n := len(it.Subtasks); n > 0 {
+			if n := len(it.Subtasks); n > 0 && fan == nil {
 				subq.c.enqueued.add(now, int64(n))
+				s.obs.enqueued(subq.name, it.Subtasks, spawned, time.Time{}, l.task.Id)
 			}
 		},
 	}}, nil

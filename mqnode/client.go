@@ -117,11 +117,13 @@ func (c *Client) call(ctx context.Context, subj string, req, rep proto.Message, 
 func (c *Client) subj(op string) string { return Subject(c.idc, c.node, op) }
 
 // Enqueue stores tasks on queue and returns their ids once they are durable
-// under the node's durability setting.
+// under the node's durability setting. A queue of "topic:T" fans each task
+// out into T's matching subscriptions (Copies in each result).
 func (c *Client) Enqueue(ctx context.Context, queue string, items ...*EnqueueItem) ([]*EnqueueResult, error) {
-	if err := subject.Validate("queue", queue); err != nil {
+	if err := ValidateTarget("queue", queue); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
+	stampItems(ctx, c.producerName(), items)
 	var rep wirepb.EnqueueReply
 	err := c.call(ctx, c.subj(OpEnqueue), &wirepb.EnqueueRequest{Queue: queue, Items: items}, &rep, func() *wirepb.Error { return rep.Error })
 	if err != nil {
@@ -209,18 +211,31 @@ func (c *Client) AckOne(ctx context.Context, item *AckItem) (*AckResult, error) 
 // Stats returns the node's identity and per-queue statistics (one queue, or
 // all when queue is empty).
 func (c *Client) Stats(ctx context.Context, queue string) (*NodeInfo, []*QueueStats, error) {
-	var rep wirepb.StatsReply
-	err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
+	rep, err := c.StatsReply(ctx, queue)
 	return rep.Node, rep.Queues, err
 }
 
 // StatsReply returns the node's whole stats reply: the node, its queues
 // (one, or all when queue is ""), its node-wide throttles and the backends
-// its handlers report calls to.
+// its handlers report calls to. A node pages many queues over several
+// replies (each fits one message); StatsReply follows the pages.
 func (c *Client) StatsReply(ctx context.Context, queue string) (*StatsReply, error) {
-	var rep wirepb.StatsReply
-	err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
-	return &rep, err
+	var all *wirepb.StatsReply
+	after := ""
+	for {
+		var rep wirepb.StatsReply
+		err := c.call(ctx, c.subj(OpStats), &wirepb.StatsRequest{Queue: queue, After: after}, &rep, func() *wirepb.Error { return rep.Error })
+		if all == nil {
+			all = &rep
+		} else {
+			all.Queues = append(all.Queues, rep.Queues...)
+		}
+		if err != nil || rep.Next == "" || rep.Next <= after {
+			all.Next = ""
+			return all, err
+		}
+		after = rep.Next
+	}
 }
 
 // Info returns the node's identity.
@@ -266,3 +281,11 @@ const (
 
 // AckKind says how an AckItem settles a delivery.
 type AckKind = wirepb.AckKind
+
+// DeleteQueue removes an empty queue from the node (admin role): it must
+// hold no ready, delayed, leased or dead task, and not be declared in the
+// node's config.
+func (c *Client) DeleteQueue(ctx context.Context, queue string) error {
+	var rep wirepb.QueueDeleteReply
+	return c.call(ctx, c.subj(OpQueueDelete), &wirepb.QueueDeleteRequest{Queue: queue}, &rep, func() *wirepb.Error { return rep.Error })
+}

@@ -35,10 +35,13 @@ const (
 	DefaultLease           = 30 * time.Second
 	DefaultMaxLease        = 12 * time.Hour
 	DefaultMaxPullWait     = 60 * time.Second
+	DefaultMaxDelay        = 366 * 24 * time.Hour
+	DefaultMaxTTL          = 10 * 366 * 24 * time.Hour
 	DefaultMaxPullBatch    = 1000
 	DefaultMaxEnqueueBatch = 10000
 	DefaultReadyBuffer     = 1024
 	DefaultReadyBufferSize = 8 << 20
+	DefaultReadyBudget     = 128 << 20
 	DefaultGCInterval      = time.Minute
 	DefaultMemTableSize    = 16 << 20
 	DefaultBlockCacheSize  = 32 << 20
@@ -46,6 +49,11 @@ const (
 	DefaultNATSMaxPayload  = 1<<20 + 64<<10
 	DefaultValueThreshold  = 128
 	DefaultValueLogFile    = 64 << 20
+
+	DefaultMaxPullsPerClient = 1024
+	DefaultMaxRequestRate    = 20000
+	DefaultMaxQueues         = 10000
+	DefaultQueueIdleEvict    = time.Hour
 
 	DefaultMaxAttempts = 10
 	DefaultBackoffBase = time.Second
@@ -92,15 +100,39 @@ type Config struct {
 	MaxLease     time.Duration `yaml:"max_lease"`
 	// MaxPullWait caps a pull's long-poll wait. Default 60s.
 	MaxPullWait time.Duration `yaml:"max_pull_wait"`
+	// MaxDelay bounds a task's delay, its not-before time (from now) and a
+	// nack's retry delay; MaxTTL bounds a task's ttl. Larger values are
+	// refused with BAD_REQUEST. Defaults 366 days and 10 × 366 days.
+	MaxDelay time.Duration `yaml:"max_delay"`
+	MaxTTL   time.Duration `yaml:"max_ttl"`
 	// MaxPullBatch caps the tasks one pull returns. Default 1000.
 	MaxPullBatch int `yaml:"max_pull_batch"`
 	// MaxEnqueueBatch caps the tasks one enqueue request carries. Default 10000.
 	MaxEnqueueBatch int `yaml:"max_enqueue_batch"`
+	// MaxPullsPerClient caps the pulls one client connection has in flight
+	// (long polls hold a slot while they wait). Default 1024.
+	MaxPullsPerClient int `yaml:"max_pulls_per_client"`
+	// MaxRequestRate caps one client connection's requests per second
+	// (token bucket, burst one second's worth); past it requests get
+	// UNAVAILABLE. Negative: no limit. Default 20000.
+	MaxRequestRate float64 `yaml:"max_request_rate"`
+	// MaxQueues caps the queues a node holds: past it an enqueue or pull
+	// of an unknown queue gets UNAVAILABLE instead of creating it.
+	// Default 10000.
+	MaxQueues int `yaml:"max_queues"`
+	// QueueIdleEvict removes an auto-created queue that has held no task,
+	// lease, dead letter or waiting pull for this long. Negative: never.
+	// Default 1h.
+	QueueIdleEvict time.Duration `yaml:"queue_idle_evict"`
 	// ReadyBuffer and ReadyBufferBytes bound the in-memory window of ready
 	// tasks per queue; the rest of the backlog stays on disk and is paged in
 	// by cursor. Defaults 1024 tasks and 8 MiB.
 	ReadyBuffer      int `yaml:"ready_buffer"`
 	ReadyBufferBytes int `yaml:"ready_buffer_bytes"`
+	// ReadyBudget bounds the ready windows of all queues together, in
+	// bytes: a queue refills only into what is left of it, or its fair share
+	// (budget / queues), and always at least one task. Default 128 MiB.
+	ReadyBudget int64 `yaml:"ready_budget"`
 	// GCInterval is how often Badger's value-log GC runs. Default 1m.
 	GCInterval time.Duration `yaml:"gc_interval"`
 	// Badger memory: memtable size (at most 2 in memory), block cache,
@@ -118,15 +150,33 @@ type Config struct {
 	ValueLogFileSize int64 `yaml:"value_log_file_size"`
 	BlockCacheSize   int64 `yaml:"block_cache_size"`
 	IndexCacheSize   int64 `yaml:"index_cache_size"`
+	// DiskReserve is the free space (bytes) kept on the data dir's
+	// filesystem for what Badger maps next and for settling work: below it,
+	// enqueues answer DISK_FULL while pulls, acks and DLQ purges go on (see
+	// diskspace.go). Default 2 × (2 × memtable_size + 2 × value_log_file_size)
+	// (320 MiB at the default sizes); at least half that.
+	DiskReserve int64 `yaml:"disk_reserve"`
 
 	// Throttle is the node's overload protection: retry admission by
 	// success rate, dispatch by host CPU, mesh-wide backend budgets. On by
 	// default; see package throttle for every setting and its default.
 	Throttle throttle.Config `yaml:"throttle"`
+	// Topics defined on this node: topic name → subscriptions (topic.go).
+	// Topics made with `mqmesh topic create` live in the store instead and
+	// reach every node of the mesh.
+	Topics map[string][]Subscription `yaml:"topics"`
+	// TopicSyncInterval is how often the node republishes its stored
+	// topics to the mesh (topicsync.go). Default 30s.
+	TopicSyncInterval time.Duration `yaml:"topic_sync_interval"`
 	// CPUSampler reads the host's CPU usage for the CPU throttle. Default
 	// throttle.HostCPU(); tests inject their own.
 	CPUSampler throttle.CPUSampler `yaml:"-"`
+	// StarvationSampler reads the node's own CPU starvation for the CPU
+	// throttle (cpu.signal starvation). Default throttle.ProcessStarvation().
+	StarvationSampler throttle.StarvationSampler `yaml:"-"`
 
+	// Trace bounds the task trace kept in the store (see TraceConfig).
+	Trace TraceConfig `yaml:"trace"`
 	// Security, when set, secures the node (see package internal/secrets):
 	// TLS and nkey users with role permissions on the client port; the
 	// node's own connections authenticate as role node. Nil: no TLS, no
@@ -156,6 +206,10 @@ type QueueConfig struct {
 	Retention time.Duration `yaml:"retention"`
 	// DedupWindow is how long a producer dedup key is remembered. Default 10m.
 	DedupWindow time.Duration `yaml:"dedup_window"`
+	// KeepSettled keeps acked and dead-lettered tasks this long (whole
+	// seconds) after they are settled, for `mqmesh replay`. Default 0: off
+	// (negative switches a default off for one queue).
+	KeepSettled time.Duration `yaml:"keep_settled"`
 }
 
 func (q QueueConfig) merge(over QueueConfig) QueueConfig {
@@ -173,6 +227,9 @@ func (q QueueConfig) merge(over QueueConfig) QueueConfig {
 	}
 	if over.DedupWindow != 0 {
 		q.DedupWindow = over.DedupWindow
+	}
+	if over.KeepSettled != 0 {
+		q.KeepSettled = over.KeepSettled
 	}
 	return q
 }
@@ -225,19 +282,32 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.DefaultLease, DefaultLease)
 	setDefault(&c.MaxLease, DefaultMaxLease)
 	setDefault(&c.MaxPullWait, DefaultMaxPullWait)
+	setDefault(&c.MaxDelay, DefaultMaxDelay)
+	setDefault(&c.MaxTTL, DefaultMaxTTL)
 	setDefault(&c.MaxPullBatch, DefaultMaxPullBatch)
 	setDefault(&c.MaxEnqueueBatch, DefaultMaxEnqueueBatch)
+	setDefault(&c.MaxPullsPerClient, DefaultMaxPullsPerClient)
+	setDefault(&c.MaxRequestRate, DefaultMaxRequestRate)
+	setDefault(&c.MaxQueues, DefaultMaxQueues)
+	setDefault(&c.QueueIdleEvict, DefaultQueueIdleEvict)
 	setDefault(&c.ReadyBuffer, DefaultReadyBuffer)
 	setDefault(&c.ReadyBufferBytes, DefaultReadyBufferSize)
+	setDefault(&c.ReadyBudget, DefaultReadyBudget)
 	setDefault(&c.GCInterval, DefaultGCInterval)
 	setDefault(&c.MemTableSize, DefaultMemTableSize)
 	setDefault(&c.BlockCacheSize, DefaultBlockCacheSize)
 	setDefault(&c.IndexCacheSize, DefaultIndexCacheSize)
 	setDefault(&c.ValueThreshold, DefaultValueThreshold)
 	setDefault(&c.ValueLogFileSize, DefaultValueLogFile)
+	setDefault(&c.DiskReserve, 2*c.minDiskReserve())
+	setDefault(&c.TopicSyncInterval, DefaultTopicSyncInterval)
 	c.Throttle = c.Throttle.WithDefaults()
+	c.Trace = c.Trace.WithDefaults()
 	if c.CPUSampler == nil {
 		c.CPUSampler = throttle.HostCPU()
+	}
+	if c.StarvationSampler == nil {
+		c.StarvationSampler = throttle.ProcessStarvation()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -282,11 +352,23 @@ func (c Config) Validate() error {
 	if c.DefaultLease <= 0 || c.MaxLease < c.DefaultLease {
 		errs = append(errs, fmt.Errorf("default_lease %s / max_lease %s: need 0 < default_lease <= max_lease", c.DefaultLease, c.MaxLease))
 	}
-	if c.MaxPullWait < 0 || c.MaxPullBatch <= 0 || c.MaxEnqueueBatch <= 0 || c.ReadyBuffer <= 0 || c.ReadyBufferBytes <= 0 {
-		errs = append(errs, errors.New("max_pull_wait, max_pull_batch, max_enqueue_batch, ready_buffer, ready_buffer_bytes: must be positive"))
+	if c.MaxDelay <= 0 || c.MaxTTL <= 0 {
+		errs = append(errs, fmt.Errorf("max_delay %s / max_ttl %s: must be positive", c.MaxDelay, c.MaxTTL))
+	}
+	if c.MaxPullWait < 0 || c.MaxPullBatch <= 0 || c.MaxEnqueueBatch <= 0 || c.ReadyBuffer <= 0 || c.ReadyBufferBytes <= 0 || c.ReadyBudget <= 0 {
+		errs = append(errs, errors.New("max_pull_wait, max_pull_batch, max_enqueue_batch, ready_buffer, ready_buffer_bytes, ready_budget: must be positive"))
+	}
+	if c.MaxPullsPerClient <= 0 || c.MaxQueues <= 0 {
+		errs = append(errs, fmt.Errorf("max_pulls_per_client %d / max_queues %d: must be positive", c.MaxPullsPerClient, c.MaxQueues))
+	}
+	if c.QueueIdleEvict > 0 && c.QueueIdleEvict <= c.MaxPullWait {
+		errs = append(errs, fmt.Errorf("queue_idle_evict %s: must exceed max_pull_wait (%s), or be negative (never)", c.QueueIdleEvict, c.MaxPullWait))
 	}
 	if c.GCInterval < 0 || c.MemTableSize < 1<<20 || c.BlockCacheSize < 0 || c.IndexCacheSize < 0 {
 		errs = append(errs, errors.New("gc_interval, memtable_size (>= 1 MiB), block_cache_size, index_cache_size: out of range"))
+	}
+	if c.DiskReserve < c.minDiskReserve() {
+		errs = append(errs, fmt.Errorf("disk_reserve %d: must be at least 2 × memtable_size + 2 × value_log_file_size = %d (the next files Badger maps)", c.DiskReserve, c.minDiskReserve()))
 	}
 	if c.Security != nil {
 		if err := c.Security.CheckNode(); err != nil {
@@ -295,6 +377,15 @@ func (c Config) Validate() error {
 	}
 	if err := c.Throttle.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Trace.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateTopics(c.Topics); err != nil {
+		errs = append(errs, err)
+	}
+	if c.TopicSyncInterval <= 0 {
+		errs = append(errs, fmt.Errorf("topic_sync_interval %s: must be positive", c.TopicSyncInterval))
 	}
 	if err := c.QueueDefaults.validate("queue_defaults"); err != nil {
 		errs = append(errs, err)
@@ -315,6 +406,9 @@ func (q QueueConfig) validate(field string) error {
 	if q.MaxAttempts == 0 || q.BackoffBase <= 0 || q.BackoffMax < q.BackoffBase || q.DedupWindow <= 0 {
 		return fmt.Errorf("%s: need max_attempts >= 1, 0 < backoff_base <= backoff_max, dedup_window > 0", field)
 	}
+	if q.KeepSettled > 0 && q.KeepSettled < time.Second {
+		return fmt.Errorf("%s.keep_settled %s: want at least 1s (or 0: off)", field, q.KeepSettled)
+	}
 	return nil
 }
 
@@ -322,3 +416,7 @@ func (q QueueConfig) validate(field string) error {
 func (c *Config) queueConfig(name string) QueueConfig {
 	return c.QueueDefaults.merge(c.Queues[name])
 }
+
+// minDiskReserve is the space the next memtable and value-log files Badger
+// creates take (each is made at twice its nominal size).
+func (c Config) minDiskReserve() int64 { return 2*c.MemTableSize + 2*c.ValueLogFileSize }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
@@ -14,8 +15,11 @@ const dlqChunk = 500
 
 // dlqList returns up to limit dead-letter records after the cursor.
 func (s *store) dlqList(q *queue, after string, limit int) ([]*wirepb.DeadTask, string, error) {
-	if limit <= 0 || limit > 1000 {
+	switch {
+	case limit <= 0:
 		limit = 100
+	case limit > 1000:
+		limit = 1000
 	}
 	prefix := queuePrefix(pfxDead, q.name)
 	start := prefix
@@ -31,8 +35,9 @@ func (s *store) dlqList(q *queue, after string, limit int) ([]*wirepb.DeadTask, 
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 32})
 		defer it.Close()
+		budget, used := s.replyBudget(), 0
 		for it.Seek(start); it.Valid(); it.Next() {
-			if len(out) == limit {
+			if len(out) == limit || (len(out) > 0 && used+int(it.Item().ValueSize())+deliveryOverhead > budget) {
 				next = out[len(out)-1].DeadId
 				return nil
 			}
@@ -46,6 +51,8 @@ func (s *store) dlqList(q *queue, after string, limit int) ([]*wirepb.DeadTask, 
 				d = wirepb.DeadTask{Reason: "unreadable dead-letter record: " + derr.Error(), Raw: raw,
 					DeadId: deadID(deadKeySeq(k))}
 			}
+			fitDead(&d, budget)
+			used += proto.Size(&d) + deliveryOverhead
 			out = append(out, &d)
 		}
 		return nil

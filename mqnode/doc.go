@@ -47,6 +47,15 @@
 // counted. Delivery is at least once: handlers get the task id and attempt
 // number and should be idempotent.
 //
+// # Replay and topics
+//
+// A queue with QueueConfig.KeepSettled keeps its acked and dead-lettered
+// tasks for that long (settled.go); Client.Replay re-enqueues those settled
+// in a span as new tasks linked to their originals, idempotently per replay
+// id (replay.go). An enqueue to "topic:T" writes one task into every
+// matching subscription of topic T in one transaction (topic.go); topics
+// made with Client.TopicCreate propagate to every node (topicsync.go).
+//
 // # Guarantees and their limits
 //
 //   - An acknowledged enqueue survives kill -9 (both durability modes) and,
@@ -81,7 +90,8 @@
 // # Wire
 //
 // Requests are protobuf messages (package wirepb, schema wire.proto) on
-// mq.<idc>.<node>.<op> with op one of enq, pull, ack, stat, dlq, info. Every
+// mq.<idc>.<node>.<op> with op one of enq, pull, ack, stat, dlq, info, qdel,
+// replay, topic. Every
 // reply carries an Error with a stable Code; the Client maps codes back to
 // this package's sentinels, so errors.Is(err, mqnode.ErrStaleReceipt) works
 // across the wire. Every name that becomes a subject token (IDC, node,
@@ -89,6 +99,22 @@
 // is refused, never obeyed. Malformed requests get BAD_REQUEST and the node
 // keeps serving; a payload over Config.MaxPayload is refused before anything
 // is written.
+//
+// # Security and limits
+//
+// With Config.Security (a loaded internal/secrets set) the client port
+// takes TLS and nkey users only, each role with its subject permissions;
+// the node's own in-process connections (Connect, Client) authenticate as
+// role node. A request the connection's role may not make fails at once
+// with ErrPermissionDenied (wire code PERMISSION_DENIED): Dial and Connect
+// add WatchPermissions, which turns the server's asynchronous permission
+// violation into that error. Receipts are 128 random bits per delivery. A
+// lease records the mesh membership of its worker (Node.WorkerMember), so
+// ReleaseWorker frees only what that member took. Per client connection
+// (told by its reply inbox) a node caps pulls in flight
+// (MaxPullsPerClient) and requests per second (MaxRequestRate); per node it
+// caps queues (MaxQueues) and evicts auto-created queues left empty and
+// unused for QueueIdleEvict. Beyond a limit: UNAVAILABLE.
 //
 // # Concurrency
 //

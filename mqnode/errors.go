@@ -22,11 +22,16 @@ var (
 	ErrUnavailable     = errors.New("mqnode: unavailable")
 	ErrStorage         = errors.New("mqnode: storage error")
 	ErrDiskFull        = errors.New("mqnode: disk full")
-	ErrInternal        = errors.New("mqnode: internal error")
-	ErrUnknownOp       = errors.New("mqnode: unknown operation")
+	// ErrCorrupted: the store is damaged past what the node repairs by
+	// itself; it refuses to start (see `mqmesh node repair`).
+	ErrCorrupted = fmt.Errorf("%w: store damaged", ErrStorage)
+	ErrInternal  = errors.New("mqnode: internal error")
+	ErrUnknownOp = errors.New("mqnode: unknown operation")
 	// ErrPermissionDenied: the connection's credentials (its role) do not
 	// allow the request; the NATS server refused it (see internal/secrets).
 	ErrPermissionDenied = errors.New("mqnode: permission denied")
+	// ErrNoSubscribers: an enqueue to topic:T matched no subscription of T.
+	ErrNoSubscribers = errors.New("mqnode: no subscribers")
 	// ErrClosed is returned by a Store or Node used after Stop.
 	ErrClosed = fmt.Errorf("%w: closed", ErrUnavailable)
 )
@@ -44,6 +49,7 @@ var codeToErr = map[wirepb.Code]error{
 	wirepb.Code_INTERNAL:          ErrInternal,
 	wirepb.Code_UNKNOWN_OP:        ErrUnknownOp,
 	wirepb.Code_PERMISSION_DENIED: ErrPermissionDenied,
+	wirepb.Code_NO_SUBSCRIBERS:    ErrNoSubscribers,
 }
 
 // RemoteError is an error reply from a node: its stable code and message.

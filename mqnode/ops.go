@@ -23,6 +23,7 @@ func (s *store) validateItems(items []*wirepb.EnqueueItem, field string) error {
 	if len(items) > s.cfg.MaxEnqueueBatch {
 		return fmt.Errorf("%w: %s has %d tasks, limit %d", ErrBadRequest, field, len(items), s.cfg.MaxEnqueueBatch)
 	}
+	now := s.nowMs()
 	for i, it := range items {
 		if it == nil {
 			return fmt.Errorf("%w: %s[%d] is empty", ErrBadRequest, field, i)
@@ -43,8 +44,11 @@ func (s *store) validateItems(items []*wirepb.EnqueueItem, field string) error {
 		if len(it.DedupKey) > maxDedupKeyLen {
 			return fmt.Errorf("%w: %s[%d] dedup key is %d bytes, limit %d", ErrBadRequest, field, i, len(it.DedupKey), maxDedupKeyLen)
 		}
-		if it.DelayMs < 0 || it.TtlMs < 0 || it.NotBeforeUnixMs < 0 {
-			return fmt.Errorf("%w: %s[%d] has a negative delay, ttl or not-before", ErrBadRequest, field, i)
+		if err := s.checkTiming(fmt.Sprintf("%s[%d]", field, i), it.DelayMs, it.NotBeforeUnixMs, it.TtlMs, it.MaxAttempts, now); err != nil {
+			return err
+		}
+		if err := s.checkReplyFit(field, i, it); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -84,13 +88,13 @@ func (w *wtx) putTasks(q *queue, items []*wirepb.EnqueueItem) ([]*wirepb.Enqueue
 		}
 		t.NotBeforeUnixMs = it.NotBeforeUnixMs
 		if t.NotBeforeUnixMs == 0 && it.DelayMs > 0 {
-			t.NotBeforeUnixMs = now + it.DelayMs
+			t.NotBeforeUnixMs = addMs(now, it.DelayMs)
 		}
 		switch {
 		case it.TtlMs > 0:
-			t.ExpiresUnixMs = max(now, t.NotBeforeUnixMs) + it.TtlMs
+			t.ExpiresUnixMs = addMs(max(now, t.NotBeforeUnixMs), it.TtlMs)
 		case q.cfg.Retention > 0:
-			t.ExpiresUnixMs = max(now, t.NotBeforeUnixMs) + q.cfg.Retention.Milliseconds()
+			t.ExpiresUnixMs = addMs(max(now, t.NotBeforeUnixMs), q.cfg.Retention.Milliseconds())
 		}
 		frame, err := encodeTask(t)
 		if err != nil {
@@ -113,6 +117,9 @@ func (w *wtx) putTasks(q *queue, items []*wirepb.EnqueueItem) ([]*wirepb.Enqueue
 
 // enqueue durably stores a batch of tasks and returns their ids.
 func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.EnqueueItem) ([]*wirepb.EnqueueResult, error) {
+	if topic, ok := TopicTarget(queueName); ok {
+		return s.publish(ctx, topic, items) // topic.go
+	}
 	if err := subject.Validate("queue", queueName); err != nil {
 		return nil, err
 	}
@@ -122,11 +129,15 @@ func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.E
 	if err := s.validateItems(items, "items"); err != nil {
 		return nil, err
 	}
+	if err := s.disk.admit(); err != nil {
+		return nil, err
+	}
 	q, err := s.queue(ctx, queueName, true)
 	if err != nil {
 		return nil, err
 	}
 	var results []*wirepb.EnqueueResult
+	start := time.Now()
 	op := &writeOp{
 		prepare: func(w *wtx) error {
 			var err error
@@ -146,6 +157,7 @@ func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.E
 	if err := s.w.do(ctx, op); err != nil {
 		return nil, err
 	}
+	s.obs.enqueued(queueName, items, results, start, "")
 	return results, nil
 }
 
@@ -198,7 +210,7 @@ func (s *store) retryOp(l *lease, delay time.Duration, lastErr, deadReason strin
 		if err != nil {
 			return err
 		}
-		readyAt := w.stamp() + delay.Milliseconds()
+		readyAt := addMs(w.stamp(), delay.Milliseconds())
 		frame, err := encodeTask(t)
 		if err != nil {
 			return err
@@ -207,7 +219,7 @@ func (s *store) retryOp(l *lease, delay time.Duration, lastErr, deadReason strin
 		w.set(taskKey(q.name, readyAt, seq), frame)
 		w.effect(effect{q: q, leased: -1, readyAt: readyAt})
 		return nil
-	}}
+	}, after: func() { s.obs.retried(q, t, delay) }}
 }
 
 // deadOp moves the task record at key (not leased) to the dead letter
@@ -235,10 +247,13 @@ func (s *store) moveToDead(q *queue, key []byte, t *wirepb.Task, raw []byte, rea
 			}
 			w.del(key)
 			w.set(deadKey(q.name, seq), frame)
+			if err := w.keepSettled(q, t, outcomeDead); err != nil {
+				return err
+			}
 			w.effect(effect{q: q, stored: -1, leased: leased, dead: 1})
 			return nil
 		},
-		after: func() { q.c.deadTotal.Add(1) },
+		after: func() { q.c.deadTotal.Add(1); s.obs.dead(q, t, reason) },
 	}
 }
 
@@ -246,6 +261,7 @@ func (s *store) moveToDead(q *queue, key []byte, t *wirepb.Task, raw []byte, rea
 // again at once, with the delivery counted as an attempt. If the write fails
 // the lease is retried in a second, so the task is never stranded.
 func (s *store) expire(l *lease, why string) {
+	s.obs.expiredLease(l, why)
 	op := s.retryOp(l, -1, why, why)
 	after := op.after
 	op.after = func() {

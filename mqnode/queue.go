@@ -28,6 +28,7 @@ type queue struct {
 	name      string
 	cfg       QueueConfig
 	persisted atomic.Bool
+	lastUsed  atomic.Int64 // unix ms of the last enqueue or pull lookup (see evictIdle)
 
 	mu       sync.Mutex
 	buf      []*entry
@@ -45,10 +46,12 @@ type queue struct {
 	dead    int64                 // dead-letter records
 	delayed map[delayBucket]int64 // tasks not ready yet, by coarse readyAt
 
-	c counters
+	c    counters
+	kept keptSettled // settled tasks kept for replay (settled.go)
 }
 
 func newQueue(s *store, name string) *queue {
+	s.nQueues.Add(1)
 	return &queue{
 		s:       s,
 		name:    name,
@@ -67,7 +70,12 @@ func (q *queue) wakeLocked() {
 func (q *queue) stop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if !q.stopped {
+		q.s.nQueues.Add(-1)
+	}
 	q.stopped = true
+	q.addBuf(-q.bufBytes)
+	q.buf = nil
 	if q.timer != nil {
 		q.timer.Stop()
 	}
@@ -108,6 +116,9 @@ func (q *queue) apply(e effect, now int64) {
 	q.stored += e.stored
 	q.leased += e.leased
 	q.dead += e.dead
+	if e.onCommit != nil {
+		e.onCommit()
+	}
 	if e.readyAt == 0 {
 		return
 	}
@@ -194,7 +205,7 @@ func (q *queue) readyLocked(now int64) int64 {
 // q.mu in its after-commit hooks, so submitting under it could deadlock.
 func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 	q.heldBack = false
-	maxN, maxBytes := q.s.cfg.ReadyBuffer, q.s.cfg.ReadyBufferBytes
+	maxN, maxBytes := q.s.cfg.ReadyBuffer, q.s.readyShare(q.bufBytes)
 	if !q.dirty || len(q.buf) >= maxN || q.bufBytes >= maxBytes {
 		return nil, nil
 	}
@@ -202,7 +213,10 @@ func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 	q.dirty = false
 	prefix := queuePrefix(pfxTask, q.name)
 	err = q.s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+		// Prefetch no more values than the window can take (a queue on a
+		// small share of the budget pages one or two tasks).
+		prefetch := max(1, min(64, maxN-len(q.buf), (maxBytes-q.bufBytes)/(4<<10)))
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: prefetch})
 		defer it.Close()
 		if q.cursor == nil {
 			it.Rewind()
@@ -231,16 +245,23 @@ func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 				return nil
 			}
 			raw, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
 			q.cursor = key
+			if err != nil {
+				// The key is there, its value is not (a cut value log):
+				// dead-letter the key with the reason, do not stall the queue.
+				q.undelayLocked(readyAt, now)
+				q.c.corrupt.Add(1)
+				q.s.log.Error("task record unreadable, moved to dead letter queue", "queue", q.name, "key", key, "err", err)
+				moves = append(moves, q.s.deadOp(q, key, nil, nil, "unreadable task record (value lost): "+err.Error()))
+				continue
+			}
 			t, derr := decodeTask(raw)
 			if derr != nil || (t.ExpiresUnixMs != 0 && t.ExpiresUnixMs <= now) {
 				q.undelayLocked(readyAt, now)
 			}
 			switch {
 			case derr != nil:
+				q.c.corrupt.Add(1)
 				q.s.log.Error("corrupt task record moved to dead letter queue", "queue", q.name, "key", key, "err", derr)
 				moves = append(moves, q.s.deadOp(q, key, nil, raw, derr.Error()))
 				continue
@@ -250,7 +271,7 @@ func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 			}
 			e := &entry{key: key, readyAt: readyAt, task: t, size: len(raw)}
 			q.buf = append(q.buf, e)
-			q.bufBytes += e.size
+			q.addBuf(e.size)
 			if len(q.buf) >= maxN || q.bufBytes >= maxBytes {
 				q.dirty = true // more may follow
 				return nil
@@ -365,11 +386,17 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 	// Deferring a refused retry costs a write: at most granted (and
 	// 16) of them per pull, so one pull does not rewrite the window.
 	defers, maxDefers := 0, granted+16
+	// The reply must fit one message: stop before a task that would not
+	// (at least one goes); the rest stay ready, their attempt not counted.
+	budget, used := q.s.replyBudget(), 0
 	n := 0
 	for n < len(q.buf) && len(out) < granted && defers < maxDefers {
 		e := q.buf[n]
+		if len(out) > 0 && used+e.size+deliveryOverhead > budget {
+			break
+		}
 		n++
-		q.bufBytes -= e.size
+		q.addBuf(-e.size)
 		q.undelayLocked(e.readyAt, now)
 		switch {
 		case e.task.ExpiresUnixMs != 0 && e.task.ExpiresUnixMs <= now:
@@ -378,12 +405,15 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 		case e.task.Attempt > 0:
 			if ok, d := th.AdmitRetry(q.name); !ok {
 				moves = append(moves, q.deferOp(e, d))
+				q.s.obs.deferred(q, e.task, d)
 				q.c.retriesDeferred.Add(1)
 				defers++
 				continue
 			}
 		}
 		out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
+		used += e.size + deliveryOverhead
+		q.s.obs.leased(q, e.task, worker, now)
 	}
 	th.Refund(q.name, granted-len(out))
 	if len(out) == 0 && defers > 0 && held == 0 {
@@ -420,7 +450,7 @@ func (q *queue) deferOp(e *entry, d time.Duration) *writeOp {
 		// Not moved: it is still ready under its old key.
 		q.mu.Lock()
 		q.buf = append([]*entry{e}, q.buf...)
-		q.bufBytes += e.size
+		q.addBuf(e.size)
 		if !q.stopped {
 			q.wakeLocked()
 		}

@@ -3,6 +3,7 @@ package mqnode
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -160,4 +161,43 @@ func TestReleaseWorker(t *testing.T) {
 		st := queueStats(t, c, "q")
 		return st.Ready == 3 && st.Leased == 1
 	})
+}
+
+// TestViolationLogOncePerClientPerMinute: a client hammering a denied
+// subject is logged once a minute, with the count suppressed meanwhile.
+func TestViolationLogOncePerClientPerMinute(t *testing.T) {
+	var v violationLog
+	t0 := time.Unix(1000, 0)
+	if ok, _ := v.allow("cid:1", t0); !ok {
+		t.Fatal("first violation not logged")
+	}
+	for i := 1; i <= 50; i++ {
+		if ok, _ := v.allow("cid:1", t0.Add(time.Duration(i)*time.Second)); ok {
+			t.Fatalf("violation %d within the minute logged", i)
+		}
+	}
+	if ok, _ := v.allow("cid:2", t0.Add(time.Second)); !ok {
+		t.Fatal("another client's first violation not logged")
+	}
+	ok, suppressed := v.allow("cid:1", t0.Add(61*time.Second))
+	if !ok || suppressed != 50 {
+		t.Fatalf("after a minute: logged %v, suppressed %d, want true, 50", ok, suppressed)
+	}
+}
+
+func TestNATSLoggerRateLimitsViolations(t *testing.T) {
+	var buf strings.Builder
+	g := natsLogger{l: slog.New(slog.NewTextHandler(&buf, nil)), violations: &violationLog{}}
+	for i := 0; i < 5; i++ {
+		g.Errorf("%s - Publish Violation - Subject %q", "127.0.0.1:5000 - cid:7", "mq.a.b.dlq")
+		g.Errorf("%s - Subscription Violation - Subject %q", "127.0.0.1:5001 - cid:8", "mq.>")
+	}
+	g.Errorf("some other error")
+	out := buf.String()
+	if n := strings.Count(out, "PERMISSION_DENIED"); n != 2 {
+		t.Fatalf("%d violation lines for 2 clients x 5, want 2:\n%s", n, out)
+	}
+	if !strings.Contains(out, "some other error") {
+		t.Fatal("other errors are not logged")
+	}
 }

@@ -3,8 +3,10 @@ package mqnode
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -23,6 +25,8 @@ const (
 	OpStats   = "stat"
 	OpDLQ     = "dlq"
 	OpInfo    = "info"
+	// OpQueueDelete removes an empty queue (admin).
+	OpQueueDelete = "qdel"
 )
 
 // Subject returns the request subject of op on node name in idc.
@@ -44,26 +48,47 @@ type service struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	closed bool
+	lim    *limiter
 }
 
 func newService(n *Node) *service {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &service{n: n, sem: make(chan struct{}, maxInflight), ctx: ctx, cancel: cancel}
+	return &service{n: n, sem: make(chan struct{}, maxInflight), ctx: ctx, cancel: cancel, lim: newLimiter(n.cfg)}
 }
 
 func (s *service) start() error {
 	cfg := s.n.cfg
 	ops := map[string]func(context.Context, []byte) proto.Message{
-		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info,
+		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info, OpSummary: s.summary,
+		OpQueueDelete: s.queueDelete,
+		OpReplay:      s.replay, OpTopic: s.topic, // cmqops.go
 	}
 	for op, h := range s.n.extraOps {
 		ops[op] = h
 	}
 	prefix := Subject(cfg.IDC, cfg.Name, "")
 	route := func(m *nats.Msg) {
-		h := ops[m.Subject[len(prefix):]]
+		op := m.Subject[len(prefix):]
+		h := ops[op]
 		if h == nil {
 			s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: %s", ErrUnknownOp, m.Subject))})
+			return
+		}
+		if op == OpPull && m.Reply != "" {
+			done, err := s.lim.startPoll(clientKeys(m.Reply))
+			if err != nil {
+				s.reply(m, &wirepb.PullReply{Error: toWireError(err)})
+				return
+			}
+			pull := h
+			h = func(ctx context.Context, b []byte) proto.Message {
+				defer done()
+				return pull(ctx, b)
+			}
+			// A pull refused below never ran: give its slot back.
+			if !s.dispatch(m, h) {
+				done()
+			}
 			return
 		}
 		s.dispatch(m, h)
@@ -74,6 +99,7 @@ func (s *service) start() error {
 	}{
 		{prefix + "*", route},
 		{IDSubject(s.n.ns.ID()), func(m *nats.Msg) { s.dispatch(m, s.info) }},
+		{TraceSubject, func(m *nats.Msg) { s.dispatch(m, s.traceFind) }},
 	} {
 		sub, err := s.n.nc.Subscribe(sp.subj, sp.cb)
 		if err != nil {
@@ -105,22 +131,27 @@ func (s *service) stop(ctx context.Context) error {
 	}
 }
 
-func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Message) {
+// dispatch runs h on its own goroutine and reports whether it will run.
+func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Message) bool {
 	if m.Reply == "" {
-		return // fire-and-forget publishes have nobody to answer
+		return false // fire-and-forget publishes have nobody to answer
+	}
+	if client, _ := clientKeys(m.Reply); !s.lim.allow(client, time.Now()) {
+		s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: request rate of this client above %g/s (max_request_rate)", ErrUnavailable, s.n.cfg.MaxRequestRate))})
+		return false
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.reply(m, &wirepb.InfoReply{Error: toWireError(ErrClosed)})
-		return
+		return false
 	}
 	select {
 	case s.sem <- struct{}{}:
 	default:
 		s.mu.Unlock()
 		s.reply(m, &wirepb.InfoReply{Error: toWireError(fmt.Errorf("%w: %d requests in flight", ErrUnavailable, maxInflight))})
-		return
+		return false
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -133,19 +164,28 @@ func (s *service) dispatch(m *nats.Msg, h func(context.Context, []byte) proto.Me
 			<-s.sem
 			s.wg.Done()
 		}()
-		s.reply(m, h(s.ctx, m.Data))
+		s.replied(m, h(s.ctx, m.Data))
 	}()
+	return true
 }
 
-func (s *service) reply(m *nats.Msg, r proto.Message) {
+func (s *service) reply(m *nats.Msg, r proto.Message) { _ = s.send(m, r) }
+
+func (s *service) send(m *nats.Msg, r proto.Message) error {
 	b, err := proto.Marshal(r)
 	if err != nil {
-		s.n.log.Error("encode reply", "err", err)
-		return
+		s.n.log.Error("encode reply", "subject", m.Subject, "err", err)
+		return err
 	}
-	if err := m.Respond(b); err != nil && s.ctx.Err() == nil {
-		s.n.log.Debug("reply not sent", "subject", m.Subject, "err", err)
+	if err := m.Respond(b); err != nil {
+		lvl := slog.LevelWarn
+		if s.ctx.Err() != nil {
+			lvl = slog.LevelDebug // stopping: the connection is going away
+		}
+		s.n.log.Log(context.Background(), lvl, "reply not sent", "subject", m.Subject, "bytes", len(b), "err", err)
+		return err
 	}
+	return nil
 }
 
 func badRequest(err error) *wirepb.Error {
@@ -175,14 +215,9 @@ func (s *service) pull(ctx context.Context, b []byte) proto.Message {
 			return &wirepb.PullReply{Error: toWireError(err)}
 		}
 	}
-	if req.MaxWaitMs < 0 || req.LeaseMs < 0 {
-		return &wirepb.PullReply{Error: toWireError(fmt.Errorf("%w: negative max_wait or lease", ErrBadRequest))}
-	}
-	maxTasks := int(min(uint32(cfg.MaxPullBatch), max(req.MaxTasks, 1)))
-	wait := min(time.Duration(req.MaxWaitMs)*time.Millisecond, cfg.MaxPullWait)
-	leaseDur := cfg.DefaultLease
-	if req.LeaseMs > 0 {
-		leaseDur = min(time.Duration(req.LeaseMs)*time.Millisecond, cfg.MaxLease)
+	maxTasks, wait, leaseDur, err := pullLimits(cfg, &req)
+	if err != nil {
+		return &wirepb.PullReply{Error: toWireError(err)}
 	}
 	q, err := s.n.st.queue(ctx, req.Queue, true)
 	if err != nil {
@@ -221,10 +256,12 @@ func (s *service) stats(ctx context.Context, b []byte) proto.Message {
 	if req.Queue == "" {
 		names = s.n.st.queueNames()
 		slices.Sort(names)
+		names = names[sort.SearchStrings(names, req.After+"\x00"):] // past after
 	} else if err := subject.Validate("queue", req.Queue); err != nil {
 		rep.Error = toWireError(err)
 		return rep
 	}
+	budget, used := s.n.st.replyBudget()-proto.Size(rep), 0
 	for _, name := range names {
 		q, err := s.n.st.queue(ctx, name, false)
 		if err != nil {
@@ -234,6 +271,10 @@ func (s *service) stats(ctx context.Context, b []byte) proto.Message {
 		st, err := q.stats()
 		if err != nil {
 			rep.Error = toWireError(err)
+			return rep
+		}
+		if used += proto.Size(st) + 8; used > budget && len(rep.Queues) > 0 {
+			rep.Next = rep.Queues[len(rep.Queues)-1].Queue // page by bytes
 			return rep
 		}
 		rep.Queues = append(rep.Queues, st)
@@ -279,4 +320,12 @@ func (n *Node) info() *wirepb.NodeInfo {
 		Name: n.cfg.Name, Idc: n.cfg.IDC, Version: Version, Durability: string(n.cfg.Durability),
 		StartedUnixMs: n.st.started.UnixMilli(), ServerId: n.ns.ID(), MaxPayload: int64(n.cfg.MaxPayload),
 	}
+}
+
+func (s *service) queueDelete(ctx context.Context, b []byte) proto.Message {
+	var req wirepb.QueueDeleteRequest
+	if err := proto.Unmarshal(b, &req); err != nil {
+		return &wirepb.QueueDeleteReply{Error: badRequest(err)}
+	}
+	return &wirepb.QueueDeleteReply{Error: toWireError(s.n.st.deleteQueue(context.WithoutCancel(ctx), req.Queue))}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -46,6 +47,13 @@ type store struct {
 
 	leases *leaseTable
 	th     *throttle.Throttle
+	topics *topicTable // topic.go
+	disk   *diskWatch
+	ledger *ledger // written by the writer goroutine only
+
+	bufTotal atomic.Int64 // bytes in all queues' ready windows (budget.go)
+	nQueues  atomic.Int64 // queues in the table (newQueue .. stop)
+	obs      *observer    // metrics and trace hooks (observe.go)
 
 	started time.Time
 
@@ -68,9 +76,12 @@ func openStore(cfg Config) (*store, error) {
 		WithCompression(options.None).
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(false)
-	db, err := badger.Open(opts)
+	if err := checkDiskBeforeOpen(cfg); err != nil {
+		return nil, err
+	}
+	db, err := openBadger(opts)
 	if err != nil {
-		return nil, fmt.Errorf("%w: open badger in %s: %w", ErrStorage, cfg.DataDir, err)
+		return nil, err
 	}
 	seq, err := db.GetSequence(seqKey, 10000)
 	if err != nil {
@@ -85,7 +96,10 @@ func openStore(cfg Config) (*store, error) {
 		queues:  map[string]*queue{},
 		started: cfg.now(),
 		stopBg:  make(chan struct{}),
+		disk:    newDiskWatch(cfg.DataDir, cfg.DiskReserve),
 	}
+	var diskErr string
+	s.diskTick(&diskErr)
 	s.leases = newLeaseTable(s)
 	s.th = throttle.New(cfg.Throttle, cfg.IDC+"."+cfg.Name, s.nowMs)
 	if err := s.loadQueues(); err != nil {
@@ -93,9 +107,23 @@ func openStore(cfg Config) (*store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.checkLedger(); err != nil {
+		seq.Release()
+		db.Close()
+		return nil, err
+	}
+	if s.topics, err = loadTopics(s); err != nil {
+		seq.Release()
+		db.Close()
+		return nil, err
+	}
+	s.obs = newObserver(s)
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
+	s.goBg(s.runEvict)
+	s.goBg(s.runDiskWatch)
+	s.goBg(s.runTotals)
 	if !cfg.Throttle.Disabled && !cfg.Throttle.CPU.Disabled {
 		s.goBg(s.sampleCPU)
 	}
@@ -117,7 +145,14 @@ func (s *store) close() error {
 	s.once.Do(func() {
 		close(s.stopBg)
 		s.bg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if terr := s.saveTotals(ctx, nil); terr != nil {
+			s.log.Warn("queue totals not saved at stop", "err", terr)
+		}
+		cancel()
+		s.obs.close()
 		s.w.close()
+		s.ledger.close()
 		s.qmu.Lock()
 		for _, q := range s.queues {
 			q.stop()
@@ -214,6 +249,7 @@ func (s *store) loadQueues() error {
 		for _, name := range names {
 			q := newQueue(s, name)
 			q.persisted.Store(true)
+			q.touch(now)
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: queuePrefix(pfxTask, name)})
 			for it.Rewind(); it.Valid(); it.Next() {
 				q.stored++
@@ -223,6 +259,8 @@ func (s *store) loadQueues() error {
 			}
 			it.Close()
 			q.dead = countKeys(txn, queuePrefix(pfxDead, name))
+			s.loadTotals(txn, q)
+			q.kept.load(txn, name, q.cfg.KeepSettled)
 			s.queues[name] = q
 		}
 		return nil
@@ -244,6 +282,9 @@ func countKeys(txn *badger.Txn, prefix []byte) int64 {
 func (s *store) queue(ctx context.Context, name string, create bool) (*queue, error) {
 	s.qmu.RLock()
 	q := s.queues[name]
+	if q != nil && create {
+		q.touch(s.nowMs())
+	}
 	s.qmu.RUnlock()
 	if q != nil {
 		return q, nil
@@ -255,9 +296,14 @@ func (s *store) queue(ctx context.Context, name string, create bool) (*queue, er
 	s.qmu.Lock()
 	q = s.queues[name]
 	if q == nil {
+		if err := s.createAllowedLocked(name); err != nil {
+			s.qmu.Unlock()
+			return nil, err
+		}
 		q = newQueue(s, name)
 		s.queues[name] = q
 	}
+	q.touch(s.nowMs())
 	s.qmu.Unlock()
 	if !q.persisted.Load() {
 		meta, err := encodeFrame(&wirepb.NodeInfo{Name: name, StartedUnixMs: s.nowMs()})

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
@@ -58,6 +59,10 @@ type run struct {
 	hog        hog                 // cpu-hog's burners
 	cpu        throttle.CPUSampler // for the samples: what the throttle reads
 	bg         sync.WaitGroup      // host removals in progress
+	deploy     *deploys            // bad deploys and replays (replay.go)
+	// sec are the run's secrets (made in dir): every node, pool and link
+	// runs secured, as a real mesh does.
+	sec *secrets.Set
 }
 
 // Options tune a run.
@@ -85,12 +90,19 @@ func newRun(s Scenario, mode string, opt Options) (*run, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	r := &run{s: s, mode: mode, log: log, dir: dir, backends: newBackends(s), metrics: newMetrics(), progress: opt.Progress, links: newLinks(), cpu: cpuSampler(s.Throttle.CPU.Sampler)}
+	r := &run{s: s, mode: mode, log: log, dir: dir, backends: newBackends(s), metrics: newMetrics(), deploy: newDeploys(), progress: opt.Progress, links: newLinks(), cpu: cpuSampler(s.Throttle.CPU.Sampler)}
 	f, err := filterFor(s.Filter)
 	if err != nil {
 		return nil, err
 	}
 	r.filters = f
+	secDir := filepath.Join(dir, "secrets")
+	if err := secrets.Init(secDir, false); err != nil {
+		return nil, err
+	}
+	if r.sec, err = secrets.Load(secDir); err != nil {
+		return nil, err
+	}
 	i := 0
 	for _, idc := range s.Topology.IDCs {
 		for j := 1; j <= idc.Hosts; j++ {
@@ -129,7 +141,9 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 			// says nothing of one host: the CPU throttle is off unless the
 			// scenario enables it (see Throttle).
 			Throttle: r.s.Throttle.Config(r.mode), CPUSampler: cpuSampler(r.s.Throttle.CPU.Sampler),
-			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000}},
+			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000,
+				KeepSettled: r.s.keepSettled()},
+			Security: r.sec},
 		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
 		Host: h.name,
 	})
@@ -194,7 +208,15 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 	nh.mu.Lock()
 	agent := nh.agent
 	nh.mu.Unlock()
-	nc, err := agent.Node.Connect()
+	auth, err := r.sec.InProcessOptions(secrets.RoleWorker)
+	if err != nil {
+		return err
+	}
+	keys, err := r.sec.GossipKeys()
+	if err != nil {
+		return err
+	}
+	nc, err := agent.Node.Connect(auth...)
 	if err != nil {
 		return err
 	}
@@ -204,7 +226,7 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 	h.mu.Unlock()
 	cfg := worker.Config{
 		ID: fmt.Sprintf("pool-%s-g%d", h.name, gen), IDC: h.idc, Host: h.name, Slots: h.slots, Seed: r.s.Seed + uint64(h.index)*7919 + uint64(gen),
-		Lease: 10 * time.Second, Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: r.seeds(h), Profile: mesh.ProfileLocal, Logger: r.log},
+		Lease: 10 * time.Second, Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: r.seeds(h), Profile: mesh.ProfileLocal, Logger: r.log, Keyring: keys},
 		Logger: r.log,
 	}
 	if !h.workerOnly {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/secrets"
+	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
@@ -62,7 +64,8 @@ func startClusterWith(t *testing.T, o clusterOptions) *cluster {
 			if seed != "" {
 				seeds = []string{seed}
 			}
-			cfg := mqnode.Config{Name: h.name, IDC: h.idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: testlog.NewLevel(t, 4), Throttle: testlog.NoCPUThrottle}
+			cfg := mqnode.Config{Name: h.name, IDC: h.idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: testlog.NewLevel(t, 4), Throttle: testlog.NoCPUThrottle,
+				Security: secretstest.Set(t)}
 			if o.node != nil {
 				o.node(&cfg)
 			}
@@ -104,14 +107,15 @@ func startClusterWith(t *testing.T, o clusterOptions) *cluster {
 
 func (c *cluster) startPool(h *host, slots int, filters backlog.Filters) {
 	t := c.t
-	nc, err := h.agent.Node.Connect()
+	nc, err := h.agent.Node.Connect(secretstest.InProcess(t, secrets.RoleWorker)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
 	f := filters
 	p, err := New(nc, Config{ID: "pool-" + h.name, IDC: h.idc, Host: h.name, Node: h.name, Slots: slots, Filters: &f,
-		Mesh:   &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{c.hosts[0].agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal},
+		Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{c.hosts[0].agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal,
+			Keyring: secretstest.GossipKeys(t)},
 		Logger: testlog.NewLevel(t, 4)})
 	if err != nil {
 		t.Fatal(err)

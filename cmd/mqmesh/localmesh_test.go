@@ -96,6 +96,9 @@ func TestLocalMeshScript(t *testing.T) {
 		return b.String()
 	}
 
+	// The script makes the mesh's secrets in its state dir; the CLI
+	// commands below use them through the environment.
+	t.Setenv(SecretsEnv, filepath.Join(state, "secrets"))
 	start := time.Now()
 	out, err := script(ctx, "start", "--detach")
 	if err != nil {
@@ -116,7 +119,9 @@ func TestLocalMeshScript(t *testing.T) {
 		m := members(t, localMesh["a1"].url)
 		alive := 0
 		for _, mb := range m.Members {
-			if h, ok := localMesh[mb.Name]; ok && mb.IDC == h.idc && mb.NATSClient == h.url && mb.State == "alive" {
+			// A secured node's URL says tls://.
+			url := strings.Replace(mb.NATSClient, "tls://", "nats://", 1)
+			if h, ok := localMesh[mb.Name]; ok && mb.IDC == h.idc && url == h.url && mb.State == "alive" {
 				alive++
 			}
 		}

@@ -34,11 +34,16 @@ diagnostics and logs go to stderr.`,
 		newEnqueueCommand(),
 		newStatsCommand(),
 		newDLQCommand(),
+		newTraceCommand(),
+		newTopCommand(),
+		newReplayCommand(), // replay.go
+		newTopicCommand(),  // topic.go
 		newWorkerCommand(),
 		newBacklogCommand(),
 		newMeshCommand(),
 		newSimCommand(),
 		newSecretsCommand(),
+		newQueueCommand(),
 		bench.NewCommand(),
 	)
 	return root

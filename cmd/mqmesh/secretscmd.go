@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -13,7 +14,46 @@ func newSecretsCommand() *cobra.Command {
 		Use:   "secrets",
 		Short: "Create and rotate a mesh's secrets (CA, certificates, role credentials, gossip key)",
 	}
-	cmd.AddCommand(newSecretsInitCommand())
+	cmd.AddCommand(newSecretsInitCommand(), newGossipKeyCommand())
+	return cmd
+}
+
+func newGossipKeyCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "gossip-key",
+		Short: "Rotate the gossip key without downtime: add, then use, then remove",
+		Long: `Rotate the gossip key in three steps. After each step copy DIR/gossip.key to
+every host (nodes and workers reload it while they run) before the next:
+
+  mqmesh secrets gossip-key add DIR      install a new key (members still send with the old)
+  mqmesh secrets gossip-key use DIR      make the new key the primary (the old still decrypts)
+  mqmesh secrets gossip-key remove DIR   drop the old key
+
+Each prints the keyring's fingerprints (first 8 bytes of each key's SHA-256),
+primary first, never the keys.`,
+	}
+	for _, step := range []struct {
+		name, short string
+		run         func(string) ([]string, error)
+	}{
+		{"add", "Install a new gossip key (step 1)", secrets.AddGossipKey},
+		{"use", "Make the newest gossip key the primary (step 2)", secrets.UseGossipKey},
+		{"remove", "Drop every gossip key but the primary (step 3)", secrets.RemoveGossipKeys},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use:   step.name + " DIR",
+			Short: step.short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				fps, err := step.run(args[0])
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "gossip keyring (primary first): %s\n", strings.Join(fps, " "))
+				return err
+			},
+		})
+	}
 	return cmd
 }
 

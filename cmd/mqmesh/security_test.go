@@ -80,3 +80,44 @@ func TestInsecureNodeStartsWithAWarning(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestGossipKeyCommands(t *testing.T) {
+	dir := secretstest.Dir(t)
+	out := mustCLI(t, "secrets", "gossip-key", "add", dir)
+	if !strings.HasPrefix(out, "gossip keyring (primary first): ") || len(strings.Fields(out)) != 6 {
+		t.Fatalf("add: %q", out)
+	}
+	first, second := strings.Fields(out)[4], strings.Fields(out)[5]
+	out = mustCLI(t, "secrets", "gossip-key", "use", dir)
+	if f := strings.Fields(out); f[4] != second || f[5] != first {
+		t.Fatalf("use did not make the new key primary: %q", out)
+	}
+	out = mustCLI(t, "secrets", "gossip-key", "remove", dir)
+	if f := strings.Fields(out); len(f) != 5 || f[4] != second {
+		t.Fatalf("remove: %q", out)
+	}
+	_, _, err := cli(t, "", "secrets", "gossip-key", "use", dir)
+	wantErr(t, err, "one key only")
+	st, err := os.Stat(filepath.Join(dir, "gossip.key"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("gossip.key mode %v %v", st.Mode().Perm(), err)
+	}
+}
+
+func TestQueueDeleteCommand(t *testing.T) {
+	t.Setenv(SecretsEnv, "")
+	n, url := startNode(t)
+	c := nodeClient(t, n)
+	if _, _, err := c.Pull(ctxT(t), mqnode.PullRequest{Queue: "scratch"}); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, "enqueue", "--server", url, "--queue", "busy", "--payload", "x")
+	out := mustJSON[queueDeleteJSON](t, "queue", "delete", "--server", url, "--queue", "scratch", "--json")
+	if !out.Deleted || out.Queue != "scratch" {
+		t.Fatalf("%+v", out)
+	}
+	_, _, err := cli(t, "", "queue", "delete", "--server", url, "--queue", "busy")
+	wantErr(t, err, "not empty")
+	_, _, err = cli(t, "", "queue", "delete", "--server", url, "--queue", "scratch")
+	wantErr(t, err, "unknown queue")
+}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mqmesh/mqmesh/internal/secrets"
 )
 
 // NewCommand returns the `bench` command tree: `bench node`, `bench
@@ -40,6 +42,7 @@ type nodeOptions struct {
 	backlogPeers         []string
 	lease, stall         time.Duration
 	profileDir           string
+	secure               bool
 	runner
 }
 
@@ -66,6 +69,7 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.StringSliceVar(&o.backlogPeers, "backlog-peers", []string{peerMQNode}, "peers to grow a backlog on: mqnode, jetstream")
 	f.DurationVar(&o.lease, "lease", 30*time.Second, "lease (mqnode) and ack wait (JetStream) of pulled tasks")
 	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU and heap profiles of each server process to this directory (<peer>-<durability>.cpu.pprof, .heap.pprof)")
+	f.BoolVar(&o.secure, "secure", true, "also run mqnode with TLS and role authentication (mqnode+tls) in every pairing, beside the plain one: the cost of security")
 	f.DurationVar(&o.stall, "stall-timeout", 2*time.Minute, "fail a phase that makes no progress for this long")
 	return cmd
 }
@@ -135,6 +139,16 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		Pairs: []Pair{},
 		Notes: notes(),
 	}
+	if o.secure && len(o.pairs) > 0 {
+		dir := filepath.Join(root, "secrets")
+		if err := secrets.Init(dir, false); err != nil {
+			return nil, err
+		}
+		if w.sec, err = secrets.Load(dir); err != nil {
+			return nil, err
+		}
+		r.Notes = append(r.Notes, "mqnode+tls: the same mqnode with secrets (mqmesh secrets init): TLS 1.3 on the client connections and nkey role users (producer connection as admin, for stats; consumers as worker); secure cost = mqnode+tls / mqnode")
+	}
 	var errs []error
 	for _, pair := range o.pairs {
 		if ctx.Err() != nil {
@@ -143,9 +157,17 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		}
 		p := Pair{Pair: pair}
 		p.MQNode = runPeer(ctx, o, w, root, peerMQNode, pair)
+		results := []Result{p.MQNode}
+		if w.sec != nil {
+			// Right after the plain run, so both see the same machine.
+			sec := runPeer(ctx, o, w, root, peerMQNodeSecure, pair)
+			p.MQNodeSecure, p.SecureCost = &sec, newRatio(sec, p.MQNode)
+			results = append(results, sec)
+		}
 		p.JetStream = runPeer(ctx, o, w, root, peerJetStream, pair)
 		p.Ratio = newRatio(p.MQNode, p.JetStream)
-		for _, res := range []Result{p.MQNode, p.JetStream} {
+		results = append(results, p.JetStream)
+		for _, res := range results {
 			if !res.OK {
 				errs = append(errs, fmt.Errorf("%s %s: %s", res.Peer, res.Durability, failure(res)))
 			}
@@ -215,6 +237,9 @@ func runWorkload(ctx context.Context, o *nodeOptions, w *workload, root, peerNam
 	}
 	defer os.RemoveAll(dir)
 	so := serveOptions{peer: peerName, durability: pair, dir: dir}
+	if peerName == peerMQNodeSecure {
+		so.secrets = w.sec.Dir
+	}
 	if o.profileDir != "" {
 		so.cpuProfile = filepath.Join(o.profileDir, peerName+"-"+res.Durability+".cpu.pprof")
 		so.memProfile = filepath.Join(o.profileDir, peerName+"-"+res.Durability+".heap.pprof")
@@ -289,8 +314,19 @@ func runWorkload(ctx context.Context, o *nodeOptions, w *workload, root, peerNam
 
 // connect opens the client side of a peer.
 func connect(ctx context.Context, peerName, url string, w *workload) (peer, error) {
-	if peerName == peerMQNode {
-		return dialMQNode(ctx, url, w.lease)
+	switch peerName {
+	case peerMQNode:
+		return dialMQNode(ctx, url, w.lease, nil, nil)
+	case peerMQNodeSecure:
+		prod, err := w.sec.ClientOptions(secrets.RoleAdmin)
+		if err != nil {
+			return nil, err
+		}
+		cons, err := w.sec.ClientOptions(secrets.RoleWorker)
+		if err != nil {
+			return nil, err
+		}
+		return dialMQNode(ctx, url, w.lease, prod, cons)
 	}
 	return dialJetStream(url, w)
 }

@@ -97,6 +97,13 @@ func TestNodeJSONBothPairs(t *testing.T) {
 		if p.Ratio == nil || p.Ratio.EnqueuePerS <= 0 || p.Ratio.DrainPerS <= 0 || p.Ratio.EndToEndS <= 0 {
 			t.Errorf("%s: ratio %+v", p.Pair, p.Ratio)
 		}
+		// --secure (the default) runs mqnode with TLS and auth beside it.
+		if sec := p.MQNodeSecure; sec == nil || sec.Peer != "mqnode+tls" || !sec.OK || sec.Delivered != 2000 {
+			t.Errorf("%s: mqnode+tls %+v", p.Pair, sec)
+		}
+		if p.SecureCost == nil || p.SecureCost.EndToEndS <= 0 {
+			t.Errorf("%s: secure cost %+v", p.Pair, p.SecureCost)
+		}
 	}
 	if r.Backlogs != nil {
 		t.Errorf("backlog ran without --backlog-steps")
@@ -115,7 +122,7 @@ func TestNodeTableAndBacklog(t *testing.T) {
 		t.Fatalf("bench node: %v\nstderr:\n%s", err, logs)
 	}
 	for _, want := range []string{"enqueue/s", "drain/s", "end-to-end s", "peak RSS MiB", "mqnode/jetstream",
-		"500/500 ok", "backlog growth, mqnode durability async", "900"} {
+		"500/500 ok", "mqnode+tls", "secure cost", "backlog growth, mqnode durability async", "900"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
@@ -46,6 +47,15 @@ func startCluster(ctx context.Context, o *broadcastOptions, root string, log *sl
 			c = nil
 		}
 	}()
+	// Secured as a real mesh: TLS on routes and gateways, gossip keyring.
+	secDir := filepath.Join(root, "secrets")
+	if err := secrets.Init(secDir, false); err != nil {
+		return c, err
+	}
+	sec, err := secrets.Load(secDir)
+	if err != nil {
+		return c, err
+	}
 	var seeds []string
 	for i := range o.idcs {
 		for j := range o.nodesPerIDC {
@@ -54,7 +64,7 @@ func startCluster(ctx context.Context, o *broadcastOptions, root string, log *sl
 				Node: mqnode.Config{Name: name, IDC: idc, DataDir: filepath.Join(root, name), Listen: "127.0.0.1:0",
 					Durability: mqnode.DurabilityAsync, Logger: log,
 					// Six nodes share this host's CPU: its usage says nothing of one node.
-					Throttle: throttle.Config{CPU: throttle.CPUConfig{Disabled: true}}},
+					Throttle: throttle.Config{CPU: throttle.CPUConfig{Disabled: true}}, Security: sec},
 				Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: log},
 				Host: "host-" + name,
 			})

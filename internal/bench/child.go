@@ -95,9 +95,9 @@ func startChild(ctx context.Context, launch Launcher, o serveOptions, stderr io.
 	select {
 	case url := <-lines.ch:
 		c.url = strings.TrimSpace(url)
-		if o.peer != peerHog && !strings.HasPrefix(c.url, "nats://") {
+		if o.peer != peerHog && !strings.HasPrefix(c.url, "nats://") && !strings.HasPrefix(c.url, "tls://") {
 			c.stop()
-			return nil, fmt.Errorf("%s server printed %q, want a nats:// URL", o.peer, c.url)
+			return nil, fmt.Errorf("%s server printed %q, want a nats:// or tls:// URL", o.peer, c.url)
 		}
 		return c, nil
 	case <-c.waitDone:

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/mqmesh/mqmesh/mqnode"
 )
 
@@ -18,12 +20,14 @@ type mqnodePeer struct {
 	lease      time.Duration
 }
 
-func dialMQNode(ctx context.Context, url string, lease time.Duration) (*mqnodePeer, error) {
-	prod, err := mqnode.Dial(ctx, url)
+// dialMQNode connects the producer and consumer sides, each with its own
+// options (credentials, for mqnode+tls).
+func dialMQNode(ctx context.Context, url string, lease time.Duration, prodOpts, consOpts []nats.Option) (*mqnodePeer, error) {
+	prod, err := mqnode.Dial(ctx, url, prodOpts...)
 	if err != nil {
 		return nil, err
 	}
-	cons, err := mqnode.Dial(ctx, url)
+	cons, err := mqnode.Dial(ctx, url, consOpts...)
 	if err != nil {
 		prod.Close()
 		return nil, err

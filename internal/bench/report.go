@@ -44,6 +44,10 @@ type Pair struct {
 	JetStream Result `json:"jetstream"`
 	// Ratio is mqnode / JetStream; absent unless both runs succeeded.
 	Ratio *Ratio `json:"ratio,omitempty"`
+	// MQNodeSecure is mqnode with TLS and authentication (--secure), and
+	// SecureCost is MQNodeSecure / MQNode.
+	MQNodeSecure *Result `json:"mqnode_secure,omitempty"`
+	SecureCost   *Ratio  `json:"secure_cost,omitempty"`
 }
 
 // Result is one peer's run.
@@ -162,6 +166,15 @@ func writeTable(w io.Writer, r *Report) error {
 				fmt.Fprintf(tw, "%s\tratio\tmqnode/jetstream\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\t\n", p.Pair,
 					q.EnqueuePerS, q.DrainPerS, q.EndToEndS, q.PeakRSS, q.PeakAnon, q.CPUS)
 			}
+			if res := p.MQNodeSecure; res != nil {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2f\t%.1f\t%.1f\t%.1f\t%s\t\n", p.Pair, res.Peer, res.Durability,
+					thousands(res.EnqueuePerS), thousands(res.DrainPerS), res.EndToEndS, res.PeakRSSMiB, res.PeakAnonMiB,
+					res.CPUS, delivered(*res))
+			}
+			if q := p.SecureCost; q != nil {
+				fmt.Fprintf(tw, "%s\tsecure cost\tmqnode+tls/mqnode\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\t\n", p.Pair,
+					q.EnqueuePerS, q.DrainPerS, q.EndToEndS, q.PeakRSS, q.PeakAnon, q.CPUS)
+			}
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -170,7 +183,11 @@ func writeTable(w io.Writer, r *Report) error {
 			"end-to-end s, peak RSS (VmHWM of the server process), peak anon (largest RssAnon sampled: heap and\n" +
 			"stacks, without mapped files) and cpu s (server CPU during the workload).\n")
 		for _, p := range r.Pairs {
-			for _, res := range []Result{p.MQNode, p.JetStream} {
+			results := []Result{p.MQNode, p.JetStream}
+			if p.MQNodeSecure != nil {
+				results = append(results, *p.MQNodeSecure)
+			}
+			for _, res := range results {
 				if res.Error != "" {
 					fmt.Fprintf(&b, "error: %s %s %s: %s\n", p.Pair, res.Peer, res.Durability, res.Error)
 				}

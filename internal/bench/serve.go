@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
@@ -23,8 +24,11 @@ import (
 
 // Peers and durabilities understood by `bench serve`.
 const (
-	peerMQNode    = "mqnode"
-	peerJetStream = "jetstream"
+	peerMQNode = "mqnode"
+	// peerMQNodeSecure is mqnode with TLS and role authentication (the
+	// secrets of --secrets): the cost of security, beside peerMQNode.
+	peerMQNodeSecure = "mqnode+tls"
+	peerJetStream    = "jetstream"
 
 	durAsync = "async" // mqnode async; JetStream default (no fsync per message)
 	durFsync = "fsync" // mqnode group commit; JetStream SyncAlways
@@ -37,6 +41,7 @@ const (
 // serveOptions are the flags of the hidden `bench serve` command.
 type serveOptions struct {
 	peer, durability, dir string
+	secrets               string // peerMQNodeSecure: the secrets directory
 	cpuProfile            string // write a CPU profile of the server's life here
 	memProfile            string // write a heap profile here at shutdown
 	// throttle, for mqnode: "" keeps bench node's setting (CPU throttle
@@ -54,6 +59,9 @@ type serveOptions struct {
 const (
 	throttleOn  = "on"
 	throttleOff = "off"
+	// throttleHost is the CPU throttle on the whole host's CPU usage (the
+	// signal before the node's own starvation became the default).
+	throttleHost = "host"
 )
 
 func (o serveOptions) args() []string {
@@ -66,6 +74,9 @@ func (o serveOptions) args() []string {
 	}
 	if o.throttle != "" {
 		a = append(a, "--throttle", o.throttle)
+	}
+	if o.secrets != "" {
+		a = append(a, "--secrets", o.secrets)
 	}
 	switch o.peer {
 	case peerWorker:
@@ -86,11 +97,15 @@ func (o serveOptions) validate() error {
 		}
 		return nil
 	case peerMQNode, peerJetStream:
+	case peerMQNodeSecure:
+		if o.secrets == "" {
+			return errors.New("--secrets is required for mqnode+tls")
+		}
 	default:
-		return fmt.Errorf("--peer %q: want %s, %s, %s or %s", o.peer, peerMQNode, peerJetStream, peerWorker, peerHog)
+		return fmt.Errorf("--peer %q: want %s, %s, %s, %s or %s", o.peer, peerMQNode, peerMQNodeSecure, peerJetStream, peerWorker, peerHog)
 	}
-	if o.throttle != "" && (o.peer != peerMQNode || o.throttle != throttleOn && o.throttle != throttleOff) {
-		return fmt.Errorf("--throttle %q: only for mqnode, want %s or %s", o.throttle, throttleOn, throttleOff)
+	if o.throttle != "" && (o.peer != peerMQNode || o.throttle != throttleOn && o.throttle != throttleOff && o.throttle != throttleHost) {
+		return fmt.Errorf("--throttle %q: only for mqnode, want %s, %s or %s", o.throttle, throttleOn, throttleOff, throttleHost)
 	}
 	if o.durability != durAsync && o.durability != durFsync {
 		return fmt.Errorf("--durability %q: want %s or %s", o.durability, durAsync, durFsync)
@@ -120,6 +135,7 @@ func newServeCommand() *cobra.Command {
 	cmd.Flags().StringVar(&o.peer, "peer", "", "mqnode or jetstream")
 	cmd.Flags().StringVar(&o.durability, "durability", durAsync, "async or fsync")
 	cmd.Flags().StringVar(&o.dir, "dir", "", "data directory")
+	cmd.Flags().StringVar(&o.secrets, "secrets", "", "mqnode+tls: the secrets directory")
 	cmd.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the server to this file")
 	cmd.Flags().StringVar(&o.memProfile, "memprofile", "", "write a heap profile of the server to this file when it stops")
 	cmd.Flags().StringVar(&o.throttle, "throttle", "", "mqnode for bench cpu: on (defaults) or off, with a backlog publisher")
@@ -154,7 +170,7 @@ func serve(ctx context.Context, o serveOptions, stdin io.Reader, stdout, stderr 
 		return hog(ctx, o.hogFor, stdin, stdout)
 	case peerWorker:
 		url, shutdown, err = startPoolChild(ctx, o.worker, log)
-	case peerMQNode:
+	case peerMQNode, peerMQNodeSecure:
 		url, shutdown, err = startMQNode(ctx, o, log)
 	case peerJetStream:
 		url, shutdown, err = startJetStream(o)
@@ -214,9 +230,19 @@ func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string,
 		th = throttle.Config{}
 	case throttleOff:
 		th = throttle.Config{Disabled: true}
+	case throttleHost:
+		th = throttle.Config{CPU: throttle.CPUConfig{Signal: throttle.SignalHost}}
+	}
+	var sec *secrets.Set
+	if o.peer == peerMQNodeSecure {
+		var err error
+		if sec, err = secrets.Load(o.secrets); err != nil {
+			return "", nil, err
+		}
 	}
 	n, err := mqnode.New(mqnode.Config{
 		Name: "bench", DataDir: o.dir, Listen: "127.0.0.1:0", Durability: dur, Logger: log, Throttle: th,
+		Security: sec,
 	})
 	if err != nil {
 		return "", nil, err

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mqmesh/mqmesh/internal/secrets"
 )
 
 // peer is the client side of one peer under test, connected to its server
@@ -46,6 +48,8 @@ type workload struct {
 	stall     time.Duration // no progress for this long fails a phase
 	filler    []byte
 	log       io.Writer
+	// sec are the secrets of the peerMQNodeSecure runs (nil without).
+	sec *secrets.Set
 }
 
 const queueName = "bench"

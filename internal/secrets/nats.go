@@ -14,6 +14,10 @@ import (
 // password is cluster.secret.
 const ClusterUser = "mqmesh"
 
+// connTypeInProcess is jwt.ConnectionTypeInProcess (nats-io/jwt/v2), the
+// connection type of a client connected in process.
+const connTypeInProcess = "IN_PROCESS"
+
 // tlsTimeout is the TLS handshake timeout of every listener, in seconds.
 const tlsTimeout = 5
 
@@ -49,10 +53,10 @@ func (s *Set) ClientOptions(r Role) ([]nats.Option, error) {
 // (no socket, so no TLS): its nkey and inbox prefix.
 func (s *Set) InProcessOptions(r Role) ([]nats.Option, error) { return s.authOptions(r) }
 
-// ServerOptions secures the client port of node name in idc: TLS with the
-// node certificate and the nkey users of roles.json, each with its role's
+// ServerOptions secures a node's client port: TLS with the node
+// certificate and the nkey users of roles.json, each with its role's
 // Permissions. Anonymous connections are refused.
-func (s *Set) ServerOptions(o *server.Options, idc, name string) error {
+func (s *Set) ServerOptions(o *server.Options) error {
 	tc, err := s.ServerTLS()
 	if err != nil {
 		return err
@@ -63,7 +67,14 @@ func (s *Set) ServerOptions(o *server.Options, idc, name string) error {
 	var users []*server.NkeyUser
 	for _, r := range Roles {
 		for _, k := range s.roles[r] {
-			users = append(users, &server.NkeyUser{Nkey: k, Permissions: Permissions(r, idc, name)})
+			u := &server.NkeyUser{Nkey: k, Permissions: Permissions(r)}
+			if r == RoleNode {
+				// A node connects only to itself, in process: its credential
+				// is refused on the network, so a stolen node.nk cannot
+				// serve another node's subjects.
+				u.AllowedConnectionTypes = map[string]struct{}{connTypeInProcess: {}}
+			}
+			users = append(users, u)
 		}
 	}
 	if len(s.roles[RoleNode]) == 0 {

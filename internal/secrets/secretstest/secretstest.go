@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/mqmesh/mqmesh/internal/secrets"
 )
 
@@ -52,4 +54,25 @@ func Dir(t testing.TB) string {
 		t.Fatalf("secretstest: %v", err)
 	}
 	return dir
+}
+
+// GossipKeys is the gossip keyring of Set, for mesh members a test starts.
+func GossipKeys(t testing.TB) [][]byte {
+	t.Helper()
+	keys, err := Set(t).GossipKeys()
+	if err != nil {
+		t.Fatalf("secretstest: %v", err)
+	}
+	return keys
+}
+
+// InProcess are the options of an in-process connection as role r with
+// Set's credentials (give them to mqnode.Node.Connect).
+func InProcess(t testing.TB, r secrets.Role) []nats.Option {
+	t.Helper()
+	opts, err := Set(t).InProcessOptions(r)
+	if err != nil {
+		t.Fatalf("secretstest: %v", err)
+	}
+	return opts
 }
