@@ -25,10 +25,22 @@
 // enqueue with the same key within the queue's DedupWindow returns the
 // original id with Duplicate set and stores nothing.
 //
+// A producer that has one task at a time uses Client.NewEnqueuer instead of
+// waiting a round trip per task: Enqueue hands a task over and returns a
+// Future (EnqueueFunc takes a callback); the Enqueuer batches what piles up
+// while its requests are out (AsyncConfig: MaxBatch per request,
+// MaxRequests out, MaxInFlight tasks unsettled, no linger timer) and
+// settles each task with its own result or error. Flush waits, Close
+// flushes and stops (client_async.go).
+//
 // # Consuming
 //
 // Pull is a long poll: it answers with up to MaxTasks leased tasks as soon
-// as any is ready, or empty when MaxWait ends (0 answers at once). Each
+// as any is ready, or empty when MaxWait ends (0 answers at once).
+// Client.NewPuller keeps several pulls in flight for a consumer across a
+// slow link and hands their deliveries out one by one (Next) or in batches
+// (NextBatch), at most Pulls x MaxTasks leased and not yet taken
+// (client_puller.go). Each
 // delivery carries a receipt naming that one delivery. Settle it with Ack,
 // in batches:
 //
