@@ -185,7 +185,8 @@ func (e *Enqueuer) Enqueue(ctx context.Context, item *EnqueueItem) (*Future, err
 
 // EnqueueFunc is Enqueue with a callback instead of a future: cb runs once,
 // on an Enqueuer goroutine, when the task is settled. It must not block for
-// long (it holds up the other results of its request).
+// long (it holds up the other results of its request); it may hand over
+// another task (after Close that fails with ErrEnqueuerClosed).
 func (e *Enqueuer) EnqueueFunc(ctx context.Context, item *EnqueueItem, cb func(*EnqueueResult, error)) error {
 	return e.submit(ctx, &pendingTask{item: item, cb: cb})
 }
@@ -317,7 +318,11 @@ func (e *Enqueuer) send(batch []*pendingTask) {
 	}
 }
 
+// settle completes t. Its in-flight slot is freed first, so a callback
+// may hand over another task (a retry) without waiting on itself; Flush
+// returns only after the callback ran.
 func (e *Enqueuer) settle(t *pendingTask, r *EnqueueResult, err error) {
+	<-e.slots
 	if t.f != nil {
 		t.f.res, t.f.err = r, err
 		close(t.f.done)
@@ -330,5 +335,4 @@ func (e *Enqueuer) settle(t *pendingTask, r *EnqueueResult, err error) {
 		close(e.idle)
 	}
 	e.mu.Unlock()
-	<-e.slots
 }

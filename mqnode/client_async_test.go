@@ -462,3 +462,42 @@ func TestPullerSurfacesPullErrors(t *testing.T) {
 		t.Fatalf("bad queue: %v", err)
 	}
 }
+
+func TestEnqueuerCallbackMayEnqueueAgain(t *testing.T) {
+	_, c := startNode(t, Config{})
+	// One task in flight at most: a callback that hands over the next task
+	// must not wait on its own slot.
+	e, err := c.NewEnqueuer("q", AsyncConfig{MaxBatch: 1, MaxInFlight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chain = 20
+	done := make(chan struct{})
+	var next func(i int) func(*EnqueueResult, error)
+	next = func(i int) func(*EnqueueResult, error) {
+		return func(_ *EnqueueResult, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			if i == chain {
+				close(done)
+				return
+			}
+			if err := e.EnqueueFunc(context.Background(), &EnqueueItem{Payload: []byte{byte(i)}}, next(i+1)); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if err := e.EnqueueFunc(ctxT(t), &EnqueueItem{Payload: []byte{0}}, next(1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-ctxT(t).Done():
+		t.Fatal("the chain of callbacks stalled")
+	}
+	e.Close()
+	if got := queueStats(t, c, "q").GetReady(); got != chain {
+		t.Fatalf("ready %d, want %d", got, chain)
+	}
+}
