@@ -46,7 +46,8 @@ type queue struct {
 	dead    int64                 // dead-letter records
 	delayed map[delayBucket]int64 // tasks not ready yet, by coarse readyAt
 
-	c counters
+	c    counters
+	kept keptSettled // settled tasks kept for replay (settled.go)
 }
 
 func newQueue(s *store, name string) *queue {
@@ -115,6 +116,9 @@ func (q *queue) apply(e effect, now int64) {
 	q.stored += e.stored
 	q.leased += e.leased
 	q.dead += e.dead
+	if e.onCommit != nil {
+		e.onCommit()
+	}
 	if e.readyAt == 0 {
 		return
 	}
@@ -401,6 +405,7 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 		case e.task.Attempt > 0:
 			if ok, d := th.AdmitRetry(q.name); !ok {
 				moves = append(moves, q.deferOp(e, d))
+				q.s.obs.deferred(q, e.task, d)
 				q.c.retriesDeferred.Add(1)
 				defers++
 				continue
@@ -408,6 +413,7 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 		}
 		out = append(out, q.s.leases.add(q, e, leaseDur, worker, now))
 		used += e.size + deliveryOverhead
+		q.s.obs.leased(q, e.task, worker, now)
 	}
 	th.Refund(q.name, granted-len(out))
 	if len(out) == 0 && defers > 0 && held == 0 {
