@@ -194,13 +194,11 @@ func (w *writer) commitGroup(group []*writeOp) {
 	now := w.s.nowMs()
 	for _, op := range group {
 		if op.err == nil {
-			// Counters first: once the effects wake a puller, stats must
-			// already count what made the task ready (e.g. an expiry).
-			if op.after != nil {
-				op.after()
-			}
 			for _, e := range op.fx {
 				e.q.apply(e, now)
+			}
+			if op.after != nil {
+				op.after()
 			}
 		} else if op.failed != nil {
 			op.failed(op.err)
