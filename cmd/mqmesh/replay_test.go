@@ -122,7 +122,10 @@ func TestTopicCommands(t *testing.T) {
 	if len(res.IDs) != 3 || res.Copies != 6 {
 		t.Fatalf("enqueue to topic: %+v", res)
 	}
-	if handleAll(t, c, "billing") != 3 || handleAll(t, c, "vip") != 3 {
+	if out := mustCLI(t, append([]string{"enqueue", "--queue", "topic:orders", "--payload", "p"}, srv...)...); !strings.Contains(out, "enqueued 1 task(s) on topic:orders") || !strings.Contains(out, "copies written into the topic's queues: 1") {
+		t.Fatalf("enqueue to topic summary: %q", out)
+	}
+	if handleAll(t, c, "billing") != 4 || handleAll(t, c, "vip") != 3 {
 		t.Fatal("fan-out did not reach both queues")
 	}
 	mustCLI(t, append([]string{"topic", "create", "gold", "--sub", "vip:tier=gold"}, srv...)...)
