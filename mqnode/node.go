@@ -51,7 +51,10 @@ type Node struct {
 	// releases the lease (see ReleaseWorker).
 	WorkerMember func(workerID string) string
 
-	extraOps map[string]OpHandler
+	extraOps  map[string]OpHandler
+	topicSync *topicSync // topicsync.go
+
+	workerInfo atomic.Pointer[func(string) (WorkerInfo, bool)] // see SetWorkerInfo
 
 	// sec is the security in force: Config.Security, replaced by
 	// SetSecurity.
@@ -74,7 +77,7 @@ func (n *Node) HandleOp(op string, h OpHandler) error {
 		return err
 	}
 	switch op {
-	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpQueueDelete:
+	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpQueueDelete, OpReplay, OpTopic:
 		return fmt.Errorf("mqnode: op %q is built in", op)
 	}
 	n.mu.Lock()
@@ -162,6 +165,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.st, err = openStore(n.cfg); err != nil {
 		return err
 	}
+	n.st.obs.workerInfo = &n.workerInfo
 	opts, err := n.natsOptions()
 	if err != nil {
 		return err
@@ -192,6 +196,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.svc = newService(n)
 	if err := n.svc.start(); err != nil {
+		return err
+	}
+	if err := n.startTopicSync(); err != nil {
 		return err
 	}
 	n.shareStop, n.shareDone = make(chan struct{}), make(chan struct{})
@@ -258,6 +265,7 @@ func (n *Node) shutdownLocked(ctx context.Context) error {
 	if n.svc != nil {
 		errs = append(errs, n.svc.stop(ctx))
 	}
+	n.topicSync.close()
 	if n.nc != nil {
 		n.nc.Close()
 	}

@@ -39,6 +39,8 @@ type nodeOptions struct {
 
 	// Mesh is --mesh: join a mesh even without a mesh section or flag.
 	Mesh bool
+	// Ops are the operations endpoint flags (--http; ops.go).
+	Ops opsFlags
 	// security are --secrets and --insecure (over the file's section).
 	security securitySection
 
@@ -126,6 +128,7 @@ member is detected as failed).`,
 	fs.BoolVar(&o.security.Insecure, "insecure", false, "start without --secrets even when listening beyond loopback (anyone who reaches the ports controls the node)")
 	fs.BoolVar(&o.Mesh, "mesh", false, "join a mesh (implied by a mesh section or any mesh flag; --mesh=false runs standalone)")
 	bindMeshFlags(fs, &o.meshFlags)
+	bindOpsFlags(fs, &o.Ops, true)
 	cmd.AddCommand(newNodeRepairCommand())
 	return cmd
 }
@@ -273,12 +276,14 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 		svc   service
 		n     *mqnode.Node
 		agent *mesh.NodeAgent
+		pub   func() *backlog.Publisher
 	)
 	if o.mesh == nil {
 		if n, err = mqnode.New(cfg); err != nil {
 			return err
 		}
-		svc = &standaloneNode{n: n}
+		sn := &standaloneNode{n: n}
+		svc, pub = sn, func() *backlog.Publisher { return sn.pub }
 	} else {
 		ac := o.mesh.agentConfig(cfg)
 		if cfg.Security != nil {
@@ -310,9 +315,14 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 	if agent != nil {
 		gossip = agent.Mesh.GossipAddr()
 	}
+	ops, err := o.Ops.startNodeOps(n, agent, pub, o.security.Insecure, cfg.Logger)
+	if err != nil {
+		return err
+	}
 	if err := o.printReady(stdout, n, gossip); err != nil {
 		return err
 	}
+	defer announceOps(ops, stdout, o.JSON)()
 	<-ctx.Done()
 	return nil
 }
