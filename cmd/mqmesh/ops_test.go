@@ -267,7 +267,7 @@ func TestOpsEndpointWithSecrets(t *testing.T) {
 			t.Error("plain http served metrics on the TLS endpoint")
 		}
 	}
-	ids := mustCLI(t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi")
+	ids := mustCLI(t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi", "--ids")
 	id := strings.TrimSpace(ids)
 	eventually(t, 10*time.Second, "trace as admin", func() bool {
 		tr := mustJSON[traceJSON](t, "trace", "--secrets", dir, "--server", ready.URL, "--json", id)
