@@ -113,7 +113,7 @@ func TestDrill(t *testing.T) {
 		d.workers["b2"].signal(syscall.SIGCONT)
 		d.setFrozen("b2", false)
 	})
-	d.step("partition", "idc-a | idc-b: every packet between the IDCs dropped for 15 s (iptables), then healed", func() {
+	d.step("partition", "idc-a ⇹ idc-b: every packet between the IDCs dropped for 15 s (iptables), then healed", func() {
 		partition(t, hosts[:2], hosts[2:])
 		d.watchAlone(15 * time.Second)
 		heal(t, hosts)
