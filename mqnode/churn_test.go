@@ -29,7 +29,10 @@ func TestDiskBoundedUnderChurn(t *testing.T) {
 	}
 	dir := t.TempDir()
 	_, c := startNode(t, Config{DataDir: dir, Durability: DurabilityAsync, MemTableSize: 2 << 20, NATSMaxPayload: 128 << 10,
-		MaxPayload: 64 << 10, ValueLogFileSize: 1 << 20, GCInterval: 100 * time.Millisecond})
+		MaxPayload: 64 << 10, ValueLogFileSize: 1 << 20, GCInterval: 100 * time.Millisecond,
+		// The trace keeps ~3 small events per task for its retention
+		// (README: Operations); this test is about reclaiming task records.
+		Trace: TraceConfig{Disabled: true}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // slow under -race
 	defer cancel()
 	payload := make([]byte, 512)

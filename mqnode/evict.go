@@ -49,6 +49,9 @@ func (s *store) evictIdle(ctx context.Context, now int64) ([]string, error) {
 		q.mu.Lock()
 		empty := q.stored == 0 && q.leased == 0 && q.dead == 0
 		q.mu.Unlock()
+		if kept, _ := q.kept.held(now); kept > 0 {
+			empty = false // settled tasks kept for replay (settled.go)
+		}
 		if empty {
 			gone = append(gone, q)
 		}

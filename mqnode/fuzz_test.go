@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
+	"github.com/mqmesh/mqmesh/mqnode/tracepb"
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
@@ -81,8 +82,10 @@ func FuzzRequests(f *testing.F) {
 		f.Add(uint8(i), b)
 	}
 	f.Add(uint8(0), []byte{0xff})
+	tr, _ := proto.Marshal(&tracepb.TraceRequest{TaskId: "0193a4c2-7d1e-7b3a-9f00-5e1d2c3b4a59"})
+	f.Add(uint8(6), tr)
 	n, c := startNode(f, Config{MaxPullWait: 5 * time.Millisecond, MaxPayload: 4096, MaxEnqueueBatch: 100})
-	handlers := []func(context.Context, []byte) proto.Message{n.svc.enqueue, n.svc.pull, n.svc.ack, n.svc.stats, n.svc.dlq, n.svc.info}
+	handlers := []func(context.Context, []byte) proto.Message{n.svc.enqueue, n.svc.pull, n.svc.ack, n.svc.stats, n.svc.dlq, n.svc.info, n.svc.traceFind}
 	f.Fuzz(func(t *testing.T, op uint8, body []byte) {
 		rep := handlers[int(op)%len(handlers)](context.Background(), body)
 		if rep == nil {

@@ -36,6 +36,7 @@ type lease struct {
 	task     *wirepb.Task // as stored (Attempt = failed deliveries so far)
 	deadline int64        // unix ms
 	dur      int64        // ms, for EXTEND with no length
+	start    int64        // unix ms of the delivery
 	worker   string       // holder: worker id "@" its mesh membership (see Node.WorkerMember)
 	idx      int
 }
@@ -56,7 +57,7 @@ func newLeaseTable(s *store) *leaseTable {
 func (lt *leaseTable) add(q *queue, e *entry, dur time.Duration, worker string, now int64) *wirepb.Delivery {
 	lt.mu.Lock()
 	rc := lt.newReceipt()
-	l := &lease{rc: rc, q: q, key: e.key, task: e.task, deadline: now + dur.Milliseconds(), dur: dur.Milliseconds(), worker: worker}
+	l := &lease{rc: rc, q: q, key: e.key, task: e.task, deadline: now + dur.Milliseconds(), dur: dur.Milliseconds(), worker: worker, start: now}
 	lt.byReceipt[rc] = l
 	heap.Push(&lt.h, l)
 	first := l.idx == 0

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -50,7 +51,14 @@ type Node struct {
 	// releases the lease (see ReleaseWorker).
 	WorkerMember func(workerID string) string
 
-	extraOps map[string]OpHandler
+	extraOps  map[string]OpHandler
+	topicSync *topicSync // topicsync.go
+
+	workerInfo atomic.Pointer[func(string) (WorkerInfo, bool)] // see SetWorkerInfo
+
+	// sec is the security in force: Config.Security, replaced by
+	// SetSecurity.
+	sec atomic.Pointer[secrets.Set]
 
 	shareStop chan struct{}
 	shareDone chan struct{}
@@ -69,7 +77,7 @@ func (n *Node) HandleOp(op string, h OpHandler) error {
 		return err
 	}
 	switch op {
-	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpQueueDelete:
+	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpQueueDelete, OpReplay, OpTopic:
 		return fmt.Errorf("mqnode: op %q is built in", op)
 	}
 	n.mu.Lock()
@@ -108,7 +116,33 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mqnode: config: %w", err)
 	}
-	return &Node{cfg: cfg, log: cfg.Logger.With("component", "mqnode", "node", cfg.Name, "idc", cfg.IDC)}, nil
+	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "mqnode", "node", cfg.Name, "idc", cfg.IDC)}
+	n.sec.Store(cfg.Security)
+	return n, nil
+}
+
+// Security returns the secrets in force (nil: none).
+func (n *Node) Security() *secrets.Set { return n.sec.Load() }
+
+// SetSecurity replaces the secrets of a node started with some and reloads
+// its NATS server: role keys added to or removed from roles.json take
+// effect at once (a removed key's connections are closed). The node's own
+// key and certificate must stay the same (its connections and gateways keep
+// theirs): rotate those by restarting nodes one at a time.
+func (n *Node) SetSecurity(set *secrets.Set) error {
+	if set == nil || n.sec.Load() == nil {
+		return errors.New("mqnode: security can be changed, not switched on or off, while a node runs")
+	}
+	if err := set.CheckNode(); err != nil {
+		return fmt.Errorf("mqnode: security: %w", err)
+	}
+	old := n.sec.Swap(set)
+	if err := n.ReloadNATS(); err != nil {
+		n.sec.Store(old)
+		_ = n.ReloadNATS()
+		return err
+	}
+	return nil
 }
 
 // Config returns the node's effective configuration (defaults applied).
@@ -131,6 +165,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.st, err = openStore(n.cfg); err != nil {
 		return err
 	}
+	n.st.obs.workerInfo = &n.workerInfo
 	opts, err := n.natsOptions()
 	if err != nil {
 		return err
@@ -161,6 +196,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.svc = newService(n)
 	if err := n.svc.start(); err != nil {
+		return err
+	}
+	if err := n.startTopicSync(); err != nil {
 		return err
 	}
 	n.shareStop, n.shareDone = make(chan struct{}), make(chan struct{})
@@ -194,8 +232,8 @@ func (n *Node) natsOptions() (*server.Options, error) {
 		}
 		opts.Host, opts.Port = host, p
 	}
-	if sec := n.cfg.Security; sec != nil {
-		if err := sec.ServerOptions(opts, n.cfg.IDC, n.cfg.Name); err != nil {
+	if sec := n.sec.Load(); sec != nil {
+		if err := sec.ServerOptions(opts); err != nil {
 			return nil, fmt.Errorf("mqnode: %w", err)
 		}
 	}
@@ -227,6 +265,7 @@ func (n *Node) shutdownLocked(ctx context.Context) error {
 	if n.svc != nil {
 		errs = append(errs, n.svc.stop(ctx))
 	}
+	n.topicSync.close()
 	if n.nc != nil {
 		n.nc.Close()
 	}
@@ -260,7 +299,7 @@ func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
 		return nil, ErrClosed
 	}
 	base := []nats.Option{nats.InProcessServer(n.ns)}
-	if sec := n.cfg.Security; sec != nil {
+	if sec := n.sec.Load(); sec != nil {
 		auth, err := sec.InProcessOptions(secrets.RoleNode)
 		if err != nil {
 			return nil, err

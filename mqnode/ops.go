@@ -117,6 +117,9 @@ func (w *wtx) putTasks(q *queue, items []*wirepb.EnqueueItem) ([]*wirepb.Enqueue
 
 // enqueue durably stores a batch of tasks and returns their ids.
 func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.EnqueueItem) ([]*wirepb.EnqueueResult, error) {
+	if topic, ok := TopicTarget(queueName); ok {
+		return s.publish(ctx, topic, items) // topic.go
+	}
 	if err := subject.Validate("queue", queueName); err != nil {
 		return nil, err
 	}
@@ -134,6 +137,7 @@ func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.E
 		return nil, err
 	}
 	var results []*wirepb.EnqueueResult
+	start := time.Now()
 	op := &writeOp{
 		prepare: func(w *wtx) error {
 			var err error
@@ -153,6 +157,7 @@ func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.E
 	if err := s.w.do(ctx, op); err != nil {
 		return nil, err
 	}
+	s.obs.enqueued(queueName, items, results, start, "")
 	return results, nil
 }
 
@@ -214,7 +219,7 @@ func (s *store) retryOp(l *lease, delay time.Duration, lastErr, deadReason strin
 		w.set(taskKey(q.name, readyAt, seq), frame)
 		w.effect(effect{q: q, leased: -1, readyAt: readyAt})
 		return nil
-	}}
+	}, after: func() { s.obs.retried(q, t, delay) }}
 }
 
 // deadOp moves the task record at key (not leased) to the dead letter
@@ -242,10 +247,13 @@ func (s *store) moveToDead(q *queue, key []byte, t *wirepb.Task, raw []byte, rea
 			}
 			w.del(key)
 			w.set(deadKey(q.name, seq), frame)
+			if err := w.keepSettled(q, t, outcomeDead); err != nil {
+				return err
+			}
 			w.effect(effect{q: q, stored: -1, leased: leased, dead: 1})
 			return nil
 		},
-		after: func() { q.c.deadTotal.Add(1) },
+		after: func() { q.c.deadTotal.Add(1); s.obs.dead(q, t, reason) },
 	}
 }
 
@@ -253,6 +261,7 @@ func (s *store) moveToDead(q *queue, key []byte, t *wirepb.Task, raw []byte, rea
 // again at once, with the delivery counted as an attempt. If the write fails
 // the lease is retried in a second, so the task is never stranded.
 func (s *store) expire(l *lease, why string) {
+	s.obs.expiredLease(l, why)
 	op := s.retryOp(l, -1, why, why)
 	after := op.after
 	op.after = func() {

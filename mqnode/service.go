@@ -59,8 +59,9 @@ func newService(n *Node) *service {
 func (s *service) start() error {
 	cfg := s.n.cfg
 	ops := map[string]func(context.Context, []byte) proto.Message{
-		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info,
+		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info, OpSummary: s.summary,
 		OpQueueDelete: s.queueDelete,
+		OpReplay:      s.replay, OpTopic: s.topic, // cmqops.go
 	}
 	for op, h := range s.n.extraOps {
 		ops[op] = h
@@ -98,6 +99,7 @@ func (s *service) start() error {
 	}{
 		{prefix + "*", route},
 		{IDSubject(s.n.ns.ID()), func(m *nats.Msg) { s.dispatch(m, s.info) }},
+		{TraceSubject, func(m *nats.Msg) { s.dispatch(m, s.traceFind) }},
 	} {
 		sub, err := s.n.nc.Subscribe(sp.subj, sp.cb)
 		if err != nil {

@@ -90,6 +90,8 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 	st.LostTotal = q.c.lost.Load()
 	st.CorruptTotal = q.c.corrupt.Load()
 	st.Throttles = throttleStates(q.s.th.QueueStates(q.name))
+	st.SettledKept, st.SettledBytes = q.kept.held(now)
+	st.KeepSettledMs = max(q.cfg.KeepSettled.Milliseconds(), 0)
 	return st, err
 }
 
@@ -116,9 +118,23 @@ func (n *Node) Levels() []QueueLevel {
 	if st == nil || stopped {
 		return nil
 	}
+	all := st.allStats()
+	out := make([]QueueLevel, 0, len(all))
+	for _, s := range all {
+		out = append(out, QueueLevel{
+			Queue: s.Queue, Ready: s.Ready, OldestReady: time.Duration(s.OldestReadyAgeMs) * time.Millisecond,
+			EnqueueRate: s.EnqueueRate, DrainRate: s.AckRate, EnqueuedTotal: s.EnqueuedTotal,
+		})
+	}
+	return out
+}
+
+// allStats returns the stats of every queue, sorted by name (queues that
+// fail to report are left out).
+func (st *store) allStats() []*wirepb.QueueStats {
 	names := st.queueNames()
 	slices.Sort(names)
-	out := make([]QueueLevel, 0, len(names))
+	out := make([]*wirepb.QueueStats, 0, len(names))
 	for _, name := range names {
 		st.qmu.RLock()
 		q := st.queues[name]
@@ -126,14 +142,9 @@ func (n *Node) Levels() []QueueLevel {
 		if q == nil {
 			continue
 		}
-		s, err := q.stats()
-		if err != nil {
-			continue
+		if s, err := q.stats(); err == nil {
+			out = append(out, s)
 		}
-		out = append(out, QueueLevel{
-			Queue: name, Ready: s.Ready, OldestReady: time.Duration(s.OldestReadyAgeMs) * time.Millisecond,
-			EnqueueRate: s.EnqueueRate, DrainRate: s.AckRate, EnqueuedTotal: s.EnqueuedTotal,
-		})
 	}
 	return out
 }

@@ -47,10 +47,13 @@ type store struct {
 
 	leases *leaseTable
 	th     *throttle.Throttle
+	topics *topicTable // topic.go
 	disk   *diskWatch
 	ledger *ledger // written by the writer goroutine only
 
 	bufTotal atomic.Int64 // bytes in all queues' ready windows (budget.go)
+	nQueues  atomic.Int64 // queues in the table (newQueue .. stop)
+	obs      *observer    // metrics and trace hooks (observe.go)
 
 	started time.Time
 
@@ -109,6 +112,12 @@ func openStore(cfg Config) (*store, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.topics, err = loadTopics(s); err != nil {
+		seq.Release()
+		db.Close()
+		return nil, err
+	}
+	s.obs = newObserver(s)
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
@@ -141,6 +150,7 @@ func (s *store) close() error {
 			s.log.Warn("queue totals not saved at stop", "err", terr)
 		}
 		cancel()
+		s.obs.close()
 		s.w.close()
 		s.ledger.close()
 		s.qmu.Lock()
@@ -250,6 +260,7 @@ func (s *store) loadQueues() error {
 			it.Close()
 			q.dead = countKeys(txn, queuePrefix(pfxDead, name))
 			s.loadTotals(txn, q)
+			q.kept.load(txn, name, q.cfg.KeepSettled)
 			s.queues[name] = q
 		}
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,9 +21,12 @@ type writeOp struct {
 	prepare func(w *wtx) error
 	after   func()
 	failed  func(error) // runs on the writer goroutine when the op failed
-	fx      []effect
-	err     error
-	done    chan struct{}
+	// aside: the op writes no task keys (trace events), so a group of
+	// only such ops does not hold cursor scans back (store.horizon).
+	aside bool
+	fx    []effect
+	err   error
+	done  chan struct{}
 }
 
 // effect is an in-memory consequence of a committed op on a queue's state:
@@ -31,7 +35,8 @@ type writeOp struct {
 type effect struct {
 	q                    *queue
 	stored, leased, dead int64
-	readyAt              int64 // > 0: a task key was written with this readyAt
+	readyAt              int64  // > 0: a task key was written with this readyAt
+	onCommit             func() // runs after commit (settled-task accounting)
 }
 
 type mutation struct {
@@ -166,8 +171,12 @@ func (w *writer) run() {
 // commitGroup applies a group in as few transactions as the size limits
 // allow, then finishes every op.
 func (w *writer) commitGroup(group []*writeOp) {
+	t0 := time.Now()
 	w.s.gcMu.Lock()
-	w.s.beginGroup()
+	tasks := slices.ContainsFunc(group, func(op *writeOp) bool { return !op.aside })
+	if tasks {
+		w.s.beginGroup()
+	}
 	if err := w.tryGroup(group); errors.Is(err, errSplitGroup) {
 		// A mutation failed (e.g. the size estimate was off): fall back to
 		// one transaction per op so no op commits in part.
@@ -177,8 +186,11 @@ func (w *writer) commitGroup(group []*writeOp) {
 		}
 	}
 	w.s.gcMu.Unlock()
+	w.s.obs.committed(len(group), time.Since(t0))
 	// Committed: scans may pass these keys now, before anyone is told.
-	w.s.endGroup()
+	if tasks {
+		w.s.endGroup()
+	}
 	now := w.s.nowMs()
 	for _, op := range group {
 		if op.err == nil {

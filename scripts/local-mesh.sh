@@ -276,7 +276,8 @@ cmd_start() {
 		(cd "$repo" && go build -o "$bin" ./cmd/mqmesh) || die "go build failed"
 	fi
 	if [[ ! -f $secrets/ca.crt ]]; then
-		"$bin" secrets init "$secrets" >&2 || die "could not create the secrets in $secrets"
+		"$bin" secrets init "$secrets" >/dev/null || die "could not create the secrets in $secrets"
+		say "local-mesh: created the mesh's secrets in $secrets"
 	fi
 	own_children=1
 	trap 'fail "interrupted while starting"' INT TERM

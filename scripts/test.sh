@@ -14,4 +14,9 @@ if [[ -n "$unformatted" ]]; then
   exit 1
 fi
 go vet ./...
+# The dashboard's browser test needs Chromium (Debian package chromium).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && command -v apt-get >/dev/null; then
+  sudo=; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 go test -race -count=1 -timeout 25m ./... "$@"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -180,11 +181,17 @@ func TestModelInvariants(t *testing.T) {
 		t.Fatalf("pools lost: peak backlog %d, normal phase %+v", lost.PeakBacklog, phase(t, lost, "normal"))
 	}
 
+	// Degraded: 20x slower, half the tasks fail and come back after the
+	// retry backoff. The degraded IDC's pools yield (worker's health):
+	// most of its work is done by other IDCs, and few tasks wait for a
+	// retry, so the phase's p99 stays near the backoff, not a multiple.
 	slow := runModel(t, smallModel(t, 24, FaultDegrade, 5))
+	deg := phase(t, slow, "sh degraded")
 	if !slow.Drained || slow.Completed != slow.Enqueued || slow.Fault == nil || slow.Fault.Action != "degrade" ||
-		phase(t, slow, "sh degraded").P99Ms < 10*phase(t, slow, "normal").P99Ms {
-		t.Fatalf("degrade: %+v", slow)
+		slow.Retries == 0 || deg.Retries == 0 || deg.OtherIDC < 0.2 || deg.P99Ms > 1500 {
+		t.Fatalf("degrade: %+v\nphase %+v", slow, deg)
 	}
+	t.Logf("degraded phase: %d retries, other IDC %.1f%%, p99 %.0f ms", deg.Retries, 100*deg.OtherIDC, deg.P99Ms)
 }
 
 // Heartbeats applied to the views: they count against the tiers' rate
@@ -218,7 +225,7 @@ func TestModelConfigErrors(t *testing.T) {
 	}
 	c.Slots, c.Filter = 0, "chatty"
 	c.Timeline = append(c.Timeline, Event{At: Duration(time.Second), Action: "kill-node", IDC: "sh"}, Event{At: Duration(2 * time.Second), Action: "degrade", IDC: "mars", Slowdown: 2})
-	c.Handler.ErrorRate = 0.1
+	c.Handler.ErrorRate = 1.5
 	_, err = RunModel(context.Background(), c, nil)
 	for _, want := range []string{"model hosts", "model filter", "timeline[1].action", "kill-node", "timeline[2].idc", "mars", "handler.error_rate"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -229,5 +236,27 @@ func TestModelConfigErrors(t *testing.T) {
 	c, err = ModelFromScenario(s, 10, 5, time.Minute, 20, FaultNone)
 	if err != nil || strings.Join(c.IDCs, ",") != "sh,sz,tj,idc4,idc5" {
 		t.Fatalf("5 IDCs: %v %v", c.IDCs, err)
+	}
+}
+
+// A run stops soon after its context ends (Ctrl-C, SIGTERM in the CLI) and
+// reports progress while it runs, even between samples.
+func TestModelStopsAndReports(t *testing.T) {
+	c := smallModel(t, 600, FaultPoolsLost, 2)
+	c.CheckViews = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	var reports int
+	start := time.Now()
+	_, err := RunModel(ctx, c, func(p ModelProgress) {
+		reports++
+		if reports == 20 {
+			cancel()
+		}
+	})
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run: %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("stopped after %s", d)
 	}
 }

@@ -54,6 +54,12 @@ type ModeReport struct {
 	// Budget is how the mesh-wide call rate held to the handler backend's
 	// budget, when it has one.
 	Budget *BudgetReport `json:"budget,omitempty"`
+	// Metrics are the run's totals under the Prometheus names a node's and
+	// a pool's --http endpoint export, summed over the live nodes and
+	// pools at the end (see prom.go).
+	Metrics map[string]float64 `json:"metrics"`
+	// Deploy is what bad deploys and replays did (replay.go), if any.
+	Deploy *DeployReport `json:"deploy,omitempty"`
 	Series []Sample      `json:"-"`
 }
 
@@ -127,7 +133,9 @@ func runMode(ctx context.Context, s Scenario, mode string, opt Options) (*ModeRe
 	if err != nil {
 		return nil, err
 	}
-	return r.summarize(after, drained), nil
+	mr := r.summarize(after, drained)
+	mr.Metrics = r.operatorView()
+	return mr, nil
 }
 
 func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
@@ -158,6 +166,7 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 	}
 	mr.StillQueued = min(len(unfinished), int(held.total))
 	mr.Lost = max(0, len(unfinished)-int(held.total+held.dead))
+	mr.Deploy = r.deploy.report(m.completions)
 	if mr.Lost > 0 {
 		r.log.Error("tasks never completed and not held by any node", "mode", r.mode, "lost", mr.Lost, "some", unfinished[:min(5, len(unfinished))])
 	}
@@ -281,6 +290,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		}
 		fmt.Fprintf(w, "%s: %d enqueued, %d completed, %d lost, %d stranded on dead nodes%s, %d dead-lettered, %d duplicate deliveries; peak backlog %d; %s\n",
 			m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, queued, m.DeadLettered, m.Duplicates, m.PeakBacklog, drain)
+		writeDeploy(w, m.Mode, m.Deploy)
 	}
 	fmt.Fprintln(w)
 	return rep.writeWork(w)

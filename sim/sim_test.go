@@ -79,6 +79,12 @@ func TestShortScenarioInvariants(t *testing.T) {
 		}
 	}
 	mesh, base := byMode[ModeMesh], byMode[ModeBaseline]
+	// The report speaks the operator's metric names (prom.go): the drained
+	// mesh shows acks, no ready task, and leases by worker tier.
+	if m := mesh.Metrics; m["mqmesh_queue_acked_total"] <= 0 || m["mqmesh_queue_ready_tasks"] != 0 ||
+		m["mqmesh_leases_total{tier=local}"] <= 0 || m["mqmesh_worker_tasks_processed_total{tier=local}"] <= 0 {
+		t.Errorf("mesh mode metrics: %v", m)
+	}
 	if mesh.PeakBacklog >= base.PeakBacklog {
 		t.Errorf("mesh peak backlog %d not below the baseline's %d", mesh.PeakBacklog, base.PeakBacklog)
 	}

@@ -183,6 +183,7 @@ func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery
 	go p.keepLease(ctx, loseLease, origin, d.Receipt, extDone, extStopped)
 	began := time.Now()
 	res := call(ctx, r.h, task)
+	p.metrics.observe(task, where, res.outcome, began)
 	p.schedMu.Lock()
 	p.sched.ObserveTask(r.queue, res.outcome == outcomeDone, time.Since(began))
 	p.schedMu.Unlock()

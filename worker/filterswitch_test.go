@@ -43,7 +43,7 @@ func TestFilterSwitchStopsCrossIDCPulls(t *testing.T) {
 	p, err := New(nc, Config{ID: "pool-file-" + a.name, IDC: a.idc, Host: a.name, Node: a.name, Slots: 8, FilterFile: path,
 		Policy: PolicyConfig{CrossIDCAlways: true},
 		Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{a.agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal,
-			Keyring: secretstest.GossipKeys(t)},
+			Keyring: secretstest.GossipKeys(t)}, // the cluster's gossip is keyed
 		Logger: testlog.NewLevel(t, 4)})
 	must(t, err)
 	must(t, p.Handle("push", c.pushHandler(a)))

@@ -55,7 +55,8 @@ type Pool struct {
 	killed    atomic.Bool
 	once      sync.Once
 
-	stats counters
+	stats   counters
+	metrics *poolMetrics // histograms (metrics.go)
 	// beforeAck, when set (tests), runs after a handler returned and
 	// before its ack is sent; returning false drops the ack.
 	beforeAck func(*Task, Result) bool
@@ -93,6 +94,7 @@ func New(nc *nats.Conn, cfg Config) (*Pool, error) {
 		fetchStop: make(chan struct{}),
 		runCtx:    ctx,
 		cancelRun: cancel,
+		metrics:   newPoolMetrics(),
 	}, nil
 }
 

@@ -73,7 +73,7 @@ type taskKey struct{}
 
 // withTask returns ctx carrying t, for Report(ctx, ...) deep in a handler.
 func withTask(ctx context.Context, t *Task) context.Context {
-	return context.WithValue(ctx, taskKey{}, t)
+	return context.WithValue(mqnode.ExtractTrace(ctx, t.Headers), taskKey{}, t)
 }
 
 // TaskFrom returns the task a handler's ctx belongs to, or nil.

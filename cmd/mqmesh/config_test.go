@@ -143,8 +143,12 @@ func TestConfigFlagsCoverEveryKey(t *testing.T) {
 			continue
 		case key == "queues":
 			name = "queue"
+		case key == "topics":
+			name = "topic"
 		case key == "throttle":
 			name = "no-throttle" // and --cpu-ceiling, --backend-budget; the rest by file
+		case key == "trace":
+			name = "trace-retention" // and --no-trace; the rest by file
 		default:
 			name = strings.TrimPrefix(name, "queue_defaults.")
 		}

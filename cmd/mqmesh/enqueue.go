@@ -62,6 +62,9 @@ type enqueueJSON struct {
 	// Count is how many tasks were enqueued; Seconds how long it took.
 	Count   int     `json:"count"`
 	Seconds float64 `json:"seconds"`
+	// Copies counts, for --queue topic:T, the tasks written into T's
+	// subscribed queues (ids holds the first copy of each task).
+	Copies int `json:"copies,omitempty"`
 }
 
 func newEnqueueCommand() *cobra.Command {
@@ -82,6 +85,8 @@ the same command again enqueues nothing new.`,
 		Example: `  mqmesh enqueue --queue orders --payload '{"id": 7}'
   mqmesh enqueue --queue load --count 100000 --size 512
   mqmesh enqueue --queue load --count 10 --ids
+  mqmesh enqueue --queue topic:orders --header tier=gold --payload '{"id": 8}'
+  mqmesh enqueue --queue load --count 100000 --size 512 --json
   mqmesh enqueue --queue mail --file msg.eml --delay 10m --header tenant=acme`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -94,7 +99,7 @@ the same command again enqueues nothing new.`,
 	}
 	fs := cmd.Flags()
 	o.bind(fs)
-	fs.StringVarP(&o.Queue, "queue", "q", "", "queue to enqueue on (required)")
+	fs.StringVarP(&o.Queue, "queue", "q", "", "queue to enqueue on, or topic:T to fan out into topic T's queues (required)")
 	fs.IntVarP(&o.Count, "count", "n", 1, "number of tasks with random payloads")
 	fs.IntVar(&o.Size, "size", defaultPayloadSize, "size of each random payload, in bytes")
 	fs.StringVar(&o.Payload, "payload", "", "payload of the task, as text")
@@ -114,7 +119,7 @@ func (o *enqueueOptions) Validate() error {
 	if err := o.clientOptions.Validate(); err != nil {
 		return err
 	}
-	if err := validateQueue(o.Queue); err != nil {
+	if err := validateTarget(o.Queue); err != nil {
 		return err
 	}
 	var sources []string
@@ -236,6 +241,7 @@ func (o *enqueueOptions) send(ctx context.Context, c *mqnode.Client, payload []b
 		}
 		for _, r := range res {
 			out.IDs = append(out.IDs, r.Id)
+			out.Copies += len(r.Copies)
 			if r.Duplicate {
 				out.Duplicates++
 			}
@@ -287,6 +293,9 @@ func (o *enqueueOptions) print(stdout, stderr io.Writer, out enqueueJSON) error 
 	}
 	summary := fmt.Sprintf("enqueued %d task(s) on %s at %s/%s in %.2fs (%.0f/s)", out.Count, out.Queue, out.IDC, out.Node,
 		out.Seconds, float64(out.Count)/max(out.Seconds, 1e-9))
+	if out.Copies > 0 {
+		fmt.Fprintf(stderr, "%d tasks written into the topic's queues as %d copies\n", len(out.IDs), out.Copies)
+	}
 	if out.Duplicates > 0 {
 		summary += fmt.Sprintf("; %d were duplicates of earlier enqueues (same dedup key)", out.Duplicates)
 	}

@@ -15,6 +15,21 @@ import (
 // it. stop returns the command's error.
 func runNode(t *testing.T, args ...string) (ready string, stop func() error) {
 	t.Helper()
+	br, stop := startNodeCommand(t, args...)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("no ready line (read: %v; command: %v)", err, stop())
+	}
+	// The command prints nothing more on stdout; drain it anyway so a
+	// write can never block the command. The copy ends when pw is closed.
+	go io.Copy(io.Discard, br)
+	return line, stop
+}
+
+// startNodeCommand runs `mqmesh node args...` until stop (at the latest at
+// cleanup) and returns its stdout; the caller must keep reading it.
+func startNodeCommand(t *testing.T, args ...string) (stdout *bufio.Reader, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(ctxT(t))
 	pr, pw := io.Pipe()
 	root := newRootCommand()
@@ -27,14 +42,6 @@ func runNode(t *testing.T, args ...string) (ready string, stop func() error) {
 		pw.CloseWithError(io.EOF)
 		done <- err
 	}()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		cancel()
-		t.Fatalf("no ready line (read: %v; command: %v)", err, <-done)
-	}
-	// The command prints nothing more on stdout; drain it anyway so a
-	// write can never block the command. The copy ends when pw is closed.
-	go io.Copy(io.Discard, pr)
 	var once sync.Once
 	var stopErr error
 	stop = func() error {
@@ -45,7 +52,7 @@ func runNode(t *testing.T, args ...string) (ready string, stop func() error) {
 		return stopErr
 	}
 	t.Cleanup(func() { stop() })
-	return line, stop
+	return bufio.NewReader(pr), stop
 }
 
 func TestNodeCommandServes(t *testing.T) {

@@ -108,10 +108,15 @@ func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
 	fs.DurationVar(&q.BackoffMax, "backoff-max", q.BackoffMax, "queue default: longest retry delay")
 	fs.DurationVar(&q.Retention, "retention", q.Retention, "queue default: how long a task may wait before it is dead-lettered as expired (negative: forever)")
 	fs.DurationVar(&q.DedupWindow, "dedup-window", q.DedupWindow, "queue default: how long a producer dedup key is remembered")
+	fs.DurationVar(&q.KeepSettled, "keep-settled", q.KeepSettled, "queue default: keep acked and dead-lettered tasks this long for `mqmesh replay` (0: off)")
+	fs.Var(topicsValue{&c.Topics}, "topic", "topic on this node: NAME=QUEUE[:HEADER=VALUE],... (repeatable; topics)")
+	fs.DurationVar(&c.TopicSyncInterval, "topic-sync-interval", c.TopicSyncInterval, "how often the node republishes its stored topics to the mesh")
 	th := &c.Throttle
 	fs.BoolVar(&th.Disabled, "no-throttle", th.Disabled, "switch overload protection off (throttle.disabled; other throttle settings only in the config file)")
 	fs.Float64Var(&th.CPU.Ceiling, "cpu-ceiling", th.CPU.Ceiling, "host CPU usage (0..1) above which the node slows its dispatch (throttle.cpu.ceiling)")
 	fs.Var(budgetsValue{&th.Backends}, "backend-budget", "mesh-wide budget of a backend, NAME=CALLS_PER_S (repeatable or comma-separated; throttle.backends)")
+	fs.BoolVar(&c.Trace.Disabled, "no-trace", c.Trace.Disabled, "record no task trace (trace.disabled)")
+	fs.DurationVar(&c.Trace.Retention, "trace-retention", c.Trace.Retention, "how long task trace events are kept (trace.retention; other trace settings only in the config file)")
 }
 
 // budgetsValue is the --backend-budget flag: NAME=CALLS_PER_S pairs.

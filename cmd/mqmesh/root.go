@@ -34,6 +34,10 @@ diagnostics and logs go to stderr.`,
 		newEnqueueCommand(),
 		newStatsCommand(),
 		newDLQCommand(),
+		newTraceCommand(),
+		newTopCommand(),
+		newReplayCommand(), // replay.go
+		newTopicCommand(),  // topic.go
 		newWorkerCommand(),
 		newBacklogCommand(),
 		newMeshCommand(),

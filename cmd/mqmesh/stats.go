@@ -88,6 +88,16 @@ type queueStatsJSON struct {
 	// RetriesDeferredTotal counts retries the retry gate put back.
 	RetriesDeferredTotal uint64         `json:"retries_deferred_total"`
 	Throttles            []throttleJSON `json:"throttles"` // retry gate and budgets
+	// LostTotal counts records found missing at start (store damage, see
+	// <data>/mqnode-damage.log); CorruptTotal counts unreadable records
+	// moved to the dead letter queue.
+	LostTotal    uint64 `json:"lost_total"`
+	CorruptTotal uint64 `json:"corrupt_total"`
+	// Settled tasks kept for `mqmesh replay` (keep_settled; 0 = off), and
+	// the bytes they hold.
+	KeepSettled  string `json:"keep_settled"`
+	SettledKept  uint64 `json:"settled_kept"`
+	SettledBytes uint64 `json:"settled_bytes"`
 }
 
 func newStatsCommand() *cobra.Command {
@@ -162,6 +172,15 @@ func (o *statsOptions) run(ctx context.Context, stdout, stderr io.Writer) error 
 			formatAge(q.OldestReadyAgeMs), q.EnqueueRate, q.AckRate)
 	}
 	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, q := range out.Queues {
+		if q.LostTotal+q.CorruptTotal > 0 {
+			fmt.Fprintf(stdout, "queue %s: store damage found: %d records lost, %d unreadable (dead-lettered); see mqnode-damage.log in the node's data dir\n",
+				q.Queue, q.LostTotal, q.CorruptTotal)
+		}
+	}
+	if err := writeKept(stdout, out); err != nil {
 		return err
 	}
 	if err := writeThrottles(stdout, out); err != nil {
@@ -248,6 +267,8 @@ func newStatsJSON(rep *mqnode.StatsReply) statsJSON {
 			EnqueuedTotal: q.EnqueuedTotal, AckedTotal: q.AckedTotal, NackedTotal: q.NackedTotal,
 			ExpiredLeasesTotal: q.ExpiredLeasesTotal, DeadTotal: q.DeadTotal,
 			RetriesDeferredTotal: q.RetriesDeferredTotal, Throttles: throttlesJSON(q.Throttles),
+			LostTotal: q.LostTotal, CorruptTotal: q.CorruptTotal,
+			KeepSettled: (time.Duration(q.KeepSettledMs) * time.Millisecond).String(), SettledKept: q.SettledKept, SettledBytes: q.SettledBytes,
 		})
 	}
 	for _, b := range rep.Backends {

@@ -27,6 +27,8 @@ type workerOptions struct {
 	// Completions, when set, is a file the pool appends the id of every
 	// task its handlers finished to (before the ack), one per line.
 	Completions string
+	// Ops are the operations endpoint flags (--http; ops.go).
+	Ops opsFlags
 	// sec are --secrets and --role (default worker).
 	sec securityFlags
 
@@ -141,6 +143,7 @@ their tasks come back when their leases are released.`,
 	o.sec.bind(fs)
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long a graceful stop may wait for running handlers")
 	fs.StringVar(&o.Completions, "completions", "", "append the id of every task a handler finished (before its ack) to this file, one per line: an audit trail for completeness checks")
+	bindOpsFlags(fs, &o.Ops, false)
 	return cmd
 }
 

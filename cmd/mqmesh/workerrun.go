@@ -57,10 +57,21 @@ func (o *workerOptions) run(ctx context.Context, stdout, stderr io.Writer) (err 
 		return err
 	}
 	cfg = pool.Config()
+	set, err := o.sec.load()
+	if err != nil {
+		pool.Kill()
+		return err
+	}
+	ops, err := o.Ops.startWorkerOps(pool, c.Conn(), set, log)
+	if err != nil {
+		pool.Kill()
+		return err
+	}
 	if err := o.printReady(stdout, cfg, handlers); err != nil {
 		pool.Kill()
 		return err
 	}
+	defer announceOps(ops, stdout, o.JSON)()
 	rep := &workerReporter{o: o, w: stdout, pool: pool, last: time.Now()}
 	var tick <-chan time.Time
 	if o.Report > 0 {

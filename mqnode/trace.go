@@ -1,0 +1,260 @@
+package mqnode
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mqmesh/mqmesh/mqnode/tracepb"
+)
+
+// TraceConfig bounds the node's task trace: the events of every task's
+// life on this node (enqueue, each lease, each outcome, retries, deferrals,
+// subtasks, ack or dead letter), kept in the node's own Badger store.
+type TraceConfig struct {
+	// Disabled turns the trace off: nothing is recorded, lookups find nothing.
+	Disabled bool `yaml:"disabled"`
+	// Retention is how long events are kept (Badger TTL). Default 1h: a
+	// plain task costs ~440 bytes of trace (enqueue, lease, ack), so
+	// 1,000 tasks/s keep ~1.6 GB.
+	Retention time.Duration `yaml:"retention"`
+	// MaxEventsPerTask caps the events kept of one task (a task retried
+	// forever cannot grow its trace without bound). Default 256.
+	MaxEventsPerTask int `yaml:"max_events_per_task"`
+	// Buffer is how many events may wait to be written; past it events are
+	// dropped and counted (the trace never slows the queue). Default 16384.
+	Buffer int `yaml:"buffer"`
+}
+
+// Trace defaults.
+const (
+	DefaultTraceRetention        = time.Hour
+	DefaultTraceMaxEventsPerTask = 256
+	DefaultTraceBuffer           = 16384
+)
+
+// WithDefaults fills the zero fields.
+func (c TraceConfig) WithDefaults() TraceConfig {
+	setDefault(&c.Retention, DefaultTraceRetention)
+	setDefault(&c.MaxEventsPerTask, DefaultTraceMaxEventsPerTask)
+	setDefault(&c.Buffer, DefaultTraceBuffer)
+	return c
+}
+
+// Validate names the bad field.
+func (c TraceConfig) Validate() error {
+	if c.Retention < time.Second || c.MaxEventsPerTask < 1 || c.Buffer < 1 {
+		return fmt.Errorf("trace: need retention >= 1s, max_events_per_task >= 1, buffer >= 1 (got %s, %d, %d)", c.Retention, c.MaxEventsPerTask, c.Buffer)
+	}
+	return nil
+}
+
+// Trace event kinds.
+const (
+	TraceEnqueue = "enqueue" // stored on this node (Producer, Parent for a subtask)
+	TraceLease   = "lease"   // delivered to a worker (Worker, Host, WorkerIDC, Tier, Attempt)
+	TraceAck     = "ack"     // done (Duration: lease to settle)
+	TraceNack    = "nack"    // failed (Error, Duration)
+	TraceGiveUp  = "give-up" // the handler gave up (Error, Duration)
+	TraceExpire  = "lease-expired"
+	TraceRetry   = "retry"   // ready again after Delay (Attempt = the next attempt)
+	TraceDefer   = "defer"   // the retry gate held a retry back for Delay
+	TraceSpawn   = "subtask" // the ack enqueued subtask Child
+	TraceDead    = "dead"    // moved to the dead letter queue (Error = reason)
+)
+
+// TraceEvent is one step of a task's life on one node (see tracepb).
+type TraceEvent = tracepb.Event
+
+// WorkerInfo is what a node knows of a worker from the mesh membership.
+type WorkerInfo struct {
+	IDC, Host, Node string
+}
+
+// pfxTrace keys: x|task id|seq (8): one tracepb.Event (Badger TTL).
+const pfxTrace = 'x'
+
+func traceKey(id string, seq uint64) []byte {
+	b := make([]byte, 0, 1+len(id)+8)
+	b = append(append(b, pfxTrace), id...)
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+// tracer records events asynchronously: hooks on the hot path only append
+// to a bounded channel; one goroutine batches them into writes that share
+// the node's group commit.
+type tracer struct {
+	s       *store
+	cfg     TraceConfig
+	ch      chan *TraceEvent
+	dropped atomic.Uint64
+	seq     atomic.Uint64
+	stop    chan struct{} // closed by close; ch is never closed (hooks may still send)
+	done    chan struct{}
+
+	mu     sync.Mutex
+	counts map[string]int // events recorded per task in this run (bounded by eviction)
+}
+
+func newTracer(s *store) *tracer {
+	t := &tracer{s: s, cfg: s.cfg.Trace, stop: make(chan struct{}), done: make(chan struct{}), counts: map[string]int{}}
+	if !t.cfg.Disabled {
+		t.ch = make(chan *TraceEvent, t.cfg.Buffer)
+		t.seq.Store(uint64(s.nowMs()) << 20) // increasing across restarts
+		go t.run()
+	} else {
+		close(t.done)
+	}
+	return t
+}
+
+// record queues e; it never blocks.
+func (t *tracer) record(e *TraceEvent) {
+	if t == nil || t.ch == nil {
+		return
+	}
+	if e.TimeUnixMs == 0 {
+		e.TimeUnixMs = time.Now().UnixMilli()
+	}
+	e.Idc, e.Node = t.s.cfg.IDC, t.s.cfg.Name
+	select {
+	case t.ch <- e:
+	default:
+		t.dropped.Add(1)
+	}
+}
+
+// close writes what is buffered and stops the tracer; events recorded
+// later are dropped. Call it before the writer closes.
+func (t *tracer) close() {
+	select {
+	case <-t.stop:
+	default:
+		close(t.stop)
+	}
+	<-t.done
+}
+
+func (t *tracer) run() {
+	defer close(t.done)
+	batch := make([]*TraceEvent, 0, 512)
+	for {
+		select {
+		case e := <-t.ch:
+			batch = append(batch[:0], e)
+		case <-t.stop:
+			t.drain(batch[:0])
+			return
+		}
+		t.write(t.fill(batch))
+	}
+}
+
+// fill adds what is waiting, up to the batch's capacity.
+func (t *tracer) fill(batch []*TraceEvent) []*TraceEvent {
+	for len(batch) < cap(batch) {
+		select {
+		case e := <-t.ch:
+			batch = append(batch, e)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// drain writes everything buffered at close.
+func (t *tracer) drain(batch []*TraceEvent) {
+	for {
+		batch = t.fill(batch[:0])
+		if len(batch) == 0 {
+			return
+		}
+		t.write(batch)
+	}
+}
+
+// write stores a batch as one write op (it rides the next group commit);
+// it waits for it, so batches stay ordered and bounded.
+func (t *tracer) write(batch []*TraceEvent) {
+	var muts []mutation
+	t.mu.Lock()
+	if len(t.counts) > 1<<16 {
+		clear(t.counts) // forget old tasks; the cap is per run of the map
+	}
+	for _, e := range batch {
+		if t.counts[e.TaskId] >= t.cfg.MaxEventsPerTask {
+			t.dropped.Add(1)
+			continue
+		}
+		t.counts[e.TaskId]++
+		b, err := proto.Marshal(e)
+		if err != nil {
+			continue
+		}
+		muts = append(muts, mutation{key: traceKey(e.TaskId, t.seq.Add(1)), val: b, ttl: t.cfg.Retention})
+	}
+	t.mu.Unlock()
+	if len(muts) == 0 {
+		return
+	}
+	op := &writeOp{aside: true, prepare: func(w *wtx) error {
+		w.muts = append(w.muts, muts...)
+		return nil
+	}}
+	if err := t.s.w.do(context.Background(), op); err != nil && !errors.Is(err, ErrClosed) {
+		t.dropped.Add(uint64(len(muts)))
+		t.s.log.Debug("trace events not written", "events", len(muts), "err", err)
+	}
+}
+
+// lookup returns the events of a task, oldest first.
+func (t *tracer) lookup(id string) ([]*TraceEvent, error) {
+	prefix := append([]byte{pfxTrace}, id...)
+	var out []*TraceEvent
+	err := t.s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if len(it.Item().Key()) != len(prefix)+8 {
+				continue // a longer id sharing this prefix
+			}
+			e := &TraceEvent{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
+				continue
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: trace lookup: %w", ErrStorage, err)
+	}
+	return out, nil
+}
+
+// Trace returns the events this node recorded of task id, oldest first
+// (nil when it knows nothing of it).
+func (n *Node) Trace(id string) ([]*TraceEvent, error) {
+	n.mu.Lock()
+	st := n.st
+	n.mu.Unlock()
+	if st == nil {
+		return nil, ErrClosed
+	}
+	return st.obs.tr.lookup(id)
+}
+
+// SetWorkerInfo installs how the node learns a worker's IDC, host and own
+// node from its id (the mesh's membership), so trace events name where a
+// task ran. Safe at any time; f must be fast and safe for concurrent use.
+func (n *Node) SetWorkerInfo(f func(workerID string) (WorkerInfo, bool)) {
+	n.workerInfo.Store(&f)
+}
