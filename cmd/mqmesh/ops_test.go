@@ -270,8 +270,9 @@ func TestOpsEndpointWithSecrets(t *testing.T) {
 	ids := mustCLI(t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi")
 	id := strings.TrimSpace(ids)
 	eventually(t, 10*time.Second, "trace as admin", func() bool {
-		tr := mustJSON[traceJSON](t, "trace", "--secrets", dir, "--server", ready.URL, "--json", id)
-		return len(tr.Events) == 1 && tr.Events[0].Kind == "enqueue"
+		out, _, err := cli(t, "", "trace", "--secrets", dir, "--server", ready.URL, "--json", id)
+		var tr traceJSON
+		return err == nil && json.Unmarshal([]byte(out), &tr) == nil && len(tr.Events) == 1 && tr.Events[0].Kind == "enqueue"
 	})
 	out := mustCLI(t, "top", "--once", "--secrets", dir, "--server", ready.URL)
 	if !strings.Contains(out, "s1") || !strings.Contains(out, "1 nodes in 1 IDCs") {
