@@ -63,6 +63,9 @@ type View struct {
 	entries map[entryKey]*Entry
 	nodes   map[nodeKey]*nodeSeen
 	stats   ViewStats
+	// subscribed, once set (SubscribeTiers), says which tiers the view is
+	// fed from; notices of other tiers are ignored. Unset: every tier.
+	subscribed *[NumTiers]bool
 }
 
 // ViewStats counts what a view received.
@@ -72,6 +75,9 @@ type ViewStats struct {
 	Stale     uint64           // out-of-order notices ignored
 	Expired   uint64           // entries expired for staleness
 	Forgotten uint64           // entries removed because their node left
+	// Unsubscribed counts entries removed because their tier was no longer
+	// subscribed, and late notices of such tiers ignored.
+	Unsubscribed uint64
 }
 
 // NewView returns an empty view using clock now (nil: time.Now).
@@ -91,6 +97,45 @@ func (v *View) SetFilter(t Tier, f *TierFilter) {
 	v.buckets[t] = tokenBucket{}
 }
 
+// AllowTiers adds tiers to those the view accepts notices of, without
+// removing anything: a subscriber calls it before it subscribes to new
+// tiers, so their first notices are not ignored.
+func (v *View) AllowTiers(tiers ...Tier) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.subscribed == nil {
+		return // every tier accepted already
+	}
+	for _, t := range tiers {
+		v.subscribed[t] = true
+	}
+}
+
+// SubscribeTiers makes filters (nil: not subscribed) the tiers the view is
+// fed from, with their filters. Entries learnt on a tier no longer
+// subscribed leave the view at once, and late notices of it (in flight when
+// the subscription changed) are ignored: a filter switch takes full effect
+// immediately instead of when those entries would have gone stale.
+func (v *View) SubscribeTiers(filters [NumTiers]*TierFilter) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var sub [NumTiers]bool
+	for t, f := range filters {
+		sub[t] = f != nil
+		if f != v.filters[t] {
+			v.buckets[t] = tokenBucket{}
+		}
+		v.filters[t] = f
+	}
+	v.subscribed = &sub
+	for k, e := range v.entries {
+		if !sub[e.Tier] {
+			delete(v.entries, k)
+			v.stats.Unsubscribed++
+		}
+	}
+}
+
 // Apply records a notice received on tier t. It returns false when the
 // notice was dropped (rate cap) or is older than what the view has.
 //
@@ -103,6 +148,10 @@ func (v *View) SetFilter(t Tier, f *TierFilter) {
 func (v *View) Apply(t Tier, n *backlogpb.Notice) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.subscribed != nil && !v.subscribed[t] {
+		v.stats.Unsubscribed++
+		return false
+	}
 	now := v.now()
 	if f := v.filters[t]; f != nil && f.MaxRate > 0 && !v.changesPresenceLocked(n) && !v.buckets[t].take(now, f.MaxRate) {
 		v.stats.Dropped[t]++

@@ -110,3 +110,41 @@ func TestViewRateCap(t *testing.T) {
 		t.Fatalf("dropped count %+v", v.Stats())
 	}
 }
+
+// TestSubscribeTiersDropsUnsubscribedAtOnce: switching the subscribed tiers
+// removes the entries learnt on the tiers dropped (they would otherwise
+// never expire: StaleAfter belongs to a filter no longer in force), keeps
+// the others, and ignores late notices of the dropped tiers.
+func TestSubscribeTiersDropsUnsubscribedAtOnce(t *testing.T) {
+	c := &fakeClock{t: time.Unix(1000, 0)}
+	v := NewView(c.now)
+	var all [NumTiers]*TierFilter
+	for _, tr := range Tiers {
+		all[tr] = &TierFilter{MinBacklog: 1, StaleAfter: time.Hour}
+	}
+	v.SubscribeTiers(all)
+	v.Apply(TierHost, notice("own", "q", 5, 1))
+	v.Apply(TierGlobal, notice("far", "q", 50, 1))
+	if n := len(v.Entries()); n != 2 {
+		t.Fatalf("%d entries, want 2", n)
+	}
+	var local [NumTiers]*TierFilter
+	local[TierHost] = all[TierHost]
+	v.SubscribeTiers(local)
+	if es := v.Entries(); len(es) != 1 || es[0].Node != "own" {
+		t.Fatalf("after the switch to the host tier only: %+v", es)
+	}
+	if v.Apply(TierGlobal, notice("far", "q", 60, 2)) {
+		t.Fatal("a late notice of an unsubscribed tier was accepted")
+	}
+	if es := v.Entries(); len(es) != 1 {
+		t.Fatalf("late notice came back into the view: %+v", es)
+	}
+	v.AllowTiers(TierGlobal)
+	if !v.Apply(TierGlobal, notice("far", "q", 60, 3)) {
+		t.Fatal("notice of a newly allowed tier ignored")
+	}
+	if got := v.Stats().Unsubscribed; got != 2 {
+		t.Fatalf("unsubscribed count %d, want 2 (one entry dropped, one late notice)", got)
+	}
+}

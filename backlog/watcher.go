@@ -54,6 +54,11 @@ func (w *Watcher) Apply(f Filters) error {
 	if err != nil {
 		return fmt.Errorf("backlog: filters: %w", err)
 	}
+	var tiers []Tier
+	for _, s := range subs {
+		tiers = append(tiers, s.tier)
+	}
+	w.view.AllowTiers(tiers...)
 	var fresh []*nats.Subscription
 	for _, s := range subs {
 		tier := s.tier
@@ -79,13 +84,13 @@ func (w *Watcher) Apply(f Filters) error {
 	w.mu.Lock()
 	old := w.subs
 	w.subs, w.filters = fresh, f
-	for _, t := range Tiers {
-		w.view.SetFilter(t, nil)
-	}
+	var filters [NumTiers]*TierFilter
 	for _, s := range subs {
 		flt := s.filter
-		w.view.SetFilter(s.tier, &flt)
+		filters[s.tier] = &flt
 	}
+	// Entries of tiers no longer subscribed leave the view now.
+	w.view.SubscribeTiers(filters)
 	w.mu.Unlock()
 	for _, s := range old {
 		_ = s.Unsubscribe()

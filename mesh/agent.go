@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -92,6 +93,9 @@ func NewNodeAgent(cfg NodeAgentConfig) (*NodeAgent, error) {
 	}
 	if cfg.Host == "" {
 		cfg.Host = mqnode.DefaultName()
+	}
+	if cfg.Mesh.MembersFile == "" {
+		cfg.Mesh.MembersFile = filepath.Join(cfg.Node.DataDir, MembersFileName)
 	}
 	if sec := cfg.Node.Security; sec != nil {
 		if err := sec.CheckMesh(); err != nil {
@@ -188,7 +192,15 @@ func (a *NodeAgent) Start(ctx context.Context) (err error) {
 		}
 	}()
 	a.mu.Lock()
-	a.topo = TopologyFor(a.Mesh.Self(), a.Mesh.Members())
+	// Isolated at start (none of the remembered members answered): the
+	// NATS links to the remembered nodes are configured anyway; NATS keeps
+	// dialing them, and gateways cannot be added later.
+	members := a.Mesh.Members()
+	for _, k := range a.Mesh.KnownMembers() {
+		k.State, k.Meta.Leaving = StateAlive, false
+		members = append(members, k)
+	}
+	a.topo = TopologyFor(a.Mesh.Self(), members)
 	for idc, urls := range a.topo.Gateways {
 		a.gateways = append(a.gateways, &server.RemoteGatewayOpts{Name: idc, URLs: urls})
 	}
@@ -363,7 +375,8 @@ func (a *NodeAgent) members(ctx context.Context, body []byte) proto.Message {
 
 // MembersReply renders the membership as the wire reply.
 func MembersReply(m *Mesh) *meshpb.MembersReply {
-	rep := &meshpb.MembersReply{Self: m.Self().memberID()}
+	ready, why := m.Ready()
+	rep := &meshpb.MembersReply{Self: m.Self().memberID(), Ready: ready, NotReady: why}
 	for _, mb := range m.Members() {
 		rep.Members = append(rep.Members, &meshpb.Member{
 			Id: mb.ID, State: stateToPB[mb.State], GossipAddr: mb.Addr, SinceUnixMs: mb.Since.UnixMilli(), Meta: mb.Meta.toPB(),

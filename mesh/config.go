@@ -45,6 +45,10 @@ const (
 	DefaultJoinWait = 10 * time.Second
 	// DefaultRetain is how long failed and left members stay listed.
 	DefaultRetain = time.Hour
+	// DefaultRejoinInterval and DefaultRejoinMax bound the backoff of the
+	// background join attempts to remembered and failed members.
+	DefaultRejoinInterval = time.Second
+	DefaultRejoinMax      = 10 * time.Second
 )
 
 // Config configures a mesh member.
@@ -81,8 +85,23 @@ type Config struct {
 	JoinWait time.Duration `yaml:"join_wait"`
 	// Retain is how long failed and left members stay in Members(). 1h.
 	Retain time.Duration `yaml:"retain"`
+	// MembersFile, when set, is where the member remembers the other
+	// members it knew (JSON, rewritten as membership changes), so that a
+	// restart without a seed rejoins through them, and a member that was in
+	// a mesh never silently starts a new one. NodeAgent sets it to
+	// MembersFileName in the node's data dir. Empty: nothing remembered.
+	MembersFile string `yaml:"-"`
+	// RejoinInterval is the first delay between background join attempts
+	// to remembered members not met again and to failed members (doubling
+	// up to RejoinMax while they stay unreachable). Defaults 1s and 10s.
+	RejoinInterval time.Duration `yaml:"-"`
+	RejoinMax      time.Duration `yaml:"-"`
 	// Logger receives the member's logs. Default slog.Default().
 	Logger *slog.Logger `yaml:"-"`
+
+	// tune, in tests, adjusts the memberlist config last (a transport that
+	// can cut links, shorter timings).
+	tune func(*memberlist.Config) error
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -98,6 +117,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Retain == 0 {
 		c.Retain = DefaultRetain
+	}
+	if c.RejoinInterval == 0 {
+		c.RejoinInterval = DefaultRejoinInterval
+	}
+	if c.RejoinMax == 0 {
+		c.RejoinMax = max(DefaultRejoinMax, c.RejoinInterval)
 	}
 	if c.SecretKey == "" {
 		c.SecretKey = os.Getenv(GossipKeyEnv)
@@ -156,6 +181,9 @@ func (c Config) Validate() error {
 	}
 	if c.JoinWait < 0 || c.Retain < 0 {
 		errs = append(errs, errors.New("join_wait, retain: must not be negative"))
+	}
+	if c.RejoinInterval < 0 || c.RejoinMax < c.RejoinInterval {
+		errs = append(errs, fmt.Errorf("rejoin_interval %s, rejoin_max %s: want 0 < rejoin_interval <= rejoin_max", c.RejoinInterval, c.RejoinMax))
 	}
 	return errors.Join(errs...)
 }
@@ -219,6 +247,11 @@ func (c Config) memberlistConfig() (*memberlist.Config, error) {
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
 	mc.LogOutput = slogWriter{c.Logger.With("component", "memberlist")}
+	if c.tune != nil {
+		if err := c.tune(mc); err != nil {
+			return nil, err
+		}
+	}
 	return mc, nil
 }
 

@@ -91,6 +91,13 @@ type Mesh struct {
 	leaving map[string]time.Time // leave intents received, by member id
 	subs    map[*Subscription]struct{}
 	done    bool
+	// known are the members remembered from Config.MembersFile.
+	known   map[string]knownMember
+	started time.Time
+
+	dirty chan struct{} // membership changed: save the members file
+	stopc chan struct{} // closed by Leave / Shutdown: stops rejoinLoop
+	wg    sync.WaitGroup
 
 	keyring   *memberlist.Keyring // nil: gossip unencrypted or one fixed key
 	watchStop chan struct{}       // closed to stop the keyring file watch
@@ -113,11 +120,26 @@ func New(cfg Config) (*Mesh, error) {
 		members: map[string]*Member{},
 		leaving: map[string]time.Time{},
 		subs:    map[*Subscription]struct{}{},
+		known:   map[string]knownMember{},
+		dirty:   make(chan struct{}, 1),
+		stopc:   make(chan struct{}),
 	}, nil
 }
 
-// Start creates the gossip endpoint and joins the seeds (any one is
-// enough), retrying until Config.JoinWait. With no seeds it starts a mesh.
+// Start creates the gossip endpoint and joins the mesh through the seeds
+// and the members remembered in Config.MembersFile (any one is enough).
+//
+//   - Nothing to join (no seed, no remembered member): it starts a mesh.
+//   - Only seeds (new to the mesh): it retries until Config.JoinWait, then
+//     fails.
+//   - Remembered members (it was in a mesh): if none answers within a few
+//     seconds it runs isolated, never as a new mesh: Ready reports false, and
+//     it keeps retrying in the background with backoff, warning on every
+//     attempt, until one answers.
+//
+// In the background it then saves the members file as membership changes
+// and retries members seen failed, so two sides of a healed partition
+// merge again.
 func (m *Mesh) Start(ctx context.Context) error {
 	mc, err := m.cfg.memberlistConfig()
 	if err != nil {
@@ -129,46 +151,69 @@ func (m *Mesh) Start(ctx context.Context) error {
 	if _, err := m.meta.encode(); err != nil {
 		return err
 	}
+	if err := m.loadKnownMembers(); err != nil {
+		return err
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("mesh: gossip on %s:%d: %w", m.cfg.BindAddr, m.cfg.BindPort, err)
 	}
-	m.ml = ml
 	m.mu.Lock()
+	m.ml, m.started = ml, time.Now()
 	m.keyring = mc.Keyring
 	m.mu.Unlock()
 	if m.cfg.KeyringFile != "" && mc.Keyring != nil {
 		m.watchStop, m.watchDone = make(chan struct{}), make(chan struct{})
 		if err := m.watchKeyring(m.cfg.KeyringFile, m.watchStop, m.watchDone); err != nil {
 			_ = ml.Shutdown()
+			m.mu.Lock()
+			m.ml = nil
+			m.mu.Unlock()
 			return err
 		}
 	}
-	if len(m.cfg.Seeds) == 0 {
-		m.log.Info("started a new mesh", "gossip", m.GossipAddr())
-		return nil
-	}
-	deadline := time.Now().Add(m.cfg.JoinWait)
-	for {
-		n, err := ml.Join(m.cfg.Seeds)
-		if n > 0 {
-			m.log.Info("joined the mesh", "gossip", m.GossipAddr(), "contacted", n)
-			return nil
+	var targets []string
+	for _, s := range m.cfg.Seeds {
+		if !m.ownAddr(s) && !slices.Contains(targets, s) {
+			targets = append(targets, s)
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+	}
+	remembered := m.rejoinTargets()
+	for _, a := range remembered {
+		if !slices.Contains(targets, a) {
+			targets = append(targets, a)
+		}
+	}
+	switch {
+	case len(targets) == 0:
+		m.log.Info("started a new mesh", "gossip", m.GossipAddr())
+	default:
+		joined, err := m.initialJoin(ctx, targets, len(remembered) > 0)
+		if !joined && len(remembered) == 0 {
 			m.stopWatch()
 			_ = ml.Shutdown()
-			return fmt.Errorf("mesh: join %v: %w", m.cfg.Seeds, errors.Join(err, ctx.Err()))
+			m.mu.Lock()
+			m.ml = nil
+			m.mu.Unlock()
+			return fmt.Errorf("mesh: join %v: no seed answered within %s: %w", m.cfg.Seeds, m.cfg.JoinWait, errors.Join(err, ctx.Err()))
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
+		if !joined {
+			m.log.Warn("NOT IN THE MESH: none of the members this node knew is reachable; running isolated (not ready) and retrying in the background; it will not start a new mesh",
+				"gossip", m.GossipAddr(), "known", len(remembered), "file", m.cfg.MembersFile)
 		}
 	}
+	m.saveKnownMembers()
+	m.wg.Add(1)
+	go m.rejoinLoop()
+	return nil
 }
 
 // GossipAddr is this member's gossip address (host:port).
+// Empty before Start.
 func (m *Mesh) GossipAddr() string {
+	if m.ml == nil {
+		return ""
+	}
 	n := m.ml.LocalNode()
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
@@ -254,6 +299,7 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 	m.done = true
 	m.meta.Leaving = true
 	m.mu.Unlock()
+	m.stopLoop()
 	// Announce the intent first: memberlist reports leaves and deaths
 	// through one callback, so the intent is how others tell them apart.
 	// It goes twice: gossiped in the metadata, and sent directly (TCP) to
@@ -319,8 +365,16 @@ func (m *Mesh) Shutdown() error {
 	}
 	m.done = true
 	m.mu.Unlock()
+	m.stopLoop()
 	m.stopWatch()
 	return m.ml.Shutdown()
+}
+
+// stopLoop stops rejoinLoop and saves the members file a last time.
+func (m *Mesh) stopLoop() {
+	close(m.stopc)
+	m.wg.Wait()
+	m.saveKnownMembers()
 }
 
 // stopWatch ends the keyring file watch, if any.
@@ -383,6 +437,7 @@ func (m *Mesh) observe(n *memberlist.Node, typ EventType) {
 		m.log.Debug("membership", "event", typ, "member", n.Name, "state", mb.State)
 	}
 	m.emitLocked(Event{Type: typ, Member: *mb})
+	m.markDirty()
 }
 
 type events struct{ m *Mesh }

@@ -39,22 +39,7 @@ func startAgent(t *testing.T, idc, name string, seeds ...string) *NodeAgent {
 // startAgentOn starts a node whose gossip binds port (0: any).
 func startAgentOn(t *testing.T, port int, idc, name string, seeds ...string) *NodeAgent {
 	t.Helper()
-	a, err := NewNodeAgent(NodeAgentConfig{
-		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testLogger(t), Throttle: testlog.NoCPUThrottle,
-			Security: secretstest.Set(t)},
-		Mesh: Config{BindAddr: "127.0.0.1", BindPort: port, Seeds: seeds, Profile: ProfileLocal},
-		Host: "host-" + name,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Stop(context.Background()) })
-	return a
+	return startAgentIn(t, t.TempDir(), port, idc, name, seeds...)
 }
 
 // memberState is what a sees of the member named id.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mqnode/throttle"
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
@@ -92,11 +91,12 @@ type settle struct {
 // Everything that can be checked is checked before the lease is taken.
 func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.AckResult) (settle, error) {
 	var subq *queue
+	var fan []*fanQueue // subtasks to a topic (topic.go)
 	switch it.Kind {
 	case wirepb.AckKind_ACK:
 		if len(it.Subtasks) > 0 {
 			if it.SubtaskQueue != "" {
-				if err := subject.Validate("subtask_queue", it.SubtaskQueue); err != nil {
+				if err := ValidateTarget("subtask_queue", it.SubtaskQueue); err != nil {
 					return settle{}, err
 				}
 			}
@@ -116,7 +116,12 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 	}
 	if len(it.Subtasks) > 0 && it.SubtaskQueue != "" {
 		var err error
-		if subq, err = s.queue(ctx, it.SubtaskQueue, true); err != nil {
+		if topic, ok := TopicTarget(it.SubtaskQueue); ok {
+			fan, err = s.fanout(ctx, topic, it.Subtasks)
+		} else {
+			subq, err = s.queue(ctx, it.SubtaskQueue, true)
+		}
+		if err != nil {
 			return settle{}, err
 		}
 	}
@@ -151,8 +156,14 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 		prepare: func(w *wtx) error {
 			w.del(l.key)
 			w.effect(effect{q: q, stored: -1, leased: -1})
+			if err := w.keepSettled(q, l.task, outcomeAcked); err != nil {
+				return err
+			}
 			if len(it.Subtasks) == 0 {
 				return nil
+			}
+			if fan != nil {
+				return w.putFanoutSubtasks(fan, it.Subtasks, res)
 			}
 			ids, err := w.putTasks(subq, it.Subtasks)
 			if err != nil {
@@ -168,7 +179,7 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 		after: func() {
 			now := s.nowMs()
 			q.c.acked.add(now, 1)
-			if n := len(it.Subtasks); n > 0 {
+			if n := len(it.Subtasks); n > 0 && fan == nil {
 				subq.c.enqueued.add(now, int64(n))
 				s.obs.enqueued(subq.name, it.Subtasks, spawned, time.Time{}, l.task.Id)
 			}

@@ -117,9 +117,10 @@ func (c *Client) call(ctx context.Context, subj string, req, rep proto.Message, 
 func (c *Client) subj(op string) string { return Subject(c.idc, c.node, op) }
 
 // Enqueue stores tasks on queue and returns their ids once they are durable
-// under the node's durability setting.
+// under the node's durability setting. A queue of "topic:T" fans each task
+// out into T's matching subscriptions (Copies in each result).
 func (c *Client) Enqueue(ctx context.Context, queue string, items ...*EnqueueItem) ([]*EnqueueResult, error) {
-	if err := subject.Validate("queue", queue); err != nil {
+	if err := ValidateTarget("queue", queue); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
 	stampItems(ctx, c.producerName(), items)

@@ -130,8 +130,8 @@ type Config struct {
 	ReadyBuffer      int `yaml:"ready_buffer"`
 	ReadyBufferBytes int `yaml:"ready_buffer_bytes"`
 	// ReadyBudget bounds the ready windows of all queues together, in
-	// bytes: a queue refills only into what is left of it (always at least
-	// 64 KiB and one task). Default 128 MiB.
+	// bytes: a queue refills only into what is left of it, or its fair share
+	// (budget / queues), and always at least one task. Default 128 MiB.
 	ReadyBudget int64 `yaml:"ready_budget"`
 	// GCInterval is how often Badger's value-log GC runs. Default 1m.
 	GCInterval time.Duration `yaml:"gc_interval"`
@@ -161,9 +161,19 @@ type Config struct {
 	// success rate, dispatch by host CPU, mesh-wide backend budgets. On by
 	// default; see package throttle for every setting and its default.
 	Throttle throttle.Config `yaml:"throttle"`
+	// Topics defined on this node: topic name → subscriptions (topic.go).
+	// Topics made with `mqmesh topic create` live in the store instead and
+	// reach every node of the mesh.
+	Topics map[string][]Subscription `yaml:"topics"`
+	// TopicSyncInterval is how often the node republishes its stored
+	// topics to the mesh (topicsync.go). Default 30s.
+	TopicSyncInterval time.Duration `yaml:"topic_sync_interval"`
 	// CPUSampler reads the host's CPU usage for the CPU throttle. Default
 	// throttle.HostCPU(); tests inject their own.
 	CPUSampler throttle.CPUSampler `yaml:"-"`
+	// StarvationSampler reads the node's own CPU starvation for the CPU
+	// throttle (cpu.signal starvation). Default throttle.ProcessStarvation().
+	StarvationSampler throttle.StarvationSampler `yaml:"-"`
 
 	// Trace bounds the task trace kept in the store (see TraceConfig).
 	Trace TraceConfig `yaml:"trace"`
@@ -196,6 +206,10 @@ type QueueConfig struct {
 	Retention time.Duration `yaml:"retention"`
 	// DedupWindow is how long a producer dedup key is remembered. Default 10m.
 	DedupWindow time.Duration `yaml:"dedup_window"`
+	// KeepSettled keeps acked and dead-lettered tasks this long (whole
+	// seconds) after they are settled, for `mqmesh replay`. Default 0: off
+	// (negative switches a default off for one queue).
+	KeepSettled time.Duration `yaml:"keep_settled"`
 }
 
 func (q QueueConfig) merge(over QueueConfig) QueueConfig {
@@ -213,6 +227,9 @@ func (q QueueConfig) merge(over QueueConfig) QueueConfig {
 	}
 	if over.DedupWindow != 0 {
 		q.DedupWindow = over.DedupWindow
+	}
+	if over.KeepSettled != 0 {
+		q.KeepSettled = over.KeepSettled
 	}
 	return q
 }
@@ -283,10 +300,14 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.ValueThreshold, DefaultValueThreshold)
 	setDefault(&c.ValueLogFileSize, DefaultValueLogFile)
 	setDefault(&c.DiskReserve, 2*c.minDiskReserve())
+	setDefault(&c.TopicSyncInterval, DefaultTopicSyncInterval)
 	c.Throttle = c.Throttle.WithDefaults()
 	c.Trace = c.Trace.WithDefaults()
 	if c.CPUSampler == nil {
 		c.CPUSampler = throttle.HostCPU()
+	}
+	if c.StarvationSampler == nil {
+		c.StarvationSampler = throttle.ProcessStarvation()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -360,6 +381,12 @@ func (c Config) Validate() error {
 	if err := c.Trace.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := validateTopics(c.Topics); err != nil {
+		errs = append(errs, err)
+	}
+	if c.TopicSyncInterval <= 0 {
+		errs = append(errs, fmt.Errorf("topic_sync_interval %s: must be positive", c.TopicSyncInterval))
+	}
 	if err := c.QueueDefaults.validate("queue_defaults"); err != nil {
 		errs = append(errs, err)
 	}
@@ -378,6 +405,9 @@ func (c Config) Validate() error {
 func (q QueueConfig) validate(field string) error {
 	if q.MaxAttempts == 0 || q.BackoffBase <= 0 || q.BackoffMax < q.BackoffBase || q.DedupWindow <= 0 {
 		return fmt.Errorf("%s: need max_attempts >= 1, 0 < backoff_base <= backoff_max, dedup_window > 0", field)
+	}
+	if q.KeepSettled > 0 && q.KeepSettled < time.Second {
+		return fmt.Errorf("%s.keep_settled %s: want at least 1s (or 0: off)", field, q.KeepSettled)
 	}
 	return nil
 }

@@ -39,6 +39,9 @@ func crashChild() int {
 	if os.Getenv(childSmallEnv) != "" {
 		smallStore(&cfg)
 	}
+	if v := os.Getenv("MQNODE_CHILD_READY_BUDGET"); v != "" {
+		cfg.ReadyBudget, _ = strconv.ParseInt(v, 10, 64)
+	}
 	n, err := New(cfg)
 	if err == nil {
 		err = n.Start(context.Background())

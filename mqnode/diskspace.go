@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,9 +24,10 @@ import (
 // ENOSPC from a write(2) would have been an error; a mapped page is not.
 //
 // What the node does about it:
-//   - It backs every .mem and .vlog file with real blocks (fallocate) as soon
-//     as it sees one, so stores into them can no longer fault. A file that
-//     cannot be backed is logged, and its unbacked bytes count as used.
+//   - It counts the sparse bytes of every .mem and .vlog file as used, and
+//     once free space is tight (less than twice the reserve after those) it
+//     backs them with real blocks (fallocate), so stores into them can no
+//     longer fault. A file that cannot be backed is logged.
 //   - It keeps a reserve (Config.DiskReserve) of free space for what Badger
 //     maps next (a new memtable and value-log file, tables from flushes and
 //     compaction). Below it, enqueues (and acks that carry subtasks) answer
@@ -50,14 +50,12 @@ type diskWatch struct {
 	lastCheck    atomic.Int64 // unix ns of the last statfs
 	free         atomic.Int64 // bytes available, less unbacked mapped bytes
 	full         atomic.Bool
-	unbacked     atomic.Int64
-	mu           sync.Mutex
-	backed       map[string]int64 // file → size known backed
+	unbacked     atomic.Int64 // sparse bytes of mapped log files
 	refusedTotal atomic.Uint64
 }
 
 func newDiskWatch(dir string, reserve int64) *diskWatch {
-	return &diskWatch{dir: dir, reserve: reserve, backed: map[string]int64{}}
+	return &diskWatch{dir: dir, reserve: reserve}
 }
 
 // statfs returns the bytes available to this process in dir.
@@ -82,42 +80,46 @@ func (d *diskWatch) check() (changed bool, err error) {
 	return d.full.Swap(full) != full, nil
 }
 
-// backFiles gives blocks to the sparse parts of Badger's mapped log files.
+// backFiles counts the sparse bytes of Badger's mapped log files and, when
+// free space is tight, gives those files their blocks. With plenty of room
+// (free space less all sparse bytes still twice the reserve) a touched
+// sparse page cannot run the disk out, so files stay sparse and cost no
+// disk until written; the sparse bytes count as used either way.
 func (d *diskWatch) backFiles() error {
 	ents, err := os.ReadDir(d.dir)
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var unbacked int64
-	var errs []error
-	seen := map[string]bool{}
+	type sparse struct {
+		path        string
+		size, short int64
+	}
+	var files []sparse
+	var total int64
 	for _, e := range ents {
 		name := e.Name()
 		if !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") {
 			continue
 		}
-		seen[name] = true
 		info, err := e.Info()
 		if err != nil {
 			continue // removed meanwhile
 		}
-		size := info.Size()
-		if d.backed[name] == size {
-			continue
+		if short := sparseBytes(info); short > 0 {
+			files = append(files, sparse{filepath.Join(d.dir, name), info.Size(), short})
+			total += short
 		}
-		short, err := backFile(filepath.Join(d.dir, name), size)
-		if err != nil {
-			errs = append(errs, err)
-			unbacked += short
-			continue
-		}
-		d.backed[name] = size
 	}
-	for name := range d.backed {
-		if !seen[name] {
-			delete(d.backed, name)
+	if free, err := statfsFree(d.dir); err == nil && free-total >= 2*d.reserve {
+		d.unbacked.Store(total)
+		return nil
+	}
+	var unbacked int64
+	var errs []error
+	for _, f := range files {
+		if _, err := backFile(f.path, f.size); err != nil {
+			errs = append(errs, err)
+			unbacked += f.short
 		}
 	}
 	d.unbacked.Store(unbacked)

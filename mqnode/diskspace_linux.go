@@ -2,7 +2,9 @@ package mqnode
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,4 +29,13 @@ func backFile(path string, size int64) (short int64, err error) {
 		return size - st.Blocks*512, fmt.Errorf("fallocate %s (%d bytes): %w", path, size, err)
 	}
 	return 0, nil
+}
+
+// sparseBytes is how much of a file has no disk blocks behind it.
+func sparseBytes(info fs.FileInfo) int64 {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0
+	}
+	return max(info.Size()-st.Blocks*512, 0)
 }

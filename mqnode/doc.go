@@ -47,6 +47,15 @@
 // counted. Delivery is at least once: handlers get the task id and attempt
 // number and should be idempotent.
 //
+// # Replay and topics
+//
+// A queue with QueueConfig.KeepSettled keeps its acked and dead-lettered
+// tasks for that long (settled.go); Client.Replay re-enqueues those settled
+// in a span as new tasks linked to their originals, idempotently per replay
+// id (replay.go). An enqueue to "topic:T" writes one task into every
+// matching subscription of topic T in one transaction (topic.go); topics
+// made with Client.TopicCreate propagate to every node (topicsync.go).
+//
 // # Guarantees and their limits
 //
 //   - An acknowledged enqueue survives kill -9 (both durability modes) and,
@@ -81,7 +90,8 @@
 // # Wire
 //
 // Requests are protobuf messages (package wirepb, schema wire.proto) on
-// mq.<idc>.<node>.<op> with op one of enq, pull, ack, stat, dlq, info, qdel. Every
+// mq.<idc>.<node>.<op> with op one of enq, pull, ack, stat, dlq, info, qdel,
+// replay, topic. Every
 // reply carries an Error with a stable Code; the Client maps codes back to
 // this package's sentinels, so errors.Is(err, mqnode.ErrStaleReceipt) works
 // across the wire. Every name that becomes a subject token (IDC, node,

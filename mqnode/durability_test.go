@@ -246,7 +246,7 @@ func TestBadInput(t *testing.T) {
 		return rep.Error
 	}
 	cfgN := n.Config()
-	for _, op := range []string{OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo} {
+	for _, op := range []string{OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpReplay, OpTopic} {
 		if e := send(Subject(cfgN.IDC, cfgN.Name, op), []byte{0xff, 0xff, 0xff}); e.GetCode() != wirepb.Code_BAD_REQUEST {
 			t.Errorf("garbage to %s: %v", op, e)
 		}

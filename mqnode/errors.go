@@ -30,6 +30,8 @@ var (
 	// ErrPermissionDenied: the connection's credentials (its role) do not
 	// allow the request; the NATS server refused it (see internal/secrets).
 	ErrPermissionDenied = errors.New("mqnode: permission denied")
+	// ErrNoSubscribers: an enqueue to topic:T matched no subscription of T.
+	ErrNoSubscribers = errors.New("mqnode: no subscribers")
 	// ErrClosed is returned by a Store or Node used after Stop.
 	ErrClosed = fmt.Errorf("%w: closed", ErrUnavailable)
 )
@@ -47,6 +49,7 @@ var codeToErr = map[wirepb.Code]error{
 	wirepb.Code_INTERNAL:          ErrInternal,
 	wirepb.Code_UNKNOWN_OP:        ErrUnknownOp,
 	wirepb.Code_PERMISSION_DENIED: ErrPermissionDenied,
+	wirepb.Code_NO_SUBSCRIBERS:    ErrNoSubscribers,
 }
 
 // RemoteError is an error reply from a node: its stable code and message.

@@ -49,6 +49,9 @@ func (s *store) evictIdle(ctx context.Context, now int64) ([]string, error) {
 		q.mu.Lock()
 		empty := q.stored == 0 && q.leased == 0 && q.dead == 0
 		q.mu.Unlock()
+		if kept, _ := q.kept.held(now); kept > 0 {
+			empty = false // settled tasks kept for replay (settled.go)
+		}
 		if empty {
 			gone = append(gone, q)
 		}
@@ -59,6 +62,7 @@ func (s *store) evictIdle(ctx context.Context, now int64) ([]string, error) {
 	err := s.w.do(ctx, &writeOp{prepare: func(w *wtx) error {
 		for _, q := range gone {
 			w.del(metaKey(q.name))
+			w.del(totalsKey(q.name))
 		}
 		return nil
 	}})
@@ -96,6 +100,7 @@ func (s *store) deleteQueue(ctx context.Context, name string) error {
 	}
 	if err := s.w.do(ctx, &writeOp{prepare: func(w *wtx) error {
 		w.del(metaKey(name))
+		w.del(totalsKey(name))
 		return nil
 	}}); err != nil {
 		return err

@@ -14,6 +14,9 @@ import (
 //	d|len|queue|seq (8)                              dead-letter record (frame)
 //	u|len|queue|dedup key                            dedup entry: task id (Badger TTL)
 //	m|queue                                          queue metadata
+//	S|len|queue|settled ms (8)|seq (8)               settled task kept for replay (Badger TTL; settled.go)
+//	R|len|queue|replay id|0|root task id             replay ledger: new task id (Badger TTL; replay.go)
+//	P|topic                                          topic and its subscriptions (topic.go)
 //	!seq                                             Badger sequence lease
 //
 // Task keys sort by the time the task becomes ready, then by a node-wide

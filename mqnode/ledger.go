@@ -23,7 +23,9 @@ import (
 // writer appends the range of every queue a transaction touches before it
 // commits (lo, hi = the count before and after), so whether the commit
 // lands or not, and whether the process dies before or after it, the truth
-// is inside the range. At start the node counts its keys: fewer than lo is
+// is inside the range; the next write narrows a committed range to the
+// exact count. So a loss is found unless it is within the last commit that
+// touched the queue. At start the node counts its keys: fewer than lo is
 // loss, logged with the queue and how many, appended to DamageLog, and
 // counted in stats (lost_total); more than hi means settlements were lost
 // (tasks may be delivered again, which at-least-once allows) and is logged.
@@ -47,7 +49,10 @@ type ledger struct {
 	f      *os.File
 	size   int64
 	counts map[string]int64 // committed record count per queue
-	broken bool
+	// settled: queues whose last range has since committed; the next write
+	// narrows them to their exact count, at no extra write.
+	settled map[string]bool
+	broken  bool
 }
 
 // ledgerCheck is what a start found when it compared the store to the ledger.
@@ -131,7 +136,7 @@ func openLedger(dir string, counts map[string]int64, log *slog.Logger) (*ledger,
 			chk.extra[name] = got - r[1]
 		}
 	}
-	l := &ledger{path: path, log: log, counts: map[string]int64{}}
+	l := &ledger{path: path, log: log, counts: map[string]int64{}, settled: map[string]bool{}}
 	for k, v := range counts {
 		l.counts[k] = v
 	}
@@ -152,6 +157,7 @@ func (l *ledger) compact() error {
 	for _, k := range names {
 		buf = appendRecord(buf, k, l.counts[k], l.counts[k])
 	}
+	clear(l.settled)
 	tmp := l.path + ".tmp"
 	if err := os.WriteFile(tmp, buf, 0o644); err != nil {
 		return err
@@ -193,6 +199,12 @@ func (l *ledger) begin(ops []*writeOp) pending {
 		return nil
 	}
 	var buf []byte
+	for name := range l.settled {
+		if _, again := p[name]; !again {
+			buf = appendRecord(buf, name, l.counts[name], l.counts[name])
+		}
+	}
+	clear(l.settled)
 	for name, d := range p {
 		cur := l.counts[name]
 		buf = appendRecord(buf, name, min(cur, cur+d), max(cur, cur+d))
@@ -212,6 +224,7 @@ func (l *ledger) end(p pending, committed bool) {
 	}
 	for name, d := range p {
 		l.counts[name] += d
+		l.settled[name] = true
 	}
 	if l.size > ledgerCompactAt {
 		if err := l.compact(); err != nil {

@@ -51,7 +51,8 @@ type Node struct {
 	// releases the lease (see ReleaseWorker).
 	WorkerMember func(workerID string) string
 
-	extraOps map[string]OpHandler
+	extraOps  map[string]OpHandler
+	topicSync *topicSync // topicsync.go
 
 	workerInfo atomic.Pointer[func(string) (WorkerInfo, bool)] // see SetWorkerInfo
 
@@ -72,7 +73,7 @@ func (n *Node) HandleOp(op string, h OpHandler) error {
 		return err
 	}
 	switch op {
-	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpQueueDelete:
+	case OpEnqueue, OpPull, OpAck, OpStats, OpDLQ, OpInfo, OpQueueDelete, OpReplay, OpTopic:
 		return fmt.Errorf("mqnode: op %q is built in", op)
 	}
 	n.mu.Lock()
@@ -167,6 +168,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.svc.start(); err != nil {
 		return err
 	}
+	if err := n.startTopicSync(); err != nil {
+		return err
+	}
 	n.shareStop, n.shareDone = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(n.shareDone)
@@ -199,7 +203,7 @@ func (n *Node) natsOptions() (*server.Options, error) {
 		opts.Host, opts.Port = host, p
 	}
 	if sec := n.cfg.Security; sec != nil {
-		if err := sec.ServerOptions(opts, n.cfg.IDC, n.cfg.Name); err != nil {
+		if err := sec.ServerOptions(opts); err != nil {
 			return nil, fmt.Errorf("mqnode: %w", err)
 		}
 	}
@@ -231,6 +235,7 @@ func (n *Node) shutdownLocked(ctx context.Context) error {
 	if n.svc != nil {
 		errs = append(errs, n.svc.stop(ctx))
 	}
+	n.topicSync.close()
 	if n.nc != nil {
 		n.nc.Close()
 	}

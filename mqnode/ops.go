@@ -117,6 +117,9 @@ func (w *wtx) putTasks(q *queue, items []*wirepb.EnqueueItem) ([]*wirepb.Enqueue
 
 // enqueue durably stores a batch of tasks and returns their ids.
 func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.EnqueueItem) ([]*wirepb.EnqueueResult, error) {
+	if topic, ok := TopicTarget(queueName); ok {
+		return s.publish(ctx, topic, items) // topic.go
+	}
 	if err := subject.Validate("queue", queueName); err != nil {
 		return nil, err
 	}
@@ -244,6 +247,9 @@ func (s *store) moveToDead(q *queue, key []byte, t *wirepb.Task, raw []byte, rea
 			}
 			w.del(key)
 			w.set(deadKey(q.name, seq), frame)
+			if err := w.keepSettled(q, t, outcomeDead); err != nil {
+				return err
+			}
 			w.effect(effect{q: q, stored: -1, leased: leased, dead: 1})
 			return nil
 		},

@@ -226,7 +226,7 @@ func TestCPUThrottle(t *testing.T) {
 	usage.Store(0.2)
 	_, c := startNode(t, Config{Durability: DurabilityAsync,
 		CPUSampler: func() (float64, error) { return usage.Load().(float64), nil },
-		Throttle:   throttle.Config{CPU: throttle.CPUConfig{Interval: 50 * time.Millisecond, MinRate: 50, Decrease: 0.5}}})
+		Throttle:   throttle.Config{CPU: throttle.CPUConfig{Signal: throttle.SignalHost, Interval: 50 * time.Millisecond, MinRate: 50, Decrease: 0.5}}})
 	ctx := ctxT(t)
 	items := make([]*EnqueueItem, 2000)
 	for i := range items {

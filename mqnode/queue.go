@@ -46,10 +46,12 @@ type queue struct {
 	dead    int64                 // dead-letter records
 	delayed map[delayBucket]int64 // tasks not ready yet, by coarse readyAt
 
-	c counters
+	c    counters
+	kept keptSettled // settled tasks kept for replay (settled.go)
 }
 
 func newQueue(s *store, name string) *queue {
+	s.nQueues.Add(1)
 	return &queue{
 		s:       s,
 		name:    name,
@@ -68,6 +70,9 @@ func (q *queue) wakeLocked() {
 func (q *queue) stop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if !q.stopped {
+		q.s.nQueues.Add(-1)
+	}
 	q.stopped = true
 	q.addBuf(-q.bufBytes)
 	q.buf = nil
@@ -111,6 +116,9 @@ func (q *queue) apply(e effect, now int64) {
 	q.stored += e.stored
 	q.leased += e.leased
 	q.dead += e.dead
+	if e.onCommit != nil {
+		e.onCommit()
+	}
 	if e.readyAt == 0 {
 		return
 	}
@@ -205,7 +213,10 @@ func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
 	q.dirty = false
 	prefix := queuePrefix(pfxTask, q.name)
 	err = q.s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+		// Prefetch no more values than the window can take (a queue on a
+		// small share of the budget pages one or two tasks).
+		prefetch := max(1, min(64, maxN-len(q.buf), (maxBytes-q.bufBytes)/(4<<10)))
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: prefetch})
 		defer it.Close()
 		if q.cursor == nil {
 			it.Rewind()

@@ -377,7 +377,11 @@ func writeRepaired(data, out string, best map[string]*repairRef, rep *RepairRepo
 			if len(k) > 0 && k[0] == pfxMeta {
 				metas[string(k[1:])] = true
 			}
-			set(k, v)
+			if r.expires != 0 && werr == nil { // kept settled tasks, replay ledger: keep their TTL
+				werr = wb.SetEntry(&badger.Entry{Key: k, Value: v, ExpiresAt: r.expires})
+			} else {
+				set(k, v)
+			}
 			rep.Other++
 		}
 	}

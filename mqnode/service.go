@@ -61,6 +61,7 @@ func (s *service) start() error {
 	ops := map[string]func(context.Context, []byte) proto.Message{
 		OpEnqueue: s.enqueue, OpPull: s.pull, OpAck: s.ack, OpStats: s.stats, OpDLQ: s.dlq, OpInfo: s.info, OpSummary: s.summary,
 		OpQueueDelete: s.queueDelete,
+		OpReplay:      s.replay, OpTopic: s.topic, // cmqops.go
 	}
 	for op, h := range s.n.extraOps {
 		ops[op] = h

@@ -90,6 +90,8 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 	st.LostTotal = q.c.lost.Load()
 	st.CorruptTotal = q.c.corrupt.Load()
 	st.Throttles = throttleStates(q.s.th.QueueStates(q.name))
+	st.SettledKept, st.SettledBytes = q.kept.held(now)
+	st.KeepSettledMs = max(q.cfg.KeepSettled.Milliseconds(), 0)
 	return st, err
 }
 

@@ -47,10 +47,12 @@ type store struct {
 
 	leases *leaseTable
 	th     *throttle.Throttle
+	topics *topicTable // topic.go
 	disk   *diskWatch
 	ledger *ledger // written by the writer goroutine only
 
 	bufTotal atomic.Int64 // bytes in all queues' ready windows (budget.go)
+	nQueues  atomic.Int64 // queues in the table (newQueue .. stop)
 	obs      *observer    // metrics and trace hooks (observe.go)
 
 	started time.Time
@@ -110,12 +112,18 @@ func openStore(cfg Config) (*store, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.topics, err = loadTopics(s); err != nil {
+		seq.Release()
+		db.Close()
+		return nil, err
+	}
 	s.obs = newObserver(s)
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
 	s.goBg(s.runEvict)
 	s.goBg(s.runDiskWatch)
+	s.goBg(s.runTotals)
 	if !cfg.Throttle.Disabled && !cfg.Throttle.CPU.Disabled {
 		s.goBg(s.sampleCPU)
 	}
@@ -137,6 +145,11 @@ func (s *store) close() error {
 	s.once.Do(func() {
 		close(s.stopBg)
 		s.bg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if terr := s.saveTotals(ctx, nil); terr != nil {
+			s.log.Warn("queue totals not saved at stop", "err", terr)
+		}
+		cancel()
 		s.obs.close()
 		s.w.close()
 		s.ledger.close()
@@ -246,6 +259,8 @@ func (s *store) loadQueues() error {
 			}
 			it.Close()
 			q.dead = countKeys(txn, queuePrefix(pfxDead, name))
+			s.loadTotals(txn, q)
+			q.kept.load(txn, name, q.cfg.KeepSettled)
 			s.queues[name] = q
 		}
 		return nil

@@ -21,13 +21,21 @@ func UsageSubject(idc, name string) string { return "thr.usage." + idc + "." + n
 // UsageSubjectAll matches every node's usage reports.
 const UsageSubjectAll = "thr.usage.>"
 
-// sampleCPU feeds the CPU throttle until the store stops.
+// sampleCPU feeds the CPU throttle until the store stops: the node's own
+// starvation (cpu.signal starvation, the default) or the host's CPU usage
+// (cpu.signal host).
 func (s *store) sampleCPU() {
 	every := s.cfg.Throttle.CPU.Interval
 	t := time.NewTicker(every)
 	defer t.Stop()
-	sample := s.cfg.CPUSampler
-	_, _ = sample() // prime: the first reading has no interval
+	host := s.cfg.Throttle.CPU.Signal == throttle.SignalHost
+	cpu, starved := s.cfg.CPUSampler, s.cfg.StarvationSampler
+	// prime: the first reading has no interval
+	if host {
+		_, _ = cpu()
+	} else {
+		_, _ = starved()
+	}
 	warned := false
 	for {
 		select {
@@ -35,15 +43,22 @@ func (s *store) sampleCPU() {
 			return
 		case <-t.C:
 		}
-		u, err := sample()
-		if err != nil {
-			if !warned {
-				s.log.Warn("cannot read host cpu; the cpu throttle is idle", "err", err)
-				warned = true
+		var err error
+		if host {
+			var u float64
+			if u, err = cpu(); err == nil {
+				s.th.SampleCPU(u)
 			}
-			continue
+		} else {
+			var d time.Duration
+			if d, err = starved(); err == nil {
+				s.th.SampleStarvation(d)
+			}
 		}
-		s.th.SampleCPU(u)
+		if err != nil && !warned {
+			s.log.Warn("cannot read the cpu signal; the cpu throttle is idle", "signal", s.cfg.Throttle.CPU.Signal, "err", err)
+			warned = true
+		}
 	}
 }
 

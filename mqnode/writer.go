@@ -35,7 +35,8 @@ type writeOp struct {
 type effect struct {
 	q                    *queue
 	stored, leased, dead int64
-	readyAt              int64 // > 0: a task key was written with this readyAt
+	readyAt              int64  // > 0: a task key was written with this readyAt
+	onCommit             func() // runs after commit (settled-task accounting)
 }
 
 type mutation struct {

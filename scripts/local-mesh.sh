@@ -13,7 +13,14 @@
 #   scripts/local-mesh.sh start --detach    the same, but return once the mesh is
 #                                           up and leave the nodes running
 #   scripts/local-mesh.sh stop              stop a mesh started with --detach
-#   scripts/local-mesh.sh status            the members as the first node sees them
+#   scripts/local-mesh.sh status            every node's view of the mesh
+#   scripts/local-mesh.sh kill HOST         SIGKILL one node (HOST: a1 or idc-a-host1)
+#   scripts/local-mesh.sh restart HOST      start a stopped or killed node exactly as at
+#                                           first start, wait until every node sees
+#                                           every node alive again
+#
+# "Up" means every running node lists every node of the mesh as alive (not
+# just the first one), and none reports itself cut off from the mesh.
 #
 # Stopping sends SIGTERM to one node at a time, last started first (a
 # graceful leave: the others list the host as "left"), then SIGKILL if the
@@ -43,7 +50,7 @@ now_ms() { date +%s%3N; }
 
 # usage [STATUS]: the usage lines of the header; exit 2 (or STATUS).
 usage() {
-	sed -n '7,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '7,20p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit "${1:-2}"
 }
 
@@ -60,6 +67,7 @@ start)
 	done
 	;;
 stop | status) [[ $# -eq 0 ]] || usage ;;
+kill | restart) [[ $# -eq 1 ]] || usage ;;
 -h | --help | help) usage 0 ;;
 *) usage ;;
 esac
@@ -130,17 +138,72 @@ stop_all() {
 	if ((killed)); then say "local-mesh: stopped (some nodes killed)"; else say "local-mesh: stopped"; fi
 }
 
-# alive_members: how many members the first node lists as alive.
+# host_arg NAME: the host (config file name) of a node name (a1) or host
+# name (idc-a-host1).
+host_arg() {
+	local h
+	for h in "${hosts[@]}"; do
+		if [[ $1 == "$h" || $1 == "$(conf "$h" name)" ]]; then
+			echo "$h"
+			return
+		fi
+	done
+	die "unknown host $1 (want one of: ${hosts[*]} or their node names)"
+}
+
+# host_pid HOST: the running pid of HOST's node, or nothing.
+host_pid() {
+	[[ -f $pidfile ]] || return 0
+	local h pid
+	while read -r h pid; do
+		if [[ $h == "$1" ]] && running "$pid"; then echo "$pid"; fi
+	done <"$pidfile"
+}
+
+# members_json HOST: the members as HOST's node sees them (--json), or fail.
+members_json() {
+	"$bin" mesh members --secrets "$secrets" --server "$(url_of "$1")" --json --timeout 2s 2>/dev/null
+}
+
+# alive_members HOST: how many members HOST's node lists as alive (0 when it
+# does not answer or reports itself cut off from the mesh).
 alive_members() {
 	local out
-	out=$("$bin" mesh members --secrets "$secrets" --server "$first_url" --json --timeout 2s 2>/dev/null) || {
+	out=$(members_json "$1") || {
 		echo 0
 		return
 	}
+	if grep -q '"ready": false' <<<"$out"; then
+		echo 0
+		return
+	fi
 	grep -c '"state": "alive"' <<<"$out" || true
 }
 
-# fail MSG: report, show the node logs' tails, stop everything, exit 1.
+# converged: every host's node runs and lists every host's node as alive.
+converged() {
+	local h
+	for h in "${hosts[@]}"; do
+		[[ $(alive_members "$h") -eq ${#hosts[@]} ]] || return 1
+	done
+}
+
+# wait_converged T0: wait until converged (fail after the wait); set
+# converged_ms to how long it took since T0.
+converged_ms=
+wait_converged() {
+	local deadline=$(($1 + wait_secs * 1000))
+	until converged; do
+		[[ $(pids | wc -l) -eq ${#hosts[@]} ]] || fail "a node exited while the mesh formed"
+		(($(now_ms) < deadline)) || fail "not every node saw ${#hosts[@]} alive members within ${wait_secs}s (see: $0 status)"
+		sleep 0.1
+	done
+	converged_ms=$(($(now_ms) - $1))
+}
+
+# fail MSG: report, show the node logs' tails, stop everything (unless
+# keep_on_fail: restart leaves the mesh for inspection), exit 1.
+keep_on_fail=
 fail() {
 	say "local-mesh: $*"
 	local h
@@ -150,7 +213,7 @@ fail() {
 			tail -n 15 "$state/$h/node.log" >&2
 		fi
 	done
-	stop_all
+	[[ -n $keep_on_fail ]] || stop_all
 	exit 1
 }
 
@@ -165,6 +228,7 @@ start_node() {
 	"${launcher[@]}" "$bin" node --config "$repo/configs/mesh/$host.yaml" --data "$dir/data" --secrets "$secrets" \
 		--log-level "${MQMESH_LOG_LEVEL:-info}" </dev/null >"$dir/ready" 2>"$dir/node.log" &
 	local pid=$!
+	if [[ -f $pidfile ]]; then sed -i "/^$host /d" "$pidfile"; fi
 	echo "$host $pid" >>"$pidfile"
 	# The ready line on stdout says the node serves and has joined.
 	local deadline=$(($(now_ms) + wait_secs * 1000))
@@ -177,7 +241,7 @@ start_node() {
 
 print_usage_info() {
 	local h
-	echo "Local mesh up: ${#hosts[@]} alive members $1 ms after the first node started (2 IDCs x 2 hosts)."
+	echo "Local mesh up: every node sees ${#hosts[@]} alive members $1 ms after the first node started (2 IDCs x 2 hosts)."
 	echo
 	printf '  %-6s %-4s %-24s %s\n' IDC NODE "CLIENT URL" LOG
 	for h in "${hosts[@]}"; do
@@ -189,6 +253,7 @@ print_usage_info() {
 	echo "  $bin enqueue --server $first_url --queue demo --payload hello"
 	echo "  $bin stats --server $first_url"
 	echo "  $bin mesh members --server $(url_of "${hosts[2]}")"
+	echo "  $repo/scripts/local-mesh.sh status | kill a1 | restart a1"
 	echo
 	if [[ -n $detach ]]; then
 		echo "Stop: $repo/scripts/local-mesh.sh stop   (state: $state)"
@@ -211,23 +276,18 @@ cmd_start() {
 		(cd "$repo" && go build -o "$bin" ./cmd/mqmesh) || die "go build failed"
 	fi
 	if [[ ! -f $secrets/ca.crt ]]; then
-		"$bin" secrets init "$secrets" >&2 || die "could not create the secrets in $secrets"
+		"$bin" secrets init "$secrets" >/dev/null || die "could not create the secrets in $secrets"
+		say "local-mesh: created the mesh's secrets in $secrets"
 	fi
 	own_children=1
 	trap 'fail "interrupted while starting"' INT TERM
-	local t0 h took
+	local t0 h
 	t0=$(now_ms)
 	# One at a time, the first (which starts the mesh) before the others:
 	# a node learns the other IDCs' gateways from the members it joins.
 	for h in "${hosts[@]}"; do start_node "$h"; done
-	local deadline=$((t0 + wait_secs * 1000))
-	until [[ $(alive_members) -eq ${#hosts[@]} ]]; do
-		[[ $(pids | wc -l) -eq ${#hosts[@]} ]] || fail "a node exited while the mesh formed"
-		(($(now_ms) < deadline)) || fail "the mesh did not reach ${#hosts[@]} alive members in ${wait_secs}s"
-		sleep 0.1
-	done
-	took=$(($(now_ms) - t0))
-	print_usage_info "$took"
+	wait_converged "$t0"
+	print_usage_info "$converged_ms"
 	if [[ -n $detach ]]; then
 		trap - INT TERM
 		return 0
@@ -250,10 +310,64 @@ cmd_start() {
 	wait 2>/dev/null || true
 }
 
-cmd_status() {
+use_bin() {
 	bin=${MQMESH_BIN:-$state/mqmesh}
+	[[ -x $bin ]] || die "no mqmesh binary at $bin (start the mesh first)"
+}
+
+# cmd_status: every node's view: one summary line per node, then its table.
+# Exit status 0 when every node sees every node alive, 1 otherwise.
+cmd_status() {
+	use_bin
 	[[ -n $(pids) ]] || die "no local mesh running from $state"
-	"$bin" mesh members --secrets "$secrets" --server "$first_url"
+	local h pid out alive ok=0
+	for h in "${hosts[@]}"; do
+		pid=$(host_pid "$h")
+		if [[ -z $pid ]]; then
+			echo "== $(conf "$h" name) ($h): NOT RUNNING"
+			ok=1
+			continue
+		fi
+		if ! out=$(members_json "$h"); then
+			echo "== $(conf "$h" name) ($h, pid $pid): does not answer"
+			ok=1
+			continue
+		fi
+		alive=$(grep -c '"state": "alive"' <<<"$out" || true)
+		local note=""
+		if grep -q '"ready": false' <<<"$out"; then note=" NOT READY: $(sed -n 's/.*"not_ready": "\(.*\)".*/\1/p' <<<"$out")"; fi
+		[[ $alive -eq ${#hosts[@]} && -z $note ]] || ok=1
+		echo "== $(conf "$h" name) ($h, pid $pid): sees $alive of ${#hosts[@]} alive$note"
+		"$bin" mesh members --secrets "$secrets" --server "$(url_of "$h")" --timeout 2s 2>&1 | sed 's/^/   /'
+	done
+	return $ok
+}
+
+cmd_kill() {
+	local h pid
+	h=$(host_arg "$1")
+	pid=$(host_pid "$h")
+	[[ -n $pid ]] || die "$h is not running"
+	kill -KILL "$pid"
+	while running "$pid"; do sleep 0.02; done
+	say "local-mesh: killed $(conf "$h" name) ($h, pid $pid) with SIGKILL"
+}
+
+# cmd_restart HOST: start HOST's node exactly as at first start (same
+# config, same data dir, no extra flags), then wait until every node sees
+# every node alive.
+cmd_restart() {
+	local h t0
+	h=$(host_arg "$1")
+	use_bin
+	[[ -z $(host_pid "$h") ]] || die "$h is running (kill or stop it first)"
+	t0=$(now_ms)
+	own_children=1
+	keep_on_fail=1
+	start_node "$h"
+	own_children=
+	wait_converged "$t0"
+	echo "Restarted $(conf "$h" name) ($h): every node sees ${#hosts[@]} alive members $converged_ms ms after its start."
 }
 
 case $cmd in
@@ -266,4 +380,6 @@ stop)
 	stop_all
 	;;
 status) cmd_status ;;
+kill) cmd_kill "$1" ;;
+restart) cmd_restart "$1" ;;
 esac

@@ -17,8 +17,10 @@
 // The timeline (Event) degrades an IDC's handlers, kills pools or nodes,
 // removes hosts, cuts or slows an IDC's gateway links, makes the handlers'
 // backend refuse every call (backend-fail, backend-recover) and burns CPU
-// in the process (cpu-hog, cpu-calm). The end of the load undoes every
-// fault, then the run waits for the backlog to drain.
+// in the process (cpu-hog, cpu-calm), or plays a bad deploy whose handlers
+// ack without working and its repair by replay (bad-deploy, replay; see
+// replay.go). The end of the load undoes every fault, then the run waits
+// for the backlog to drain.
 //
 // # Overload
 //
@@ -45,5 +47,6 @@
 //
 // The scenario files of configs/sim/ are the examples: default.yaml (an
 // IDC failure), node-crash.yaml, partition.yaml, and the overload ones,
-// retry-storm.yaml, backend-budget.yaml and cpu-hog.yaml.
+// retry-storm.yaml, backend-budget.yaml and cpu-hog.yaml, and bad-deploy.yaml
+// (a bad deploy repaired by replay).
 package sim

@@ -106,6 +106,9 @@ func (r *run) handler(h *simHost) worker.Handler {
 	rng := rand.New(rand.NewPCG(r.s.Seed, uint64(h.index)+1))
 	return func(ctx context.Context, t *worker.Task) worker.Result {
 		r.metrics.attempt(t)
+		if r.deploy.ackBadly(h.idc, t) {
+			return worker.Done() // a bad deploy: success reported, no work done
+		}
 		be, down := r.backends.get(h.idc)
 		if down {
 			// Refused at the first call: the execution fails at once.

@@ -21,7 +21,8 @@ figure{margin:1.5em 0} svg{max-width:100%;height:auto}
 The <b>baseline</b> pulls only its own node (the single-host design the mesh replaces); <b>unthrottled</b> is the mesh with every node's overload protection off.</p>
 {{range .Modes}}<p><b>{{.Mode}}</b>: {{.Enqueued}} enqueued, {{.Completed}} completed,
 <span class="{{if .Lost}}bad{{else}}ok{{end}}">{{.Lost}} lost</span>, {{.Stranded}} stranded on dead nodes, {{if .StillQueued}}<span class="bad">{{.StillQueued}} still queued</span>, {{end}}{{.Duplicates}} duplicate deliveries;
-peak backlog {{.PeakBacklog}}; {{if .Drained}}drained {{printf "%.1f" .DrainedAfterS}} s after the load{{else}}<span class="bad">not drained</span>{{end}}.</p>
+peak backlog {{.PeakBacklog}}; {{if .Drained}}drained {{printf "%.1f" .DrainedAfterS}} s after the load{{else}}<span class="bad">not drained</span>{{end}}.
+{{with .Deploy}}Bad deploy: {{.BadAcked}} tasks acked without the work; replay re-enqueued {{.Replayed}}, <span class="{{if lt .Repaired .BadAcked}}bad{{else}}ok{{end}}">repairing {{.Repaired}}</span>.{{end}}</p>
 {{end}}
 <table><tr><th class="l">mode</th><th class="l">phase</th><th>time s</th><th>done/s</th><th>p50 ms</th><th>p99 ms</th><th>p999 ms</th><th>peak backlog</th><th>end backlog</th><th>drained after s</th><th>local</th><th>same IDC</th><th>other IDC</th><th>notices/worker/s</th></tr>
 {{range $m := .Modes}}{{range .Phases}}<tr><td class="l">{{$m.Mode}}</td><td class="l">{{.Name}}</td><td>{{printf "%.1f–%.1f" .StartS .EndS}}</td><td>{{printf "%.0f" .Throughput}}</td><td>{{printf "%.1f" .P50Ms}}</td><td>{{printf "%.1f" .P99Ms}}</td><td>{{printf "%.1f" .P999Ms}}</td><td>{{.PeakBacklog}}</td><td>{{.EndBacklog}}</td><td>{{if ge .DrainS 0.0}}{{printf "%.1f" .DrainS}}{{else}}never{{end}}</td><td>{{pct .Local}}</td><td>{{pct .SameIDC}}</td><td>{{pct .OtherIDC}}</td><td>{{printf "%.2f" .NoticesPerWorker}}</td></tr>

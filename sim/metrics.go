@@ -168,8 +168,8 @@ func (m *metrics) done(t *worker.Task, h *simHost, now time.Time) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.completions[t.ID]++
-	origin := t.Origin.Node // the node's name is its host's
+	m.completions[completionID(t)]++ // a replayed task counts for its original
+	origin := t.Origin.Node          // the node's name is its host's
 	m.nodeDone[origin]++
 	p := m.phases[m.phase]
 	p.doneBy[origin]++

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/worker"
 )
 
@@ -61,8 +62,9 @@ type ModelConfig struct {
 	// runs until the backlog is drained, at most Drain.
 	Duration time.Duration `json:"duration"`
 	Drain    time.Duration `json:"drain"`
-	// Handler: latency (lognormal median/p99) and per-IDC slowdown. Error
-	// rates are not modelled (a run with one is refused).
+	// Handler: latency (lognormal median/p99), error rate and per-IDC
+	// slowdown and error rate. A failed task is ready again on its node
+	// RetryBackoff later.
 	Handler Handler `json:"-"`
 	// Filter is the built-in filter every pool uses (local-only,
 	// local-idc, everything, noisy-neighbour).
@@ -78,6 +80,9 @@ type ModelConfig struct {
 	Poll time.Duration `json:"-"`
 	// Net is the network: pull round trips and notice delays.
 	Net ModelNet `json:"-"`
+	// RetryBackoff is how long a failed task waits before it is ready
+	// again on its node (the node's first backoff). Default 1s.
+	RetryBackoff time.Duration `json:"-"`
 	// LeaseRelease is how long after a pool dies its leased tasks are
 	// ready again on their nodes (gossip declares it failed). Default 5s.
 	LeaseRelease time.Duration `json:"-"`
@@ -166,12 +171,7 @@ func ModelFromScenario(s Scenario, hosts, idcs int, duration time.Duration, rate
 		Hosts: hosts, IDCs: names, Slots: slots, Rate: rate, Duration: duration,
 		Handler: s.Handler, Filter: s.Filter, Seed: s.Seed,
 	}
-	c.Handler.ErrorRate = 0
 	c.Handler.PerIDC = maps.Clone(c.Handler.PerIDC)
-	for name, b := range c.Handler.PerIDC {
-		b.ErrorRate = 0
-		c.Handler.PerIDC[name] = b
-	}
 	first, start, end := names[0], Duration(duration/3), Duration(2*duration/3)
 	c.Timeline = []Event{{At: 0, Phase: "normal", Action: "normal"}}
 	switch fault {
@@ -181,7 +181,7 @@ func ModelFromScenario(s Scenario, hosts, idcs int, duration time.Duration, rate
 			Event{At: end, Phase: "recovery", Action: "restore-pools", IDC: first})
 	case FaultDegrade:
 		c.Timeline = append(c.Timeline,
-			Event{At: start, Phase: first + " degraded", Action: "degrade", IDC: first, Slowdown: 20},
+			Event{At: start, Phase: first + " degraded", Action: "degrade", IDC: first, Slowdown: 20, ErrorRate: 0.5},
 			Event{At: end, Phase: "recovery", Action: "restore", IDC: first})
 	case FaultNone, "":
 	default:
@@ -221,6 +221,9 @@ func (c ModelConfig) withDefaults() ModelConfig {
 	if c.LeaseRelease <= 0 {
 		c.LeaseRelease = 5 * time.Second
 	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = mqnode.DefaultBackoffBase
+	}
 	if c.CheckViews == 0 {
 		c.CheckViews = 1000
 	} else if c.CheckViews < 0 {
@@ -259,15 +262,15 @@ func (c ModelConfig) Validate() error {
 	if c.Handler.Median.D() <= 0 || c.Handler.P99 < c.Handler.Median {
 		bad("handler", "need 0 < median <= p99")
 	}
-	if c.Handler.ErrorRate != 0 {
-		bad("handler.error_rate", "%v: the model does not model failures (use the real sim)", c.Handler.ErrorRate)
+	if c.Handler.ErrorRate < 0 || c.Handler.ErrorRate >= 1 {
+		bad("handler.error_rate", "%v: want 0 <= rate < 1", c.Handler.ErrorRate)
 	}
 	for name, b := range c.Handler.PerIDC {
 		if !slices.Contains(c.IDCs, name) {
 			bad("handler.per_idc."+name, "no such IDC")
 		}
-		if b.Slowdown < 0 || b.ErrorRate != 0 {
-			bad("handler.per_idc."+name, "want slowdown >= 0 and no error rate (not modelled)")
+		if b.Slowdown < 0 || b.ErrorRate < 0 || b.ErrorRate >= 1 {
+			bad("handler.per_idc."+name, "want slowdown >= 0 and 0 <= error rate < 1")
 		}
 	}
 	if _, err := filterFor(c.Filter); err != nil && c.Filters == nil {
@@ -286,8 +289,8 @@ func (c ModelConfig) Validate() error {
 		switch ev.Action {
 		case "normal", "restore-all":
 		case "degrade":
-			if ev.Slowdown < 1 || ev.ErrorRate != 0 {
-				bad(f, "degrade needs slowdown >= 1 and no error rate (failures are not modelled)")
+			if ev.Slowdown < 1 || ev.ErrorRate < 0 || ev.ErrorRate >= 1 {
+				bad(f, "degrade needs slowdown >= 1 and 0 <= error rate < 1")
 			}
 			fallthrough
 		case "restore", "kill-pools", "restore-pools":

@@ -104,6 +104,8 @@ type model struct {
 	filter    backlog.Filters
 	dist      latencyDist
 	slowBase  []float64
+	errBase   []float64 // handler error rate per IDC (scenario)
+	errRate   []float64 // ... now (a degrade event sets it)
 	slow      []float64
 	limit     int
 	meanGap   float64
@@ -113,6 +115,7 @@ type model struct {
 	events, decisions, pulls             uint64
 	viewChecks, viewMismatches           uint64
 	enqueued, completed, inNet, requeued int64
+	retries                              int64
 	readyTotal                           int64
 	readyIDC                             []int64
 	lastDone                             int64
@@ -172,6 +175,14 @@ func newModel(c ModelConfig) (*model, error) {
 		}
 	}
 	m.slow = slices.Clone(m.slowBase)
+	m.errBase = make([]float64, nIDC)
+	for i, name := range c.IDCs {
+		m.errBase[i] = c.Handler.ErrorRate
+		if b, ok := c.Handler.PerIDC[name]; ok && b.ErrorRate > 0 {
+			m.errBase[i] = b.ErrorRate
+		}
+	}
+	m.errRate = slices.Clone(m.errBase)
 	// Hosts: IDC i gets Hosts/nIDC, the first Hosts%nIDC one more.
 	for i := range nIDC {
 		count := c.Hosts / nIDC

@@ -20,6 +20,7 @@ type modelPhase struct {
 	where      [3]int64
 	hist       latHist
 	peak       uint64
+	retries    int64
 	delivered  [backlog.NumTiers]uint64
 	poolNs     float64
 }
@@ -111,8 +112,10 @@ func (m *model) apply(ev Event) {
 	switch ev.Action {
 	case "degrade":
 		m.slow[idc] = m.slowBase[idc] * ev.Slowdown
+		m.errRate[idc] = ev.ErrorRate
 	case "restore":
 		m.slow[idc] = m.slowBase[idc]
+		m.errRate[idc] = m.errBase[idc]
 	case "kill-pools":
 		m.accrue()
 		for _, p := range m.idcPools[idc] {
@@ -124,6 +127,7 @@ func (m *model) apply(ev Event) {
 	case "restore-all":
 		m.accrue()
 		copy(m.slow, m.slowBase)
+		copy(m.errRate, m.errBase)
 		for i := range m.idcs {
 			m.restorePools(i)
 		}

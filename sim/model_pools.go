@@ -17,6 +17,10 @@ type runTask struct {
 	done, enq int64
 	origin    int32
 	where     int8
+	// failed: the handler fails (a retry after RetryBackoff); took is its
+	// service time, which the pool's scheduler learns its health from.
+	failed bool
+	took   int64
 }
 
 // runHeap is a min-heap of running tasks by completion time.
@@ -87,8 +91,23 @@ func (m *model) newScheduler(p *mPool) *worker.Scheduler {
 // flush completes the tasks of p done by t.
 func (m *model) flush(p *mPool, t int64) {
 	for len(p.running) > 0 && p.running[0].done <= t {
-		m.complete(p.running.pop())
+		r := p.running.pop()
+		p.sched.ObserveTask(modelQueue, !r.failed, time.Duration(r.took))
+		if r.failed {
+			// Nacked: ready again on its node after the queue's backoff,
+			// keeping its enqueue time (latency counts from the first).
+			m.retries++
+			m.phaseAt(r.done).retries++
+			m.requeueAt(m.nodes[r.origin], r.enq, r.done+int64(m.cfg.RetryBackoff))
+			continue
+		}
+		m.complete(r)
 	}
+}
+
+func (m *model) requeueAt(n *mNode, enq, at int64) {
+	b := append(m.buf(1), enq)
+	m.requeueLater(n, b, at)
 }
 
 func (m *model) complete(r runTask) {
@@ -224,10 +243,11 @@ func (m *model) pullReply(e *event) {
 	case n.idc == p.idc:
 		where = 1
 	}
-	slow := m.slow[p.idc]
+	slow, errRate := m.slow[p.idc], m.errRate[p.idc]
 	for _, enq := range e.tasks {
-		svc := int64(float64(m.dist.sample(p.rng)) * slow)
-		p.running.push(runTask{done: m.now + max(svc, 1), enq: enq, origin: int32(n.idx), where: where})
+		svc := max(int64(float64(m.dist.sample(p.rng))*slow), 1)
+		failed := errRate > 0 && p.rng.Float64() < errRate
+		p.running.push(runTask{done: m.now + svc, enq: enq, origin: int32(n.idx), where: where, failed: failed, took: svc})
 	}
 	if got := len(e.tasks); got > 0 && n != p.node && n.idc == m.faultIDC && p.idc != m.faultIDC &&
 		m.now >= m.faultStart && m.now < m.faultEnd {

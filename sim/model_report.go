@@ -21,6 +21,8 @@ type ModelResult struct {
 	Completed int64 `json:"completed"`
 	Stranded  int64 `json:"stranded"`
 	Lost      int64 `json:"lost"`
+	// Retries: handler failures put back on their node (error rates).
+	Retries int64 `json:"retries"`
 	// Drained says the backlog reached zero after the load; DrainedAfterS
 	// is when the last task finished, after the end of the load.
 	Drained       bool    `json:"drained"`
@@ -111,6 +113,8 @@ type ModelPhase struct {
 	OtherIDC   float64 `json:"other_idc_share"`
 	// PeakBacklog: the largest sampled total of ready tasks.
 	PeakBacklog uint64 `json:"peak_backlog"`
+	// Retries: handler failures in the phase, put back on their node.
+	Retries int64 `json:"retries"`
 	// NoticesPerWorker per tier (local, idc, global) per second.
 	NoticesPerWorker [backlog.NumTiers]float64 `json:"notices_per_worker_per_s"`
 }
@@ -133,6 +137,7 @@ func (m *model) result() *ModelResult {
 	}
 	r.Stranded = m.readyTotal + m.inNet + m.requeued
 	r.Lost = r.Enqueued - r.Completed - r.Stranded
+	r.Retries = m.retries
 	var all latHist
 	var where [3]int64
 	var poolNs float64
@@ -143,7 +148,7 @@ func (m *model) result() *ModelResult {
 		}
 		poolNs += p.poolNs
 		mp := ModelPhase{
-			Name: p.name, StartS: secs(p.start), EndS: secs(p.end), Completed: p.done,
+			Name: p.name, StartS: secs(p.start), EndS: secs(p.end), Completed: p.done, Retries: p.retries,
 			P50Ms: p.hist.quantileMs(0.5), P99Ms: p.hist.quantileMs(0.99), PeakBacklog: p.peak,
 			Local: share(p.where[0], p.done), SameIDC: share(p.where[1], p.done), OtherIDC: share(p.where[2], p.done),
 		}
@@ -284,8 +289,8 @@ func (rep *ModelReport) WriteTable(w io.Writer) error {
 		return err
 	}
 	for _, r := range rep.Runs {
-		fmt.Fprintf(w, "%d hosts: %d enqueued, %d completed, %d stranded, %d lost; %d events, %d decisions, %d pulls in %.1fs of virtual time; views checked %d times, %d mismatches\n",
-			r.Hosts, r.Enqueued, r.Completed, r.Stranded, r.Lost, r.Events, r.Decisions, r.Pulls, r.VirtualS, r.ViewChecks, r.ViewMismatches)
+		fmt.Fprintf(w, "%d hosts: %d enqueued, %d completed, %d stranded, %d lost, %d retries; %d events, %d decisions, %d pulls in %.1fs of virtual time; views checked %d times, %d mismatches\n",
+			r.Hosts, r.Enqueued, r.Completed, r.Stranded, r.Lost, r.Retries, r.Events, r.Decisions, r.Pulls, r.VirtualS, r.ViewChecks, r.ViewMismatches)
 	}
 	return nil
 }

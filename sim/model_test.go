@@ -180,11 +180,17 @@ func TestModelInvariants(t *testing.T) {
 		t.Fatalf("pools lost: peak backlog %d, normal phase %+v", lost.PeakBacklog, phase(t, lost, "normal"))
 	}
 
+	// Degraded: 20x slower, half the tasks fail and come back after the
+	// retry backoff. The degraded IDC's pools yield (worker's health):
+	// most of its work is done by other IDCs, and few tasks wait for a
+	// retry, so the phase's p99 stays near the backoff, not a multiple.
 	slow := runModel(t, smallModel(t, 24, FaultDegrade, 5))
+	deg := phase(t, slow, "sh degraded")
 	if !slow.Drained || slow.Completed != slow.Enqueued || slow.Fault == nil || slow.Fault.Action != "degrade" ||
-		phase(t, slow, "sh degraded").P99Ms < 10*phase(t, slow, "normal").P99Ms {
-		t.Fatalf("degrade: %+v", slow)
+		slow.Retries == 0 || deg.Retries == 0 || deg.OtherIDC < 0.2 || deg.P99Ms > 1500 {
+		t.Fatalf("degrade: %+v\nphase %+v", slow, deg)
 	}
+	t.Logf("degraded phase: %d retries, other IDC %.1f%%, p99 %.0f ms", deg.Retries, 100*deg.OtherIDC, deg.P99Ms)
 }
 
 // Heartbeats applied to the views: they count against the tiers' rate
@@ -218,7 +224,7 @@ func TestModelConfigErrors(t *testing.T) {
 	}
 	c.Slots, c.Filter = 0, "chatty"
 	c.Timeline = append(c.Timeline, Event{At: Duration(time.Second), Action: "kill-node", IDC: "sh"}, Event{At: Duration(2 * time.Second), Action: "degrade", IDC: "mars", Slowdown: 2})
-	c.Handler.ErrorRate = 0.1
+	c.Handler.ErrorRate = 1.5
 	_, err = RunModel(context.Background(), c, nil)
 	for _, want := range []string{"model hosts", "model filter", "timeline[1].action", "kill-node", "timeline[2].idc", "mars", "handler.error_rate"} {
 		if err == nil || !strings.Contains(err.Error(), want) {

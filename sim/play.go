@@ -358,10 +358,15 @@ func (r *run) apply(ctx context.Context, ev Event) error {
 		r.hog.start(n)
 	case "cpu-calm":
 		r.hog.calm()
+	case "bad-deploy":
+		r.deploy.badDeploy(ev.IDC, time.Now())
+	case "replay":
+		return r.replayAll(ctx, fmt.Sprintf("sim-%s-%d", r.mode, ev.At.D().Milliseconds()))
 	case "partition", "slow-link", "heal":
 		return r.links.set(r.nodeHosts(ev.IDC), ev.Action == "partition", ev.Latency.D().Milliseconds())
 	case "restore-all":
 		r.hog.calm()
+		r.deploy.fix() // a bad deploy not replayed: its tasks stay lost
 		if r.backends.setDown("", false) {
 			r.metrics.backend(false, time.Now())
 		}

@@ -58,7 +58,9 @@ type ModeReport struct {
 	// a pool's --http endpoint export, summed over the live nodes and
 	// pools at the end (see prom.go).
 	Metrics map[string]float64 `json:"metrics"`
-	Series  []Sample           `json:"-"`
+	// Deploy is what bad deploys and replays did (replay.go), if any.
+	Deploy *DeployReport `json:"deploy,omitempty"`
+	Series []Sample      `json:"-"`
 }
 
 // PhaseReport is one phase of the timeline in one mode.
@@ -164,6 +166,7 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 	}
 	mr.StillQueued = min(len(unfinished), int(held.total))
 	mr.Lost = max(0, len(unfinished)-int(held.total+held.dead))
+	mr.Deploy = r.deploy.report(m.completions)
 	if mr.Lost > 0 {
 		r.log.Error("tasks never completed and not held by any node", "mode", r.mode, "lost", mr.Lost, "some", unfinished[:min(5, len(unfinished))])
 	}
@@ -287,6 +290,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		}
 		fmt.Fprintf(w, "%s: %d enqueued, %d completed, %d lost, %d stranded on dead nodes%s, %d dead-lettered, %d duplicate deliveries; peak backlog %d; %s\n",
 			m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, queued, m.DeadLettered, m.Duplicates, m.PeakBacklog, drain)
+		writeDeploy(w, m.Mode, m.Deploy)
 	}
 	fmt.Fprintln(w)
 	return rep.writeWork(w)

@@ -59,6 +59,7 @@ type run struct {
 	hog        hog                 // cpu-hog's burners
 	cpu        throttle.CPUSampler // for the samples: what the throttle reads
 	bg         sync.WaitGroup      // host removals in progress
+	deploy     *deploys            // bad deploys and replays (replay.go)
 	// sec are the run's secrets (made in dir): every node, pool and link
 	// runs secured, as a real mesh does.
 	sec *secrets.Set
@@ -89,7 +90,7 @@ func newRun(s Scenario, mode string, opt Options) (*run, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	r := &run{s: s, mode: mode, log: log, dir: dir, backends: newBackends(s), metrics: newMetrics(), progress: opt.Progress, links: newLinks(), cpu: cpuSampler(s.Throttle.CPU.Sampler)}
+	r := &run{s: s, mode: mode, log: log, dir: dir, backends: newBackends(s), metrics: newMetrics(), deploy: newDeploys(), progress: opt.Progress, links: newLinks(), cpu: cpuSampler(s.Throttle.CPU.Sampler)}
 	f, err := filterFor(s.Filter)
 	if err != nil {
 		return nil, err
@@ -140,8 +141,9 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 			// says nothing of one host: the CPU throttle is off unless the
 			// scenario enables it (see Throttle).
 			Throttle: r.s.Throttle.Config(r.mode), CPUSampler: cpuSampler(r.s.Throttle.CPU.Sampler),
-			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000},
-			Security:      r.sec},
+			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000,
+				KeepSettled: r.s.keepSettled()},
+			Security: r.sec},
 		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
 		Host: h.name,
 	})

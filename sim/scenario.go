@@ -136,7 +136,11 @@ type Event struct {
 	// idc is empty, refuses every call: executions fail at once, without
 	// their latency), backend-recover (undo backend-fail); cpu-hog (Procs
 	// goroutines burn CPU in busy loops in this process, i.e. on every
-	// simulated host, which all share this machine), cpu-calm (stop them).
+	// simulated host, which all share this machine), cpu-calm (stop them);
+	// bad-deploy (the IDC's handlers, or every IDC's when idc is empty, ack
+	// tasks without doing the work), replay (the fix is deployed and every
+	// node replays the tasks settled since the bad deploy began; see
+	// replay.go).
 	// The end of the load runs restore-all: every fault ends, the hog
 	// included.
 	Action    string  `yaml:"action"`
@@ -153,7 +157,7 @@ type Event struct {
 
 // Actions the runner knows.
 var Actions = []string{"normal", "degrade", "restore", "kill-pools", "restore-pools", "kill-node", "restart-node", "remove-host", "partition", "slow-link", "heal", "restore-all",
-	"backend-fail", "backend-recover", "cpu-hog", "cpu-calm"}
+	"backend-fail", "backend-recover", "cpu-hog", "cpu-calm", "bad-deploy", "replay"}
 
 // Duration is a time.Duration that YAML writes as "1.5s".
 type Duration time.Duration
@@ -373,7 +377,8 @@ func (s Scenario) Validate() error {
 			if ev.Action == "slow-link" && (ev.Latency.D() <= 0 || ev.Latency.D() > 10*time.Second) {
 				bad(f+".latency", "%s: slow-link needs 0 < latency <= 10s", ev.Latency.D())
 			}
-		case "backend-fail", "backend-recover":
+		case "replay":
+		case "backend-fail", "backend-recover", "bad-deploy":
 			if _, ok := idcs[ev.IDC]; ev.IDC != "" && !ok {
 				bad(f+".idc", "%q: no such IDC (leave it out for every IDC's backend)", ev.IDC)
 			}

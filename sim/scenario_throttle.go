@@ -76,7 +76,9 @@ func (t Throttle) Config(mode string) throttle.Config {
 	return throttle.Config{
 		Disabled: t.Disabled || mode == ModeUnthrottled,
 		Retry:    t.Retry,
-		CPU: throttle.CPUConfig{Disabled: !c.Enabled, Ceiling: c.Ceiling, Interval: c.Interval,
+		// The simulator's hosts share one process: only the host signal
+		// (its injected samplers) tells them apart.
+		CPU: throttle.CPUConfig{Disabled: !c.Enabled, Signal: throttle.SignalHost, Ceiling: c.Ceiling, Interval: c.Interval,
 			MinRate: c.MinRate, Decrease: c.Decrease, Increase: c.Increase},
 		Backends:      t.Backends,
 		ShareInterval: t.ShareInterval,

@@ -62,7 +62,7 @@
 // A degraded pool yields: when its handlers succeed less than 70 % of the
 // time and run 3× slower than their own healthy average, it takes none of
 // its node's work while others keep the node's oldest task under 2 s (one
-// probe task a second), and helps nobody, so its node's backlog escalates
+// probe task every 3 s), and helps nobody, so its node's backlog escalates
 // to healthy pools.
 //
 // Short and empty pull replies correct the view at once. A pool on a host

@@ -142,9 +142,10 @@ func (s *Scheduler) Next(now time.Time, queue string, view []backlog.Entry, free
 		// Yield: while others keep the own node's oldest task young, take
 		// none of its work and help nobody (the node's backlog escalates
 		// to healthy pools); once its oldest task has waited yieldAge,
-		// nobody else is taking it: work as usual. One task per
-		// yieldProbe tells it when its handlers are well again.
-		if now.Sub(qs.health.probedAt) < yieldProbe {
+		// nobody else is taking it: work as usual. A probe task every
+		// yieldProbe (soon again after a good one) tells it when its
+		// handlers are well again.
+		if now.Sub(qs.health.probedAt) < qs.health.probeEvery() {
 			return idle(yieldWait)
 		}
 		qs.health.probedAt = now

@@ -68,6 +68,10 @@ type Result struct {
 // Done acknowledges the task.
 func Done() Result { return Result{outcome: outcomeDone} }
 
+// Succeeded reports whether r acks the task (Done, with or without
+// subtasks).
+func (r Result) Succeeded() bool { return r.outcome == outcomeDone }
+
 // Retry nacks the task: it is delivered again after the queue's backoff
 // (or after delay, when delay > 0). err is kept as the task's last error.
 func Retry(err error, delay time.Duration) Result {

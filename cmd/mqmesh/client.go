@@ -62,6 +62,14 @@ func (o *clientOptions) request(ctx context.Context) (context.Context, context.C
 	return context.WithTimeout(ctx, o.Timeout)
 }
 
+// validateTarget checks a --queue flag that may also be topic:T.
+func validateTarget(target string) error {
+	if target == "" {
+		return errors.New("--queue is required")
+	}
+	return mqnode.ValidateTarget("--queue", target)
+}
+
 // validateQueue checks the value of a --queue flag.
 func validateQueue(queue string) error {
 	if queue == "" {

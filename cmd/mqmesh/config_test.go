@@ -143,6 +143,8 @@ func TestConfigFlagsCoverEveryKey(t *testing.T) {
 			continue
 		case key == "queues":
 			name = "queue"
+		case key == "topics":
+			name = "topic"
 		case key == "throttle":
 			name = "no-throttle" // and --cpu-ceiling, --backend-budget; the rest by file
 		case key == "trace":

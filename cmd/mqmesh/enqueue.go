@@ -41,6 +41,7 @@ type enqueueOptions struct {
 	Dedup       string
 	Headers     []string
 	Batch       int
+	IDs         bool
 
 	// changed reports whether a flag was given (cmd.Flags().Changed).
 	changed func(name string) bool
@@ -58,6 +59,12 @@ type enqueueJSON struct {
 	IDs []string `json:"ids"`
 	// Duplicates counts the tasks whose dedup key matched an earlier enqueue.
 	Duplicates int `json:"duplicates"`
+	// Count is how many tasks were enqueued; Seconds how long it took.
+	Count   int     `json:"count"`
+	Seconds float64 `json:"seconds"`
+	// Copies counts, for --queue topic:T, the tasks written into T's
+	// subscribed queues (ids holds the first copy of each task).
+	Copies int `json:"copies,omitempty"`
 }
 
 func newEnqueueCommand() *cobra.Command {
@@ -65,7 +72,10 @@ func newEnqueueCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "enqueue",
 		Short: "Enqueue tasks on a queue",
-		Long: `Enqueue tasks on a queue of one node and print their ids, one per line.
+		Long: `Enqueue tasks on a queue of one node and print one summary line: how many,
+where, how fast, how many were duplicates. --ids prints the task ids
+instead, one per line (the summary then goes to stderr); --json prints both.
+A long run reports its progress on stderr.
 
 The payload is --payload TEXT, the contents of --file (- for stdin), or
 --count random payloads of --size bytes (the default: one of 64 bytes).
@@ -73,6 +83,9 @@ Tasks are sent in batches of at most --batch tasks and one NATS message.
 With --count N and --dedup KEY, task i gets the dedup key KEY-i, so running
 the same command again enqueues nothing new.`,
 		Example: `  mqmesh enqueue --queue orders --payload '{"id": 7}'
+  mqmesh enqueue --queue load --count 100000 --size 512
+  mqmesh enqueue --queue load --count 10 --ids
+  mqmesh enqueue --queue topic:orders --header tier=gold --payload '{"id": 8}'
   mqmesh enqueue --queue load --count 100000 --size 512 --json
   mqmesh enqueue --queue mail --file msg.eml --delay 10m --header tenant=acme`,
 		Args: cobra.NoArgs,
@@ -86,7 +99,7 @@ the same command again enqueues nothing new.`,
 	}
 	fs := cmd.Flags()
 	o.bind(fs)
-	fs.StringVarP(&o.Queue, "queue", "q", "", "queue to enqueue on (required)")
+	fs.StringVarP(&o.Queue, "queue", "q", "", "queue to enqueue on, or topic:T to fan out into topic T's queues (required)")
 	fs.IntVarP(&o.Count, "count", "n", 1, "number of tasks with random payloads")
 	fs.IntVar(&o.Size, "size", defaultPayloadSize, "size of each random payload, in bytes")
 	fs.StringVar(&o.Payload, "payload", "", "payload of the task, as text")
@@ -97,6 +110,7 @@ the same command again enqueues nothing new.`,
 	fs.StringVar(&o.Dedup, "dedup", "", "producer dedup key (with --count N: KEY-0 .. KEY-(N-1))")
 	fs.StringArrayVarP(&o.Headers, "header", "H", nil, "task header key=value (repeatable)")
 	fs.IntVar(&o.Batch, "batch", defaultEnqueueBatch, "most tasks per enqueue request")
+	fs.BoolVar(&o.IDs, "ids", false, "print the task ids, one per line, instead of the summary (which goes to stderr)")
 	return cmd
 }
 
@@ -105,7 +119,7 @@ func (o *enqueueOptions) Validate() error {
 	if err := o.clientOptions.Validate(); err != nil {
 		return err
 	}
-	if err := validateQueue(o.Queue); err != nil {
+	if err := validateTarget(o.Queue); err != nil {
 		return err
 	}
 	var sources []string
@@ -200,7 +214,9 @@ func (o *enqueueOptions) run(ctx context.Context, stdin io.Reader, stdout, stder
 	defer c.Close()
 	idc, node := c.Node()
 	out := enqueueJSON{Queue: o.Queue, IDC: idc, Node: node, IDs: make([]string, 0, o.Count)}
+	start := time.Now()
 	err = o.send(ctx, c, payload, &out, o.progress(stderr))
+	out.Count, out.Seconds = len(out.IDs), time.Since(start).Seconds()
 	if perr := o.print(stdout, stderr, out); err == nil {
 		err = perr
 	}
@@ -225,6 +241,7 @@ func (o *enqueueOptions) send(ctx context.Context, c *mqnode.Client, payload []b
 		}
 		for _, r := range res {
 			out.IDs = append(out.IDs, r.Id)
+			out.Copies += len(r.Copies)
 			if r.Duplicate {
 				out.Duplicates++
 			}
@@ -247,16 +264,25 @@ func (o *enqueueOptions) send(ctx context.Context, c *mqnode.Client, payload []b
 	return flush()
 }
 
-// progress returns a progress reporter: a counter on stderr when stderr is
-// a terminal and the tasks take more than one batch, else nothing.
+// progress returns a progress reporter for runs of more than one batch: a
+// counter on stderr when stderr is a terminal, else a line every 5 s.
 func (o *enqueueOptions) progress(stderr io.Writer) func(done int) {
-	if o.Count <= o.Batch || !isTerminal(stderr) {
+	if o.Count <= o.Batch {
 		return func(int) {}
 	}
+	if isTerminal(stderr) {
+		return func(done int) {
+			fmt.Fprintf(stderr, "\renqueued %d/%d", done, o.Count)
+			if done == o.Count {
+				fmt.Fprintln(stderr)
+			}
+		}
+	}
+	last := time.Now()
 	return func(done int) {
-		fmt.Fprintf(stderr, "\renqueued %d/%d", done, o.Count)
-		if done == o.Count {
-			fmt.Fprintln(stderr)
+		if time.Since(last) >= 5*time.Second && done < o.Count {
+			last = time.Now()
+			fmt.Fprintf(stderr, "enqueued %d/%d\n", done, o.Count)
 		}
 	}
 }
@@ -265,9 +291,19 @@ func (o *enqueueOptions) print(stdout, stderr io.Writer, out enqueueJSON) error 
 	if o.JSON {
 		return writeJSON(stdout, out)
 	}
-	if out.Duplicates > 0 {
-		fmt.Fprintf(stderr, "%d of %d tasks were duplicates of earlier enqueues (same dedup key)\n", out.Duplicates, len(out.IDs))
+	summary := fmt.Sprintf("enqueued %d task(s) on %s at %s/%s in %.2fs (%.0f/s)", out.Count, out.Queue, out.IDC, out.Node,
+		out.Seconds, float64(out.Count)/max(out.Seconds, 1e-9))
+	if out.Copies > 0 {
+		fmt.Fprintf(stderr, "%d tasks written into the topic's queues as %d copies\n", len(out.IDs), out.Copies)
 	}
+	if out.Duplicates > 0 {
+		summary += fmt.Sprintf("; %d were duplicates of earlier enqueues (same dedup key)", out.Duplicates)
+	}
+	if !o.IDs {
+		_, err := fmt.Fprintln(stdout, summary)
+		return err
+	}
+	fmt.Fprintln(stderr, summary)
 	w := bufio.NewWriter(stdout)
 	for _, id := range out.IDs {
 		w.WriteString(id)

@@ -35,6 +35,9 @@ func TestEnqueueThenStats(t *testing.T) {
 		lines[2] != "" || !strings.HasPrefix(lines[3], "THROTTLE") || strings.Fields(lines[4])[0] != "cpu" {
 		t.Fatalf("stats table:\n%s", out)
 	}
+	if !strings.Contains(out, "ENQUEUED") || !strings.Contains(out, "\njobs   25        0") {
+		t.Fatalf("stats text lacks the totals:\n%s", out)
+	}
 	if len(st.Throttles) != 1 || st.Throttles[0].Kind != "cpu" || st.Throttles[0].Reason == "" {
 		t.Fatalf("stats node throttles %+v", st.Throttles)
 	}
@@ -50,9 +53,18 @@ func TestStatsEmptyAndUnknown(t *testing.T) {
 	wantErr(t, err, "unknown queue", "nosuch")
 }
 
+// TestEnqueueSummary: many tasks print one summary line, not their ids.
+func TestEnqueueSummary(t *testing.T) {
+	_, url := startNode(t)
+	out := mustCLI(t, "enqueue", "--server", url, "--queue", "bulk", "--count", "1000", "--batch", "100")
+	if strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "enqueued 1000 task(s) on bulk at ") {
+		t.Fatalf("enqueue --count 1000 printed %q, want one summary line", out)
+	}
+}
+
 func TestEnqueueTextPayloadHeadersDelay(t *testing.T) {
 	n, url := startNode(t)
-	out := mustCLI(t, "enqueue", "--server", url, "--queue", "mail", "--payload", "hello", "-H", "tenant=acme", "-H", "trace=a=b")
+	out := mustCLI(t, "enqueue", "--server", url, "--queue", "mail", "--payload", "hello", "-H", "tenant=acme", "-H", "trace=a=b", "--ids")
 	id := strings.TrimSpace(out)
 	if id == "" || strings.Count(out, "\n") != 1 {
 		t.Fatalf("enqueue printed %q, want one id line", out)
@@ -111,9 +123,9 @@ func TestEnqueueDedup(t *testing.T) {
 	if first.Duplicates != 0 || again.Duplicates != 3 || !slices.Equal(first.IDs, again.IDs) {
 		t.Fatalf("first %+v, again %+v", first, again)
 	}
-	_, stderr, err := cli(t, "", "enqueue", "--server", url, "--queue", "d", "--payload", "x", "--dedup", "k1")
-	if err != nil || !strings.Contains(stderr, "duplicates") {
-		t.Fatalf("text mode: err %v, stderr %q: want a note on stderr", err, stderr)
+	out, stderr, err := cli(t, "", "enqueue", "--server", url, "--queue", "d", "--payload", "x", "--dedup", "k1")
+	if err != nil || !strings.Contains(out, "1 were duplicates") {
+		t.Fatalf("text mode: err %v, stdout %q, stderr %q: want the duplicate in the summary", err, out, stderr)
 	}
 	st := mustJSON[statsJSON](t, "stats", "--server", url, "--json")
 	if st.Queues[0].Ready != 4 {

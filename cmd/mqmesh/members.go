@@ -26,6 +26,11 @@ type membersOptions struct {
 type membersJSON struct {
 	// Self is the member id (role:idc:name) of the node that answered.
 	Self string `json:"self"`
+	// Ready is false while that node is cut off from its mesh: it sees no
+	// other alive member but knows members it should reach (it retries in
+	// the background); NotReady says why.
+	Ready    bool   `json:"ready"`
+	NotReady string `json:"not_ready,omitempty"`
 	// Members are every member that node knows, itself included, sorted
 	// by IDC, role and name. Failed and left members stay listed for the
 	// node's retain period (1h by default).
@@ -115,11 +120,17 @@ func (o *membersOptions) run(ctx context.Context, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Role, m.IDC, dash(m.Host), m.Name, m.State,
 			formatTime(m.Since), dash(m.NATSClient), m.GossipAddr)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if !out.Ready {
+		fmt.Fprintf(stdout, "NOT READY: %s: %s\n", out.Self, out.NotReady)
+	}
+	return nil
 }
 
 func newMembersJSON(rep *meshpb.MembersReply) membersJSON {
-	out := membersJSON{Self: rep.GetSelf(), Members: make([]memberJSON, 0, len(rep.GetMembers()))}
+	out := membersJSON{Self: rep.GetSelf(), Ready: rep.GetReady(), NotReady: rep.GetNotReady(), Members: make([]memberJSON, 0, len(rep.GetMembers()))}
 	for _, m := range rep.GetMembers() {
 		meta := m.GetMeta()
 		out.Members = append(out.Members, memberJSON{

@@ -66,7 +66,7 @@ func TestNodeCommandServes(t *testing.T) {
 	if ready.Name != "n7" || ready.IDC != "east" || ready.Durability != "fsync" || !strings.HasPrefix(ready.URL, "nats://127.0.0.1:") {
 		t.Fatalf("ready %+v", ready)
 	}
-	ids := mustCLI(t, "enqueue", "--server", ready.URL, "--queue", "jobs", "--payload", "hi")
+	ids := mustCLI(t, "enqueue", "--server", ready.URL, "--queue", "jobs", "--payload", "hi", "--ids")
 	if n := strings.Count(ids, "\n"); n != 1 {
 		t.Fatalf("enqueue printed %q, want one id", ids)
 	}

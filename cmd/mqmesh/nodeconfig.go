@@ -108,6 +108,9 @@ func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
 	fs.DurationVar(&q.BackoffMax, "backoff-max", q.BackoffMax, "queue default: longest retry delay")
 	fs.DurationVar(&q.Retention, "retention", q.Retention, "queue default: how long a task may wait before it is dead-lettered as expired (negative: forever)")
 	fs.DurationVar(&q.DedupWindow, "dedup-window", q.DedupWindow, "queue default: how long a producer dedup key is remembered")
+	fs.DurationVar(&q.KeepSettled, "keep-settled", q.KeepSettled, "queue default: keep acked and dead-lettered tasks this long for `mqmesh replay` (0: off)")
+	fs.Var(topicsValue{&c.Topics}, "topic", "topic on this node: NAME=QUEUE[:HEADER=VALUE],... (repeatable; topics)")
+	fs.DurationVar(&c.TopicSyncInterval, "topic-sync-interval", c.TopicSyncInterval, "how often the node republishes its stored topics to the mesh")
 	th := &c.Throttle
 	fs.BoolVar(&th.Disabled, "no-throttle", th.Disabled, "switch overload protection off (throttle.disabled; other throttle settings only in the config file)")
 	fs.Float64Var(&th.CPU.Ceiling, "cpu-ceiling", th.CPU.Ceiling, "host CPU usage (0..1) above which the node slows its dispatch (throttle.cpu.ceiling)")

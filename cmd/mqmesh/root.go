@@ -36,6 +36,8 @@ diagnostics and logs go to stderr.`,
 		newDLQCommand(),
 		newTraceCommand(),
 		newTopCommand(),
+		newReplayCommand(), // replay.go
+		newTopicCommand(),  // topic.go
 		newWorkerCommand(),
 		newBacklogCommand(),
 		newMeshCommand(),

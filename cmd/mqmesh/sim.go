@@ -78,7 +78,8 @@ Without a file it runs the embedded default scenario (configs/sim/default.yaml):
 3 IDCs x 3 hosts; normal, one IDC's handlers degraded, two IDCs' pools lost,
 recovery. configs/sim/ also holds the overload scenarios: retry-storm.yaml
 (a backend fails 100% then recovers), backend-budget.yaml (3 nodes share a
-backend's budget) and cpu-hog.yaml (a CPU hog with the CPU throttle on). It
+backend's budget), cpu-hog.yaml (a CPU hog with the CPU throttle on), and
+bad-deploy.yaml (handlers ack without working, then a replay repairs it). It
 prints the phase table and the work table (attempts, retries, backend calls,
 enqueue latency, node progress) on stdout (or --json) and writes
 report.html, backlog.svg, backlog.png and series.csv to --out.

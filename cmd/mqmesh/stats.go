@@ -16,6 +16,8 @@ type statsOptions struct {
 	clientOptions
 	// Queue limits the output to one queue ("" for all).
 	Queue string
+	// Mesh sums every alive node of the mesh per queue.
+	Mesh bool
 }
 
 // statsJSON is the stable --json output of `mqmesh stats`.
@@ -86,6 +88,16 @@ type queueStatsJSON struct {
 	// RetriesDeferredTotal counts retries the retry gate put back.
 	RetriesDeferredTotal uint64         `json:"retries_deferred_total"`
 	Throttles            []throttleJSON `json:"throttles"` // retry gate and budgets
+	// LostTotal counts records found missing at start (store damage, see
+	// <data>/mqnode-damage.log); CorruptTotal counts unreadable records
+	// moved to the dead letter queue.
+	LostTotal    uint64 `json:"lost_total"`
+	CorruptTotal uint64 `json:"corrupt_total"`
+	// Settled tasks kept for `mqmesh replay` (keep_settled; 0 = off), and
+	// the bytes they hold.
+	KeepSettled  string `json:"keep_settled"`
+	SettledKept  uint64 `json:"settled_kept"`
+	SettledBytes uint64 `json:"settled_bytes"`
 }
 
 func newStatsCommand() *cobra.Command {
@@ -99,19 +111,27 @@ dead, the age of the oldest ready task, and enqueue and ack rates (tasks/s,
 the CPU throttle of the node, the retry gate of each queue and the backend
 budgets each queue draws on, each with its state (open or LIMITING), its
 current limit, the tasks it held back and why; and the backends handlers
-report calls to, with the mesh-wide budget, usage and this node's share.`,
+report calls to, with the mesh-wide budget, usage and this node's share.
+Lifetime totals (enqueued, acked, nacked, expired leases, dead-lettered)
+survive restarts of the node.
+
+With --mesh, the node at --server lists the alive nodes of its mesh and
+every one is asked (over the same connection); the queues are summed per
+queue, totals included: the whole mesh's completeness at a glance.`,
 		Example: `  mqmesh stats
-  mqmesh stats --server nats://10.0.0.5:4222 --queue orders --json`,
+  mqmesh stats --server nats://10.0.0.5:4222 --queue orders --json
+  mqmesh stats --mesh --server nats://127.0.1.1:4222`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Validate(); err != nil {
 				return err
 			}
-			return o.run(cmd.Context(), cmd.OutOrStdout())
+			return o.run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	o.bind(cmd.Flags())
 	cmd.Flags().StringVarP(&o.Queue, "queue", "q", "", "only this queue (default: all)")
+	cmd.Flags().BoolVar(&o.Mesh, "mesh", false, "sum every alive node of the mesh, per queue")
 	return cmd
 }
 
@@ -126,7 +146,10 @@ func (o *statsOptions) Validate() error {
 	return nil
 }
 
-func (o *statsOptions) run(ctx context.Context, stdout io.Writer) error {
+func (o *statsOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
+	if o.Mesh {
+		return o.runMesh(ctx, stdout, stderr)
+	}
 	c, err := o.dial(ctx)
 	if err != nil {
 		return err
@@ -151,7 +174,19 @@ func (o *statsOptions) run(ctx context.Context, stdout io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	return writeThrottles(stdout, out)
+	for _, q := range out.Queues {
+		if q.LostTotal+q.CorruptTotal > 0 {
+			fmt.Fprintf(stdout, "queue %s: store damage found: %d records lost, %d unreadable (dead-lettered); see mqnode-damage.log in the node's data dir\n",
+				q.Queue, q.LostTotal, q.CorruptTotal)
+		}
+	}
+	if err := writeKept(stdout, out); err != nil {
+		return err
+	}
+	if err := writeThrottles(stdout, out); err != nil {
+		return err
+	}
+	return writeTotals(stdout, out)
 }
 
 // writeThrottles prints the throttles table (every throttle, in force or
@@ -232,6 +267,8 @@ func newStatsJSON(rep *mqnode.StatsReply) statsJSON {
 			EnqueuedTotal: q.EnqueuedTotal, AckedTotal: q.AckedTotal, NackedTotal: q.NackedTotal,
 			ExpiredLeasesTotal: q.ExpiredLeasesTotal, DeadTotal: q.DeadTotal,
 			RetriesDeferredTotal: q.RetriesDeferredTotal, Throttles: throttlesJSON(q.Throttles),
+			LostTotal: q.LostTotal, CorruptTotal: q.CorruptTotal,
+			KeepSettled: (time.Duration(q.KeepSettledMs) * time.Millisecond).String(), SettledKept: q.SettledKept, SettledBytes: q.SettledBytes,
 		})
 	}
 	for _, b := range rep.Backends {

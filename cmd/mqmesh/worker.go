@@ -24,6 +24,9 @@ type workerOptions struct {
 	Report          time.Duration
 	Log             logFlags
 	ShutdownTimeout time.Duration
+	// Completions, when set, is a file the pool appends the id of every
+	// task its handlers finished to (before the ack), one per line.
+	Completions string
 	// Ops are the operations endpoint flags (--http; ops.go).
 	Ops opsFlags
 	// sec are --secrets and --role (default worker).
@@ -48,6 +51,7 @@ type (
 		Event   string            `json:"event"` // "ready"
 		ID      string            `json:"id"`
 		IDC     string            `json:"idc"`
+		Host    string            `json:"host"` // the host its node gossips, or the OS host name
 		Node    string            `json:"node"` // "" on a worker-only host
 		Server  string            `json:"server"`
 		Slots   int               `json:"slots"`
@@ -138,6 +142,7 @@ their tasks come back when their leases are released.`,
 	o.Log.bind(fs)
 	o.sec.bind(fs)
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long a graceful stop may wait for running handlers")
+	fs.StringVar(&o.Completions, "completions", "", "append the id of every task a handler finished (before its ack) to this file, one per line: an audit trail for completeness checks")
 	bindOpsFlags(fs, &o.Ops, false)
 	return cmd
 }
@@ -148,6 +153,7 @@ func bindWorkerFlags(fs *pflag.FlagSet, c *workerFile) {
 	fs.StringVarP(&c.Server, "server", "s", c.Server, "NATS client URL of the pool's own node (worker-only host: a node of its IDC)")
 	fs.StringVar(&c.ID, "id", c.ID, "pool id, unique in the mesh; a subject token (default <host>-<pid>)")
 	fs.StringVar(&c.IDC, "idc", c.IDC, "IDC of the pool (default: the IDC of the node at --server)")
+	fs.StringVar(&c.Host, "host", c.Host, "name of this host in reports and the membership (default: the host its own node gossips, else the OS host name)")
 	fs.StringVar(&c.Node, "node", c.Node, `the own node's name; "" for a worker-only host (default: the node at --server)`)
 	fs.IntVar(&c.Slots, "slots", c.Slots, fmt.Sprintf("handlers that run at once (default %d)", worker.DefaultSlots))
 	fs.StringVar(&c.FilterFile, "filter", c.FilterFile, "backlog filter file (see configs/filters/), watched for changes (default: local and IDC tiers)")

@@ -252,10 +252,10 @@ func TestWorkerCommandWorkerOnlyHost(t *testing.T) {
 	t.Cleanup(func() { pub.Stop(); pubConn.Close() })
 	enqueueN(t, c, "push", 40)
 	cfg := writeFile(t, "worker.yaml", "queues:\n  push: {kind: sleep, latency: 1ms}\n")
-	w := runWorker(t, "--config", cfg, "--server", url, "--node", "", "--id", "helper", "--slots", "4", "--report", "20ms")
+	w := runWorker(t, "--config", cfg, "--server", url, "--node", "", "--id", "helper", "--slots", "4", "--report", "20ms", "--host", "box7")
 
 	ready := w.line("ready line", func(l string) bool { return strings.HasPrefix(l, "mqmesh worker ") })
-	want := "mqmesh worker helper (idc local, worker-only host) ready: 4 slots, queues push (sleep); server " + url
+	want := "mqmesh worker helper (idc local, host box7, worker-only host) ready: 4 slots, queues push (sleep); server " + url
 	if ready != want {
 		t.Fatalf("ready line\n%q, want\n%q", ready, want)
 	}

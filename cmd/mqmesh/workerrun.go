@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqmesh/mqmesh/internal/secrets"
+	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/worker"
 	"github.com/mqmesh/mqmesh/worker/demo"
@@ -42,7 +43,14 @@ func (o *workerOptions) run(ctx context.Context, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	pool, handlers, err := newDemoPool(c.Conn(), cfg, o.cfg.Queues)
+	var audit *completionLog
+	if o.Completions != "" {
+		if audit, err = openCompletionLog(o.Completions); err != nil {
+			return err
+		}
+		defer audit.Close()
+	}
+	pool, handlers, err := newDemoPool(c.Conn(), cfg, o.cfg.Queues, audit)
 	if err != nil {
 		return err
 	}
@@ -129,6 +137,9 @@ func (o *workerOptions) resolve(c *mqnode.Client, base, log *slog.Logger) (worke
 	if !o.nodeGiven {
 		cfg.Node = name
 	}
+	if cfg.Host == "" && cfg.Node == name {
+		cfg.Host = nodeHost(c, idc, name)
+	}
 	cfg.Logger = base
 	if cfg.Mesh != nil {
 		set, err := o.sec.load()
@@ -150,8 +161,27 @@ func (o *workerOptions) resolve(c *mqnode.Client, base, log *slog.Logger) (worke
 	return cfg, nil
 }
 
+// nodeHost is the host name the node idc/name gossips in its mesh ("" for
+// a standalone node or when it does not answer: the OS host name is then
+// used), so a pool on a host reports the same host as its node.
+func nodeHost(c *mqnode.Client, idc, name string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	rep, err := mesh.FetchMembers(ctx, c.Conn(), idc, name)
+	if err != nil {
+		return ""
+	}
+	for _, m := range rep.GetMembers() {
+		if meta := m.GetMeta(); meta.GetName() == name && meta.GetIdc() == idc && roleName(meta.GetRole()) == string(mesh.RoleNode) {
+			return meta.GetHost()
+		}
+	}
+	return ""
+}
+
 // newDemoPool returns a pool with the demo handler of every queue.
-func newDemoPool(nc *nats.Conn, cfg worker.Config, queues demo.Queues) (*worker.Pool, map[string]*demo.Handler, error) {
+// A non-nil audit records every task a handler finished.
+func newDemoPool(nc *nats.Conn, cfg worker.Config, queues demo.Queues, audit *completionLog) (*worker.Pool, map[string]*demo.Handler, error) {
 	pool, err := worker.New(nc, cfg)
 	if err != nil {
 		return nil, nil, err
@@ -163,7 +193,7 @@ func newDemoPool(nc *nats.Conn, cfg worker.Config, queues demo.Queues) (*worker.
 		if err != nil {
 			return nil, nil, fmt.Errorf("queues.%s: %w", queue, err)
 		}
-		if err := pool.Handle(queue, h.Handle, h.Spec().HandlerOptions()...); err != nil {
+		if err := pool.Handle(queue, audit.wrap(h.Handle), h.Spec().HandlerOptions()...); err != nil {
 			return nil, nil, fmt.Errorf("queues.%s: %w", queue, err)
 		}
 		handlers[queue] = h
@@ -213,7 +243,7 @@ func (o *workerOptions) printReady(w io.Writer, cfg worker.Config, handlers map[
 	slices.SortFunc(queues, func(a, b workerQueueJSON) int { return strings.Compare(a.Queue, b.Queue) })
 	if o.JSON {
 		return json.NewEncoder(w).Encode(workerReadyJSON{
-			Event: "ready", ID: cfg.ID, IDC: cfg.IDC, Node: cfg.Node, Server: o.cfg.Server,
+			Event: "ready", ID: cfg.ID, IDC: cfg.IDC, Host: cfg.WithDefaults().Host, Node: cfg.Node, Server: o.cfg.Server,
 			Slots: cfg.Slots, Queues: queues, Mesh: cfg.Mesh != nil, Version: mqnode.Version,
 		})
 	}
@@ -225,8 +255,8 @@ func (o *workerOptions) printReady(w io.Writer, cfg worker.Config, handlers map[
 	for i, q := range queues {
 		names[i] = q.Queue + " (" + q.Kind + ")"
 	}
-	line := fmt.Sprintf("mqmesh worker %s (idc %s, %s) ready: %d slots, queues %s; server %s",
-		cfg.ID, cfg.IDC, where, cfg.Slots, strings.Join(names, ", "), o.cfg.Server)
+	line := fmt.Sprintf("mqmesh worker %s (idc %s, host %s, %s) ready: %d slots, queues %s; server %s",
+		cfg.ID, cfg.IDC, cfg.WithDefaults().Host, where, cfg.Slots, strings.Join(names, ", "), o.cfg.Server)
 	if cfg.Mesh != nil {
 		line += "; mesh member via " + strings.Join(cfg.Mesh.Seeds, ",")
 	}

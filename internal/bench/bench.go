@@ -157,14 +157,16 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		}
 		p := Pair{Pair: pair}
 		p.MQNode = runPeer(ctx, o, w, root, peerMQNode, pair)
-		p.JetStream = runPeer(ctx, o, w, root, peerJetStream, pair)
-		p.Ratio = newRatio(p.MQNode, p.JetStream)
-		results := []Result{p.MQNode, p.JetStream}
+		results := []Result{p.MQNode}
 		if w.sec != nil {
+			// Right after the plain run, so both see the same machine.
 			sec := runPeer(ctx, o, w, root, peerMQNodeSecure, pair)
 			p.MQNodeSecure, p.SecureCost = &sec, newRatio(sec, p.MQNode)
 			results = append(results, sec)
 		}
+		p.JetStream = runPeer(ctx, o, w, root, peerJetStream, pair)
+		p.Ratio = newRatio(p.MQNode, p.JetStream)
+		results = append(results, p.JetStream)
 		for _, res := range results {
 			if !res.OK {
 				errs = append(errs, fmt.Errorf("%s %s: %s", res.Peer, res.Durability, failure(res)))

@@ -24,6 +24,7 @@ type cpuOptions struct {
 	burn                       time.Duration
 	load                       float64
 	slots, hogs                int
+	burst                      int
 	hogSession                 string
 	sample, callTimeout        time.Duration
 	timeout                    time.Duration
@@ -46,7 +47,7 @@ func newCPUCommand(launch Launcher) *cobra.Command {
 	f.Float64Var(&o.rate, "rate", 500, "tasks/s the producer enqueues, one per call, the whole run")
 	f.IntVar(&o.size, "size", 256, "payload bytes per task")
 	f.StringVar(&o.durability, "durability", durFsync, "node durability: fsync or async")
-	f.StringSliceVar(&o.modes, "modes", []string{throttleOn, throttleOff}, "CPU throttle modes to run, in order: on (defaults), off (throttle.Config{Disabled: true})")
+	f.StringSliceVar(&o.modes, "modes", []string{throttleOn, throttleOff}, "CPU throttle modes to run, in order: on (defaults: the node's own starvation), off (throttle.Config{Disabled: true}), host (the whole host's CPU usage, the former signal)")
 	f.DurationVar(&o.warmup, "warmup", 5*time.Second, "load before the first measured phase")
 	f.DurationVar(&o.before, "before", 15*time.Second, "measured phase before the hog")
 	f.DurationVar(&o.hog, "hog", 20*time.Second, "how long the hog runs (measured)")
@@ -54,6 +55,7 @@ func newCPUCommand(launch Launcher) *cobra.Command {
 	f.DurationVar(&o.burn, "burn", 0, "CPU time a handler burns per task on an idle core (default: from --handler-load)")
 	f.Float64Var(&o.load, "handler-load", 0.5, "without --burn: the share of the host's CPU the handlers need at --rate")
 	f.IntVar(&o.slots, "slots", 0, "worker pool slots (default: 2 per CPU)")
+	f.IntVar(&o.burst, "burst", 0, "instead of the steady phases: with the hog running (after --warmup), enqueue this many tasks at once and time their drain, per mode")
 	f.IntVar(&o.hogs, "hogs", 0, "busy child processes of the hog (default: one per CPU)")
 	f.StringVar(&o.hogSession, "hog-session", hogOwn, "the hog's session: own (setsid: its own scheduling group under autogroup, like another service or container) or shared (the node's and the pool's: one group, the hog competes with them thread by thread)")
 	f.DurationVar(&o.sample, "sample", 500*time.Millisecond, "how often the node's stats and the host's CPU are sampled")
@@ -79,8 +81,8 @@ func (o *cpuOptions) validate() error {
 		errs = append(errs, errors.New("--modes: none given"))
 	}
 	for _, m := range o.modes {
-		if m != throttleOn && m != throttleOff {
-			errs = append(errs, fmt.Errorf("--modes %q: want on or off", m))
+		if m != throttleOn && m != throttleOff && m != throttleHost {
+			errs = append(errs, fmt.Errorf("--modes %q: want on, off or host", m))
 		}
 	}
 	o.modes = slices.Compact(o.modes)
@@ -89,6 +91,9 @@ func (o *cpuOptions) validate() error {
 	}
 	if o.burn < 0 || o.load <= 0 || o.load > 4 {
 		errs = append(errs, errors.New("--burn not negative; --handler-load in (0, 4]"))
+	}
+	if o.burst < 0 || o.burst > 1_000_000 {
+		errs = append(errs, fmt.Errorf("--burst %d: want 0..1000000 tasks", o.burst))
 	}
 	if o.slots < 0 || o.hogs < 0 || o.hogs > 256 {
 		errs = append(errs, errors.New("--slots not negative; --hogs 0..256"))
@@ -139,10 +144,11 @@ func runCPU(ctx context.Context, o *cpuOptions) (*CPUReport, error) {
 		Schema: CPUReportSchema,
 		Config: CPUConfig{
 			RatePerS: o.rate, SizeBytes: o.size, Durability: o.durability, BurnMs: ms(o.burn), BurnIters: iters,
-			Slots: o.slots, Hogs: o.hogs, HogSession: o.hogSession, WarmupS: o.warmup.Seconds(), BeforeS: o.before.Seconds(), HogS: o.hog.Seconds(),
+			Slots: o.slots, Hogs: o.hogs, Burst: o.burst, HogSession: o.hogSession, WarmupS: o.warmup.Seconds(), BeforeS: o.before.Seconds(), HogS: o.hog.Seconds(),
 			AfterS: o.after.Seconds(), SampleS: o.sample.Seconds(), CallTimeoutS: o.callTimeout.Seconds(),
 			HandlerLoad: ms(o.burn) / 1000 * o.rate / float64(runtime.NumCPU()),
-			Ceiling:     def.Ceiling, IntervalS: def.Interval.Seconds(), MinRate: def.MinRate, Decrease: def.Decrease, Increase: def.Increase,
+			Signal:      def.Signal, MaxDelayMs: ms(def.MaxDelay),
+			Ceiling: def.Ceiling, IntervalS: def.Interval.Seconds(), MinRate: def.MinRate, Decrease: def.Decrease, Increase: def.Increase,
 			CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH,
 		},
 		Modes: []CPUMode{},
@@ -155,6 +161,14 @@ func runCPU(ctx context.Context, o *cpuOptions) (*CPUReport, error) {
 	}
 	var errs []error
 	for _, mode := range o.modes {
+		if o.burst > 0 {
+			b := runCPUBurst(ctx, o, root, mode, iters, log)
+			if b.Error != "" {
+				errs = append(errs, fmt.Errorf("burst, throttle %s: %s", mode, b.Error))
+			}
+			r.Bursts = append(r.Bursts, b)
+			continue
+		}
 		if ctx.Err() != nil {
 			errs = append(errs, context.Cause(ctx))
 			break

@@ -23,6 +23,8 @@ type CPUReport struct {
 	// before anything started: load from outside the benchmark.
 	HostCPUBeforeRun float64   `json:"host_cpu_before_run"`
 	Modes            []CPUMode `json:"modes"`
+	// Bursts are the burst drains (--burst), one per mode.
+	Bursts []CPUBurst `json:"bursts,omitempty"`
 	// Ratio is throttle on / off; absent unless both modes measured a hog.
 	Ratio *CPURatio `json:"ratio,omitempty"`
 	// OK is true when every mode ran to its end.
@@ -41,6 +43,9 @@ type CPUConfig struct {
 	Slots        int     `json:"slots"`
 	Hogs         int     `json:"hogs"`
 	HogSession   string  `json:"hog_session"` // shared with the node and pool, or own
+	Burst        int     `json:"burst"`       // tasks of the burst drain (0: steady phases)
+	Signal       string  `json:"cpu_signal"`  // the CPU throttle's signal: starvation or host
+	MaxDelayMs   float64 `json:"cpu_max_delay_ms"`
 	WarmupS      float64 `json:"warmup_s"`
 	BeforeS      float64 `json:"before_s"`
 	HogS         float64 `json:"hog_s"`
@@ -207,9 +212,14 @@ func writeCPUTable(w io.Writer, r *CPUReport) error {
 		"(%.0f%% of the host's %d CPUs at that rate); hog: %d busy processes for %.0fs, session %s; %s %s\n",
 		thousands(c.RatePerS), c.SizeBytes, c.Durability, c.Slots, c.BurnMs, 100*c.HandlerLoad, c.CPUs, c.Hogs, c.HogS, c.HogSession,
 		c.GoVersion, c.Platform)
-	fmt.Fprintf(&b, "CPU throttle on = defaults: ceiling %.0f%%, every %.1fs, x%.2f down (floor %.0f tasks/s), x%.2f up; off = disabled\n",
-		100*c.Ceiling, c.IntervalS, c.Decrease, c.MinRate, c.Increase)
+	fmt.Fprintf(&b, "CPU throttle on = defaults: signal %s (node scheduling delay over %.1f ms; host signal: ceiling %.0f%%), every %.1fs, x%.2f down (floor %.0f tasks/s), x%.2f up; off = disabled\n",
+		c.Signal, c.MaxDelayMs, 100*c.Ceiling, c.IntervalS, c.Decrease, c.MinRate, c.Increase)
 	fmt.Fprintf(&b, "host CPU before the run (load from outside the benchmark): %.0f%%\n\n", 100*r.HostCPUBeforeRun)
+	if len(r.Bursts) > 0 {
+		writeCPUBursts(&b, c, r.Bursts)
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "throttle\tphase\ts\tenqueues\terrors\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tdispatch/s\tbacklog\thost cpu\tnode\tworker\thogs\tbench\tother\tthrottled\tlimit/s\t")
 	for _, m := range r.Modes {

@@ -63,32 +63,58 @@ func runCPUMode(ctx context.Context, o *cpuOptions, root, mode string, iters int
 	return m
 }
 
+// startPair starts the node (data in a new directory under root, CPU
+// throttle mode) and its worker pool, and connects r.stats; stop undoes it
+// all.
+func (r *cpuRun) startPair(ctx context.Context, root, mode string, iters int64) (stop func() error, err error) {
+	o := r.o
+	var undo []func() error
+	stop = func() error {
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			errs = append(errs, undo[i]())
+		}
+		return errors.Join(errs...)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, stop())
+		}
+	}()
+	dir, err := os.MkdirTemp(root, "node-"+mode+"-")
+	if err != nil {
+		return stop, err
+	}
+	undo = append(undo, func() error { return os.RemoveAll(dir) })
+	fmt.Fprintf(r.log, "%s: starting the node (%s) and its worker pool (%d slots)\n", r.label, o.durability, o.slots)
+	if r.node, err = startChild(ctx, o.launch, serveOptions{peer: peerMQNode, durability: o.durability, dir: dir, throttle: mode}, r.log); err != nil {
+		return stop, err
+	}
+	undo = append(undo, func() error { return r.node.stop() })
+	if r.stats, err = mqnode.Dial(ctx, r.node.url); err != nil {
+		return stop, err
+	}
+	undo = append(undo, func() error { r.stats.Close(); return nil })
+	wo := workerOptions{url: r.node.url, queue: cpuQueue, slots: o.slots, burnIters: iters}
+	if r.worker, err = startChild(ctx, o.launch, serveOptions{peer: peerWorker, durability: o.durability, worker: wo}, r.log); err != nil {
+		return stop, err
+	}
+	undo = append(undo, func() error { return r.worker.stop() })
+	return stop, nil
+}
+
 func (r *cpuRun) run(ctx context.Context, root, mode string, iters int64, m *CPUMode) (err error) {
 	o := r.o
-	dir, err := os.MkdirTemp(root, "node-"+mode+"-")
+	stop, err := r.startPair(ctx, root, mode, iters)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	fmt.Fprintf(r.log, "%s: starting the node (%s) and its worker pool (%d slots)\n", r.label, o.durability, o.slots)
-	if r.node, err = startChild(ctx, o.launch, serveOptions{peer: peerMQNode, durability: o.durability, dir: dir, throttle: mode}, r.log); err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, r.node.stop()) }()
-	if r.stats, err = mqnode.Dial(ctx, r.node.url); err != nil {
-		return err
-	}
-	defer r.stats.Close()
+	defer func() { err = errors.Join(err, stop()) }()
 	prod, err := mqnode.Dial(ctx, r.node.url)
 	if err != nil {
 		return err
 	}
 	defer prod.Close()
-	wo := workerOptions{url: r.node.url, queue: cpuQueue, slots: o.slots, burnIters: iters}
-	if r.worker, err = startChild(ctx, o.launch, serveOptions{peer: peerWorker, durability: o.durability, worker: wo}, r.log); err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, r.worker.stop()) }()
 	defer r.stopHogs()
 
 	r.start = time.Now()

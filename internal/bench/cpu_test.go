@@ -69,10 +69,39 @@ func TestCPUShortRun(t *testing.T) {
 	assertEmptyDir(t, dir)
 }
 
+// A tiny burst drain (--burst): every mode drains every task and reports
+// a rate; the table compares on with off.
+func TestCPUBurstShortRun(t *testing.T) {
+	dir := t.TempDir()
+	out, logs, err := runCommand(t, "cpu", "--burst", "60", "--warmup", "200ms", "--burn", "1ms", "--hogs", "1", "--slots", "2",
+		"--sample", "100ms", "--durability", "async", "--modes", "on,off,host", "--json", "--dir", dir)
+	if err != nil {
+		t.Fatalf("bench cpu --burst: %v\nstderr:\n%s", err, logs)
+	}
+	r := decodeStrict[CPUReport](t, out)
+	if !r.OK || r.Config.Burst != 60 || len(r.Bursts) != 3 || len(r.Modes) != 0 {
+		t.Fatalf("report: %+v", r)
+	}
+	for i, want := range []string{"on", "off", "host"} {
+		b := r.Bursts[i]
+		if b.Throttle != want || b.Error != "" || b.Tasks != 60 || b.DrainS <= 0 || b.RatePerS <= 0 || b.ThrottleReason == "" {
+			t.Errorf("burst %d: %+v", i, b)
+		}
+	}
+	var table bytes.Buffer
+	if err := writeCPUTable(&table, &r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), "ratio on/off") {
+		t.Errorf("table lacks the ratio:\n%s", table.String())
+	}
+	assertEmptyDir(t, dir)
+}
+
 // Bad flags fail before anything starts, with an error naming the flag.
 func TestCPURejectsBadFlags(t *testing.T) {
 	for flag, value := range map[string]string{
-		"--rate": "0", "--modes": "maybe", "--durability": "never", "--hog": "0s", "--handler-load": "0", "--hogs": "-1", "--hog-session": "everyone",
+		"--rate": "0", "--modes": "maybe", "--durability": "never", "--hog": "0s", "--handler-load": "0", "--hogs": "-1", "--hog-session": "everyone", "--burst": "-1",
 	} {
 		_, _, err := runCommand(t, "cpu", flag, value)
 		if err == nil || !strings.Contains(err.Error(), flag) {

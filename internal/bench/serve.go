@@ -59,6 +59,9 @@ type serveOptions struct {
 const (
 	throttleOn  = "on"
 	throttleOff = "off"
+	// throttleHost is the CPU throttle on the whole host's CPU usage (the
+	// signal before the node's own starvation became the default).
+	throttleHost = "host"
 )
 
 func (o serveOptions) args() []string {
@@ -101,8 +104,8 @@ func (o serveOptions) validate() error {
 	default:
 		return fmt.Errorf("--peer %q: want %s, %s, %s, %s or %s", o.peer, peerMQNode, peerMQNodeSecure, peerJetStream, peerWorker, peerHog)
 	}
-	if o.throttle != "" && (o.peer != peerMQNode || o.throttle != throttleOn && o.throttle != throttleOff) {
-		return fmt.Errorf("--throttle %q: only for mqnode, want %s or %s", o.throttle, throttleOn, throttleOff)
+	if o.throttle != "" && (o.peer != peerMQNode || o.throttle != throttleOn && o.throttle != throttleOff && o.throttle != throttleHost) {
+		return fmt.Errorf("--throttle %q: only for mqnode, want %s, %s or %s", o.throttle, throttleOn, throttleOff, throttleHost)
 	}
 	if o.durability != durAsync && o.durability != durFsync {
 		return fmt.Errorf("--durability %q: want %s or %s", o.durability, durAsync, durFsync)
@@ -227,6 +230,8 @@ func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string,
 		th = throttle.Config{}
 	case throttleOff:
 		th = throttle.Config{Disabled: true}
+	case throttleHost:
+		th = throttle.Config{CPU: throttle.CPUConfig{Signal: throttle.SignalHost}}
 	}
 	var sec *secrets.Set
 	if o.peer == peerMQNodeSecure {

@@ -53,10 +53,10 @@ func (s *Set) ClientOptions(r Role) ([]nats.Option, error) {
 // (no socket, so no TLS): its nkey and inbox prefix.
 func (s *Set) InProcessOptions(r Role) ([]nats.Option, error) { return s.authOptions(r) }
 
-// ServerOptions secures the client port of node name in idc: TLS with the
-// node certificate and the nkey users of roles.json, each with its role's
+// ServerOptions secures a node's client port: TLS with the node
+// certificate and the nkey users of roles.json, each with its role's
 // Permissions. Anonymous connections are refused.
-func (s *Set) ServerOptions(o *server.Options, idc, name string) error {
+func (s *Set) ServerOptions(o *server.Options) error {
 	tc, err := s.ServerTLS()
 	if err != nil {
 		return err
@@ -67,7 +67,7 @@ func (s *Set) ServerOptions(o *server.Options, idc, name string) error {
 	var users []*server.NkeyUser
 	for _, r := range Roles {
 		for _, k := range s.roles[r] {
-			u := &server.NkeyUser{Nkey: k, Permissions: Permissions(r, idc, name)}
+			u := &server.NkeyUser{Nkey: k, Permissions: Permissions(r)}
 			if r == RoleNode {
 				// A node connects only to itself, in process: its credential
 				// is refused on the network, so a stolen node.nk cannot

@@ -15,31 +15,31 @@ const (
 	subjPull    = "mq.*.*.pull"
 	subjAck     = "mq.*.*.ack"
 	subjInfo    = "mq.*.*.info"
-	subjAllMQ   = "mq.>"
 	subjID      = "mqid.>"
 	subjBacklog = "bl.>"
 	subjBlSync  = "blsync.>"
 	subjUsage   = "thr.>"
 	subjTrace   = "mqtrace.>" // mqnode.TraceSubject: every node answers trace lookups
+	// subjTopics is topic propagation between nodes (mqnode.TopicSyncSubject).
+	subjTopics = "mqtopic.>"
 )
 
-// Permissions returns the subject permissions of a role on the server of
-// node name in idc (a node's own connections may serve only that node's
-// subjects). Least privilege:
+// Permissions returns the subject permissions of a role. Least privilege:
 //
 //	producer  publish enqueue and info requests; read its own replies
 //	worker    publish pull, ack (ack, nack, extend) and info requests and
 //	          backlog sync requests; read backlog and its own replies
-//	admin     publish any request (stats, dlq, members, queue delete, ...);
+//	admin     publish any request (stats, dlq, members, queue delete, replay, topic, ...);
 //	          read backlog, usage and its own replies: it can neither answer
 //	          mq.> nor forge backlog, nor read other roles' replies
-//	node      serve mq.<idc>.<name>.> and mqid.>, publish anything (its
-//	          replies, backlog, usage), read backlog, sync and usage; in
-//	          process only (ServerOptions refuses it on the network)
+//	node      everything: it serves requests, publishes its replies,
+//	          backlog and usage; accepted in process only (ServerOptions
+//	          refuses it on the network), so only a node's own code uses it
 //
-// Only nodes may publish bl.> and thr.> and subscribe mq.>/mqid.>: a
+// Only nodes may publish bl.>, thr.> and mqtopic.> and subscribe
+// mq.>/mqid.>: a
 // stolen worker or admin credential cannot answer a pull or forge backlog.
-func Permissions(r Role, idc, name string) *server.Permissions {
+func Permissions(r Role) *server.Permissions {
 	sp := func(allow, deny []string) *server.SubjectPermission {
 		return &server.SubjectPermission{Allow: allow, Deny: deny}
 	}
@@ -56,15 +56,11 @@ func Permissions(r Role, idc, name string) *server.Permissions {
 		}
 	case RoleAdmin:
 		return &server.Permissions{
-			Publish:   sp([]string{">"}, []string{subjBacklog, subjUsage, "_I.>", "_INBOX.>"}),
+			Publish:   sp([]string{">"}, []string{subjBacklog, subjUsage, subjTopics, "_I.>", "_INBOX.>"}),
 			Subscribe: sp([]string{subjBacklog, subjBlSync, subjUsage, InboxPrefix(r) + ".>"}, nil),
 		}
 	case RoleNode:
-		return &server.Permissions{
-			Publish: sp([]string{">"}, nil),
-			Subscribe: sp([]string{"mq." + idc + "." + name + ".>", subjID, subjBacklog, subjBlSync, subjUsage, subjTrace,
-				InboxPrefix(r) + ".>"}, nil),
-		}
+		return &server.Permissions{Publish: sp([]string{">"}, nil), Subscribe: sp([]string{">"}, nil)}
 	}
 	return &server.Permissions{Publish: sp(nil, []string{">"}), Subscribe: sp(nil, []string{">"})}
 }

@@ -358,10 +358,14 @@ func (*MembersRequest) Descriptor() ([]byte, []int) {
 }
 
 type MembersReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Error         string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
-	Self          string                 `protobuf:"bytes,2,opt,name=self,proto3" json:"self,omitempty"`
-	Members       []*Member              `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Error   string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Self    string                 `protobuf:"bytes,2,opt,name=self,proto3" json:"self,omitempty"`
+	Members []*Member              `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	// ready is false while the node is cut off from its mesh: it sees no
+	// other alive member but knows members it should reach; not_ready says why.
+	Ready         bool   `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
+	NotReady      string `protobuf:"bytes,5,opt,name=not_ready,json=notReady,proto3" json:"not_ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -417,6 +421,20 @@ func (x *MembersReply) GetMembers() []*Member {
 	return nil
 }
 
+func (x *MembersReply) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *MembersReply) GetNotReady() string {
+	if x != nil {
+		return x.NotReady
+	}
+	return ""
+}
+
 var File_mesh_proto protoreflect.FileDescriptor
 
 const file_mesh_proto_rawDesc = "" +
@@ -443,11 +461,13 @@ const file_mesh_proto_rawDesc = "" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
 	"gossipAddr\x12\"\n" +
 	"\rsince_unix_ms\x18\x05 \x01(\x03R\vsinceUnixMs\"\x10\n" +
-	"\x0eMembersRequest\"j\n" +
+	"\x0eMembersRequest\"\x9d\x01\n" +
 	"\fMembersReply\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x12\n" +
 	"\x04self\x18\x02 \x01(\tR\x04self\x120\n" +
-	"\amembers\x18\x03 \x03(\v2\x16.mqmesh.mesh.v1.MemberR\amembers*.\n" +
+	"\amembers\x18\x03 \x03(\v2\x16.mqmesh.mesh.v1.MemberR\amembers\x12\x14\n" +
+	"\x05ready\x18\x04 \x01(\bR\x05ready\x12\x1b\n" +
+	"\tnot_ready\x18\x05 \x01(\tR\bnotReady*.\n" +
 	"\x04Role\x12\x10\n" +
 	"\fROLE_UNKNOWN\x10\x00\x12\b\n" +
 	"\x04NODE\x10\x01\x12\n" +

@@ -22,6 +22,8 @@ const (
 	DefaultCPUMinRate       = 20.0
 	DefaultCPUDecrease      = 0.7
 	DefaultCPUIncrease      = 1.25
+	DefaultCPUSignal        = SignalStarvation
+	DefaultCPUMaxDelay      = 5 * time.Millisecond
 	DefaultShareInterval    = 250 * time.Millisecond
 	DefaultPeerTTL          = 2 * time.Second
 	DefaultUsageWindow      = 2 * time.Second
@@ -77,15 +79,33 @@ type RetryConfig struct {
 	MaxDefer     time.Duration `yaml:"max_defer"`     // default 5s
 }
 
-// CPUConfig: every Interval the node samples the host's CPU usage. Above
-// Ceiling it lowers its dispatch rate (tasks/s, all queues) to Decrease ×
+// Values of CPUConfig.Signal.
+const (
+	SignalStarvation = "starvation"
+	SignalHost       = "host"
+)
+
+// CPUConfig: every Interval the node samples its CPU signal (Signal: by
+// default its own starvation, or the host's CPU usage). When starved (or
+// above Ceiling) it lowers its dispatch rate (tasks/s, all queues) to Decrease ×
 // the rate it dispatched in the last interval, never below MinRate; once
-// usage has been under Ceiling − 0.1 for two intervals it raises the limit
-// by Increase per interval (Increase² while under Ceiling − 0.3) and lifts
+// it has been calm (scheduling delay under MaxDelay/2; host usage under
+// Ceiling − 0.1) for two intervals it raises the limit
+// by Increase per interval (Increase² while far below: MaxDelay/5,
+// Ceiling − 0.3) and lifts
 // it when it no longer binds. Enqueues are never
 // limited: the buffer keeps accepting while it slows its output.
 type CPUConfig struct {
-	Disabled bool          `yaml:"disabled"`
+	Disabled bool `yaml:"disabled"`
+	// Signal is what says the CPU is short: starvation (default: the
+	// node's own scheduling delay, see ProcessStarvation, against
+	// MaxDelay) or host (the whole host's CPU usage against Ceiling).
+	Signal string `yaml:"signal"`
+	// MaxDelay is the scheduling delay above which a node counts as
+	// starved (signal starvation). Default 5ms.
+	MaxDelay time.Duration `yaml:"max_delay"`
+	// Ceiling is the host CPU usage above which the host counts as short
+	// of CPU (signal host).
 	Ceiling  float64       `yaml:"ceiling"`  // fraction of all cores, default 0.85
 	Interval time.Duration `yaml:"interval"` // default 500ms
 	MinRate  float64       `yaml:"min_rate"` // tasks/s floor, default 20
@@ -115,6 +135,8 @@ func (c Config) WithDefaults() Config {
 	def(&p.MinRate, DefaultCPUMinRate)
 	def(&p.Decrease, DefaultCPUDecrease)
 	def(&p.Increase, DefaultCPUIncrease)
+	def(&p.Signal, DefaultCPUSignal)
+	def(&p.MaxDelay, DefaultCPUMaxDelay)
 	def(&c.ShareInterval, DefaultShareInterval)
 	def(&c.PeerTTL, DefaultPeerTTL)
 	def(&c.UsageWindow, DefaultUsageWindow)
@@ -141,6 +163,12 @@ func (c Config) Validate() error {
 	p := c.CPU
 	if !(p.Ceiling > 0.1) || p.Ceiling > 1 {
 		errs = append(errs, fmt.Errorf("throttle.cpu.ceiling %v: want 0.1 < x <= 1", p.Ceiling))
+	}
+	if p.Signal != SignalStarvation && p.Signal != SignalHost {
+		errs = append(errs, fmt.Errorf("throttle.cpu.signal %q: want starvation or host", p.Signal))
+	}
+	if p.MaxDelay < 100*time.Microsecond {
+		errs = append(errs, fmt.Errorf("throttle.cpu.max_delay %s: want at least 100µs", p.MaxDelay))
 	}
 	if p.Interval < 50*time.Millisecond || !positive(p.MinRate) || !(p.Decrease > 0) || p.Decrease >= 1 || !(p.Increase > 1) || math.IsInf(p.Increase, 0) {
 		errs = append(errs, errors.New("throttle.cpu: need interval >= 50ms, min_rate > 0, 0 < decrease < 1, increase > 1"))

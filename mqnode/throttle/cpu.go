@@ -3,6 +3,7 @@ package throttle
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/shirou/gopsutil/v4/cpu"
 )
@@ -42,12 +43,38 @@ func HostCPU() CPUSampler {
 	}
 }
 
-// cpuControl controls the node's dispatch rate by host CPU: multiplicative
-// decrease above the ceiling, multiplicative increase (after two calm
-// intervals) below ceiling − 0.1, nothing in between.
+// cpuReading is one interval's verdict of the CPU signal: over the limit
+// (cut), calm (below the band: may raise), far below (raise faster), and
+// what was measured, for the reason shown in stats.
+type cpuReading struct {
+	over, calm, far bool
+	what            string
+}
+
+// hostReading judges a host CPU usage sample against the ceiling.
+func (c CPUConfig) hostReading(usage float64) cpuReading {
+	return cpuReading{
+		over: usage > c.Ceiling, calm: usage < c.Ceiling-0.1, far: usage < c.Ceiling-0.3,
+		what: fmt.Sprintf("host cpu %.0f%% (ceiling %.0f%%)", 100*usage, 100*c.Ceiling),
+	}
+}
+
+// starvationReading judges a starvation sample (the node's own scheduling
+// delay) against MaxDelay: over it cuts, under half of it is calm, under a
+// fifth far below.
+func (c CPUConfig) starvationReading(d time.Duration) cpuReading {
+	return cpuReading{
+		over: d > c.MaxDelay, calm: d < c.MaxDelay/2, far: d < c.MaxDelay/5,
+		what: fmt.Sprintf("node scheduling delay %s (max %s)", d.Round(10*time.Microsecond), c.MaxDelay),
+	}
+}
+
+// cpuControl controls the node's dispatch rate by its CPU signal:
+// multiplicative decrease when over, multiplicative increase (after two
+// calm intervals) when calm, nothing in between.
 type cpuControl struct {
 	cfg    CPUConfig
-	usage  float64 // last sample
+	last   string  // last reading, for stats
 	limit  float64 // tasks/s; 0 = none
 	since  int64
 	reason string
@@ -58,21 +85,21 @@ type cpuControl struct {
 	calm       int // intervals below the band since the last cut
 }
 
-// tick takes one CPU sample over elapsed ms and adjusts the limit.
-func (c *cpuControl) tick(now int64, usage float64, elapsedMs int64) {
-	c.usage = usage
+// tick takes one reading over elapsed ms and adjusts the limit.
+func (c *cpuControl) tick(now int64, r cpuReading, elapsedMs int64) {
+	c.last = r.what
 	rate := c.dispatched * 1000 / float64(max(elapsedMs, 1))
 	c.dispatched = 0
 	if c.cfg.Disabled {
 		return
 	}
-	if usage < c.cfg.Ceiling-0.1 {
+	if r.calm {
 		c.calm++
 	} else {
 		c.calm = 0
 	}
 	switch {
-	case usage > c.cfg.Ceiling:
+	case r.over:
 		base := rate
 		if c.limit > 0 {
 			base = min(base, c.limit)
@@ -81,29 +108,29 @@ func (c *cpuControl) tick(now int64, usage float64, elapsedMs int64) {
 			c.since = now
 		}
 		c.limit = max(c.cfg.MinRate, base*c.cfg.Decrease)
-		c.reason = fmt.Sprintf("host cpu %.0f%% > ceiling %.0f%%: dispatch cut to %.0f tasks/s", 100*usage, 100*c.cfg.Ceiling, c.limit)
+		c.reason = fmt.Sprintf("%s over: dispatch cut to %.0f tasks/s", r.what, c.limit)
 	case c.limit == 0:
 		return
-	case usage < c.cfg.Ceiling-0.1 && c.calm < 2:
+	case r.calm && c.calm < 2:
 		// Handlers dispatched before the cut may still be running: wait
 		// for a second calm reading before raising the limit.
-		c.reason = fmt.Sprintf("host cpu %.0f%%: dispatch held at %.0f tasks/s, raising it next interval if calm", 100*usage, c.limit)
-	case usage < c.cfg.Ceiling-0.1:
+		c.reason = fmt.Sprintf("%s: dispatch held at %.0f tasks/s, raising it next interval if calm", r.what, c.limit)
+	case r.calm:
 		up := c.cfg.Increase
-		if usage < c.cfg.Ceiling-0.3 {
+		if r.far {
 			up *= c.cfg.Increase // far below: climb twice as fast
 		}
 		if rate < 0.5*c.limit {
 			c.limit = 0
 			c.since = now
-			c.reason = fmt.Sprintf("host cpu %.0f%%: dispatch limit lifted", 100*usage)
+			c.reason = fmt.Sprintf("%s: dispatch limit lifted", r.what)
 			c.bucket = bucket{}
 			return
 		}
 		c.limit *= up
-		c.reason = fmt.Sprintf("host cpu %.0f%% < %.0f%%: dispatch raised to %.0f tasks/s", 100*usage, 100*(c.cfg.Ceiling-0.1), c.limit)
+		c.reason = fmt.Sprintf("%s calm: dispatch raised to %.0f tasks/s", r.what, c.limit)
 	default:
-		c.reason = fmt.Sprintf("host cpu %.0f%% near ceiling %.0f%%: dispatch held at %.0f tasks/s", 100*usage, 100*c.cfg.Ceiling, c.limit)
+		c.reason = fmt.Sprintf("%s near the limit: dispatch held at %.0f tasks/s", r.what, c.limit)
 	}
 	c.bucket.set(now, c.limit, max(1, c.limit*defaultBucketBurstDelay.Seconds()))
 }

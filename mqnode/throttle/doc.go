@@ -22,12 +22,19 @@
 // once; the limit lifts, after at least a second, when the moving average
 // is back above 1 − failure_ratio/2, about 10 successes in a row at the default ratio.
 //
-// CPU, per node. Every cpu.interval the node samples the host's CPU usage.
-// Above cpu.ceiling it cuts its dispatch rate (all queues) to cpu.decrease ×
-// what it dispatched in the last interval, never below cpu.min_rate; after
-// two intervals below ceiling − 10 points it raises the limit by
-// cpu.increase per interval, and lifts it once it no longer binds. Handlers on the host slow with it, so
-// the CPU left over keeps enqueues (and their fsyncs) fast.
+// CPU, per node. Every cpu.interval the node samples its CPU signal. By
+// default (cpu.signal starvation) that is the node's own scheduling delay
+// (ProcessStarvation: the Go scheduler's p99 latency, and on Linux the
+// kernel's run-queue wait per time slice of its threads): over
+// cpu.max_delay the node is starved. Other services' CPU alone does not
+// starve a node in its own scheduling group, so it never holds a healthy
+// node back. With cpu.signal host it is the whole host's CPU usage against
+// cpu.ceiling instead. When starved it cuts its dispatch rate (all queues)
+// to cpu.decrease × what it dispatched in the last interval, never below
+// cpu.min_rate; after two calm intervals it raises the limit by
+// cpu.increase per interval, and lifts it once it no longer binds.
+// Handlers on the host slow with it, so the CPU left over keeps enqueues
+// (and their fsyncs) fast.
 //
 // # Backward throttling (what business code reports)
 //

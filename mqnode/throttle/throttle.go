@@ -309,8 +309,19 @@ func (t *Throttle) Settled(q string, calls []Calls, r Result) {
 	}
 }
 
-// SampleCPU feeds one host CPU sample (0..1 since the previous one).
+// SampleCPU feeds one host CPU sample (0..1 since the previous one), for
+// cpu.signal host.
 func (t *Throttle) SampleCPU(usage float64) {
+	t.sampleCPU(t.cfg.CPU.hostReading(usage))
+}
+
+// SampleStarvation feeds one sample of the node's own scheduling delay
+// (see ProcessStarvation), for cpu.signal starvation.
+func (t *Throttle) SampleStarvation(d time.Duration) {
+	t.sampleCPU(t.cfg.CPU.starvationReading(d))
+}
+
+func (t *Throttle) sampleCPU(r cpuReading) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
@@ -319,7 +330,7 @@ func (t *Throttle) SampleCPU(usage float64) {
 		elapsed = t.cfg.CPU.Interval.Milliseconds()
 	}
 	t.lastCPU = now
-	t.cpu.tick(now, usage, elapsed)
+	t.cpu.tick(now, r, elapsed)
 }
 
 // Share recomputes this node's budget shares from the latest reports and
@@ -393,8 +404,11 @@ func (t *Throttle) NodeStates() []State {
 	defer t.mu.Unlock()
 	c := &t.cpu
 	reason := c.reason
+	if reason == "" || c.limit == 0 {
+		reason = c.last
+	}
 	if reason == "" {
-		reason = fmt.Sprintf("host cpu %.0f%%, ceiling %.0f%%", 100*c.usage, 100*c.cfg.Ceiling)
+		reason = "no " + c.cfg.Signal + " sample yet"
 	}
 	if c.cfg.Disabled {
 		reason = "disabled"

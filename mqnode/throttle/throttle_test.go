@@ -3,6 +3,7 @@ package throttle
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -122,7 +123,7 @@ func TestRetryGateDisabled(t *testing.T) {
 }
 
 func TestCPUControlAIMD(t *testing.T) {
-	th, c := newTest(t, Config{})
+	th, c := newTest(t, Config{CPU: CPUConfig{Signal: SignalHost}})
 	dispatch := func(d time.Duration, want int) int {
 		got := 0
 		for end := c.ms + d.Milliseconds(); c.ms < end; c.step(time.Millisecond) {
@@ -398,5 +399,60 @@ func TestBudgetLightNodeAndLeave(t *testing.T) {
 	}
 	if bs := nodes["a"].Backends(); bs[0].Nodes != 2 {
 		t.Errorf("a still counts %d nodes", bs[0].Nodes)
+	}
+}
+
+// TestStarvationSignal: with the default signal the node cuts its dispatch
+// only when its own scheduling delay exceeds max_delay, whatever the host's
+// CPU: a calm node (delays in microseconds) is never limited, a starved one
+// is cut to the floor and the limit lifts once it is calm again.
+func TestStarvationSignal(t *testing.T) {
+	th, c := newTest(t, Config{})
+	if got := th.Config().CPU.Signal; got != SignalStarvation {
+		t.Fatalf("default signal %q", got)
+	}
+	dispatch := func(d time.Duration, want int) {
+		for end := c.ms + d.Milliseconds(); c.ms < end; c.step(time.Millisecond) {
+			th.Dispatch("q", want)
+		}
+	}
+	for i := 0; i < 20; i++ { // a healthy node on a busy host
+		dispatch(500*time.Millisecond, 10)
+		th.SampleStarvation(300 * time.Microsecond)
+	}
+	if st := th.NodeStates()[0]; st.Active || !strings.Contains(st.Reason, "scheduling delay") {
+		t.Fatalf("calm node limited: %+v", st)
+	}
+	for i := 0; i < 40; i++ {
+		dispatch(500*time.Millisecond, 10)
+		th.SampleStarvation(20 * time.Millisecond)
+	}
+	if st := th.NodeStates()[0]; !st.Active || st.Limit != DefaultCPUMinRate {
+		t.Fatalf("starved node not at the floor: %+v", st)
+	}
+	for i := 0; i < 60 && th.NodeStates()[0].Active; i++ {
+		dispatch(500*time.Millisecond, 10)
+		th.SampleStarvation(100 * time.Microsecond)
+	}
+	if st := th.NodeStates()[0]; st.Active {
+		t.Errorf("limit not lifted after 30 s calm: %+v", st)
+	}
+}
+
+// TestProcessStarvationReadsThisProcess: the real sampler works here and
+// reports a small delay for an idle test process.
+func TestProcessStarvationReadsThisProcess(t *testing.T) {
+	s := ProcessStarvation()
+	if _, err := s(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	d, err := s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("idle test process: scheduling delay %s", d)
+	if d < 0 || d > time.Second {
+		t.Fatalf("implausible delay %s", d)
 	}
 }

@@ -46,6 +46,7 @@ const (
 	Code_INTERNAL          Code = 10 // a bug; details in the message
 	Code_UNKNOWN_OP        Code = 11 // no such operation
 	Code_PERMISSION_DENIED Code = 20 // the credentials of the connection do not allow this request
+	Code_NO_SUBSCRIBERS    Code = 40 // a topic enqueue matched no subscription; nothing was written
 )
 
 // Enum value maps for Code.
@@ -64,6 +65,7 @@ var (
 		10: "INTERNAL",
 		11: "UNKNOWN_OP",
 		20: "PERMISSION_DENIED",
+		40: "NO_SUBSCRIBERS",
 	}
 	Code_value = map[string]int32{
 		"OK":                0,
@@ -79,6 +81,7 @@ var (
 		"INTERNAL":          10,
 		"UNKNOWN_OP":        11,
 		"PERMISSION_DENIED": 20,
+		"NO_SUBSCRIBERS":    40,
 	}
 )
 
@@ -658,6 +661,7 @@ type EnqueueResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Duplicate     bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"` // the dedup key matched an earlier enqueue
+	Copies        []*TopicCopy           `protobuf:"bytes,10,rep,name=copies,proto3" json:"copies,omitempty"`       // enqueue to topic:T: one copy per matching subscription (id = the first)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -706,6 +710,74 @@ func (x *EnqueueResult) GetDuplicate() bool {
 	return false
 }
 
+func (x *EnqueueResult) GetCopies() []*TopicCopy {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
+// TopicCopy is the task a topic enqueue wrote into one subscribed queue.
+type TopicCopy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Duplicate     bool                   `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicCopy) Reset() {
+	*x = TopicCopy{}
+	mi := &file_wire_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicCopy) ProtoMessage() {}
+
+func (x *TopicCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicCopy.ProtoReflect.Descriptor instead.
+func (*TopicCopy) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TopicCopy) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *TopicCopy) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TopicCopy) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 type EnqueueReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
@@ -716,7 +788,7 @@ type EnqueueReply struct {
 
 func (x *EnqueueReply) Reset() {
 	*x = EnqueueReply{}
-	mi := &file_wire_proto_msgTypes[7]
+	mi := &file_wire_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +800,7 @@ func (x *EnqueueReply) String() string {
 func (*EnqueueReply) ProtoMessage() {}
 
 func (x *EnqueueReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[7]
+	mi := &file_wire_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +813,7 @@ func (x *EnqueueReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueReply.ProtoReflect.Descriptor instead.
 func (*EnqueueReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{7}
+	return file_wire_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EnqueueReply) GetError() *Error {
@@ -771,7 +843,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_wire_proto_msgTypes[8]
+	mi := &file_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +855,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[8]
+	mi := &file_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +868,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{8}
+	return file_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PullRequest) GetQueue() string {
@@ -845,7 +917,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_wire_proto_msgTypes[9]
+	mi := &file_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +929,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[9]
+	mi := &file_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +942,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{9}
+	return file_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Delivery) GetTask() *Task {
@@ -907,7 +979,7 @@ type PullReply struct {
 
 func (x *PullReply) Reset() {
 	*x = PullReply{}
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +991,7 @@ func (x *PullReply) String() string {
 func (*PullReply) ProtoMessage() {}
 
 func (x *PullReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1004,7 @@ func (x *PullReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullReply.ProtoReflect.Descriptor instead.
 func (*PullReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{10}
+	return file_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PullReply) GetError() *Error {
@@ -986,7 +1058,7 @@ type AckItem struct {
 
 func (x *AckItem) Reset() {
 	*x = AckItem{}
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1070,7 @@ func (x *AckItem) String() string {
 func (*AckItem) ProtoMessage() {}
 
 func (x *AckItem) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1083,7 @@ func (x *AckItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckItem.ProtoReflect.Descriptor instead.
 func (*AckItem) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{11}
+	return file_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AckItem) GetReceipt() []byte {
@@ -1082,7 +1154,7 @@ type BackendCalls struct {
 
 func (x *BackendCalls) Reset() {
 	*x = BackendCalls{}
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1166,7 @@ func (x *BackendCalls) String() string {
 func (*BackendCalls) ProtoMessage() {}
 
 func (x *BackendCalls) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1179,7 @@ func (x *BackendCalls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendCalls.ProtoReflect.Descriptor instead.
 func (*BackendCalls) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{12}
+	return file_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BackendCalls) GetBackend() string {
@@ -1133,7 +1205,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_wire_proto_msgTypes[13]
+	mi := &file_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1217,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[13]
+	mi := &file_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1230,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{13}
+	return file_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AckRequest) GetItems() []*AckItem {
@@ -1179,7 +1251,7 @@ type AckResult struct {
 
 func (x *AckResult) Reset() {
 	*x = AckResult{}
-	mi := &file_wire_proto_msgTypes[14]
+	mi := &file_wire_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1263,7 @@ func (x *AckResult) String() string {
 func (*AckResult) ProtoMessage() {}
 
 func (x *AckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[14]
+	mi := &file_wire_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1276,7 @@ func (x *AckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResult.ProtoReflect.Descriptor instead.
 func (*AckResult) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{14}
+	return file_wire_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AckResult) GetError() *Error {
@@ -1238,7 +1310,7 @@ type AckReply struct {
 
 func (x *AckReply) Reset() {
 	*x = AckReply{}
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1322,7 @@ func (x *AckReply) String() string {
 func (*AckReply) ProtoMessage() {}
 
 func (x *AckReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1335,7 @@ func (x *AckReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckReply.ProtoReflect.Descriptor instead.
 func (*AckReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{15}
+	return file_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AckReply) GetError() *Error {
@@ -1290,7 +1362,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1374,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1387,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{16}
+	return file_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatsRequest) GetQueue() string {
@@ -1351,13 +1423,16 @@ type QueueStats struct {
 	RetriesDeferredTotal uint64                 `protobuf:"varint,15,opt,name=retries_deferred_total,json=retriesDeferredTotal,proto3" json:"retries_deferred_total,omitempty"` // retries put back by the retry gate
 	LostTotal            uint64                 `protobuf:"varint,16,opt,name=lost_total,json=lostTotal,proto3" json:"lost_total,omitempty"`                                    // records found missing at start (store damage; see the ledger)
 	CorruptTotal         uint64                 `protobuf:"varint,17,opt,name=corrupt_total,json=corruptTotal,proto3" json:"corrupt_total,omitempty"`                           // unreadable records moved to the dead letter queue
+	SettledKept          uint64                 `protobuf:"varint,40,opt,name=settled_kept,json=settledKept,proto3" json:"settled_kept,omitempty"`                              // settled tasks kept for replay (keep_settled)
+	SettledBytes         uint64                 `protobuf:"varint,41,opt,name=settled_bytes,json=settledBytes,proto3" json:"settled_bytes,omitempty"`                           // their stored bytes (keys + records)
+	KeepSettledMs        int64                  `protobuf:"varint,42,opt,name=keep_settled_ms,json=keepSettledMs,proto3" json:"keep_settled_ms,omitempty"`                      // the queue's keep_settled; 0 = off
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
 
 func (x *QueueStats) Reset() {
 	*x = QueueStats{}
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1444,7 @@ func (x *QueueStats) String() string {
 func (*QueueStats) ProtoMessage() {}
 
 func (x *QueueStats) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1457,7 @@ func (x *QueueStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStats.ProtoReflect.Descriptor instead.
 func (*QueueStats) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{17}
+	return file_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *QueueStats) GetQueue() string {
@@ -1504,6 +1579,27 @@ func (x *QueueStats) GetCorruptTotal() uint64 {
 	return 0
 }
 
+func (x *QueueStats) GetSettledKept() uint64 {
+	if x != nil {
+		return x.SettledKept
+	}
+	return 0
+}
+
+func (x *QueueStats) GetSettledBytes() uint64 {
+	if x != nil {
+		return x.SettledBytes
+	}
+	return 0
+}
+
+func (x *QueueStats) GetKeepSettledMs() int64 {
+	if x != nil {
+		return x.KeepSettledMs
+	}
+	return 0
+}
+
 // ThrottleState is one throttle: what it limits, how far and why.
 type ThrottleState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1520,7 +1616,7 @@ type ThrottleState struct {
 
 func (x *ThrottleState) Reset() {
 	*x = ThrottleState{}
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1628,7 @@ func (x *ThrottleState) String() string {
 func (*ThrottleState) ProtoMessage() {}
 
 func (x *ThrottleState) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1641,7 @@ func (x *ThrottleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThrottleState.ProtoReflect.Descriptor instead.
 func (*ThrottleState) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{18}
+	return file_wire_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ThrottleState) GetKind() string {
@@ -1614,7 +1710,7 @@ type BackendStats struct {
 
 func (x *BackendStats) Reset() {
 	*x = BackendStats{}
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1722,7 @@ func (x *BackendStats) String() string {
 func (*BackendStats) ProtoMessage() {}
 
 func (x *BackendStats) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1735,7 @@ func (x *BackendStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendStats.ProtoReflect.Descriptor instead.
 func (*BackendStats) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{19}
+	return file_wire_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BackendStats) GetBackend() string {
@@ -1711,7 +1807,7 @@ type UsageReport struct {
 
 func (x *UsageReport) Reset() {
 	*x = UsageReport{}
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1819,7 @@ func (x *UsageReport) String() string {
 func (*UsageReport) ProtoMessage() {}
 
 func (x *UsageReport) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1832,7 @@ func (x *UsageReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageReport.ProtoReflect.Descriptor instead.
 func (*UsageReport) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{20}
+	return file_wire_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UsageReport) GetIdc() string {
@@ -1771,7 +1867,7 @@ type BackendUsage struct {
 
 func (x *BackendUsage) Reset() {
 	*x = BackendUsage{}
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1879,7 @@ func (x *BackendUsage) String() string {
 func (*BackendUsage) ProtoMessage() {}
 
 func (x *BackendUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1892,7 @@ func (x *BackendUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendUsage.ProtoReflect.Descriptor instead.
 func (*BackendUsage) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{21}
+	return file_wire_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BackendUsage) GetBackend() string {
@@ -1835,7 +1931,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +1943,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +1956,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{22}
+	return file_wire_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -1926,7 +2022,7 @@ type StatsReply struct {
 
 func (x *StatsReply) Reset() {
 	*x = StatsReply{}
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2034,7 @@ func (x *StatsReply) String() string {
 func (*StatsReply) ProtoMessage() {}
 
 func (x *StatsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2047,7 @@ func (x *StatsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsReply.ProtoReflect.Descriptor instead.
 func (*StatsReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{23}
+	return file_wire_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatsReply) GetError() *Error {
@@ -2009,7 +2105,7 @@ type DLQRequest struct {
 
 func (x *DLQRequest) Reset() {
 	*x = DLQRequest{}
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2117,7 @@ func (x *DLQRequest) String() string {
 func (*DLQRequest) ProtoMessage() {}
 
 func (x *DLQRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2130,7 @@ func (x *DLQRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQRequest.ProtoReflect.Descriptor instead.
 func (*DLQRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{24}
+	return file_wire_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DLQRequest) GetQueue() string {
@@ -2084,7 +2180,7 @@ type DLQReply struct {
 
 func (x *DLQReply) Reset() {
 	*x = DLQReply{}
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2192,7 @@ func (x *DLQReply) String() string {
 func (*DLQReply) ProtoMessage() {}
 
 func (x *DLQReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2205,7 @@ func (x *DLQReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQReply.ProtoReflect.Descriptor instead.
 func (*DLQReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{25}
+	return file_wire_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DLQReply) GetError() *Error {
@@ -2148,7 +2244,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2256,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2269,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{26}
+	return file_wire_proto_rawDescGZIP(), []int{27}
 }
 
 type InfoReply struct {
@@ -2186,7 +2282,7 @@ type InfoReply struct {
 
 func (x *InfoReply) Reset() {
 	*x = InfoReply{}
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2294,7 @@ func (x *InfoReply) String() string {
 func (*InfoReply) ProtoMessage() {}
 
 func (x *InfoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2307,7 @@ func (x *InfoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReply.ProtoReflect.Descriptor instead.
 func (*InfoReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{27}
+	return file_wire_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *InfoReply) GetError() *Error {
@@ -2239,7 +2335,7 @@ type QueueDeleteRequest struct {
 
 func (x *QueueDeleteRequest) Reset() {
 	*x = QueueDeleteRequest{}
-	mi := &file_wire_proto_msgTypes[28]
+	mi := &file_wire_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2347,7 @@ func (x *QueueDeleteRequest) String() string {
 func (*QueueDeleteRequest) ProtoMessage() {}
 
 func (x *QueueDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[28]
+	mi := &file_wire_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2360,7 @@ func (x *QueueDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDeleteRequest.ProtoReflect.Descriptor instead.
 func (*QueueDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{28}
+	return file_wire_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *QueueDeleteRequest) GetQueue() string {
@@ -2283,7 +2379,7 @@ type QueueDeleteReply struct {
 
 func (x *QueueDeleteReply) Reset() {
 	*x = QueueDeleteReply{}
-	mi := &file_wire_proto_msgTypes[29]
+	mi := &file_wire_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2295,7 +2391,7 @@ func (x *QueueDeleteReply) String() string {
 func (*QueueDeleteReply) ProtoMessage() {}
 
 func (x *QueueDeleteReply) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[29]
+	mi := &file_wire_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2308,7 +2404,7 @@ func (x *QueueDeleteReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDeleteReply.ProtoReflect.Descriptor instead.
 func (*QueueDeleteReply) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{29}
+	return file_wire_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *QueueDeleteReply) GetError() *Error {
@@ -2367,10 +2463,16 @@ const file_wire_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
 	"\x0eEnqueueRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x121\n" +
-	"\x05items\x18\x02 \x03(\v2\x1b.mqmesh.wire.v1.EnqueueItemR\x05items\"=\n" +
+	"\x05items\x18\x02 \x03(\v2\x1b.mqmesh.wire.v1.EnqueueItemR\x05items\"p\n" +
 	"\rEnqueueResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"t\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x121\n" +
+	"\x06copies\x18\n" +
+	" \x03(\v2\x19.mqmesh.wire.v1.TopicCopyR\x06copies\"O\n" +
+	"\tTopicCopy\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1c\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"t\n" +
 	"\fEnqueueReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x127\n" +
 	"\aresults\x18\x02 \x03(\v2\x1d.mqmesh.wire.v1.EnqueueResultR\aresults\"\x98\x01\n" +
@@ -2418,7 +2520,7 @@ const file_wire_proto_rawDesc = "" +
 	"\aresults\x18\x02 \x03(\v2\x19.mqmesh.wire.v1.AckResultR\aresults\":\n" +
 	"\fStatsRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
-	"\x05after\x18\x02 \x01(\tR\x05after\"\xde\x04\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"\xce\x05\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
@@ -2441,7 +2543,10 @@ const file_wire_proto_rawDesc = "" +
 	"\x16retries_deferred_total\x18\x0f \x01(\x04R\x14retriesDeferredTotal\x12\x1d\n" +
 	"\n" +
 	"lost_total\x18\x10 \x01(\x04R\tlostTotal\x12#\n" +
-	"\rcorrupt_total\x18\x11 \x01(\x04R\fcorruptTotal\"\xce\x01\n" +
+	"\rcorrupt_total\x18\x11 \x01(\x04R\fcorruptTotal\x12!\n" +
+	"\fsettled_kept\x18( \x01(\x04R\vsettledKept\x12#\n" +
+	"\rsettled_bytes\x18) \x01(\x04R\fsettledBytes\x12&\n" +
+	"\x0fkeep_settled_ms\x18* \x01(\x03R\rkeepSettledMs\"\xce\x01\n" +
 	"\rThrottleState\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\abackend\x18\x02 \x01(\tR\abackend\x12\x16\n" +
@@ -2507,7 +2612,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x12QueueDeleteRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\"?\n" +
 	"\x10QueueDeleteReply\x12+\n" +
-	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error*\xdf\x01\n" +
+	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error*\xf3\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x0f\n" +
 	"\vBAD_REQUEST\x10\x01\x12\x10\n" +
@@ -2523,7 +2628,8 @@ const file_wire_proto_rawDesc = "" +
 	"\x12\x0e\n" +
 	"\n" +
 	"UNKNOWN_OP\x10\v\x12\x15\n" +
-	"\x11PERMISSION_DENIED\x10\x14*2\n" +
+	"\x11PERMISSION_DENIED\x10\x14\x12\x12\n" +
+	"\x0eNO_SUBSCRIBERS\x10(*2\n" +
 	"\aAckKind\x12\a\n" +
 	"\x03ACK\x10\x00\x12\b\n" +
 	"\x04NACK\x10\x01\x12\n" +
@@ -2548,7 +2654,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_wire_proto_goTypes = []any{
 	(Code)(0),                  // 0: mqmesh.wire.v1.Code
 	(AckKind)(0),               // 1: mqmesh.wire.v1.AckKind
@@ -2560,69 +2666,71 @@ var file_wire_proto_goTypes = []any{
 	(*EnqueueItem)(nil),        // 7: mqmesh.wire.v1.EnqueueItem
 	(*EnqueueRequest)(nil),     // 8: mqmesh.wire.v1.EnqueueRequest
 	(*EnqueueResult)(nil),      // 9: mqmesh.wire.v1.EnqueueResult
-	(*EnqueueReply)(nil),       // 10: mqmesh.wire.v1.EnqueueReply
-	(*PullRequest)(nil),        // 11: mqmesh.wire.v1.PullRequest
-	(*Delivery)(nil),           // 12: mqmesh.wire.v1.Delivery
-	(*PullReply)(nil),          // 13: mqmesh.wire.v1.PullReply
-	(*AckItem)(nil),            // 14: mqmesh.wire.v1.AckItem
-	(*BackendCalls)(nil),       // 15: mqmesh.wire.v1.BackendCalls
-	(*AckRequest)(nil),         // 16: mqmesh.wire.v1.AckRequest
-	(*AckResult)(nil),          // 17: mqmesh.wire.v1.AckResult
-	(*AckReply)(nil),           // 18: mqmesh.wire.v1.AckReply
-	(*StatsRequest)(nil),       // 19: mqmesh.wire.v1.StatsRequest
-	(*QueueStats)(nil),         // 20: mqmesh.wire.v1.QueueStats
-	(*ThrottleState)(nil),      // 21: mqmesh.wire.v1.ThrottleState
-	(*BackendStats)(nil),       // 22: mqmesh.wire.v1.BackendStats
-	(*UsageReport)(nil),        // 23: mqmesh.wire.v1.UsageReport
-	(*BackendUsage)(nil),       // 24: mqmesh.wire.v1.BackendUsage
-	(*NodeInfo)(nil),           // 25: mqmesh.wire.v1.NodeInfo
-	(*StatsReply)(nil),         // 26: mqmesh.wire.v1.StatsReply
-	(*DLQRequest)(nil),         // 27: mqmesh.wire.v1.DLQRequest
-	(*DLQReply)(nil),           // 28: mqmesh.wire.v1.DLQReply
-	(*InfoRequest)(nil),        // 29: mqmesh.wire.v1.InfoRequest
-	(*InfoReply)(nil),          // 30: mqmesh.wire.v1.InfoReply
-	(*QueueDeleteRequest)(nil), // 31: mqmesh.wire.v1.QueueDeleteRequest
-	(*QueueDeleteReply)(nil),   // 32: mqmesh.wire.v1.QueueDeleteReply
-	nil,                        // 33: mqmesh.wire.v1.Task.HeadersEntry
-	nil,                        // 34: mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	(*TopicCopy)(nil),          // 10: mqmesh.wire.v1.TopicCopy
+	(*EnqueueReply)(nil),       // 11: mqmesh.wire.v1.EnqueueReply
+	(*PullRequest)(nil),        // 12: mqmesh.wire.v1.PullRequest
+	(*Delivery)(nil),           // 13: mqmesh.wire.v1.Delivery
+	(*PullReply)(nil),          // 14: mqmesh.wire.v1.PullReply
+	(*AckItem)(nil),            // 15: mqmesh.wire.v1.AckItem
+	(*BackendCalls)(nil),       // 16: mqmesh.wire.v1.BackendCalls
+	(*AckRequest)(nil),         // 17: mqmesh.wire.v1.AckRequest
+	(*AckResult)(nil),          // 18: mqmesh.wire.v1.AckResult
+	(*AckReply)(nil),           // 19: mqmesh.wire.v1.AckReply
+	(*StatsRequest)(nil),       // 20: mqmesh.wire.v1.StatsRequest
+	(*QueueStats)(nil),         // 21: mqmesh.wire.v1.QueueStats
+	(*ThrottleState)(nil),      // 22: mqmesh.wire.v1.ThrottleState
+	(*BackendStats)(nil),       // 23: mqmesh.wire.v1.BackendStats
+	(*UsageReport)(nil),        // 24: mqmesh.wire.v1.UsageReport
+	(*BackendUsage)(nil),       // 25: mqmesh.wire.v1.BackendUsage
+	(*NodeInfo)(nil),           // 26: mqmesh.wire.v1.NodeInfo
+	(*StatsReply)(nil),         // 27: mqmesh.wire.v1.StatsReply
+	(*DLQRequest)(nil),         // 28: mqmesh.wire.v1.DLQRequest
+	(*DLQReply)(nil),           // 29: mqmesh.wire.v1.DLQReply
+	(*InfoRequest)(nil),        // 30: mqmesh.wire.v1.InfoRequest
+	(*InfoReply)(nil),          // 31: mqmesh.wire.v1.InfoReply
+	(*QueueDeleteRequest)(nil), // 32: mqmesh.wire.v1.QueueDeleteRequest
+	(*QueueDeleteReply)(nil),   // 33: mqmesh.wire.v1.QueueDeleteReply
+	nil,                        // 34: mqmesh.wire.v1.Task.HeadersEntry
+	nil,                        // 35: mqmesh.wire.v1.EnqueueItem.HeadersEntry
 }
 var file_wire_proto_depIdxs = []int32{
 	0,  // 0: mqmesh.wire.v1.Error.code:type_name -> mqmesh.wire.v1.Code
-	33, // 1: mqmesh.wire.v1.Task.headers:type_name -> mqmesh.wire.v1.Task.HeadersEntry
+	34, // 1: mqmesh.wire.v1.Task.headers:type_name -> mqmesh.wire.v1.Task.HeadersEntry
 	4,  // 2: mqmesh.wire.v1.StoredTask.task:type_name -> mqmesh.wire.v1.Task
 	4,  // 3: mqmesh.wire.v1.DeadTask.task:type_name -> mqmesh.wire.v1.Task
-	34, // 4: mqmesh.wire.v1.EnqueueItem.headers:type_name -> mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	35, // 4: mqmesh.wire.v1.EnqueueItem.headers:type_name -> mqmesh.wire.v1.EnqueueItem.HeadersEntry
 	7,  // 5: mqmesh.wire.v1.EnqueueRequest.items:type_name -> mqmesh.wire.v1.EnqueueItem
-	3,  // 6: mqmesh.wire.v1.EnqueueReply.error:type_name -> mqmesh.wire.v1.Error
-	9,  // 7: mqmesh.wire.v1.EnqueueReply.results:type_name -> mqmesh.wire.v1.EnqueueResult
-	4,  // 8: mqmesh.wire.v1.Delivery.task:type_name -> mqmesh.wire.v1.Task
-	3,  // 9: mqmesh.wire.v1.PullReply.error:type_name -> mqmesh.wire.v1.Error
-	12, // 10: mqmesh.wire.v1.PullReply.deliveries:type_name -> mqmesh.wire.v1.Delivery
-	1,  // 11: mqmesh.wire.v1.AckItem.kind:type_name -> mqmesh.wire.v1.AckKind
-	7,  // 12: mqmesh.wire.v1.AckItem.subtasks:type_name -> mqmesh.wire.v1.EnqueueItem
-	15, // 13: mqmesh.wire.v1.AckItem.calls:type_name -> mqmesh.wire.v1.BackendCalls
-	14, // 14: mqmesh.wire.v1.AckRequest.items:type_name -> mqmesh.wire.v1.AckItem
-	3,  // 15: mqmesh.wire.v1.AckResult.error:type_name -> mqmesh.wire.v1.Error
-	3,  // 16: mqmesh.wire.v1.AckReply.error:type_name -> mqmesh.wire.v1.Error
-	17, // 17: mqmesh.wire.v1.AckReply.results:type_name -> mqmesh.wire.v1.AckResult
-	21, // 18: mqmesh.wire.v1.QueueStats.throttles:type_name -> mqmesh.wire.v1.ThrottleState
-	24, // 19: mqmesh.wire.v1.UsageReport.backends:type_name -> mqmesh.wire.v1.BackendUsage
-	3,  // 20: mqmesh.wire.v1.StatsReply.error:type_name -> mqmesh.wire.v1.Error
-	25, // 21: mqmesh.wire.v1.StatsReply.node:type_name -> mqmesh.wire.v1.NodeInfo
-	20, // 22: mqmesh.wire.v1.StatsReply.queues:type_name -> mqmesh.wire.v1.QueueStats
-	21, // 23: mqmesh.wire.v1.StatsReply.node_throttles:type_name -> mqmesh.wire.v1.ThrottleState
-	22, // 24: mqmesh.wire.v1.StatsReply.backends:type_name -> mqmesh.wire.v1.BackendStats
-	2,  // 25: mqmesh.wire.v1.DLQRequest.op:type_name -> mqmesh.wire.v1.DLQOp
-	3,  // 26: mqmesh.wire.v1.DLQReply.error:type_name -> mqmesh.wire.v1.Error
-	6,  // 27: mqmesh.wire.v1.DLQReply.tasks:type_name -> mqmesh.wire.v1.DeadTask
-	3,  // 28: mqmesh.wire.v1.InfoReply.error:type_name -> mqmesh.wire.v1.Error
-	25, // 29: mqmesh.wire.v1.InfoReply.node:type_name -> mqmesh.wire.v1.NodeInfo
-	3,  // 30: mqmesh.wire.v1.QueueDeleteReply.error:type_name -> mqmesh.wire.v1.Error
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	10, // 6: mqmesh.wire.v1.EnqueueResult.copies:type_name -> mqmesh.wire.v1.TopicCopy
+	3,  // 7: mqmesh.wire.v1.EnqueueReply.error:type_name -> mqmesh.wire.v1.Error
+	9,  // 8: mqmesh.wire.v1.EnqueueReply.results:type_name -> mqmesh.wire.v1.EnqueueResult
+	4,  // 9: mqmesh.wire.v1.Delivery.task:type_name -> mqmesh.wire.v1.Task
+	3,  // 10: mqmesh.wire.v1.PullReply.error:type_name -> mqmesh.wire.v1.Error
+	13, // 11: mqmesh.wire.v1.PullReply.deliveries:type_name -> mqmesh.wire.v1.Delivery
+	1,  // 12: mqmesh.wire.v1.AckItem.kind:type_name -> mqmesh.wire.v1.AckKind
+	7,  // 13: mqmesh.wire.v1.AckItem.subtasks:type_name -> mqmesh.wire.v1.EnqueueItem
+	16, // 14: mqmesh.wire.v1.AckItem.calls:type_name -> mqmesh.wire.v1.BackendCalls
+	15, // 15: mqmesh.wire.v1.AckRequest.items:type_name -> mqmesh.wire.v1.AckItem
+	3,  // 16: mqmesh.wire.v1.AckResult.error:type_name -> mqmesh.wire.v1.Error
+	3,  // 17: mqmesh.wire.v1.AckReply.error:type_name -> mqmesh.wire.v1.Error
+	18, // 18: mqmesh.wire.v1.AckReply.results:type_name -> mqmesh.wire.v1.AckResult
+	22, // 19: mqmesh.wire.v1.QueueStats.throttles:type_name -> mqmesh.wire.v1.ThrottleState
+	25, // 20: mqmesh.wire.v1.UsageReport.backends:type_name -> mqmesh.wire.v1.BackendUsage
+	3,  // 21: mqmesh.wire.v1.StatsReply.error:type_name -> mqmesh.wire.v1.Error
+	26, // 22: mqmesh.wire.v1.StatsReply.node:type_name -> mqmesh.wire.v1.NodeInfo
+	21, // 23: mqmesh.wire.v1.StatsReply.queues:type_name -> mqmesh.wire.v1.QueueStats
+	22, // 24: mqmesh.wire.v1.StatsReply.node_throttles:type_name -> mqmesh.wire.v1.ThrottleState
+	23, // 25: mqmesh.wire.v1.StatsReply.backends:type_name -> mqmesh.wire.v1.BackendStats
+	2,  // 26: mqmesh.wire.v1.DLQRequest.op:type_name -> mqmesh.wire.v1.DLQOp
+	3,  // 27: mqmesh.wire.v1.DLQReply.error:type_name -> mqmesh.wire.v1.Error
+	6,  // 28: mqmesh.wire.v1.DLQReply.tasks:type_name -> mqmesh.wire.v1.DeadTask
+	3,  // 29: mqmesh.wire.v1.InfoReply.error:type_name -> mqmesh.wire.v1.Error
+	26, // 30: mqmesh.wire.v1.InfoReply.node:type_name -> mqmesh.wire.v1.NodeInfo
+	3,  // 31: mqmesh.wire.v1.QueueDeleteReply.error:type_name -> mqmesh.wire.v1.Error
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -2636,7 +2744,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
