@@ -269,8 +269,8 @@ func TestOpsEndpointWithSecrets(t *testing.T) {
 	}
 	ids := mustCLI(t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi")
 	id := strings.TrimSpace(ids)
-	eventually(t, 10*time.Second, "trace as admin", func() bool {
-		out, _, err := cli(t, "", "trace", "--secrets", dir, "--server", ready.URL, "--json", id)
+	eventually(t, 30*time.Second, "trace as admin", func() bool {
+		out, _, err := cli(t, "", "trace", "--secrets", dir, "--server", ready.URL, "--json", "--wait", "5s", id)
 		var tr traceJSON
 		return err == nil && json.Unmarshal([]byte(out), &tr) == nil && len(tr.Events) == 1 && tr.Events[0].Kind == "enqueue"
 	})
