@@ -267,8 +267,11 @@ func TestOpsEndpointWithSecrets(t *testing.T) {
 			t.Error("plain http served metrics on the TLS endpoint")
 		}
 	}
-	ids := mustCLI(t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi")
-	id := strings.TrimSpace(ids)
+	enq := mustJSON[enqueueJSON](t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi", "--json")
+	if len(enq.IDs) != 1 {
+		t.Fatalf("enqueue: %+v", enq)
+	}
+	id := enq.IDs[0]
 	eventually(t, 30*time.Second, "trace as admin", func() bool {
 		out, _, err := cli(t, "", "trace", "--secrets", dir, "--server", ready.URL, "--json", "--wait", "5s", id)
 		var tr traceJSON
