@@ -25,7 +25,7 @@
 // has a "has backlog" state with hysteresis (enter at High ready tasks,
 // when the oldest has waited Age, or at once when the predicted wait —
 // ready ÷ the drain rate the planner estimates — passes the tier's Wait
-// target after the nearer tier had its MinInterval to help, or when tasks
+// target after the nearer tier had twice its MinInterval to help, or when tasks
 // wait and nobody took one for Stall: the node's own consumers are gone;
 // leave at Low, not before MinInterval after the last such look), crossings are sent at once, level changes
 // inside the state (level = 1 + log2(ready/High)) at most once per

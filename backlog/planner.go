@@ -101,13 +101,13 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 			}
 			st.tick = p.tick
 			// A predicted wait escalates one tier at a time: to a wider
-			// tier only once the nearer one has been announced for its
+			// tier only once the nearer one has been announced for twice its
 			// MinInterval and did not bring the wait down. A stall (no
 			// consumer at all) goes to every tier at once.
 			var nearer *QueueState
 			var settle time.Duration
 			if tier > TierHost && !p.cfg.Policies[tier-1].Off {
-				nearer, settle = p.st[tier-1][ql.Queue], p.cfg.Policies[tier-1].MinInterval
+				nearer, settle = p.st[tier-1][ql.Queue], 2*p.cfg.Policies[tier-1].MinInterval
 			}
 			st.urgent = r.urgent(pol, ql.Ready, now, nearer, settle)
 			send, level, hb := pol.Decide(st, ql.Ready, ql.OldestReady, now)
@@ -205,8 +205,8 @@ func (r *queueRates) observe(ql *mqnode.QueueLevel, now time.Time) {
 
 // urgent says whether, by tier policy pol, the queue should be announced
 // now whatever its size: its predicted wait (ready ÷ drain rate) passes
-// the tier's Wait target (and the nearer tier, announced for settle, did
-// not help enough), or nobody has taken a task for Stall while tasks
+// the tier's Wait target while the backlog does not shrink (and the nearer
+// tier, announced for settle, did not help enough), or nobody has taken a task for Stall while tasks
 // waited (the node's own consumers are gone).
 func (r *queueRates) urgent(pol TierPolicy, ready uint64, now time.Time, nearer *QueueState, settle time.Duration) bool {
 	if pol.Wait <= 0 || ready == 0 || !r.known {
@@ -220,6 +220,9 @@ func (r *queueRates) urgent(pol TierPolicy, ready uint64, now time.Time, nearer 
 	}
 	if nearer != nil && (!nearer.in || now.Sub(nearer.since) < settle) {
 		return false
+	}
+	if r.drain > r.arrival {
+		return false // the backlog shrinks: its wait is coming down
 	}
 	return float64(ready) > r.drain*pol.Wait.Seconds()
 }

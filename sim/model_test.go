@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -235,5 +236,27 @@ func TestModelConfigErrors(t *testing.T) {
 	c, err = ModelFromScenario(s, 10, 5, time.Minute, 20, FaultNone)
 	if err != nil || strings.Join(c.IDCs, ",") != "sh,sz,tj,idc4,idc5" {
 		t.Fatalf("5 IDCs: %v %v", c.IDCs, err)
+	}
+}
+
+// A run stops soon after its context ends (Ctrl-C, SIGTERM in the CLI) and
+// reports progress while it runs, even between samples.
+func TestModelStopsAndReports(t *testing.T) {
+	c := smallModel(t, 600, FaultPoolsLost, 2)
+	c.CheckViews = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	var reports int
+	start := time.Now()
+	_, err := RunModel(ctx, c, func(p ModelProgress) {
+		reports++
+		if reports == 20 {
+			cancel()
+		}
+	})
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run: %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("stopped after %s", d)
 	}
 }

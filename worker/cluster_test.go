@@ -290,7 +290,7 @@ func TestLocalityAndHelping(t *testing.T) {
 		t.Fatal("no host of the same IDC helped")
 	}
 	// The other IDC hears of the slow host only once the IDC tier has been
-	// announced for its MinInterval and the predicted wait stayed over the
+	// announced for twice its MinInterval and the predicted wait stayed over the
 	// global target (backlog.TierPolicy.Wait): the same IDC helps first.
 	var firstSame, firstOther time.Time
 	for _, h := range c.hosts[1:] {
