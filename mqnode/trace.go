@@ -258,7 +258,8 @@ func (t *tracer) op() *writeOp {
 		}}
 }
 
-// flush writes what is pending on its own (no task write took it).
+// flush writes what is pending on its own (no task write took it). Safe
+// from any goroutine.
 func (t *tracer) flush() {
 	op := t.op()
 	if op == nil {
@@ -272,6 +273,7 @@ func (t *tracer) flush() {
 
 // lookup returns the events of a task, oldest first.
 func (t *tracer) lookup(id string) ([]*TraceEvent, error) {
+	t.flush() // what is encoded but waits for a write group: write it first
 	prefix := append([]byte{pfxTrace}, id...)
 	var out []*TraceEvent
 	err := t.s.db.View(func(txn *badger.Txn) error {
