@@ -94,6 +94,9 @@ func NewNodeAgent(cfg NodeAgentConfig) (*NodeAgent, error) {
 	if cfg.Host == "" {
 		cfg.Host = mqnode.DefaultName()
 	}
+	if cfg.Node.Host == "" {
+		cfg.Node.Host = cfg.Host
+	}
 	if cfg.Mesh.MembersFile == "" {
 		cfg.Mesh.MembersFile = filepath.Join(cfg.Node.DataDir, MembersFileName)
 	}
@@ -158,7 +161,7 @@ func (a *NodeAgent) natsOptions(o *server.Options) {
 	o.Cluster = server.ClusterOpts{Name: idc, Host: ch, Port: cp}
 	o.Routes = a.topo.Routes
 	o.Gateway = server.GatewayOpts{Name: idc, Host: gh, Port: gp, Gateways: a.gateways, Advertise: a.cfg.GatewayAdvertise}
-	if sec := a.cfg.Node.Security; sec != nil {
+	if sec := a.Node.Security(); sec != nil {
 		// Mutual TLS (peers verify the node certificate under
 		// secrets.ServerName, whatever IP they dial) plus the cluster
 		// secret: a route or gateway from a server without both is refused.

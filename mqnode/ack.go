@@ -179,6 +179,9 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 		after: func() {
 			now := s.nowMs()
 			q.c.acked.add(now, 1)
+			if fan != nil {
+				traceFanout(s.obs, fan, time.Time{}, l.task.Id)
+			}
 			if n := len(it.Subtasks); n > 0 && fan == nil {
 				subq.c.enqueued.add(now, int64(n))
 				s.obs.enqueued(subq.name, it.Subtasks, spawned, time.Time{}, l.task.Id)

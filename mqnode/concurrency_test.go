@@ -67,12 +67,18 @@ func TestConcurrentInvariants(t *testing.T) {
 					}
 					return
 				}
+				// Check every delivery as the pull returns: a task acked by
+				// another consumer while this one works through the batch
+				// (its 30 ms lease ran out meanwhile) was not delivered
+				// after its ack.
+				mu.Lock()
 				for _, d := range ds {
-					mu.Lock()
 					if acked[d.Task.Id] > 0 {
 						deliveredAfterAck++
 					}
-					mu.Unlock()
+				}
+				mu.Unlock()
+				for _, d := range ds {
 					var item *AckItem
 					switch r := rng.IntN(100); {
 					case r < 70:

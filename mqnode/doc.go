@@ -84,11 +84,29 @@
 //   - Retention is enforced when a task reaches the head of its queue: it is
 //     never delivered after it expired, and it is moved to the dead letter
 //     queue then.
+//   - Numbers from the wire (delay, not-before, TTL, lease, extension, nack
+//     delay, max attempts) are range-checked (MaxDelay, MaxTTL, MaxLease,
+//     MaxAttemptsLimit): out of range is BAD_REQUEST naming the field; time
+//     arithmetic saturates. A pull's max_tasks and max_wait are clamped.
+//   - Replies fit one NATS message: a pull returns as many tasks as fit (at
+//     least one; the rest stay ready, no attempt counted), a task that could
+//     not fit a reply alone is refused at enqueue, DLQ lists and stats page
+//     by bytes, and an unsent pull reply gives its leases back at once.
+//   - Disk full (below Config.DiskReserve) is ErrDiskFull for enqueues while
+//     pulls, acks and DLQ purges go on (diskspace.go says why Badger used to
+//     die with SIGBUS and what closes it).
+//   - Store damage is never silent and never a crash: unreadable records go
+//     to the dead letter queue with the reason; records a damaged log drops
+//     are found missing at start by the ledger (ledger.go) and reported (log,
+//     DamageLog, stats LostTotal); a damaged table or MANIFEST makes the node
+//     refuse to start (ErrCorrupted) with the repair path, Repair (mqmesh
+//     node repair) salvaging what can be read into a fresh store.
 //
 // # Memory and disk
 //
 // The backlog lives on disk. Each queue keeps a bounded window of its next
-// ready tasks in memory (Config.ReadyBuffer, ReadyBufferBytes) and pages the
+// ready tasks in memory (Config.ReadyBuffer, ReadyBufferBytes; all windows
+// together within ReadyBudget, see budget.go) and pages the
 // rest in from Badger by cursor; keys sort by ready time, so the cursor never
 // walks back over acked tasks' tombstones. Records of ValueThreshold bytes
 // or more (most tasks) live in Badger's value log and the LSM tree holds
@@ -127,6 +145,21 @@
 // (MaxPullsPerClient) and requests per second (MaxRequestRate); per node it
 // caps queues (MaxQueues) and evicts auto-created queues left empty and
 // unused for QueueIdleEvict. Beyond a limit: UNAVAILABLE.
+//
+// # Operations
+//
+// Node.Collector is the node's Prometheus collector (gauges and counters
+// read from its state at scrape time, histograms of enqueue duration,
+// schedule-to-start, enqueue-to-done, lease-to-settle and group commits);
+// CheckStore, CheckNATS and CheckDisk are its readiness checks. Every task's
+// life on its node is kept in a bounded trace (TraceConfig: retention,
+// sample, per-task cap; events in the store's keyspace x, written with the
+// task writes' group commits): Node.Trace reads it, and FindTrace asks every
+// node of the mesh on TraceSubject, where the owner answers. Client.Enqueue
+// puts the caller's W3C trace context and its connection name in the task
+// headers (HeaderTraceParent, HeaderProducer). The ops operation
+// (OpSummary) tells viewers where a node's tasks ran and its latency
+// histograms per queue.
 //
 // # Concurrency
 //

@@ -11,17 +11,19 @@ import (
 // histograms are fed by the hot path. Register the collector under
 // constant labels idc and node (see Collector).
 var (
-	mReady    = nodeDesc("mqmesh_queue_ready_tasks", "Tasks ready to be delivered now.", "queue")
-	mLeased   = nodeDesc("mqmesh_queue_leased_tasks", "Tasks delivered and not yet settled.", "queue")
-	mDelayed  = nodeDesc("mqmesh_queue_delayed_tasks", "Tasks waiting for their not-before time (delays, retry backoff).", "queue")
-	mDead     = nodeDesc("mqmesh_queue_dead_tasks", "Tasks in the dead letter queue.", "queue")
-	mOldest   = nodeDesc("mqmesh_queue_oldest_ready_age_seconds", "Age of the oldest ready task (0 with none).", "queue")
-	mEnq      = nodeDesc("mqmesh_queue_enqueued_total", "Tasks stored (producers' and subtasks), duplicates excluded, since the node started.", "queue")
-	mAcked    = nodeDesc("mqmesh_queue_acked_total", "Tasks acknowledged done, since the node started.", "queue")
-	mNacked   = nodeDesc("mqmesh_queue_nacked_total", "Deliveries that failed (nack), since the node started.", "queue")
-	mLeaseExp = nodeDesc("mqmesh_queue_lease_expired_total", "Leases that ran out (or whose worker left), since the node started.", "queue")
-	mDeadL    = nodeDesc("mqmesh_queue_dead_lettered_total", "Tasks moved to the dead letter queue, since the node started.", "queue")
-	mDeferred = nodeDesc("mqmesh_queue_retries_deferred_total", "Retries the retry gate put back, since the node started.", "queue")
+	mReady     = nodeDesc("mqmesh_queue_ready_tasks", "Tasks ready to be delivered now.", "queue")
+	mLeased    = nodeDesc("mqmesh_queue_leased_tasks", "Tasks delivered and not yet settled.", "queue")
+	mDelayed   = nodeDesc("mqmesh_queue_delayed_tasks", "Tasks waiting for their not-before time (delays, retry backoff).", "queue")
+	mDead      = nodeDesc("mqmesh_queue_dead_tasks", "Tasks in the dead letter queue.", "queue")
+	mOldest    = nodeDesc("mqmesh_queue_oldest_ready_age_seconds", "Age of the oldest ready task (0 with none).", "queue")
+	mEnq       = nodeDesc("mqmesh_queue_enqueued_total", "Tasks stored (producers' and subtasks), duplicates excluded, since the node started.", "queue")
+	mAcked     = nodeDesc("mqmesh_queue_acked_total", "Tasks acknowledged done, since the node started.", "queue")
+	mNacked    = nodeDesc("mqmesh_queue_nacked_total", "Deliveries that failed (nack), since the node started.", "queue")
+	mLeaseExp  = nodeDesc("mqmesh_queue_lease_expired_total", "Leases that ran out (or whose worker left), since the node started.", "queue")
+	mDeadL     = nodeDesc("mqmesh_queue_dead_lettered_total", "Tasks moved to the dead letter queue, since the node started.", "queue")
+	mDeferred  = nodeDesc("mqmesh_queue_retries_deferred_total", "Retries the retry gate put back, since the node started.", "queue")
+	mKept      = nodeDesc("mqmesh_queue_settled_kept_tasks", "Settled tasks kept for replay (keep_settled).", "queue")
+	mKeptBytes = nodeDesc("mqmesh_queue_settled_kept_bytes", "Bytes the settled tasks kept for replay hold (keys and records).", "queue")
 
 	mThrActive = nodeDesc("mqmesh_throttle_active", "1 while a throttle holds dispatch back (kind retry, cpu or budget; queue empty for the node-wide CPU throttle).", "queue", "kind", "backend")
 	mThrLimit  = nodeDesc("mqmesh_throttle_limit_per_second", "A throttle's current limit (retries/s, tasks/s or calls/s; 0 = none).", "queue", "kind", "backend")
@@ -51,7 +53,7 @@ func nodeDesc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var nodeDescs = []*prometheus.Desc{mReady, mLeased, mDelayed, mDead, mOldest, mEnq, mAcked, mNacked, mLeaseExp,
-	mDeadL, mDeferred, mThrActive, mThrLimit, mThrHeld, mBudget, mNodeUsage, mMeshUsage, mShare, mConstrained,
+	mDeadL, mDeferred, mKept, mKeptBytes, mThrActive, mThrLimit, mThrHeld, mBudget, mNodeUsage, mMeshUsage, mShare, mConstrained,
 	mLSM, mVlog, mFree, mDiskSize, mLeases, mRoutes, mGateways, mClients, mTrDrop, mUp, mByTier}
 
 // nodeCollector reads a node at scrape time.
@@ -108,6 +110,8 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(mLeaseExp, s.ExpiredLeasesTotal, name)
 		counter(mDeadL, s.DeadTotal, name)
 		counter(mDeferred, s.RetriesDeferredTotal, name)
+		gauge(mKept, float64(s.SettledKept), name)
+		gauge(mKeptBytes, float64(s.SettledBytes), name)
 		for _, t := range s.Throttles {
 			throttleMetrics(ch, name, t.Kind, t.Backend, t.Active, t.Limit, t.DeferredTotal)
 		}

@@ -56,6 +56,10 @@ type Node struct {
 
 	workerInfo atomic.Pointer[func(string) (WorkerInfo, bool)] // see SetWorkerInfo
 
+	// sec is the security in force: Config.Security, replaced by
+	// SetSecurity.
+	sec atomic.Pointer[secrets.Set]
+
 	shareStop chan struct{}
 	shareDone chan struct{}
 }
@@ -112,7 +116,33 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mqnode: config: %w", err)
 	}
-	return &Node{cfg: cfg, log: cfg.Logger.With("component", "mqnode", "node", cfg.Name, "idc", cfg.IDC)}, nil
+	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "mqnode", "node", cfg.Name, "idc", cfg.IDC)}
+	n.sec.Store(cfg.Security)
+	return n, nil
+}
+
+// Security returns the secrets in force (nil: none).
+func (n *Node) Security() *secrets.Set { return n.sec.Load() }
+
+// SetSecurity replaces the secrets of a node started with some and reloads
+// its NATS server: role keys added to or removed from roles.json take
+// effect at once (a removed key's connections are closed). The node's own
+// key and certificate must stay the same (its connections and gateways keep
+// theirs): rotate those by restarting nodes one at a time.
+func (n *Node) SetSecurity(set *secrets.Set) error {
+	if set == nil || n.sec.Load() == nil {
+		return errors.New("mqnode: security can be changed, not switched on or off, while a node runs")
+	}
+	if err := set.CheckNode(); err != nil {
+		return fmt.Errorf("mqnode: security: %w", err)
+	}
+	old := n.sec.Swap(set)
+	if err := n.ReloadNATS(); err != nil {
+		n.sec.Store(old)
+		_ = n.ReloadNATS()
+		return err
+	}
+	return nil
 }
 
 // Config returns the node's effective configuration (defaults applied).
@@ -202,7 +232,7 @@ func (n *Node) natsOptions() (*server.Options, error) {
 		}
 		opts.Host, opts.Port = host, p
 	}
-	if sec := n.cfg.Security; sec != nil {
+	if sec := n.sec.Load(); sec != nil {
 		if err := sec.ServerOptions(opts); err != nil {
 			return nil, fmt.Errorf("mqnode: %w", err)
 		}
@@ -269,7 +299,7 @@ func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
 		return nil, ErrClosed
 	}
 	base := []nats.Option{nats.InProcessServer(n.ns)}
-	if sec := n.cfg.Security; sec != nil {
+	if sec := n.sec.Load(); sec != nil {
 		auth, err := sec.InProcessOptions(secrets.RoleNode)
 		if err != nil {
 			return nil, err

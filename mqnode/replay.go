@@ -176,9 +176,12 @@ func (s *store) replayWrite(ctx context.Context, q *queue, req *wirepb.ReplayReq
 	// originals (kept keep) and the replays themselves (settled later).
 	ledgerTTL := 2*q.cfg.KeepSettled + time.Hour
 	var enqueued, already uint64
+	var items []*wirepb.EnqueueItem
+	var origs []string
+	var results []*wirepb.EnqueueResult
 	prepare := func(w *wtx) error {
 		enqueued, already = 0, 0
-		var items []*wirepb.EnqueueItem
+		items, origs = items[:0], origs[:0]
 		var roots []string
 		for _, c := range cands {
 			v, err := w.get(replayKey(q.name, req.ReplayId, c.root))
@@ -198,6 +201,7 @@ func (s *store) replayWrite(ctx context.Context, q *queue, req *wirepb.ReplayReq
 			h[HeaderReplayID] = req.ReplayId
 			items = append(items, &wirepb.EnqueueItem{Payload: c.task.Payload, Headers: h, MaxAttempts: c.task.MaxAttempts})
 			roots = append(roots, c.root)
+			origs = append(origs, c.task.Id)
 		}
 		enqueued = uint64(len(items))
 		if req.DryRun || len(items) == 0 {
@@ -207,6 +211,7 @@ func (s *store) replayWrite(ctx context.Context, q *queue, req *wirepb.ReplayReq
 		if err != nil {
 			return err
 		}
+		results = res
 		for i, r := range res {
 			w.setTTL(replayKey(q.name, req.ReplayId, roots[i]), []byte(r.Id), ledgerTTL)
 		}
@@ -218,7 +223,10 @@ func (s *store) replayWrite(ctx context.Context, q *queue, req *wirepb.ReplayReq
 			return storageErr(err)
 		}
 	} else {
-		op := &writeOp{prepare: prepare, after: func() { q.c.enqueued.add(s.nowMs(), int64(enqueued)) }}
+		op := &writeOp{prepare: prepare, after: func() {
+			q.c.enqueued.add(s.nowMs(), int64(enqueued))
+			s.obs.replayed(q.name, items, results, origs)
+		}}
 		if err := s.w.do(ctx, op); err != nil {
 			return err
 		}
@@ -239,3 +247,26 @@ func headersMatch(h map[string]string, filters []*wirepb.HeaderMatch) bool {
 }
 
 func fmtMs(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
+
+// Trace event kinds of a replay: the link in both directions.
+const (
+	TraceReplayOf = "replay-of" // on the new task: Parent = the task it replays
+	TraceReplayed = "replayed"  // on the original: Child = its replay
+)
+
+// replayed records the enqueue of replayed tasks (metrics and trace) and
+// links each to its original in the trace, both ways.
+func (o *observer) replayed(queue string, items []*wirepb.EnqueueItem, res []*wirepb.EnqueueResult, origs []string) {
+	if o == nil {
+		return
+	}
+	o.enqueued(queue, items, res, time.Time{}, "")
+	now := time.Now().UnixMilli()
+	for i, r := range res {
+		if i >= len(origs) || r.Duplicate {
+			continue
+		}
+		o.tr.record(&TraceEvent{TimeUnixMs: now, Kind: TraceReplayOf, TaskId: r.Id, Queue: queue, Parent: origs[i]})
+		o.tr.record(&TraceEvent{TimeUnixMs: now, Kind: TraceReplayed, TaskId: origs[i], Queue: queue, Child: r.Id})
+	}
+}

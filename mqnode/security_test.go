@@ -2,8 +2,11 @@ package mqnode
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -200,4 +203,81 @@ func TestNATSLoggerRateLimitsViolations(t *testing.T) {
 	if !strings.Contains(out, "some other error") {
 		t.Fatal("other errors are not logged")
 	}
+}
+
+// TestSetSecurityRotatesRoleKeys: a new producer key added to roles.json
+// works once the node reloads its secrets, without a restart; once the old
+// key is removed, it is refused.
+func TestSetSecurityRotatesRoleKeys(t *testing.T) {
+	dir := secretstest.Dir(t)
+	set, err := secrets.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := startNode(t, Config{Listen: "127.0.0.1:0", Security: set})
+	url := n.ClientURL()
+	oldProd := dialAs(t, set, url, secrets.RoleProducer)
+
+	// A second secrets dir provides the new producer key pair.
+	newSet, err := secrets.Load(secretstest.Dir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rolesPath := filepath.Join(dir, secrets.FileRoles)
+	writeRoles := func(producers []string) {
+		roles := map[string][]string{}
+		for _, r := range secrets.Roles {
+			roles[string(r)] = set.RoleKeys(r)
+		}
+		roles["producer"] = producers
+		b, _ := json.Marshal(roles)
+		if err := os.WriteFile(rolesPath, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		reloaded, err := secrets.Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.SetSecurity(reloaded); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newOpts := func() []nats.Option {
+		o, err := newSet.ClientOptions(secrets.RoleProducer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The new seed, verified against this mesh's CA.
+		return append(o, nats.Secure(set.ClientTLS()))
+	}
+	if c, err := Dial(ctxT(t), url, newOpts()...); err == nil {
+		c.Close()
+		t.Fatal("a key not in roles.json connected")
+	}
+	writeRoles(append(set.RoleKeys(secrets.RoleProducer), newSet.RoleKeys(secrets.RoleProducer)...))
+	c, err := Dial(ctxT(t), url, newOpts()...)
+	if err != nil {
+		t.Fatalf("the added key after reload: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Enqueue(ctxT(t), "q", &EnqueueItem{Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oldProd.Enqueue(ctxT(t), "q", &EnqueueItem{Payload: []byte("x")}); err != nil {
+		t.Fatalf("the old key during the overlap: %v", err)
+	}
+	writeRoles(newSet.RoleKeys(secrets.RoleProducer))
+	if c, err := Dial(ctxT(t), url, append(mustOpts(t, set, secrets.RoleProducer), nats.MaxReconnects(0))...); err == nil {
+		c.Close()
+		t.Fatal("the removed key still connects")
+	}
+	eventually(t, 5*time.Second, "the removed key's connection closed", func() bool { return oldProd.Conn().IsClosed() || !oldProd.Conn().IsConnected() })
+}
+
+func mustOpts(t *testing.T, set *secrets.Set, r secrets.Role) []nats.Option {
+	o, err := set.ClientOptions(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
 }

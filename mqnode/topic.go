@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -232,6 +233,7 @@ type fanQueue struct {
 	q     *queue
 	items []*wirepb.EnqueueItem
 	idx   []int
+	res   []*wirepb.EnqueueResult // set by putFanout: the copies written to q
 }
 
 // fanout plans a topic enqueue: which items go to which queue. Every item
@@ -281,6 +283,7 @@ func (w *wtx) putFanout(fqs []*fanQueue, n int) ([]*wirepb.EnqueueResult, error)
 		if err != nil {
 			return nil, err
 		}
+		f.res = res
 		for k, r := range res {
 			out := results[f.idx[k]]
 			out.Copies = append(out.Copies, &wirepb.TopicCopy{Queue: f.q.name, Id: r.Id, Duplicate: r.Duplicate})
@@ -329,6 +332,7 @@ func (s *store) publish(ctx context.Context, topic string, items []*wirepb.Enque
 		return nil, err
 	}
 	var results []*wirepb.EnqueueResult
+	start := time.Now()
 	op := &writeOp{
 		prepare: func(w *wtx) error {
 			var err error
@@ -340,7 +344,16 @@ func (s *store) publish(ctx context.Context, topic string, items []*wirepb.Enque
 	if err := s.w.do(ctx, op); err != nil {
 		return nil, err
 	}
+	traceFanout(s.obs, fqs, start, "")
 	return results, nil
+}
+
+// traceFanout records the enqueue of every copy (metrics and trace), with
+// parent for subtasks.
+func traceFanout(o *observer, fqs []*fanQueue, start time.Time, parent string) {
+	for _, f := range fqs {
+		o.enqueued(f.q.name, f.items, f.res, start, parent)
+	}
 }
 
 // putFanoutSubtasks writes the subtasks of an ack to a topic; the ack's

@@ -102,12 +102,28 @@ func completionID(t *worker.Task) string {
 
 // replayAll deploys the fix and replays, on every node that is up, the
 // tasks settled since the bad deploy began (the nodes share the clock).
+// A task acked badly just before the fix may settle only after a first
+// pass has read its node, so the replay runs again with the same replay id
+// (which adds only what is missing) every 500 ms until a pass at least a
+// second after the fix finds nothing new, or for at most 10 s.
 func (r *run) replayAll(ctx context.Context, id string) error {
 	since := r.deploy.fix()
 	if since.IsZero() {
 		return nil
 	}
-	var errs int
+	fixed := time.Now()
+	for {
+		n, err := r.replayPass(ctx, id, since)
+		if err != nil || ctx.Err() != nil || (n == 0 && time.Since(fixed) > time.Second) || time.Since(fixed) > 10*time.Second {
+			return err
+		}
+		sleepUntil(ctx, time.Now().Add(500*time.Millisecond))
+	}
+}
+
+// replayPass replays on every node once; it returns how many it added.
+func (r *run) replayPass(ctx context.Context, id string, since time.Time) (int, error) {
+	var errs, total int
 	for _, h := range r.hosts {
 		h.mu.Lock()
 		c := h.client
@@ -116,6 +132,7 @@ func (r *run) replayAll(ctx context.Context, id string) error {
 			continue
 		}
 		n, err := replayNode(ctx, c, id, since)
+		total += n
 		r.deploy.mu.Lock()
 		r.deploy.rep.Replayed += n
 		r.deploy.mu.Unlock()
@@ -128,9 +145,9 @@ func (r *run) replayAll(ctx context.Context, id string) error {
 	r.deploy.rep.ReplayErrors += errs
 	r.deploy.mu.Unlock()
 	if errs > 0 {
-		return fmt.Errorf("replay failed on %d node(s)", errs)
+		return total, fmt.Errorf("replay failed on %d node(s)", errs)
 	}
-	return nil
+	return total, nil
 }
 
 func replayNode(ctx context.Context, c *mqnode.Client, id string, since time.Time) (int, error) {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqmesh/mqmesh/internal/secrets"
+	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
 	"github.com/mqmesh/mqmesh/mesh"
 )
@@ -35,12 +37,13 @@ func TestFilterSwitchStopsCrossIDCPulls(t *testing.T) {
 	must(t, a.pool.Stop(ctx)) // replaced by a pool on a filter file
 	path := filepath.Join(t.TempDir(), "filter.yaml")
 	must(t, os.WriteFile(path, []byte(everythingYAML), 0o600))
-	nc, err := a.agent.Node.Connect()
+	nc, err := a.agent.Node.Connect(secretstest.InProcess(t, secrets.RoleWorker)...)
 	must(t, err)
 	t.Cleanup(nc.Close)
 	p, err := New(nc, Config{ID: "pool-file-" + a.name, IDC: a.idc, Host: a.name, Node: a.name, Slots: 8, FilterFile: path,
 		Policy: PolicyConfig{CrossIDCAlways: true},
-		Mesh:   &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{a.agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal},
+		Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{a.agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal,
+			Keyring: secretstest.GossipKeys(t)}, // the cluster's gossip is keyed
 		Logger: testlog.NewLevel(t, 4)})
 	must(t, err)
 	must(t, p.Handle("push", c.pushHandler(a)))

@@ -313,7 +313,7 @@ func (o *enqueueOptions) print(stdout, stderr io.Writer, out enqueueJSON) error 
 	summary := fmt.Sprintf("enqueued %d task(s) on %s at %s/%s in %.2fs (%.0f/s)", out.Count, out.Queue, out.IDC, out.Node,
 		out.Seconds, float64(out.Count)/max(out.Seconds, 1e-9))
 	if out.Copies > 0 {
-		fmt.Fprintf(stderr, "%d tasks written into the topic's queues as %d copies\n", len(out.IDs), out.Copies)
+		summary += fmt.Sprintf("; copies written into the topic's queues: %d", out.Copies)
 	}
 	if out.Duplicates > 0 {
 		summary += fmt.Sprintf("; %d were duplicates of earlier enqueues (same dedup key)", out.Duplicates)

@@ -85,6 +85,13 @@ is enough to join; no seed starts a new mesh. Mesh defaults: gossip on the
 host of --listen port 7946, routes on port 6222, gateways on 7222, profile
 lan. The gossip key comes from secret_key or $` + mesh.GossipKeyEnv + `.
 
+With --secrets (see 'mqmesh secrets init') every link is authenticated and
+encrypted; SIGHUP reloads the secrets directory (role keys added to or
+removed from roles.json take effect at once) and the gossip keyring follows
+gossip.key as it changes. Without secrets a node whose client, route,
+gateway or gossip listener is not on loopback refuses to start (--insecure
+overrides).
+
 Once the node serves, its client URL (and gossip address) is printed on
 stdout; logs go to stderr. SIGINT or SIGTERM stops it gracefully: a mesh
 member announces its leave first (a second signal kills it; a killed
@@ -300,6 +307,10 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 			err = errors.Join(err, fmt.Errorf("stop node: %w", serr))
 		}
 	}()
+	if cfg.Security != nil {
+		stopHUP := o.reloadOnHUP(n, cfg.Logger)
+		defer stopHUP()
+	}
 	gossip := ""
 	if agent != nil {
 		gossip = agent.Mesh.GossipAddr()
@@ -378,4 +389,37 @@ func (o *nodeOptions) exposedListeners() []string {
 		check("gossip bind", o.mesh.BindAddr)
 	}
 	return out
+}
+
+// reloadOnHUP reloads the secrets directory on SIGHUP (role keys added to
+// or removed from roles.json take effect without a restart); call the
+// returned func to stop.
+func (o *nodeOptions) reloadOnHUP(n *mqnode.Node, log *slog.Logger) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+				set, err := secrets.Load(o.security.Secrets)
+				if err == nil {
+					err = n.SetSecurity(set)
+				}
+				if err != nil {
+					log.Error("SIGHUP: secrets not reloaded, the old ones stay", "dir", o.security.Secrets, "err", err)
+				} else {
+					log.Info("SIGHUP: secrets reloaded", "dir", o.security.Secrets)
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-stopped
+	}
 }

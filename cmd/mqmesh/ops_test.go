@@ -51,7 +51,7 @@ func scrape(t *testing.T, url string) opshttp.Families {
 // A known workload on a real node: the /metrics values are those of
 // `mqmesh stats`, and the histograms counted every step.
 func TestNodeMetricsMatchStats(t *testing.T) {
-	ready, base := runNodeHTTP(t, "--name", "m1", "--idc", "east")
+	ready, base := runNodeHTTP(t, "--name", "m1", "--idc", "east", "--keep-settled", "1h")
 	ctx := ctxT(t)
 	c, err := mqnode.Dial(ctx, ready.URL)
 	if err != nil {
@@ -119,6 +119,8 @@ func TestNodeMetricsMatchStats(t *testing.T) {
 		{"mqmesh_queue_nacked_total", s.NackedTotal},
 		{"mqmesh_queue_dead_lettered_total", s.DeadTotal},
 		{"mqmesh_queue_lease_expired_total", s.ExpiredLeasesTotal},
+		{"mqmesh_queue_settled_kept_tasks", s.SettledKept},
+		{"mqmesh_queue_settled_kept_bytes", s.SettledBytes},
 	} {
 		got, ok := m.Value(c.name, lq)
 		if !ok || got != float64(c.want) {
@@ -126,7 +128,8 @@ func TestNodeMetricsMatchStats(t *testing.T) {
 		}
 	}
 	// The workload itself, so the comparison above cannot pass on zeros.
-	if s.Ready != 9 || s.Leased != 2 || s.Delayed != 3 || s.Dead != 2 || s.EnqueuedTotal != 21 || s.AckedTotal != 5 || s.NackedTotal != 3 {
+	if s.Ready != 9 || s.Leased != 2 || s.Delayed != 3 || s.Dead != 2 || s.EnqueuedTotal != 21 || s.AckedTotal != 5 || s.NackedTotal != 3 ||
+		s.SettledKept != 7 || s.SettledBytes == 0 {
 		t.Errorf("stats after the workload: %+v", s)
 	}
 	for name, want := range map[string]float64{
@@ -267,11 +270,15 @@ func TestOpsEndpointWithSecrets(t *testing.T) {
 			t.Error("plain http served metrics on the TLS endpoint")
 		}
 	}
-	ids := mustCLI(t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi")
-	id := strings.TrimSpace(ids)
-	eventually(t, 10*time.Second, "trace as admin", func() bool {
-		tr := mustJSON[traceJSON](t, "trace", "--secrets", dir, "--server", ready.URL, "--json", id)
-		return len(tr.Events) == 1 && tr.Events[0].Kind == "enqueue"
+	enq := mustJSON[enqueueJSON](t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi", "--json")
+	if len(enq.IDs) != 1 {
+		t.Fatalf("enqueue: %+v", enq)
+	}
+	id := enq.IDs[0]
+	eventually(t, 30*time.Second, "trace as admin", func() bool {
+		out, _, err := cli(t, "", "trace", "--secrets", dir, "--server", ready.URL, "--json", "--wait", "5s", id)
+		var tr traceJSON
+		return err == nil && json.Unmarshal([]byte(out), &tr) == nil && len(tr.Events) == 1 && tr.Events[0].Kind == "enqueue"
 	})
 	out := mustCLI(t, "top", "--once", "--secrets", dir, "--server", ready.URL)
 	if !strings.Contains(out, "s1") || !strings.Contains(out, "1 nodes in 1 IDCs") {

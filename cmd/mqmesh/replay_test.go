@@ -122,7 +122,10 @@ func TestTopicCommands(t *testing.T) {
 	if len(res.IDs) != 3 || res.Copies != 6 {
 		t.Fatalf("enqueue to topic: %+v", res)
 	}
-	if handleAll(t, c, "billing") != 3 || handleAll(t, c, "vip") != 3 {
+	if out := mustCLI(t, append([]string{"enqueue", "--queue", "topic:orders", "--payload", "p"}, srv...)...); !strings.Contains(out, "enqueued 1 task(s) on topic:orders") || !strings.Contains(out, "copies written into the topic's queues: 1") {
+		t.Fatalf("enqueue to topic summary: %q", out)
+	}
+	if handleAll(t, c, "billing") != 4 || handleAll(t, c, "vip") != 3 {
 		t.Fatal("fan-out did not reach both queues")
 	}
 	mustCLI(t, append([]string{"topic", "create", "gold", "--sub", "vip:tier=gold"}, srv...)...)
@@ -175,5 +178,49 @@ func TestReplayAndTopicsAcrossTheMesh(t *testing.T) {
 	r = mustJSON[replayJSON](t, "replay", "--server", b.URL, "--queue", "jobs", "--since", "10m", "--mesh", "--replay-id", "m1", "--json")
 	if r.Enqueued != 0 || r.Already != 8 {
 		t.Fatalf("mesh replay again: %+v", r)
+	}
+}
+
+// `mqmesh trace` shows the replay link in both directions, and a topic
+// enqueue is traced in every subscribed queue.
+func TestTraceShowsReplayLinks(t *testing.T) {
+	n, url := startKeepingNode(t)
+	c := nodeClient(t, n)
+	res, err := c.Enqueue(ctxT(t), "jobs", &mqnode.EnqueueItem{Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := res[0].Id
+	handleAll(t, c, "jobs")
+	mustCLI(t, "replay", "--server", url, "--queue", "jobs", "--since", "1m", "--replay-id", "t1")
+	ds, _, err := c.Pull(ctxT(t), mqnode.PullRequest{Queue: "jobs"})
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("pull: %v %d", err, len(ds))
+	}
+	replay := ds[0].Task.Id
+	waitTrace := func(id, kind string) string {
+		t.Helper()
+		var text string
+		eventually(t, 10*time.Second, "trace of "+id+" with "+kind, func() bool {
+			text = mustCLI(t, "trace", "--server", url, id)
+			return strings.Contains(text, kind)
+		})
+		return text
+	}
+	if text := waitTrace(orig, "replayed"); !strings.Contains(text, "replayed as "+replay) {
+		t.Fatalf("trace of the original:\n%s", text)
+	}
+	if text := waitTrace(replay, "replay-of"); !strings.Contains(text, "replay of "+orig) {
+		t.Fatalf("trace of the replay:\n%s", text)
+	}
+	mustCLI(t, "topic", "create", "fan", "--sub", "a", "--sub", "b", "--server", url)
+	r, err := c.Enqueue(ctxT(t), "topic:fan", &mqnode.EnqueueItem{Payload: []byte("y")})
+	if err != nil || len(r[0].Copies) != 2 {
+		t.Fatalf("topic enqueue: %v %v", err, r)
+	}
+	for _, cp := range r[0].Copies {
+		if text := waitTrace(cp.Id, "enqueue"); !strings.Contains(text, "queue "+cp.Queue) {
+			t.Fatalf("trace of copy in %s:\n%s", cp.Queue, text)
+		}
 	}
 }

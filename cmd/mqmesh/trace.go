@@ -147,7 +147,10 @@ func describeEvent(e traceEventJSON) string {
 	if e.Producer != "" {
 		add("producer %s", e.Producer)
 	}
-	if e.Parent != "" {
+	switch {
+	case e.Parent != "" && e.Kind == mqnode.TraceReplayOf:
+		add("replay of %s", e.Parent)
+	case e.Parent != "":
 		add("subtask of %s", e.Parent)
 	}
 	if e.Worker != "" {
@@ -169,7 +172,10 @@ func describeEvent(e traceEventJSON) string {
 	if e.DelayMs > 0 {
 		add("ready again in %s", time.Duration(e.DelayMs)*time.Millisecond)
 	}
-	if e.Child != "" {
+	switch {
+	case e.Child != "" && e.Kind == mqnode.TraceReplayed:
+		add("replayed as %s", e.Child)
+	case e.Child != "":
 		add("spawned %s", e.Child)
 	}
 	if e.Error != "" {
