@@ -94,6 +94,9 @@ func NewNodeAgent(cfg NodeAgentConfig) (*NodeAgent, error) {
 	if cfg.Host == "" {
 		cfg.Host = mqnode.DefaultName()
 	}
+	if cfg.Node.Host == "" {
+		cfg.Node.Host = cfg.Host
+	}
 	if cfg.Mesh.MembersFile == "" {
 		cfg.Mesh.MembersFile = filepath.Join(cfg.Node.DataDir, MembersFileName)
 	}

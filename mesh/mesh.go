@@ -195,7 +195,10 @@ func (m *Mesh) Start(ctx context.Context) error {
 			m.mu.Lock()
 			m.ml = nil
 			m.mu.Unlock()
-			return fmt.Errorf("mesh: join %v: no seed answered within %s: %w", m.cfg.Seeds, m.cfg.JoinWait, errors.Join(err, ctx.Err()))
+			if cause := errors.Join(err, ctx.Err()); cause != nil {
+				return fmt.Errorf("mesh: join %v: no seed answered within %s: %w", m.cfg.Seeds, m.cfg.JoinWait, cause)
+			}
+			return fmt.Errorf("mesh: join %v: no seed answered within %s", m.cfg.Seeds, m.cfg.JoinWait)
 		}
 		if !joined {
 			m.log.Warn("NOT IN THE MESH: none of the members this node knew is reachable; running isolated (not ready) and retrying in the background; it will not start a new mesh",

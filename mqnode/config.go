@@ -171,6 +171,10 @@ type Config struct {
 	// CPUSampler reads the host's CPU usage for the CPU throttle. Default
 	// throttle.HostCPU(); tests inject their own.
 	CPUSampler throttle.CPUSampler `yaml:"-"`
+	// Host names the host the node runs on in its info reply, so the pools
+	// of the host can name it the same way. The mesh agent sets it to the
+	// host of the membership. Default: empty.
+	Host string `yaml:"-"`
 	// StarvationSampler reads the node's own CPU starvation for the CPU
 	// throttle (cpu.signal starvation). Default throttle.ProcessStarvation().
 	StarvationSampler throttle.StarvationSampler `yaml:"-"`

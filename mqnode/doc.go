@@ -134,6 +134,21 @@
 // caps queues (MaxQueues) and evicts auto-created queues left empty and
 // unused for QueueIdleEvict. Beyond a limit: UNAVAILABLE.
 //
+// # Operations
+//
+// Node.Collector is the node's Prometheus collector (gauges and counters
+// read from its state at scrape time, histograms of enqueue duration,
+// schedule-to-start, enqueue-to-done, lease-to-settle and group commits);
+// CheckStore, CheckNATS and CheckDisk are its readiness checks. Every task's
+// life on its node is kept in a bounded trace (TraceConfig: retention,
+// sample, per-task cap; events in the store's keyspace x, written with the
+// task writes' group commits): Node.Trace reads it, and FindTrace asks every
+// node of the mesh on TraceSubject, where the owner answers. Client.Enqueue
+// puts the caller's W3C trace context and its connection name in the task
+// headers (HeaderTraceParent, HeaderProducer). The ops operation
+// (OpSummary) tells viewers where a node's tasks ran and its latency
+// histograms per queue.
+//
 // # Concurrency
 //
 // All writes go through one writer goroutine that gathers whatever

@@ -1,6 +1,7 @@
 package mqnode
 
 import (
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -82,6 +83,15 @@ func (o *observer) initMetrics() {
 func (o *observer) collectors() []prometheus.Collector {
 	return []prometheus.Collector{o.enqueueLatency, o.scheduleToStart, o.enqueueToDone, o.settleAfter,
 		o.deduplicated, o.expired, o.commitOps, o.commitLatency}
+}
+
+// traceOp returns the pending trace events as an op for a group of task
+// writes (nil for a group of trace writes only, or with nothing pending).
+func (o *observer) traceOp(group []*writeOp) *writeOp {
+	if o == nil || !slices.ContainsFunc(group, func(op *writeOp) bool { return !op.aside }) {
+		return nil
+	}
+	return o.tr.op()
 }
 
 func (o *observer) close() {

@@ -318,7 +318,7 @@ func (s *service) info(ctx context.Context, b []byte) proto.Message {
 func (n *Node) info() *wirepb.NodeInfo {
 	return &wirepb.NodeInfo{
 		Name: n.cfg.Name, Idc: n.cfg.IDC, Version: Version, Durability: string(n.cfg.Durability),
-		StartedUnixMs: n.st.started.UnixMilli(), ServerId: n.ns.ID(), MaxPayload: int64(n.cfg.MaxPayload),
+		StartedUnixMs: n.st.started.UnixMilli(), ServerId: n.ns.ID(), MaxPayload: int64(n.cfg.MaxPayload), Host: n.cfg.Host,
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
 
@@ -25,6 +26,11 @@ type TraceConfig struct {
 	// plain task costs ~440 bytes of trace (enqueue, lease, ack), so
 	// 1,000 tasks/s keep ~1.6 GB.
 	Retention time.Duration `yaml:"retention"`
+	// Sample is the share of tasks traced, 0..1, chosen by task id (all of
+	// a task's events or none). Default 1: every task. A traced task costs
+	// the node about 4 µs of CPU (measured: 1.1 s instead of 0.73 s for
+	// 100,000 enqueues; README, Operations).
+	Sample float64 `yaml:"sample"`
 	// MaxEventsPerTask caps the events kept of one task (a task retried
 	// forever cannot grow its trace without bound). Default 256.
 	MaxEventsPerTask int `yaml:"max_events_per_task"`
@@ -45,6 +51,7 @@ func (c TraceConfig) WithDefaults() TraceConfig {
 	setDefault(&c.Retention, DefaultTraceRetention)
 	setDefault(&c.MaxEventsPerTask, DefaultTraceMaxEventsPerTask)
 	setDefault(&c.Buffer, DefaultTraceBuffer)
+	setDefault(&c.Sample, 1)
 	return c
 }
 
@@ -52,6 +59,9 @@ func (c TraceConfig) WithDefaults() TraceConfig {
 func (c TraceConfig) Validate() error {
 	if c.Retention < time.Second || c.MaxEventsPerTask < 1 || c.Buffer < 1 {
 		return fmt.Errorf("trace: need retention >= 1s, max_events_per_task >= 1, buffer >= 1 (got %s, %d, %d)", c.Retention, c.MaxEventsPerTask, c.Buffer)
+	}
+	if !(c.Sample > 0 && c.Sample <= 1) {
+		return fmt.Errorf("trace.sample %v: want a share in (0, 1] (trace.disabled turns the trace off)", c.Sample)
 	}
 	return nil
 }
@@ -99,8 +109,9 @@ type tracer struct {
 	stop    chan struct{} // closed by close; ch is never closed (hooks may still send)
 	done    chan struct{}
 
-	mu     sync.Mutex
-	counts map[string]int // events recorded per task in this run (bounded by eviction)
+	mu      sync.Mutex
+	counts  map[string]int // events recorded per task in this run (bounded by eviction)
+	pending []mutation     // encoded events waiting for a write group
 }
 
 func newTracer(s *store) *tracer {
@@ -117,7 +128,7 @@ func newTracer(s *store) *tracer {
 
 // record queues e; it never blocks.
 func (t *tracer) record(e *TraceEvent) {
-	if t == nil || t.ch == nil {
+	if t == nil || t.ch == nil || !t.sampled(e.TaskId) {
 		return
 	}
 	if e.TimeUnixMs == 0 {
@@ -131,6 +142,15 @@ func (t *tracer) record(e *TraceEvent) {
 	}
 }
 
+// sampled says whether task id is traced: the same answer for every event
+// of a task, on every node and after a restart.
+func (t *tracer) sampled(id string) bool {
+	if t.cfg.Sample >= 1 {
+		return true
+	}
+	return float64(xxhash.Sum64String(id)) < t.cfg.Sample*(1<<64)
+}
+
 // close writes what is buffered and stops the tracer; events recorded
 // later are dropped. Call it before the writer closes.
 func (t *tracer) close() {
@@ -142,18 +162,36 @@ func (t *tracer) close() {
 	<-t.done
 }
 
+// Trace writes ride the node's task writes: encoded events wait in
+// pending, and the writer adds them to its next group of task operations
+// (same transaction, same fsync: piggyback). Only when no task write came
+// for traceFlushEvery, or pending grows past traceMaxPending, does the
+// tracer write them itself.
+const (
+	traceFlushEvery = 50 * time.Millisecond
+	traceMaxPending = 8192
+)
+
 func (t *tracer) run() {
 	defer close(t.done)
 	batch := make([]*TraceEvent, 0, 512)
+	tick := time.NewTicker(traceFlushEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case e := <-t.ch:
-			batch = append(batch[:0], e)
+			if t.encode(t.fill(append(batch[:0], e))) >= traceMaxPending {
+				t.flush()
+			}
+		case <-tick.C:
+			t.flush()
 		case <-t.stop:
-			t.drain(batch[:0])
+			for b := t.fill(batch[:0]); len(b) > 0; b = t.fill(batch[:0]) {
+				t.encode(b)
+			}
+			t.flush()
 			return
 		}
-		t.write(t.fill(batch))
 	}
 }
 
@@ -170,22 +208,10 @@ func (t *tracer) fill(batch []*TraceEvent) []*TraceEvent {
 	return batch
 }
 
-// drain writes everything buffered at close.
-func (t *tracer) drain(batch []*TraceEvent) {
-	for {
-		batch = t.fill(batch[:0])
-		if len(batch) == 0 {
-			return
-		}
-		t.write(batch)
-	}
-}
-
-// write stores a batch as one write op (it rides the next group commit);
-// it waits for it, so batches stay ordered and bounded.
-func (t *tracer) write(batch []*TraceEvent) {
-	var muts []mutation
+// encode adds a batch to pending and returns how many mutations wait.
+func (t *tracer) encode(batch []*TraceEvent) int {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if len(t.counts) > 1<<16 {
 		clear(t.counts) // forget old tasks; the cap is per run of the map
 	}
@@ -195,28 +221,59 @@ func (t *tracer) write(batch []*TraceEvent) {
 			continue
 		}
 		t.counts[e.TaskId]++
+		// The key holds the task id and every event is this node's: the
+		// stored value leaves them out (lookup puts them back).
+		id := e.TaskId
+		e.TaskId, e.Idc, e.Node = "", "", ""
 		b, err := proto.Marshal(e)
 		if err != nil {
 			continue
 		}
-		muts = append(muts, mutation{key: traceKey(e.TaskId, t.seq.Add(1)), val: b, ttl: t.cfg.Retention})
+		t.pending = append(t.pending, mutation{key: traceKey(id, t.seq.Add(1)), val: b, ttl: t.cfg.Retention})
 	}
+	return len(t.pending)
+}
+
+// op takes what is pending as a write op that holds no scan back (nil
+// when nothing waits). The writer calls it for each group of task writes.
+func (t *tracer) op() *writeOp {
+	if t == nil || t.ch == nil {
+		return nil
+	}
+	t.mu.Lock()
+	muts := t.pending
+	t.pending = nil
 	t.mu.Unlock()
 	if len(muts) == 0 {
+		return nil
+	}
+	return &writeOp{aside: true, done: make(chan struct{}),
+		prepare: func(w *wtx) error {
+			w.muts = append(w.muts, muts...)
+			return nil
+		},
+		failed: func(err error) {
+			t.dropped.Add(uint64(len(muts)))
+			t.s.log.Debug("trace events not written", "events", len(muts), "err", err)
+		}}
+}
+
+// flush writes what is pending on its own (no task write took it). Safe
+// from any goroutine.
+func (t *tracer) flush() {
+	op := t.op()
+	if op == nil {
 		return
 	}
-	op := &writeOp{aside: true, prepare: func(w *wtx) error {
-		w.muts = append(w.muts, muts...)
-		return nil
-	}}
-	if err := t.s.w.do(context.Background(), op); err != nil && !errors.Is(err, ErrClosed) {
-		t.dropped.Add(uint64(len(muts)))
-		t.s.log.Debug("trace events not written", "events", len(muts), "err", err)
+	op.done = nil // submit makes it
+	if err := t.s.w.do(context.Background(), op); errors.Is(err, ErrClosed) {
+		t.dropped.Add(1)
 	}
 }
 
 // lookup returns the events of a task, oldest first.
 func (t *tracer) lookup(id string) ([]*TraceEvent, error) {
+	t.flush() // what is encoded but waits for a write group: write it first
 	prefix := append([]byte{pfxTrace}, id...)
 	var out []*TraceEvent
 	err := t.s.db.View(func(txn *badger.Txn) error {
@@ -230,6 +287,7 @@ func (t *tracer) lookup(id string) ([]*TraceEvent, error) {
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
 				continue
 			}
+			e.TaskId, e.Idc, e.Node = id, t.s.cfg.IDC, t.s.cfg.Name
 			out = append(out, e)
 		}
 		return nil

@@ -164,6 +164,9 @@ func (w *writer) run() {
 				break fill
 			}
 		}
+		if op := w.s.obs.traceOp(group); op != nil {
+			group = append(group, op) // trace events ride this group's commit
+		}
 		w.commitGroup(group)
 	}
 }

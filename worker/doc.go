@@ -80,5 +80,14 @@
 // back through lease release.
 //
 // Stats counts tasks processed and pulls by where they went (local, same
-// IDC, other IDC), empty pulls and lease extensions.
+// IDC, other IDC), empty pulls and lease extensions; Collector exports them
+// to Prometheus with histograms of handler duration and enqueue-to-start
+// and enqueue-to-done latency.
+//
+// # Tracing
+//
+// A task enqueued with an OpenTelemetry span in its context carries the W3C
+// traceparent header; the handler's ctx holds that span context as its
+// remote parent, so spans the handler starts continue the producer's trace
+// (Task.SpanContext returns it; TraceHeaders carries it into subtasks).
 package worker

@@ -270,11 +270,15 @@ func TestOpsEndpointWithSecrets(t *testing.T) {
 			t.Error("plain http served metrics on the TLS endpoint")
 		}
 	}
-	ids := mustCLI(t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi", "--ids")
-	id := strings.TrimSpace(ids)
-	eventually(t, 10*time.Second, "trace as admin", func() bool {
-		tr := mustJSON[traceJSON](t, "trace", "--secrets", dir, "--server", ready.URL, "--json", id)
-		return len(tr.Events) == 1 && tr.Events[0].Kind == "enqueue"
+	enq := mustJSON[enqueueJSON](t, "enqueue", "--secrets", dir, "--server", ready.URL, "--queue", "jobs", "--payload", "hi", "--json")
+	if len(enq.IDs) != 1 {
+		t.Fatalf("enqueue: %+v", enq)
+	}
+	id := enq.IDs[0]
+	eventually(t, 30*time.Second, "trace as admin", func() bool {
+		out, _, err := cli(t, "", "trace", "--secrets", dir, "--server", ready.URL, "--json", "--wait", "5s", id)
+		var tr traceJSON
+		return err == nil && json.Unmarshal([]byte(out), &tr) == nil && len(tr.Events) == 1 && tr.Events[0].Kind == "enqueue"
 	})
 	out := mustCLI(t, "top", "--once", "--secrets", dir, "--server", ready.URL)
 	if !strings.Contains(out, "s1") || !strings.Contains(out, "1 nodes in 1 IDCs") {

@@ -32,3 +32,15 @@ func TestStatsMeshSumsEveryNode(t *testing.T) {
 		t.Fatalf("stats --mesh text:\n%s", out)
 	}
 }
+
+// TestWorkerNamesItsNodesHost: a pool with no --host names the host its
+// node reports (the mesh's host name), not the OS host name.
+func TestWorkerNamesItsNodesHost(t *testing.T) {
+	a, _ := meshNode(t, append([]string{"--name", "a1", "--idc", "idcA", "--host", "rack7-host3"}, meshFlags...)...)
+	cfg := writeFile(t, "worker.yaml", "queues:\n  push: {kind: sleep, latency: 1ms}\n")
+	w := runWorker(t, "--config", cfg, "--server", a.URL, "--report", "0")
+	ready := w.line("ready line", func(l string) bool { return strings.HasPrefix(l, "mqmesh worker ") })
+	if !strings.Contains(ready, "host rack7-host3,") || !strings.HasPrefix(ready, "mqmesh worker rack7-host3-") {
+		t.Fatalf("ready line %q: want the node's host rack7-host3 (and an id made from it)", ready)
+	}
+}

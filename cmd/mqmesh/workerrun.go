@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqmesh/mqmesh/internal/secrets"
-	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/worker"
 	"github.com/mqmesh/mqmesh/worker/demo"
@@ -161,22 +160,17 @@ func (o *workerOptions) resolve(c *mqnode.Client, base, log *slog.Logger) (worke
 	return cfg, nil
 }
 
-// nodeHost is the host name the node idc/name gossips in its mesh ("" for
-// a standalone node or when it does not answer: the OS host name is then
-// used), so a pool on a host reports the same host as its node.
+// nodeHost is the host name the node idc/name reports (its mesh host; ""
+// for a standalone node or when it does not answer: the OS host name is
+// then used), so a pool on a host names it as its node does.
 func nodeHost(c *mqnode.Client, idc, name string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	rep, err := mesh.FetchMembers(ctx, c.Conn(), idc, name)
-	if err != nil {
+	info, err := c.Info(ctx)
+	if err != nil || info.GetName() != name || info.GetIdc() != idc {
 		return ""
 	}
-	for _, m := range rep.GetMembers() {
-		if meta := m.GetMeta(); meta.GetName() == name && meta.GetIdc() == idc && roleName(meta.GetRole()) == string(mesh.RoleNode) {
-			return meta.GetHost()
-		}
-	}
-	return ""
+	return info.GetHost()
 }
 
 // newDemoPool returns a pool with the demo handler of every queue.

@@ -17,15 +17,15 @@
 // Worker pools record every task they finish before acking it
 // (`mqmesh worker --completions`). Then, step by step:
 //
-//   - kill -9 of host a1 (node and pool), restarted exactly as first
-//     started (no seed: it rejoins through the members it remembers);
+//   - kill -9 of host a1 (node and pool), restarted 6 s later exactly as
+//     first started (no seed: it rejoins through the members it remembers);
 //   - SIGSTOP of host b2 for 10 s, then SIGCONT (a frozen host);
 //   - an IDC partition: every packet between idc-a and idc-b dropped
 //     (iptables) for 15 s, then healed;
 //   - a slow link on a2: 5 % packet loss (iptables statistic) and, where
 //     the kernel has it, 80 ms ± 20 ms of netem delay, else a 1 Mbit/s
 //     token bucket (tbf), for 15 s;
-//   - a full disk: b1's data dir is a 64 MiB tmpfs, filled up for 8 s
+//   - a full disk: b1's data dir is a 96 MiB tmpfs, filled up for 8 s
 //     while the producer goes on, then freed (the node restarted as first
 //     started if it died).
 //
@@ -38,8 +38,9 @@
 //     leases were given to another), bounded by the test;
 //   - views: every running node lists exactly the true membership (4
 //     nodes and 4 pools alive) within the stated bound (45 s);
-//   - alone: no node is in a mesh of its own (sees no other node, or
-//     reports itself not ready) once the views converged.
+//   - alone: no node stays in a mesh of its own (sees no other node, or
+//     reports itself not ready) for 3 polls in a row (about 3 s), during
+//     the fault or after it; a single poll is reported, not failed.
 //
 // It skips, saying why, only when network namespaces are unavailable (not
 // root, or `ip netns add` fails). It installs iptables with apt-get when

@@ -6,6 +6,7 @@
 //   - /readyz    readiness: 200 when every readiness check passes, else 503;
 //     both answer JSON {"status": "ready"|"not ready", "checks": [{"name",
 //     "ok", "reason"}]}, so a failing probe says why;
+//   - /debug/pprof/ the Go profiler (net/http/pprof), behind the token;
 //   - anything registered in Config.Handlers (the web dashboard).
 //
 // With Config.Token set every path except /healthz and /readyz needs
@@ -24,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -149,6 +151,9 @@ func (s *Server) routes() http.Handler {
 	}
 	authed := http.NewServeMux()
 	authed.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{Registry: s.cfg.Registry}))
+	authed.HandleFunc("GET /debug/pprof/", pprof.Index)
+	authed.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	authed.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	for pattern, h := range s.cfg.Handlers {
 		authed.Handle(pattern, h)
 	}

@@ -1925,6 +1925,7 @@ type NodeInfo struct {
 	StartedUnixMs int64                  `protobuf:"varint,5,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
 	ServerId      string                 `protobuf:"bytes,6,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
 	MaxPayload    int64                  `protobuf:"varint,7,opt,name=max_payload,json=maxPayload,proto3" json:"max_payload,omitempty"`
+	Host          string                 `protobuf:"bytes,8,opt,name=host,proto3" json:"host,omitempty"` // the host the node runs on, as its mesh names it ("" when not set)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2006,6 +2007,13 @@ func (x *NodeInfo) GetMaxPayload() int64 {
 		return x.MaxPayload
 	}
 	return 0
+}
+
+func (x *NodeInfo) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
 }
 
 type StatsReply struct {
@@ -2573,7 +2581,7 @@ const file_wire_proto_rawDesc = "" +
 	"\fBackendUsage\x12\x18\n" +
 	"\abackend\x18\x01 \x01(\tR\abackend\x12\x14\n" +
 	"\x05usage\x18\x02 \x01(\x01R\x05usage\x12\x12\n" +
-	"\x04want\x18\x03 \x01(\x01R\x04want\"\xd0\x01\n" +
+	"\x04want\x18\x03 \x01(\x01R\x04want\"\xe4\x01\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03idc\x18\x02 \x01(\tR\x03idc\x12\x18\n" +
@@ -2584,7 +2592,8 @@ const file_wire_proto_rawDesc = "" +
 	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMs\x12\x1b\n" +
 	"\tserver_id\x18\x06 \x01(\tR\bserverId\x12\x1f\n" +
 	"\vmax_payload\x18\a \x01(\x03R\n" +
-	"maxPayload\"\xaf\x02\n" +
+	"maxPayload\x12\x12\n" +
+	"\x04host\x18\b \x01(\tR\x04host\"\xaf\x02\n" +
 	"\n" +
 	"StatsReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x12,\n" +
