@@ -60,6 +60,14 @@ type Node struct {
 	// SetSecurity.
 	sec atomic.Pointer[secrets.Set]
 
+	// handshakes orders in-process connects against reloads: with
+	// authorization on, nats-server re-authorizes every client on each
+	// reload (it always treats users and accounts as changed), and a
+	// client whose CONNECT it has not processed yet fails that check and
+	// is closed ("read/write on closed pipe"). Connect holds it shared
+	// until its handshake is done; ReloadNATS holds it alone.
+	handshakes sync.RWMutex
+
 	shareStop chan struct{}
 	shareDone chan struct{}
 }
@@ -104,6 +112,8 @@ func (n *Node) ReloadNATS() error {
 	if err != nil {
 		return err
 	}
+	n.handshakes.Lock()
+	defer n.handshakes.Unlock()
 	if err := n.ns.ReloadOptions(opts); err != nil {
 		return fmt.Errorf("mqnode: reload nats options: %w", err)
 	}
@@ -306,6 +316,8 @@ func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
 		}
 		base = append(base, auth...)
 	}
+	n.handshakes.RLock()
+	defer n.handshakes.RUnlock()
 	return nats.Connect("", append(append(base, opts...), WatchPermissions())...)
 }
 

@@ -156,7 +156,7 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 	c, err := a.Node.Client()
 	if err != nil {
 		_ = a.Kill()
-		return err
+		return fmt.Errorf("client of node %s: %w", h.name, err)
 	}
 	h.mu.Lock()
 	h.agent, h.client = a, c
@@ -218,7 +218,7 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 	}
 	nc, err := agent.Node.Connect(auth...)
 	if err != nil {
-		return err
+		return fmt.Errorf("pool of %s: connect to node %s: %w", h.name, nh.name, err)
 	}
 	h.mu.Lock()
 	h.gen++

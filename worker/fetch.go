@@ -166,7 +166,6 @@ func tierOf(w Where) backlog.Tier {
 // handler (panics caught, deadline enforced), ack the result.
 func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery) {
 	defer p.runWG.Done()
-	defer p.release(1)
 	t := d.Task
 	task := &Task{
 		ID: t.Id, Queue: t.Queue, Payload: t.Payload, Headers: t.Headers, Attempt: t.Attempt,
@@ -193,6 +192,9 @@ func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery
 	}
 	close(extDone)
 	<-extStopped
+	// The slot is the handler's: free it before the ack's round trip, so
+	// the fetch loop can pull the next task meanwhile.
+	p.release(1)
 	if p.killed.Load() {
 		return // hard stop: the lease comes back through release or expiry
 	}
