@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
-
-	"github.com/mqmesh/mqmesh/internal/subject"
 )
 
 // Defaults of AsyncConfig.
@@ -149,7 +147,7 @@ type pendingTask struct {
 // NewEnqueuer returns an asynchronous enqueuer of queue over c. Close it to
 // flush and stop its goroutine.
 func (c *Client) NewEnqueuer(queue string, cfg AsyncConfig) (*Enqueuer, error) {
-	if err := subject.Validate("queue", queue); err != nil {
+	if err := ValidateTarget("queue", queue); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
 	cfg = cfg.WithDefaults()
