@@ -53,11 +53,11 @@ func (m *Mesh) KnownMembers() []Member {
 // when they are reachable again, a join merges the two sides). Members that
 // left gracefully are not chased; they come back by joining themselves.
 func (m *Mesh) rejoinTargets() []string {
-	self := m.meta.memberID()
 	own := m.GossipAddr()
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	self := m.meta.memberID() // m.meta is written under m.mu (Leave)
 	seen := map[string]bool{own: true}
 	var out []string
 	add := func(addr string) {
@@ -83,7 +83,7 @@ func (m *Mesh) rejoinTargets() []string {
 
 // othersAlive counts the alive members other than this one.
 func (m *Mesh) othersAlive() int {
-	self := m.meta.memberID()
+	self := m.Self().memberID()
 	n := 0
 	for _, mb := range m.Alive(nil) {
 		if mb.ID != self {
@@ -147,7 +147,7 @@ func (m *Mesh) saveKnownMembers() {
 	if m.cfg.MembersFile == "" {
 		return
 	}
-	self := m.meta.memberID()
+	self := m.Self().memberID()
 	now := time.Now()
 	f := knownFile{Self: self, Saved: now}
 	m.mu.Lock()
