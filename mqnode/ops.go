@@ -115,6 +115,18 @@ func (w *wtx) putTasks(q *queue, items []*wirepb.EnqueueItem) ([]*wirepb.Enqueue
 	return results, nil
 }
 
+// admitItems is what every enqueue (to a queue or a topic) checks before
+// writing: a non-empty batch of valid items, and room on the disk.
+func (s *store) admitItems(items []*wirepb.EnqueueItem) error {
+	if len(items) == 0 {
+		return fmt.Errorf("%w: no tasks to enqueue", ErrBadRequest)
+	}
+	if err := s.validateItems(items, "items"); err != nil {
+		return err
+	}
+	return s.disk.admit()
+}
+
 // enqueue durably stores a batch of tasks and returns their ids.
 func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.EnqueueItem) ([]*wirepb.EnqueueResult, error) {
 	if topic, ok := TopicTarget(queueName); ok {
@@ -123,13 +135,7 @@ func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.E
 	if err := subject.Validate("queue", queueName); err != nil {
 		return nil, err
 	}
-	if len(items) == 0 {
-		return nil, fmt.Errorf("%w: no tasks to enqueue", ErrBadRequest)
-	}
-	if err := s.validateItems(items, "items"); err != nil {
-		return nil, err
-	}
-	if err := s.disk.admit(); err != nil {
+	if err := s.admitItems(items); err != nil {
 		return nil, err
 	}
 	q, err := s.queue(ctx, queueName, true)

@@ -321,10 +321,7 @@ func (s *store) publish(ctx context.Context, topic string, items []*wirepb.Enque
 	if err := subject.Validate("topic", topic); err != nil {
 		return nil, err
 	}
-	if len(items) == 0 {
-		return nil, fmt.Errorf("%w: no tasks to enqueue", ErrBadRequest)
-	}
-	if err := s.validateItems(items, "items"); err != nil {
+	if err := s.admitItems(items); err != nil { // ops.go: also refuses DISK_FULL
 		return nil, err
 	}
 	fqs, err := s.fanout(ctx, topic, items)
