@@ -217,6 +217,13 @@ func (s *store) replayWrite(ctx context.Context, q *queue, req *wirepb.ReplayReq
 		}
 		return nil
 	}
+	if !req.DryRun {
+		// A replay is an enqueue: below the disk reserve it answers
+		// DISK_FULL like every other (ops.go admitItems), writing nothing.
+		if err := s.disk.admit(); err != nil {
+			return err
+		}
+	}
 	if req.DryRun {
 		err := s.db.View(func(txn *badger.Txn) error { return prepare(&wtx{s: s, txn: txn}) })
 		if err != nil {

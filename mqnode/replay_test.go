@@ -300,3 +300,41 @@ func TestSettledSurvivesRepairAndEviction(t *testing.T) {
 		t.Fatalf("evicted %v (%v), want q once its kept tasks expired", gone, err)
 	}
 }
+
+// A replay is an enqueue: below the disk reserve it answers DISK_FULL and
+// writes nothing (a dry run still counts); once space returns it replays.
+func TestReplayRefusedBelowDiskReserve(t *testing.T) {
+	n, c := startNode(t, Config{Queues: map[string]QueueConfig{"jobs": {KeepSettled: time.Hour}}})
+	ctx := ctxT(t)
+	items := make([]*EnqueueItem, 50)
+	for i := range items {
+		items[i] = &EnqueueItem{Payload: []byte(fmt.Sprint(i))}
+	}
+	if _, err := c.Enqueue(ctx, "jobs", items...); err != nil {
+		t.Fatal(err)
+	}
+	if got := drainAck(t, c, "jobs"); len(got) != 50 {
+		t.Fatalf("handled %d tasks, want 50", len(got))
+	}
+	d := n.st.disk
+	d.reserve.Store(1 << 62) // no disk has that much free
+	d.lastCheck.Store(0)     // the next admit re-reads free space
+	since := time.Now().Add(-time.Hour).UnixMilli()
+	_, _, err := replayAll(ctx, c, &wirepb.ReplayRequest{Queue: "jobs", SinceUnixMs: since, ReplayId: "r1"})
+	if !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("replay below the reserve: %v, want ErrDiskFull", err)
+	}
+	dry, _, err := replayAll(ctx, c, &wirepb.ReplayRequest{Queue: "jobs", SinceUnixMs: since, ReplayId: "r1", DryRun: true})
+	if err != nil || dry.Enqueued != 50 {
+		t.Fatalf("dry run below the reserve: %v %+v, want 50 counted", err, dry)
+	}
+	if _, qs, _ := c.Stats(ctx, "jobs"); qs[0].Ready != 0 {
+		t.Fatalf("refused replay wrote %d tasks", qs[0].Ready)
+	}
+	d.reserve.Store(0)
+	d.lastCheck.Store(0)
+	sum, _, err := replayAll(ctx, c, &wirepb.ReplayRequest{Queue: "jobs", SinceUnixMs: since, ReplayId: "r1"})
+	if err != nil || sum.Enqueued != 50 {
+		t.Fatalf("replay once space returned: %v %+v, want 50", err, sum)
+	}
+}
