@@ -60,7 +60,11 @@ func TestConcurrentInvariants(t *testing.T) {
 					return
 				default:
 				}
-				ds, _, err := c.Pull(ctx, PullRequest{Queue: "bank", MaxTasks: 8, MaxWait: 50 * time.Millisecond, Lease: 30 * time.Millisecond})
+				// The lease is short so that expiries race acks, and long
+				// enough that a loaded 2-core machine (scheduling delays of
+				// tens of ms) does not expire most of them: at 30 ms the run
+				// livelocked under load, every lease gone before its ack.
+				ds, _, err := c.Pull(ctx, PullRequest{Queue: "bank", MaxTasks: 8, MaxWait: 50 * time.Millisecond, Lease: 150 * time.Millisecond})
 				if err != nil {
 					if ctx.Err() == nil {
 						t.Error(err)
@@ -69,7 +73,7 @@ func TestConcurrentInvariants(t *testing.T) {
 				}
 				// Check every delivery as the pull returns: a task acked by
 				// another consumer while this one works through the batch
-				// (its 30 ms lease ran out meanwhile) was not delivered
+				// (its lease ran out meanwhile) was not delivered
 				// after its ack.
 				mu.Lock()
 				for _, d := range ds {
