@@ -100,7 +100,7 @@ func (c *Client) call(ctx context.Context, subj string, req, rep proto.Message, 
 	defer done()
 	m, err := c.nc.RequestWithContext(ctx, subj, b)
 	if err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, ErrPermissionDenied) {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrPermissionDenied) || errors.Is(cause, ErrUnavailable) {
 			return cause
 		}
 		if err == nats.ErrNoResponders {

@@ -21,7 +21,17 @@ import (
 type pendingCalls struct {
 	mu   sync.Mutex
 	subs map[*pendingCall]struct{}
-	dead bool // removed from waiting: register anew
+	dead bool          // removed from waiting: register anew
+	gone chan struct{} // closed when the last request is over: stops the watch
+	shut bool          // gone is closed
+}
+
+// closeOnce closes calls.gone; calls.mu held.
+func closeOnce(calls *pendingCalls) {
+	if !calls.shut {
+		calls.shut = true
+		close(calls.gone)
+	}
 }
 
 type pendingCall struct {
@@ -40,8 +50,12 @@ func trackCall(ctx context.Context, nc *nats.Conn, subj string) (context.Context
 	pc := &pendingCall{subj: subj, cancel: cancel}
 	var calls *pendingCalls
 	for {
-		v, _ := waiting.LoadOrStore(nc, &pendingCalls{subs: map[*pendingCall]struct{}{}})
+		fresh := &pendingCalls{subs: map[*pendingCall]struct{}{}, gone: make(chan struct{})}
+		v, loaded := waiting.LoadOrStore(nc, fresh)
 		calls = v.(*pendingCalls)
+		if !loaded {
+			watchConn(nc, calls)
+		}
 		calls.mu.Lock()
 		if !calls.dead {
 			break
@@ -50,16 +64,51 @@ func trackCall(ctx context.Context, nc *nats.Conn, subj string) (context.Context
 	}
 	calls.subs[pc] = struct{}{}
 	calls.mu.Unlock()
+	// A request sent while the connection is down would wait its whole
+	// timeout in the reconnect buffer: fail it at once (the watch covers a
+	// connection lost from here on).
+	if st := nc.Status(); st != nats.CONNECTED {
+		cancel(fmt.Errorf("%w: connection %s", ErrUnavailable, st))
+	}
 	return ctx, func() {
 		calls.mu.Lock()
 		delete(calls.subs, pc)
-		if len(calls.subs) == 0 {
+		if len(calls.subs) == 0 && !calls.dead {
 			calls.dead = true
 			waiting.CompareAndDelete(nc, calls)
+		}
+		if len(calls.subs) == 0 {
+			closeOnce(calls)
 		}
 		calls.mu.Unlock()
 		cancel(nil)
 	}
+}
+
+// watchConn fails the requests of calls with ErrUnavailable when nc loses
+// its server while they wait: their replies cannot come (a node stopping
+// or a link cut), so the caller hears it now, not at its timeout. It
+// watches until calls has no request left.
+func watchConn(nc *nats.Conn, calls *pendingCalls) {
+	ch := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	go func() {
+		defer nc.RemoveStatusListener(ch)
+		select {
+		case st := <-ch:
+			cause := fmt.Errorf("%w: connection %s while waiting for the reply", ErrUnavailable, st)
+			calls.mu.Lock()
+			for pc := range calls.subs {
+				pc.cancel(cause)
+			}
+			// Later requests register anew, with a watch of their own.
+			if !calls.dead {
+				calls.dead = true
+				waiting.CompareAndDelete(nc, calls)
+			}
+			calls.mu.Unlock()
+		case <-calls.gone:
+		}
+	}()
 }
 
 var violationRe = regexp.MustCompile(`(?i)(publish|subscription) to "([^"]+)"`)

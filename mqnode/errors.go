@@ -1,6 +1,7 @@
 package mqnode
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"syscall"
@@ -83,6 +84,11 @@ func CodeOf(err error) wirepb.Code {
 		if errors.Is(err, sentinel) {
 			return code
 		}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// A request cut short (the node stopping, a timeout) was not
+		// done: the caller may retry, like any unavailability.
+		return wirepb.Code_UNAVAILABLE
 	}
 	return wirepb.Code_INTERNAL
 }
