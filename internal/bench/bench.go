@@ -26,7 +26,7 @@ func NewCommand() *cobra.Command { return newCommand(nil) }
 func newCommand(launch Launcher) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Run benchmarks against a peer in the same run"}
 	cmd.AddCommand(newNodeCommand(launch), newServeCommand())
-	cmd.AddCommand(newBroadcastCommand(), newCPUCommand(launch), newLatencyCommand(launch), newCompareCommand(), newRemoteCommand(launch))
+	cmd.AddCommand(newBroadcastCommand(), newCPUCommand(launch), newLatencyCommand(launch), newCompareCommand(), newRemoteCommand(launch), newLockCommand(launch))
 	return cmd
 }
 
