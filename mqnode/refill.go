@@ -28,8 +28,9 @@ import (
 // Who refills: a pull that finds fewer ready tasks in the window than it
 // asked for, and a refill is due, runs one itself (read outside the lock)
 // or waits for the one in flight, once per look; a pull that leaves the
-// window below half of ReadyBuffer starts one in the background
-// (prefetch), so the next pull usually finds the window full. Stats never
+// window below half of ReadyBuffer, while the counters say more ready
+// tasks wait on disk, starts one in the background (prefetch), so the next
+// pull usually finds the window full. Stats never
 // page: they come from counters, and an empty window with ready tasks
 // behind it starts a background refill.
 
@@ -73,12 +74,22 @@ func (q *queue) beginRefillLocked(now int64) *refill {
 	q.dirty = false
 	q.refilling = r
 	q.s.refills.Add(1)
+	q.s.nRefills.Add(1)
+	// The room is reserved in the node's budget until the swap, so
+	// refills of many queues at once do not all see it free.
+	q.s.bufTotal.Add(int64(max(r.maxBytes, 0)))
 	return r
 }
 
-// prefetchLocked starts a background refill when one is due.
+// prefetchLocked starts a background refill when one is due and the
+// counters say enough ready tasks wait on disk to be worth a read (a
+// quarter of the window, at most 256): a read costs about the same for 1
+// task as for 1,000, so a queue where retries come ready a few at a time
+// is left to the pulls' own refills, as is one whose keys past the cursor
+// are all delayed or in a write group in flight.
 func (q *queue) prefetchLocked(now int64) {
-	if !q.refillDueLocked() {
+	worth := max(1, min(q.s.cfg.ReadyBuffer/4, 256))
+	if !q.refillDueLocked() || q.readyLocked(now)-int64(len(q.buf)) < int64(worth) {
 		return
 	}
 	r := q.beginRefillLocked(now)
@@ -182,6 +193,8 @@ func (r *refill) swap() []*writeOp {
 	defer q.s.refills.Done()
 	defer close(r.done)
 	q.refilling = nil
+	q.s.bufTotal.Add(-int64(max(r.maxBytes, 0)))
+	q.s.nRefills.Add(-1)
 	if q.stopped {
 		return nil
 	}
@@ -216,7 +229,8 @@ func (r *refill) swap() []*writeOp {
 
 // refillFor makes one attempt, before a look at the window, to have max
 // tasks in it: when the window holds fewer and a refill is due, it runs
-// one (reading without q.mu), or waits for the one in flight. It returns
+// one (reading without q.mu), or waits for the one in flight if the window
+// holds less than half of max. It returns
 // the dead-letter moves to submit and the refill's error.
 func (q *queue) refillFor(max int) ([]*writeOp, error) {
 	q.mu.Lock()
@@ -225,8 +239,11 @@ func (q *queue) refillFor(max int) ([]*writeOp, error) {
 		return nil, nil
 	}
 	if r := q.refilling; r != nil {
+		short := len(q.buf)*2 < max
 		q.mu.Unlock()
-		<-r.done
+		if short {
+			<-r.done // a window under half the pull: worth the wait
+		}
 		return nil, nil
 	}
 	if !q.refillDueLocked() {

@@ -57,7 +57,8 @@ type store struct {
 
 	// refills counts the window refills in flight (refill.go); close
 	// waits for them before it closes Badger.
-	refills sync.WaitGroup
+	refills  sync.WaitGroup
+	nRefills atomic.Int64 // refills in flight (tests wait on it)
 	// refillRead, when set (tests), runs after a refill's read and before
 	// its swap: the window in which other operations race the refill.
 	refillRead atomic.Pointer[func(*queue)]
