@@ -49,6 +49,7 @@ const (
 	DefaultNATSMaxPayload  = 1<<20 + 64<<10
 	DefaultValueThreshold  = 128
 	DefaultValueLogFile    = 64 << 20
+	DefaultPageOutInterval = 2 * time.Second
 
 	DefaultMaxPullsPerClient = 1024
 	DefaultMaxRequestRate    = 20000
@@ -150,6 +151,11 @@ type Config struct {
 	ValueLogFileSize int64 `yaml:"value_log_file_size"`
 	BlockCacheSize   int64 `yaml:"block_cache_size"`
 	IndexCacheSize   int64 `yaml:"index_cache_size"`
+	// PageOutInterval is how often the node has the kernel reclaim the
+	// resident pages of Badger's mapped value-log and table files
+	// (pageout.go; Linux), so RSS does not grow with the data on disk.
+	// Default 2s; negative: never (the pages stay until memory is short).
+	PageOutInterval time.Duration `yaml:"pageout_interval"`
 	// DiskReserve is the free space (bytes) kept on the data dir's
 	// filesystem for what Badger maps next and for settling work: below it,
 	// enqueues answer DISK_FULL while pulls, acks and DLQ purges go on (see
@@ -303,6 +309,7 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.IndexCacheSize, DefaultIndexCacheSize)
 	setDefault(&c.ValueThreshold, DefaultValueThreshold)
 	setDefault(&c.ValueLogFileSize, DefaultValueLogFile)
+	setDefault(&c.PageOutInterval, DefaultPageOutInterval)
 	setDefault(&c.DiskReserve, 2*c.minDiskReserve())
 	setDefault(&c.TopicSyncInterval, DefaultTopicSyncInterval)
 	c.Throttle = c.Throttle.WithDefaults()

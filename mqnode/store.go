@@ -129,6 +129,7 @@ func openStore(cfg Config) (*store, error) {
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
+	s.goBg(s.runPageOut)
 	s.goBg(s.runEvict)
 	s.goBg(s.runDiskWatch)
 	s.goBg(s.runTotals)
