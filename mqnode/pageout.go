@@ -20,16 +20,23 @@ func (s *store) runPageOut() {
 	if s.cfg.PageOutInterval <= 0 {
 		return
 	}
-	t := time.NewTicker(s.cfg.PageOutInterval)
+	s.every(s.cfg.PageOutInterval, func() {
+		if err := pageOutMapped(s.cfg.DataDir); err != nil {
+			s.log.Debug("page-out of mapped store files", "err", err)
+		}
+	})
+}
+
+// every runs f every d until the store stops.
+func (s *store) every(d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.stopBg:
 			return
 		case <-t.C:
-			if err := pageOutMapped(s.cfg.DataDir); err != nil {
-				s.log.Debug("page-out of mapped store files", "err", err)
-			}
+			f()
 		}
 	}
 }
