@@ -14,7 +14,10 @@ import (
 )
 
 // pageOutMapped advises MADV_PAGEOUT on this process's shared mappings of
-// value-log (.vlog) and table (.sst) files under dir (see pageout.go).
+// table (.sst) files and of every value-log (.vlog) file but the newest
+// under dir (see pageout.go). The newest value-log file is the one Badger
+// appends to: paging its dirty pages out would start their writeback while
+// Badger writes next to them, and a write to a page under writeback waits.
 func pageOutMapped(dir string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -28,7 +31,12 @@ func pageOutMapped(dir string) error {
 		return err
 	}
 	defer f.Close()
-	var errs []error
+	type mapping struct {
+		start, end uint64
+		path       string
+	}
+	var ms []mapping
+	newest := ""
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// start-end perms offset dev inode path
@@ -37,7 +45,8 @@ func pageOutMapped(dir string) error {
 			continue
 		}
 		path := strings.Join(fs[5:], " ")
-		if !strings.HasPrefix(path, abs+string(filepath.Separator)) || !(strings.HasSuffix(path, ".vlog") || strings.HasSuffix(path, ".sst")) {
+		vlog := strings.HasSuffix(path, ".vlog")
+		if !strings.HasPrefix(path, abs+string(filepath.Separator)) || !vlog && !strings.HasSuffix(path, ".sst") {
 			continue
 		}
 		lo, hi, ok := strings.Cut(fs[0], "-")
@@ -49,9 +58,21 @@ func pageOutMapped(dir string) error {
 		if err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_PAGEOUT); e != 0 && e != unix.EINVAL && e != unix.ENOMEM {
+		// Value-log names are numbers, zero-padded to 6 digits: the
+		// longest, then largest, is the newest.
+		if b := filepath.Base(path); vlog && (len(b) > len(newest) || len(b) == len(newest) && b > newest) {
+			newest = b
+		}
+		ms = append(ms, mapping{start, end, path})
+	}
+	errs := []error{sc.Err()}
+	for _, m := range ms {
+		if filepath.Base(m.path) == newest {
+			continue
+		}
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(m.start), uintptr(m.end-m.start), unix.MADV_PAGEOUT); e != 0 && e != unix.EINVAL && e != unix.ENOMEM {
 			errs = append(errs, e)
 		}
 	}
-	return errors.Join(append(errs, sc.Err())...)
+	return errors.Join(errs...)
 }

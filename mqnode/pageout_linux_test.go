@@ -29,12 +29,13 @@ func rssFileKiB(t *testing.T) int64 {
 	return 0
 }
 
-// TestPageOutMappedFiles writes a value log of about 24 MiB, pages the
-// store's mapped files out, and checks RssFile fell by most of it and every
-// task still reads back intact.
+// TestPageOutMappedFiles writes a value log of about 24 MiB in 1 MiB
+// files, pages the store's mapped files out (all but the newest value-log
+// file), and checks RssFile fell by most of it and every task still reads
+// back intact.
 func TestPageOutMappedFiles(t *testing.T) {
 	dir := t.TempDir()
-	_, c := startNode(t, Config{DataDir: dir, PageOutInterval: -1, Durability: DurabilityAsync})
+	_, c := startNode(t, Config{DataDir: dir, PageOutInterval: -1, Durability: DurabilityAsync, ValueLogFileSize: 1 << 20})
 	ctx := ctxT(t)
 	const n, size = 6000, 4 << 10
 	for i := 0; i < n; i += 200 {
