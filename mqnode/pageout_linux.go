@@ -13,6 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// pageOutChunk is the most one madvise call covers.
+const pageOutChunk = 4 << 20
+
 // pageOutMapped advises MADV_PAGEOUT on this process's shared mappings of
 // table (.sst) files and of every value-log (.vlog) file but the newest
 // under dir (see pageout.go). The newest value-log file is the one Badger
@@ -70,8 +73,17 @@ func pageOutMapped(dir string) error {
 		if filepath.Base(m.path) == newest {
 			continue
 		}
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(m.start), uintptr(m.end-m.start), unix.MADV_PAGEOUT); e != 0 && e != unix.EINVAL && e != unix.ENOMEM {
-			errs = append(errs, e)
+		// In chunks: the kernel holds this process's mmap lock (shared)
+		// through one call, and a waiting mmap or munmap (the Go runtime's,
+		// Badger's) would hold every later page fault behind it.
+		for at := m.start; at < m.end; at += pageOutChunk {
+			n := min(pageOutChunk, m.end-at)
+			if _, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(at), uintptr(n), unix.MADV_PAGEOUT); e != 0 {
+				if e != unix.EINVAL && e != unix.ENOMEM {
+					errs = append(errs, e)
+				}
+				break // unmapped meanwhile
+			}
 		}
 	}
 	return errors.Join(errs...)

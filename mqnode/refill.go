@@ -88,7 +88,12 @@ func (q *queue) beginRefillLocked(now int64) *refill {
 // is left to the pulls' own refills, as is one whose keys past the cursor
 // are all delayed or in a write group in flight.
 func (q *queue) prefetchLocked(now int64) {
-	worth := max(1, min(q.s.cfg.ReadyBuffer/4, 256))
+	q.prefetchIfLocked(now, max(1, min(q.s.cfg.ReadyBuffer/4, 256)))
+}
+
+// prefetchIfLocked starts a background refill when one is due and at
+// least worth ready tasks wait on disk.
+func (q *queue) prefetchIfLocked(now int64, worth int) {
 	if !q.refillDueLocked() || q.readyLocked(now)-int64(len(q.buf)) < int64(worth) {
 		return
 	}

@@ -78,7 +78,7 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 	} else if st.Ready > 0 {
 		// No paging here: the window refills in the background, and the
 		// next look has the oldest ready task's age.
-		q.prefetchLocked(now)
+		q.prefetchIfLocked(now, 1)
 	}
 	q.mu.Unlock()
 	st.EnqueueRate, st.EnqueuedTotal = q.c.enqueued.rate(now)
