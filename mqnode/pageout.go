@@ -8,7 +8,7 @@ import "time"
 // until the kernel needs the memory back. With a deep backlog that is the
 // size of the data on disk (a 10M-task backlog showed 3.9 GiB of mapped
 // files). Every Config.PageOutInterval the node asks the kernel to reclaim
-// those pages now (madvise MADV_PAGEOUT on its shared mappings of value-log
+// those pages now (opt-in; madvise MADV_PAGEOUT on its shared mappings of value-log
 // and table files; pageout_linux.go): RSS stays near the heap, and a read
 // of a reclaimed page comes from the disk (or what is left of the page
 // cache) again. Memtable logs are left alone: they are small (a few

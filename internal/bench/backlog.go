@@ -32,6 +32,9 @@ func growBacklog(ctx context.Context, o *nodeOptions, w *workload, root string, 
 	defer os.RemoveAll(dir)
 	fmt.Fprintf(w.log, "bench: backlog: starting %s %s\n", bl.Peer, bl.Durability)
 	so := serveOptions{peer: bl.Peer, durability: o.backlogDurability, dir: dir}
+	if bl.Peer == peerMQNode {
+		so.pageout = o.backlogPageOut
+	}
 	if o.profileDir != "" {
 		base := filepath.Join(o.profileDir, "backlog-"+bl.Peer+"-"+bl.Durability)
 		so.cpuProfile, so.memProfile = base+".cpu.pprof", base+".heap.pprof"
