@@ -12,9 +12,9 @@ import (
 
 // runBacklog grows a backlog on peerName to each size in o.backlogSteps
 // without consuming and records the server's memory and disk use after
-// each step. With o.backlogDrain, it first times draining that many tasks
-// from a node holding nothing else, and at the end draining as many from
-// the head of the full backlog.
+// each step. For mqnode with o.backlogDrain, it first times draining that
+// many tasks (at most the first step) from a node holding nothing else, and
+// at the end draining as many from the head of the full backlog.
 func runBacklog(ctx context.Context, o *nodeOptions, w *workload, root, peerName string) Backlog {
 	bl := Backlog{Peer: peerName, Durability: durabilityName(peerName, o.backlogDurability), Steps: []BacklogStep{}}
 	if err := growBacklog(ctx, o, w, root, &bl); err != nil {
@@ -52,12 +52,18 @@ func growBacklog(ctx context.Context, o *nodeOptions, w *workload, root string, 
 	if err := p.prepare(ctx); err != nil {
 		return err
 	}
-	if o.backlogDrain > 0 {
-		if bl.EmptyDrainPerS, err = drainFromEmpty(ctx, o, w, bl.Peer, c.url); err != nil {
+	// The drains (mqnode only): as many tasks as --backlog-drain, at most
+	// the first step.
+	drainN := 0
+	if bl.Peer == peerMQNode && len(o.backlogSteps) > 0 {
+		drainN = min(o.backlogDrain, o.backlogSteps[0])
+	}
+	if drainN > 0 {
+		if bl.EmptyDrainPerS, err = drainFromEmpty(ctx, drainN, w, bl.Peer, c.url); err != nil {
 			return fmt.Errorf("drain from an empty node: %w", err)
 		}
-		bl.DrainTasks = o.backlogDrain
-		fmt.Fprintf(w.log, "bench: %s drain of %d tasks from an empty node: %.0f tasks/s\n", bl.Peer, o.backlogDrain, bl.EmptyDrainPerS)
+		bl.DrainTasks = drainN
+		fmt.Fprintf(w.log, "bench: %s drain of %d tasks from an empty node: %.0f tasks/s\n", bl.Peer, drainN, bl.EmptyDrainPerS)
 	}
 	var from uint64
 	for _, step := range o.backlogSteps {
@@ -93,8 +99,8 @@ func growBacklog(ctx context.Context, o *nodeOptions, w *workload, root string, 
 		bl.Steps = append(bl.Steps, s)
 		from = to
 	}
-	if o.backlogDrain > 0 && from > 0 {
-		n := min(uint64(o.backlogDrain), from)
+	if drainN > 0 {
+		n := uint64(drainN)
 		t0 := time.Now()
 		if err := drainAll(ctx, p, w, newTracker(n), fmt.Sprintf("%s backlog of %d:", bl.Peer, from)); err != nil {
 			return fmt.Errorf("drain from the backlog: %w", err)
@@ -107,10 +113,10 @@ func growBacklog(ctx context.Context, o *nodeOptions, w *workload, root string, 
 	return nil
 }
 
-// drainFromEmpty enqueues o.backlogDrain tasks to a queue of their own on
+// drainFromEmpty enqueues count tasks to a queue of their own on
 // a node that holds nothing else yet and times draining them: the drain
 // rate a deep backlog is compared with.
-func drainFromEmpty(ctx context.Context, o *nodeOptions, w *workload, peerName, url string) (float64, error) {
+func drainFromEmpty(ctx context.Context, count int, w *workload, peerName, url string) (float64, error) {
 	we := *w
 	we.run = "empty"
 	p, err := connect(ctx, peerName, url, &we)
@@ -121,7 +127,7 @@ func drainFromEmpty(ctx context.Context, o *nodeOptions, w *workload, peerName, 
 	if err := p.prepare(ctx); err != nil {
 		return 0, err
 	}
-	n := uint64(o.backlogDrain)
+	n := uint64(count)
 	if err := enqueueAll(ctx, p, &we, 0, n, peerName+" empty node:"); err != nil {
 		return 0, err
 	}
