@@ -49,8 +49,8 @@ const (
 	DefaultNATSMaxPayload  = 1<<20 + 64<<10
 	DefaultValueThreshold  = 128
 	DefaultValueLogFile    = 64 << 20
-	// DefaultPageOutInterval is off: page-out is opt-in until its cost
-	// on throughput is measured on a quiet machine (README, Benchmarks).
+	// DefaultPageOutInterval is off: at 2s page-out slowed the fsync
+	// pairing of bench node (README, Benchmarks).
 	DefaultPageOutInterval = -time.Second
 
 	DefaultMaxPullsPerClient = 1024
@@ -156,9 +156,9 @@ type Config struct {
 	// PageOutInterval is how often the node has the kernel reclaim the
 	// resident pages of Badger's mapped value-log and table files
 	// (pageout.go; Linux), so RSS does not grow with the data on disk
-	// (2s kept a 10M-task backlog at about 80 MiB of mapped files). Zero
-	// or negative (the default): never; the pages stay until memory runs
-	// short.
+	// (2s kept a 10M-task backlog at about 80 MiB of mapped files, and
+	// slowed fsync-durability throughput). Zero or negative (the default):
+	// never; the pages stay until memory runs short.
 	PageOutInterval time.Duration `yaml:"pageout_interval"`
 	// DiskReserve is the free space (bytes) kept on the data dir's
 	// filesystem for what Badger maps next and for settling work: below it,
