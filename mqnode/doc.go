@@ -115,7 +115,10 @@
 // are sized by config (MemTableSize, BlockCacheSize, IndexCacheSize).
 // Value-log GC runs every GCInterval and rewrites value-log files once
 // compactions have shown them mostly garbage, so disk use stays bounded
-// under churn (it lags by about one round of compactions).
+// under churn (it lags by about one round of compactions). Badger maps its
+// value-log and table files into memory; every PageOutInterval the node
+// has the kernel reclaim their resident pages (pageout.go), so RSS does
+// not grow with the backlog on disk.
 //
 // # Wire
 //
@@ -167,7 +170,9 @@
 // operations are waiting into one transaction, hence one fsync (group
 // commit). Lock order: store.qmu → queue.mu → leaseTable.mu →
 // store.clockMu; nothing submits a write while holding queue.mu, because the
-// writer takes queue.mu after each commit. A cursor never passes a key that
-// may still commit below it: scans stop at the first stamp of the write group
-// in flight (store.horizon).
+// writer takes queue.mu after each commit, and nothing reads the disk while
+// holding it: a ready window is refilled by a read outside the lock and a
+// swap under it (refill.go), and stats come from counters. A cursor never
+// passes a key that may still commit below it: scans stop at the first
+// stamp of the write group in flight (store.horizon).
 package mqnode

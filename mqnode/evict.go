@@ -115,20 +115,12 @@ func (s *store) runEvict() {
 	if s.cfg.QueueIdleEvict <= 0 {
 		return
 	}
-	every := min(time.Minute, s.cfg.QueueIdleEvict)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopBg:
-			return
-		case <-t.C:
-			names, err := s.evictIdle(context.Background(), s.nowMs())
-			if err != nil {
-				s.log.Warn("idle queue eviction failed", "err", err)
-			} else if len(names) > 0 {
-				s.log.Info("evicted idle empty queues", "count", len(names), "first", names[0])
-			}
+	s.every(min(time.Minute, s.cfg.QueueIdleEvict), func() {
+		names, err := s.evictIdle(context.Background(), s.nowMs())
+		if err != nil {
+			s.log.Warn("idle queue eviction failed", "err", err)
+		} else if len(names) > 0 {
+			s.log.Info("evicted idle empty queues", "count", len(names), "first", names[0])
 		}
-	}
+	})
 }

@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
@@ -36,10 +34,12 @@ type queue struct {
 	cursor   []byte // last key paged in; nil = start of the queue
 	dirty    bool   // ready keys may exist past the cursor
 	heldBack bool   // the last refill stopped at a write group in flight
-	timer    *time.Timer
-	timerAt  int64
-	wake     chan struct{} // closed (and replaced) on every change
-	stopped  bool
+	// refilling is the refill in flight (refill.go), nil when none.
+	refilling *refill
+	timer     *time.Timer
+	timerAt   int64
+	wake      chan struct{} // closed (and replaced) on every change
+	stopped   bool
 
 	stored  int64                 // task keys in the store (ready + delayed + leased)
 	leased  int64                 // tasks under lease
@@ -197,95 +197,6 @@ func (q *queue) readyLocked(now int64) int64 {
 	return r
 }
 
-// refillLocked pages ready tasks from Badger into the window, starting past
-// the cursor. It never moves the cursor past the store's horizon (see
-// store.horizon), so no key that commits later can be skipped. Records that
-// must move to the dead letter queue (corrupt, expired) are returned as
-// write ops for the caller to submit after releasing q.mu: the writer takes
-// q.mu in its after-commit hooks, so submitting under it could deadlock.
-func (q *queue) refillLocked(now int64) (moves []*writeOp, err error) {
-	q.heldBack = false
-	maxN, maxBytes := q.s.cfg.ReadyBuffer, q.s.readyShare(q.bufBytes)
-	if !q.dirty || len(q.buf) >= maxN || q.bufBytes >= maxBytes {
-		return nil, nil
-	}
-	limit := q.s.horizon()
-	q.dirty = false
-	prefix := queuePrefix(pfxTask, q.name)
-	err = q.s.db.View(func(txn *badger.Txn) error {
-		// Prefetch no more values than the window can take (a queue on a
-		// small share of the budget pages one or two tasks).
-		prefetch := max(1, min(64, maxN-len(q.buf), (maxBytes-q.bufBytes)/(4<<10)))
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: prefetch})
-		defer it.Close()
-		if q.cursor == nil {
-			it.Rewind()
-		} else {
-			it.Seek(q.cursor)
-			if it.Valid() && string(it.Item().Key()) == string(q.cursor) {
-				it.Next()
-			}
-		}
-		for ; it.Valid(); it.Next() {
-			item := it.Item()
-			key := item.KeyCopy(nil)
-			readyAt, _, err := parseTaskKey(q.name, key)
-			if err != nil {
-				return err
-			}
-			if readyAt > limit {
-				if readyAt > now {
-					q.armLocked(readyAt)
-				} else {
-					// Held back by a write group in flight: look again soon.
-					q.dirty = true
-					q.heldBack = true
-					q.armLocked(now + 1)
-				}
-				return nil
-			}
-			raw, err := item.ValueCopy(nil)
-			q.cursor = key
-			if err != nil {
-				// The key is there, its value is not (a cut value log):
-				// dead-letter the key with the reason, do not stall the queue.
-				q.undelayLocked(readyAt, now)
-				q.c.corrupt.Add(1)
-				q.s.log.Error("task record unreadable, moved to dead letter queue", "queue", q.name, "key", key, "err", err)
-				moves = append(moves, q.s.deadOp(q, key, nil, nil, "unreadable task record (value lost): "+err.Error()))
-				continue
-			}
-			t, derr := decodeTask(raw)
-			if derr != nil || (t.ExpiresUnixMs != 0 && t.ExpiresUnixMs <= now) {
-				q.undelayLocked(readyAt, now)
-			}
-			switch {
-			case derr != nil:
-				q.c.corrupt.Add(1)
-				q.s.log.Error("corrupt task record moved to dead letter queue", "queue", q.name, "key", key, "err", derr)
-				moves = append(moves, q.s.deadOp(q, key, nil, raw, derr.Error()))
-				continue
-			case t.ExpiresUnixMs != 0 && t.ExpiresUnixMs <= now:
-				moves = append(moves, q.s.deadOp(q, key, t, nil, "expired: not consumed within its retention"))
-				continue
-			}
-			e := &entry{key: key, readyAt: readyAt, task: t, size: len(raw)}
-			q.buf = append(q.buf, e)
-			q.addBuf(e.size)
-			if len(q.buf) >= maxN || q.bufBytes >= maxBytes {
-				q.dirty = true // more may follow
-				return nil
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		q.dirty = true
-		return moves, storageErr(err)
-	}
-	return moves, nil
-}
-
 // submitAll queues write ops (called without q.mu held).
 func (s *store) submitAll(ops []*writeOp) error {
 	var errs []error
@@ -367,8 +278,10 @@ type look struct {
 
 // take is one look at the window under q.mu (released by defer, so even a
 // panic cannot leave the queue locked): it leases what the throttles let
-// go and defers refused retries.
+// go and defers refused retries. A window short of max is refilled first,
+// outside the lock (refillFor).
 func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, error) {
+	moves, err := q.refillFor(max)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.stopped {
@@ -376,11 +289,6 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 	}
 	th := q.s.th
 	now := q.s.nowMs()
-	var err error
-	var moves []*writeOp
-	if len(q.buf) < max {
-		moves, err = q.refillLocked(now)
-	}
 	granted, held, by := th.Dispatch(q.name, min(max, len(q.buf)))
 	out := make([]*wirepb.Delivery, 0, granted)
 	// Deferring a refused retry costs a write: at most granted (and
@@ -424,6 +332,9 @@ func (q *queue) take(max int, leaseDur time.Duration, worker string) (look, erro
 	clear(q.buf[:n])
 	q.buf = q.buf[n:]
 	q.leased += int64(len(out))
+	if len(q.buf) < q.s.cfg.ReadyBuffer/2 {
+		q.prefetchLocked(now)
+	}
 	// Deferred retries stay counted as stored; they are delayed now.
 	return look{pulled: pulled{ds: out, ready: q.readyLocked(now), throttled: held, by: by},
 		moves: moves, wake: q.wake, heldBack: q.heldBack}, err

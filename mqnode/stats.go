@@ -58,7 +58,7 @@ type counters struct {
 	lost, corrupt              atomic.Uint64 // store damage found (see ledger.go)
 }
 
-// stats reports one queue.
+// stats reports one queue from its counters, without disk I/O.
 func (q *queue) stats() (*wirepb.QueueStats, error) {
 	q.mu.Lock()
 	if q.stopped {
@@ -66,7 +66,6 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 		return nil, ErrClosed
 	}
 	now := q.s.nowMs()
-	moves, err := q.refillLocked(now)
 	st := &wirepb.QueueStats{
 		Queue:   q.name,
 		Ready:   uint64(q.readyLocked(now)),
@@ -76,11 +75,12 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 	}
 	if len(q.buf) > 0 {
 		st.OldestReadyAgeMs = max(now-q.buf[0].readyAt, 0)
+	} else if st.Ready > 0 {
+		// No paging here: the window refills in the background, and the
+		// next look has the oldest ready task's age.
+		q.prefetchIfLocked(now, 1)
 	}
 	q.mu.Unlock()
-	if serr := q.s.submitAll(moves); serr != nil && err == nil {
-		err = serr
-	}
 	st.EnqueueRate, st.EnqueuedTotal = q.c.enqueued.rate(now)
 	st.AckRate, st.AckedTotal = q.c.acked.rate(now)
 	st.NackedTotal = q.c.nacked.Load()
@@ -92,11 +92,11 @@ func (q *queue) stats() (*wirepb.QueueStats, error) {
 	st.Throttles = throttleStates(q.s.th.QueueStates(q.name))
 	st.SettledKept, st.SettledBytes = q.kept.held(now)
 	st.KeepSettledMs = max(q.cfg.KeepSettled.Milliseconds(), 0)
-	return st, err
+	return st, nil
 }
 
 // QueueLevel is the backlog summary of one queue, for the backlog
-// publisher: cheap to compute, no I/O unless the ready window needs paging.
+// publisher: cheap to compute, from counters (no disk I/O).
 type QueueLevel struct {
 	Queue       string
 	Ready       uint64

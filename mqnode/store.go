@@ -55,6 +55,14 @@ type store struct {
 	nQueues  atomic.Int64 // queues in the table (newQueue .. stop)
 	obs      *observer    // metrics and trace hooks (observe.go)
 
+	// refills counts the window refills in flight (refill.go); close
+	// waits for them before it closes Badger.
+	refills  sync.WaitGroup
+	nRefills atomic.Int64 // refills in flight (tests wait on it)
+	// refillRead, when set (tests), runs after a refill's read and before
+	// its swap: the window in which other operations race the refill.
+	refillRead atomic.Pointer[func(*queue)]
+
 	started time.Time
 
 	bg     sync.WaitGroup
@@ -121,6 +129,7 @@ func openStore(cfg Config) (*store, error) {
 	s.w = newWriter(s)
 	s.goBg(s.leases.run)
 	s.goBg(s.runGC)
+	s.goBg(s.runPageOut)
 	s.goBg(s.runEvict)
 	s.goBg(s.runDiskWatch)
 	s.goBg(s.runTotals)
@@ -158,6 +167,7 @@ func (s *store) close() error {
 			q.stop()
 		}
 		s.qmu.Unlock()
+		s.refills.Wait() // stopped queues start none
 		err = errors.Join(s.seq.Release(), s.db.Close())
 	})
 	return err

@@ -101,6 +101,7 @@ func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
 	fs.Int64Var(&c.IndexCacheSize, "index-cache-size", c.IndexCacheSize, "Badger index cache size, in bytes")
 	fs.Int64Var(&c.ValueThreshold, "value-threshold", c.ValueThreshold, "records at least this large go to Badger's value log (bytes)")
 	fs.Int64Var(&c.ValueLogFileSize, "value-log-file-size", c.ValueLogFileSize, "size of one value-log file, the unit of value-log GC (bytes)")
+	fs.DurationVar(&c.PageOutInterval, "pageout-interval", c.PageOutInterval, "how often the kernel is asked to reclaim the pages of Badger's mapped files (zero or negative: never, the default)")
 	fs.Int64Var(&c.DiskReserve, "disk-reserve", c.DiskReserve, "free disk space kept; below it enqueues answer DISK_FULL (bytes)")
 	q := &c.QueueDefaults
 	fs.Uint32Var(&q.MaxAttempts, "max-attempts", q.MaxAttempts, "queue default: deliveries before a task goes to the dead letter queue")

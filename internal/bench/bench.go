@@ -26,7 +26,7 @@ func NewCommand() *cobra.Command { return newCommand(nil) }
 func newCommand(launch Launcher) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Run benchmarks against a peer in the same run"}
 	cmd.AddCommand(newNodeCommand(launch), newServeCommand())
-	cmd.AddCommand(newBroadcastCommand(), newCPUCommand(launch), newLatencyCommand(launch), newCompareCommand(), newRemoteCommand(launch))
+	cmd.AddCommand(newBroadcastCommand(), newCPUCommand(launch), newLatencyCommand(launch), newCompareCommand(), newRemoteCommand(launch), newLockCommand(launch))
 	return cmd
 }
 
@@ -40,6 +40,8 @@ type nodeOptions struct {
 	backlogSteps         []int
 	backlogDurability    string
 	backlogPeers         []string
+	backlogDrain         int
+	backlogPageOut       time.Duration
 	lease, stall         time.Duration
 	profileDir           string
 	peers                []string // peers besides mqnode: jetstream, river
@@ -71,6 +73,8 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.StringVar(&o.dir, "dir", "", "root of the temporary data directories (default: the system temp dir)")
 	f.IntSliceVar(&o.backlogSteps, "backlog-steps", nil, "also grow an mqnode backlog to each of these sizes without draining, recording RSS per step (e.g. 200000,1000000,2000000)")
 	f.StringVar(&o.backlogDurability, "backlog-durability", durAsync, "durability of the backlog runs: async or fsync (JetStream: default or SyncAlways)")
+	f.IntVar(&o.backlogDrain, "backlog-drain", 200_000, "with --backlog-steps, mqnode: time draining this many tasks (at most the first step) from an empty node first and from the head of the full backlog at the end (0: no drains)")
+	f.DurationVar(&o.backlogPageOut, "backlog-pageout", 2*time.Second, "mqnode's pageout_interval in the backlog runs (the node's default is off; negative: off)")
 	f.StringSliceVar(&o.backlogPeers, "backlog-peers", []string{peerMQNode}, "peers to grow a backlog on: mqnode, jetstream")
 	f.DurationVar(&o.lease, "lease", 30*time.Second, "lease (mqnode) and ack wait (JetStream) of pulled tasks")
 	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU and heap profiles of each server process to this directory (<peer>-<durability>.cpu.pprof, .heap.pprof)")

@@ -204,6 +204,9 @@ func TestBacklogJSON(t *testing.T) {
 	if len(r.Pairs) != 0 || len(r.Backlogs) != 2 || !r.OK {
 		t.Fatalf("report: %s", out)
 	}
+	if bl := r.Backlogs[0]; bl.DrainTasks != 200 || bl.EmptyDrainPerS <= 0 || bl.DeepDrainPerS <= 0 || bl.DrainRatio <= 0 {
+		t.Errorf("mqnode drains: %+v", bl)
+	}
 	for j, peer := range []string{"mqnode", "jetstream"} {
 		bl := r.Backlogs[j]
 		if bl.Peer != peer || len(bl.Steps) != 2 {

@@ -85,7 +85,10 @@
 // tables, which the kernel can reclaim) and disk use after each step. It
 // shows whether RSS stays flat while the backlog grows: the ready index
 // pages from Badger by cursor, so the queue itself holds a bounded window,
-// and what grows is the store's.
+// and what grows is the store's. With --backlog-drain N (default 200,000)
+// it also times draining N tasks from the node while it holds nothing else,
+// and N from the head of the full backlog at the end (their ratio: how much
+// a deep backlog slows draining), and reports disk bytes per task.
 //
 // --profile-dir writes a CPU profile and a heap profile (taken as the server
 // stops) of every server process, for `go tool pprof`.
@@ -201,6 +204,19 @@
 // mqnode.Puller keeping PULLS pulls of BATCH in flight (--pipelines). Reported:
 // tasks/s per drainer and link, the round trip the worker's connection
 // measured, and the ratio to the same drainer on loopback.
+//
+// # bench lock: tail latency on a deep backlog
+//
+//	mqmesh bench lock --backlog 500000 --rate 2000 --duration 20s
+//
+// fills one queue with --backlog tasks and --queues small ones, then for
+// --duration offers single-task enqueues at --rate (open loop, at most
+// --senders in flight) to the deep queue while --consumers pull
+// --pull-batch and ack, with the node's backlog publisher reading every
+// queue's stats. It reports p50/p99/p99.9/max of each enqueue (request →
+// reply, and scheduled → reply) and each pull, and the load average at the
+// start and end: anything that holds a queue's lock across disk reads
+// shows in these tails. Compare two builds by running each in turn.
 //
 // # bench compare and continuous benchmarks
 //

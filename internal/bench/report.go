@@ -106,7 +106,14 @@ type Backlog struct {
 	Peer       string        `json:"peer"`
 	Durability string        `json:"durability"`
 	Steps      []BacklogStep `json:"steps"`
-	Error      string        `json:"error,omitempty"`
+	// DrainTasks were drained from a node holding nothing else
+	// (EmptyDrainPerS), then from the head of the full backlog
+	// (DeepDrainPerS); DrainRatio = deep / empty.
+	DrainTasks     int     `json:"drain_tasks,omitempty"`
+	EmptyDrainPerS float64 `json:"empty_drain_per_s,omitempty"`
+	DeepDrainPerS  float64 `json:"deep_drain_per_s,omitempty"`
+	DrainRatio     float64 `json:"drain_ratio,omitempty"`
+	Error          string  `json:"error,omitempty"`
 }
 
 // BacklogStep is the server's state once the backlog reached a step.
@@ -121,6 +128,8 @@ type BacklogStep struct {
 	PeakRSSMiB  float64 `json:"peak_rss_mib"` // largest VmRSS sampled in the step
 	HWMMiB      float64 `json:"hwm_mib"`      // VmHWM so far
 	DiskMiB     float64 `json:"disk_mib"`     // data directory, allocated blocks
+	// DiskBytesPerTask is the data directory's size over the backlog.
+	DiskBytesPerTask float64 `json:"disk_bytes_per_task"`
 }
 
 func ratio(a, b float64) float64 {
@@ -226,13 +235,17 @@ func writeTable(w io.Writer, r *Report) error {
 	for _, bl := range r.Backlogs {
 		fmt.Fprintf(&b, "\nbacklog growth, %s durability %s (enqueue only, no consumers):\n", bl.Peer, bl.Durability)
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "backlog\tenqueue/s\tRSS MiB\tanon MiB\tfile MiB\tpeak RSS MiB (step)\tVmHWM MiB\tdisk MiB\t")
+		fmt.Fprintln(tw, "backlog\tenqueue/s\tRSS MiB\tanon MiB\tfile MiB\tpeak RSS MiB (step)\tVmHWM MiB\tdisk MiB\tdisk B/task\t")
 		for _, s := range bl.Steps {
-			fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", thousands(float64(s.Backlog)), thousands(s.EnqueuePerS),
-				s.RSSMiB, s.AnonMiB, s.FileMiB, s.PeakRSSMiB, s.HWMMiB, s.DiskMiB)
+			fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t\n", thousands(float64(s.Backlog)), thousands(s.EnqueuePerS),
+				s.RSSMiB, s.AnonMiB, s.FileMiB, s.PeakRSSMiB, s.HWMMiB, s.DiskMiB, s.DiskBytesPerTask)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		if bl.DrainTasks > 0 {
+			fmt.Fprintf(&b, "drain of %s tasks: %s/s from an empty node, %s/s from the head of the backlog (%.2f×)\n",
+				thousands(float64(bl.DrainTasks)), thousands(bl.EmptyDrainPerS), thousands(bl.DeepDrainPerS), bl.DrainRatio)
 		}
 		if bl.Error != "" {
 			fmt.Fprintf(&b, "error: backlog %s: %s\n", bl.Peer, bl.Error)

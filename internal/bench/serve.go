@@ -52,8 +52,10 @@ type serveOptions struct {
 	// listen, for mqnode: the client address (default 127.0.0.1:0);
 	// bench remote listens on a veth address in a network namespace.
 	listen string
-	worker workerOptions // peer worker
-	hogFor time.Duration // peer hog: exit after this long at the latest
+	// pageout, for mqnode: its PageOutInterval (0: the node's default).
+	pageout time.Duration
+	worker  workerOptions // peer worker
+	hogFor  time.Duration // peer hog: exit after this long at the latest
 	// ownSession starts the child in a session of its own (not a flag of
 	// serve: how the parent starts it).
 	ownSession bool
@@ -84,6 +86,9 @@ func (o serveOptions) args() []string {
 	}
 	if o.secrets != "" {
 		a = append(a, "--secrets", o.secrets)
+	}
+	if o.pageout != 0 {
+		a = append(a, "--pageout", o.pageout.String())
 	}
 	switch o.peer {
 	case peerWorker:
@@ -148,6 +153,7 @@ func newServeCommand() *cobra.Command {
 	cmd.Flags().StringVar(&o.throttle, "throttle", "", "mqnode for bench cpu: on (defaults) or off, with a backlog publisher")
 	cmd.Flags().DurationVar(&o.hogFor, "hog-for", 0, "hog: exit after this long at the latest")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "mqnode: client address host:port (default 127.0.0.1:0)")
+	cmd.Flags().DurationVar(&o.pageout, "pageout", 0, "mqnode: page-out interval of mapped store files (0: the node's default)")
 	o.worker.flags(cmd.Flags())
 	return cmd
 }
@@ -252,7 +258,7 @@ func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string,
 	}
 	n, err := mqnode.New(mqnode.Config{
 		Name: "bench", DataDir: o.dir, Listen: cmp.Or(o.listen, "127.0.0.1:0"), Durability: dur, Logger: log, Throttle: th,
-		Security: sec,
+		Security: sec, PageOutInterval: o.pageout,
 	})
 	if err != nil {
 		return "", nil, err
