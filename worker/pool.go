@@ -32,7 +32,11 @@ type Pool struct {
 	view *backlog.View
 
 	handlers map[string]*registered
-	slots    chan struct{}
+	// slots: one per running handler (Slots); credits: every task held,
+	// up to Slots plus the prefetch (prefetch.go).
+	slots   chan struct{}
+	credits *credits
+	sizer   *sizer
 
 	mu      sync.Mutex
 	clients map[Origin]*mqnode.Client
@@ -87,6 +91,8 @@ func New(nc *nats.Conn, cfg Config) (*Pool, error) {
 		view:     backlog.NewView(nil),
 		handlers: map[string]*registered{},
 		slots:    make(chan struct{}, cfg.Slots),
+		credits:  newCredits(cfg.Slots),
+		sizer:    &sizer{slots: cfg.Slots, cap: max(cfg.MaxPrefetch, 0), floor: cfg.Policy.LocalBatch},
 		sched: NewScheduler(SchedulerConfig{IDC: cfg.IDC, Node: cfg.Node, Policy: cfg.Policy,
 			Rand: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}),
 		clients:   map[Origin]*mqnode.Client{},
