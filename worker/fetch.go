@@ -17,19 +17,21 @@ import (
 // (pipelined, so a pool is not held to one batch per round trip) and the
 // one pull from another node the scheduler allows, so a slow or cut link
 // never holds up the own node's work. A long poll of the own node goes
-// alone: it is made once the pulls out have said the node is drained.
+// alone: it is made once the pulls out have said the node is drained, and
+// nothing else is decided while it is out. Only free handler slots help
+// other nodes: the prefetch is for the own node's tasks.
 func (p *Pool) fetch(r *registered) {
 	defer p.fetchWG.Done()
 	var pullWG sync.WaitGroup
 	defer pullWG.Wait()
-	// ended gets the Where of every pull that ended; at most localPulls
-	// local and one remote pull are out, so a send never blocks.
-	ended := make(chan Where, localPulls+1)
-	localOut := 0
+	// ended gets every pull that ended; at most localPulls local and one
+	// remote pull are out, so a send never blocks.
+	ended := make(chan pullEnd, localPulls+1)
+	var out pullsOut
 	for {
-		p.noteEnded(ended, &localOut)
-		if localOut >= localPulls {
-			if !p.idle(time.Hour, ended, &localOut) {
+		p.noteEnded(ended, &out)
+		if out.local >= localPulls || out.long {
+			if !p.idle(time.Hour, ended, &out) {
 				return
 			}
 			continue
@@ -39,37 +41,46 @@ func (p *Pool) fetch(r *registered) {
 		if k == 0 {
 			return
 		}
+		helpFree := p.cfg.Slots - len(p.slots) - int(p.waiting.Load())
+		view := p.view.Entries()
+		if helpFree <= 0 {
+			view = nil // no other node to help: every handler slot is taken
+		}
 		p.schedMu.Lock()
-		acts := p.sched.Next(time.Now(), r.queue, p.view.Entries(), k)
+		acts := p.sched.Next(time.Now(), r.queue, view, k)
 		p.schedMu.Unlock()
 		for _, a := range acts {
 			switch {
 			case a.Where == Nowhere:
 				p.credits.give(a.Slots)
-				if !p.idle(a.Wait, ended, &localOut) {
+				if !p.idle(a.Wait, ended, &out) {
 					return
 				}
-			case a.Where == Local && a.Wait > 0 && localOut > 0:
+			case a.Where == Local && a.Wait > 0 && out.local > 0:
 				// A long poll: wait for the pulls out first.
 				p.credits.give(a.Slots)
-				if !p.idle(time.Hour, ended, &localOut) {
+				if !p.idle(time.Hour, ended, &out) {
 					return
 				}
 			case a.Where == Local:
-				localOut++
+				out.local++
+				out.long = a.Wait > 0
 				pullWG.Add(1)
 				go func() {
 					defer pullWG.Done()
 					ds, origin := p.pullLocal(r, a)
-					ended <- Local
+					p.waiting.Add(int64(len(ds)))
+					ended <- pullEnd{where: Local, long: a.Wait > 0}
 					p.dispatch(r, origin, Local, ds)
 				}()
 			default:
+				a.MaxTasks = max(min(a.MaxTasks, helpFree), 1)
 				pullWG.Add(1)
 				go func() {
 					defer pullWG.Done()
 					ds, origin := p.pullRemote(r, a)
-					ended <- a.Where
+					p.waiting.Add(int64(len(ds)))
+					ended <- pullEnd{where: a.Where}
 					p.dispatch(r, origin, a.Where, ds)
 				}()
 			}
@@ -77,14 +88,33 @@ func (p *Pool) fetch(r *registered) {
 	}
 }
 
+// pullEnd tells the fetch loop a pull ended; pullsOut is what it has out.
+type (
+	pullEnd struct {
+		where Where
+		long  bool
+	}
+	pullsOut struct {
+		local int  // pulls of the own node
+		long  bool // one of them is a long poll
+	}
+)
+
+func (o *pullsOut) ended(e pullEnd) {
+	if e.where == Local {
+		o.local--
+	}
+	if e.long {
+		o.long = false
+	}
+}
+
 // noteEnded takes note of the pulls that ended, without waiting.
-func (p *Pool) noteEnded(ended <-chan Where, localOut *int) {
+func (p *Pool) noteEnded(ended <-chan pullEnd, out *pullsOut) {
 	for {
 		select {
-		case w := <-ended:
-			if w == Local {
-				*localOut--
-			}
+		case e := <-ended:
+			out.ended(e)
 		default:
 			return
 		}
@@ -92,17 +122,15 @@ func (p *Pool) noteEnded(ended <-chan Where, localOut *int) {
 }
 
 // idle waits d, or until a pull ends; false when stopping.
-func (p *Pool) idle(d time.Duration, ended <-chan Where, localOut *int) bool {
+func (p *Pool) idle(d time.Duration, ended <-chan pullEnd, out *pullsOut) bool {
 	if d <= 0 {
 		return true
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case w := <-ended:
-		if w == Local {
-			*localOut--
-		}
+	case e := <-ended:
+		out.ended(e)
 	case <-t.C:
 	case <-p.fetchStop:
 		return false
@@ -180,8 +208,10 @@ var errStopping = errors.New("stopping")
 func (p *Pool) dispatch(r *registered, origin Origin, where Where, ds []*mqnode.Delivery) {
 	for i, dl := range ds {
 		p.slots <- struct{}{}
+		p.waiting.Add(-1)
 		if p.killed.Load() {
 			<-p.slots
+			p.waiting.Add(-int64(len(ds) - i - 1))
 			p.credits.give(len(ds) - i)
 			return
 		}

@@ -20,7 +20,7 @@ func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery
 		ID: t.Id, Queue: t.Queue, Payload: t.Payload, Headers: t.Headers, Attempt: t.Attempt,
 		Created: time.UnixMilli(t.CreatedUnixMs), Origin: origin, Tier: tierOf(where), LastError: t.LastError,
 	}
-	leaseCtx, loseLease := context.WithCancelCause(p.runCtx)
+	leaseCtx, loseLease := context.WithCancelCause(p.runParent())
 	defer loseLease(nil)
 	ctx, cancel := context.WithTimeout(withTask(leaseCtx, task), r.timeout)
 	defer cancel()

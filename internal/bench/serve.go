@@ -52,8 +52,11 @@ type serveOptions struct {
 	// listen, for mqnode: the client address (default 127.0.0.1:0);
 	// bench remote listens on a veth address in a network namespace.
 	listen string
-	worker workerOptions // peer worker
-	hogFor time.Duration // peer hog: exit after this long at the latest
+	// noTrace, for mqnode: run without the task trace (Config.Trace
+	// Disabled), to measure what the trace costs.
+	noTrace bool
+	worker  workerOptions // peer worker
+	hogFor  time.Duration // peer hog: exit after this long at the latest
 	// ownSession starts the child in a session of its own (not a flag of
 	// serve: how the parent starts it).
 	ownSession bool
@@ -84,6 +87,9 @@ func (o serveOptions) args() []string {
 	}
 	if o.secrets != "" {
 		a = append(a, "--secrets", o.secrets)
+	}
+	if o.noTrace {
+		a = append(a, "--no-trace")
 	}
 	switch o.peer {
 	case peerWorker:
@@ -148,6 +154,7 @@ func newServeCommand() *cobra.Command {
 	cmd.Flags().StringVar(&o.throttle, "throttle", "", "mqnode for bench cpu: on (defaults) or off, with a backlog publisher")
 	cmd.Flags().DurationVar(&o.hogFor, "hog-for", 0, "hog: exit after this long at the latest")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "mqnode: client address host:port (default 127.0.0.1:0)")
+	cmd.Flags().BoolVar(&o.noTrace, "no-trace", false, "mqnode: run without the task trace")
 	o.worker.flags(cmd.Flags())
 	return cmd
 }
@@ -252,7 +259,7 @@ func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string,
 	}
 	n, err := mqnode.New(mqnode.Config{
 		Name: "bench", DataDir: o.dir, Listen: cmp.Or(o.listen, "127.0.0.1:0"), Durability: dur, Logger: log, Throttle: th,
-		Security: sec,
+		Security: sec, Trace: mqnode.TraceConfig{Disabled: o.noTrace},
 	})
 	if err != nil {
 		return "", nil, err
