@@ -151,10 +151,11 @@ func (p *Pool) pullLocal(r *registered, a Action) ([]*mqnode.Delivery, Origin) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.Wait+mqnode.DefaultRequestTimeout)
 	origin := Origin{IDC: a.IDC, Node: a.Node}
 	t0 := time.Now()
-	ds, _, err := p.client(origin).Pull(ctx, mqnode.PullRequest{
+	pr, err := p.client(origin).PullResult(ctx, mqnode.PullRequest{
 		Queue: r.queue, MaxTasks: a.MaxTasks, MaxWait: a.Wait, Lease: p.cfg.Lease, WorkerID: p.cfg.ID,
 	})
 	cancel()
+	ds := pr.Deliveries
 	if err == nil && a.Wait == 0 {
 		p.sizer.pulled(time.Since(t0))
 	}
@@ -164,7 +165,7 @@ func (p *Pool) pullLocal(r *registered, a Action) ([]*mqnode.Delivery, Origin) {
 	p.credits.setLimit(p.cfg.Slots + prefetch)
 	p.schedMu.Lock()
 	p.sched.SetLocalBatch(batch)
-	p.sched.Observe(PullResult{Action: a, Got: len(ds), Err: err}, time.Now())
+	p.sched.Observe(PullResult{Action: a, Got: len(ds), Err: err, ReadyAfter: pr.ReadyAfter, Throttled: pr.Throttled}, time.Now())
 	p.schedMu.Unlock()
 	if err != nil {
 		p.log.Warn("pull from the own node failed", "node", a.Node, "queue", r.queue, "err", err)

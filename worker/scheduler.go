@@ -193,7 +193,10 @@ func (s *Scheduler) SetLocalBatch(n int) { s.localBatch = n }
 func (s *Scheduler) Observe(r PullResult, now time.Time) (avoidFor time.Duration) {
 	qs := s.queue(r.Queue)
 	if r.Where == Local {
-		qs.drained = r.Err == nil && r.Got < r.MaxTasks
+		// Short means drained, unless the pull got tasks and the node says
+		// more are ready (it hands out what its ready window holds; with
+		// pipelined pulls a short one is not the end of the backlog).
+		qs.drained = r.Err == nil && r.Got < r.MaxTasks && !(r.Got > 0 && r.ReadyAfter > 0 && r.Throttled == 0)
 		if r.Wait > 0 {
 			qs.helping = false // a long poll: nobody needed help
 		}
