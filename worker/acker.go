@@ -9,8 +9,10 @@ import (
 )
 
 // acker sends the acks of one origin node in batches: whatever is waiting
-// while a request is in flight goes in the next one (no timer, no added
-// latency when idle).
+// while the requests are in flight goes in the next one (no timer, no
+// added latency when idle). Up to maxAckRequests requests are out at once,
+// so a pool across a slow link, or draining fast, is not held to one batch
+// of acks per round trip.
 type acker struct {
 	c    *mqnode.Client
 	log  *slog.Logger
@@ -24,7 +26,12 @@ type ackReq struct {
 	done chan error
 }
 
-const maxAckBatch = 256
+// maxAckBatch is the most acks per request; maxAckRequests the most
+// requests out at once.
+const (
+	maxAckBatch    = 1000
+	maxAckRequests = 4
+)
 
 func newAcker(c *mqnode.Client, log *slog.Logger) *acker {
 	a := &acker{c: c, log: log, ch: make(chan ackReq, maxAckBatch)}
@@ -49,9 +56,13 @@ func (a *acker) close() {
 
 func (a *acker) run() {
 	defer a.wg.Done()
-	batch := make([]ackReq, 0, maxAckBatch)
+	out := make(chan struct{}, maxAckRequests)
+	var reqs sync.WaitGroup
+	defer reqs.Wait()
 	for r := range a.ch {
-		batch = append(batch[:0], r)
+		out <- struct{}{}
+		batch := make([]ackReq, 1, 64)
+		batch[0] = r
 	fill:
 		for len(batch) < maxAckBatch {
 			select {
@@ -64,20 +75,29 @@ func (a *acker) run() {
 				break fill
 			}
 		}
-		items := make([]*mqnode.AckItem, len(batch))
-		for i, r := range batch {
-			items[i] = r.item
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), mqnode.DefaultRequestTimeout)
-		res, err := a.c.Ack(ctx, items...)
-		cancel()
-		for i, r := range batch {
-			switch {
-			case err != nil:
-				r.done <- err
-			default:
-				r.done <- mqnode.ItemErr(res[i])
-			}
+		reqs.Add(1)
+		go func() {
+			defer func() { <-out; reqs.Done() }()
+			a.send(batch)
+		}()
+	}
+}
+
+// send acks one batch and tells each waiter its item's outcome.
+func (a *acker) send(batch []ackReq) {
+	items := make([]*mqnode.AckItem, len(batch))
+	for i, r := range batch {
+		items[i] = r.item
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), mqnode.DefaultRequestTimeout)
+	res, err := a.c.Ack(ctx, items...)
+	cancel()
+	for i, r := range batch {
+		switch {
+		case err != nil:
+			r.done <- err
+		default:
+			r.done <- mqnode.ItemErr(res[i])
 		}
 	}
 }

@@ -17,6 +17,8 @@ const (
 	DefaultSlots          = 16
 	DefaultLease          = 30 * time.Second
 	DefaultHandlerTimeout = 5 * time.Minute
+	// minDefaultPrefetch is the least default MaxPrefetch.
+	minDefaultPrefetch = 256
 )
 
 // Config configures a worker pool.
@@ -38,6 +40,12 @@ type Config struct {
 	// handler's lease is extended every ExtendEvery (default Lease/3).
 	Lease       time.Duration `yaml:"lease"`
 	ExtendEvery time.Duration `yaml:"extend_every"`
+	// MaxPrefetch caps the tasks the pool leases beyond its free slots,
+	// waiting for one: pulls are pipelined, and the prefetch is sized by
+	// the measured round trip of the own node's pulls and the handlers'
+	// rate (2 × rate × RTT), up to this. Default 4 × Slots, at least 256;
+	// negative: none (a pull asks for no more than the free slots).
+	MaxPrefetch int `yaml:"max_prefetch"`
 	// HandlerTimeout is a handler's deadline unless its own is set. 5m.
 	HandlerTimeout time.Duration `yaml:"handler_timeout"`
 	// Policy tunes the scheduler (local first, then helping).
@@ -75,6 +83,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.HandlerTimeout <= 0 {
 		c.HandlerTimeout = DefaultHandlerTimeout
+	}
+	if c.MaxPrefetch == 0 {
+		c.MaxPrefetch = max(4*c.Slots, minDefaultPrefetch)
 	}
 	c.Policy = c.Policy.WithDefaults()
 	if c.Logger == nil {

@@ -65,6 +65,14 @@
 // probe task every 3 s), and helps nobody, so its node's backlog escalates
 // to healthy pools.
 //
+// Pulls of the own node are pipelined: up to 4 are out at once, and a pool
+// may lease more tasks than it has free slots (the prefetch, waiting for a
+// slot), sized by the measured round trip of its pulls and its handlers'
+// rate up to Config.MaxPrefetch; each pull asks for the slots plus the
+// prefetch spread over the pulls, at least LocalBatch. Only free slots help
+// other nodes. Acks go in batches, up to 4 requests out per node. So a pool
+// across a slow link is not held to one batch per round trip.
+//
 // Short and empty pull replies correct the view at once. A pool on a host
 // without a node (worker-only host) treats its IDC as its first tier.
 // PolicyConfig.LocalOnly switches helping off (the single-host design the

@@ -3,8 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -12,72 +10,127 @@ import (
 	"github.com/mqmesh/mqmesh/mqnode"
 )
 
-func maxBatch(c PolicyConfig) int { return max(c.LocalBatch, c.RemoteBatch, c.CrossIDCBatch) }
-
 // fetch is the pull loop of one queue, a thin shell around the pool's
-// Scheduler: reserve free slots, ask the scheduler what to do, do it, tell
-// it what came of it. A pull from another node runs on its own goroutine
-// (the scheduler allows one at a time per queue), so a slow or cut link
-// never holds up the own node's work.
+// Scheduler: take free credits (slots plus prefetch, prefetch.go), ask
+// the scheduler what to do, do it, tell it what came of it. Pulls run on
+// their own goroutines: up to localPulls of the own node at once
+// (pipelined, so a pool is not held to one batch per round trip) and the
+// one pull from another node the scheduler allows, so a slow or cut link
+// never holds up the own node's work. A long poll of the own node goes
+// alone: it is made once the pulls out have said the node is drained, and
+// nothing else is decided while it is out. Only free handler slots help
+// other nodes: the prefetch is for the own node's tasks.
 func (p *Pool) fetch(r *registered) {
 	defer p.fetchWG.Done()
-	var remoteWG sync.WaitGroup
-	remoteDone := make(chan struct{}, 1)
-	defer remoteWG.Wait()
-	limit := maxBatch(p.cfg.Policy)
+	var pullWG sync.WaitGroup
+	defer pullWG.Wait()
+	// ended gets every pull that ended; at most localPulls local and one
+	// remote pull are out, so a send never blocks.
+	ended := make(chan pullEnd, localPulls+1)
+	var out pullsOut
 	for {
-		// Reserve at least one slot, then whatever else is free.
-		select {
-		case p.slots <- struct{}{}:
-		case <-p.fetchStop:
+		p.noteEnded(ended, &out)
+		if out.local >= localPulls || out.long {
+			if !p.idle(time.Hour, ended, &out) {
+				return
+			}
+			continue
+		}
+		_, batch := p.sizer.size()
+		k := p.credits.take(max(batch, p.cfg.Policy.RemoteBatch, p.cfg.Policy.CrossIDCBatch), p.fetchStop)
+		if k == 0 {
 			return
 		}
-		k := 1
-	more:
-		for k < limit {
-			select {
-			case p.slots <- struct{}{}:
-				k++
-			default:
-				break more
-			}
+		helpFree := p.cfg.Slots - len(p.slots) - int(p.waiting.Load())
+		view := p.view.Entries()
+		if helpFree <= 0 {
+			view = nil // no other node to help: every handler slot is taken
 		}
 		p.schedMu.Lock()
-		acts := p.sched.Next(time.Now(), r.queue, p.view.Entries(), k)
+		acts := p.sched.Next(time.Now(), r.queue, view, k)
 		p.schedMu.Unlock()
 		for _, a := range acts {
-			switch a.Where {
-			case Nowhere:
-				p.release(a.Slots)
-				if !p.idle(a.Wait, remoteDone) {
+			switch {
+			case a.Where == Nowhere:
+				p.credits.give(a.Slots)
+				if !p.idle(a.Wait, ended, &out) {
 					return
 				}
-			case Local:
-				p.pullLocal(r, a)
-			default:
-				remoteWG.Add(1)
+			case a.Where == Local && a.Wait > 0 && out.local > 0:
+				// A long poll: wait for the pulls out first.
+				p.credits.give(a.Slots)
+				if !p.idle(time.Hour, ended, &out) {
+					return
+				}
+			case a.Where == Local:
+				out.local++
+				out.long = a.Wait > 0
+				pullWG.Add(1)
 				go func() {
-					defer remoteWG.Done()
-					p.pullRemote(r, a)
-					select {
-					case remoteDone <- struct{}{}:
-					default:
-					}
+					defer pullWG.Done()
+					ds, origin := p.pullLocal(r, a)
+					p.waiting.Add(int64(len(ds)))
+					ended <- pullEnd{where: Local, long: a.Wait > 0}
+					p.dispatch(r, origin, Local, ds)
+				}()
+			default:
+				a.MaxTasks = max(min(a.MaxTasks, helpFree), 1)
+				pullWG.Add(1)
+				go func() {
+					defer pullWG.Done()
+					ds, origin := p.pullRemote(r, a)
+					p.waiting.Add(int64(len(ds)))
+					ended <- pullEnd{where: a.Where}
+					p.dispatch(r, origin, a.Where, ds)
 				}()
 			}
 		}
 	}
 }
 
-// idle waits d, or until a remote pull ends; false when stopping.
-func (p *Pool) idle(d time.Duration, remoteDone <-chan struct{}) bool {
+// pullEnd tells the fetch loop a pull ended; pullsOut is what it has out.
+type (
+	pullEnd struct {
+		where Where
+		long  bool
+	}
+	pullsOut struct {
+		local int  // pulls of the own node
+		long  bool // one of them is a long poll
+	}
+)
+
+func (o *pullsOut) ended(e pullEnd) {
+	if e.where == Local {
+		o.local--
+	}
+	if e.long {
+		o.long = false
+	}
+}
+
+// noteEnded takes note of the pulls that ended, without waiting.
+func (p *Pool) noteEnded(ended <-chan pullEnd, out *pullsOut) {
+	for {
+		select {
+		case e := <-ended:
+			out.ended(e)
+		default:
+			return
+		}
+	}
+}
+
+// idle waits d, or until a pull ends; false when stopping.
+func (p *Pool) idle(d time.Duration, ended <-chan pullEnd, out *pullsOut) bool {
 	if d <= 0 {
 		return true
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-remoteDone:
+	case e := <-ended:
+		out.ended(e)
 	case <-t.C:
 	case <-p.fetchStop:
 		return false
@@ -91,33 +144,44 @@ func (p *Pool) observe(res PullResult) time.Duration {
 	return p.sched.Observe(res, time.Now())
 }
 
-// pullLocal makes a pull of the own node with the action's slots.
-func (p *Pool) pullLocal(r *registered, a Action) {
+// pullLocal makes a pull of the own node with the action's credits, and
+// resizes the prefetch and the local batch by its round trip.
+func (p *Pool) pullLocal(r *registered, a Action) ([]*mqnode.Delivery, Origin) {
 	// Not cancelled by Stop: a pull cut short would strand leases.
 	ctx, cancel := context.WithTimeout(context.Background(), a.Wait+mqnode.DefaultRequestTimeout)
 	origin := Origin{IDC: a.IDC, Node: a.Node}
-	ds, _, err := p.client(origin).Pull(ctx, mqnode.PullRequest{
+	t0 := time.Now()
+	pr, err := p.client(origin).PullResult(ctx, mqnode.PullRequest{
 		Queue: r.queue, MaxTasks: a.MaxTasks, MaxWait: a.Wait, Lease: p.cfg.Lease, WorkerID: p.cfg.ID,
 	})
 	cancel()
-	p.release(a.Slots - len(ds))
+	ds := pr.Deliveries
+	if err == nil && a.Wait == 0 {
+		p.sizer.pulled(time.Since(t0))
+	}
+	p.credits.give(a.Slots - len(ds))
 	p.stats.pull(Local, len(ds))
-	p.observe(PullResult{Action: a, Got: len(ds), Err: err})
+	prefetch, batch := p.sizer.size()
+	p.credits.setLimit(p.cfg.Slots + prefetch)
+	p.schedMu.Lock()
+	p.sched.SetLocalBatch(batch)
+	p.sched.Observe(PullResult{Action: a, Got: len(ds), Err: err, ReadyAfter: pr.ReadyAfter, Throttled: pr.Throttled}, time.Now())
+	p.schedMu.Unlock()
 	if err != nil {
 		p.log.Warn("pull from the own node failed", "node", a.Node, "queue", r.queue, "err", err)
-		return
+		return nil, origin
 	}
-	p.dispatch(r, origin, Local, ds)
+	return ds, origin
 }
 
 // pullRemote makes a pull the scheduler sent to another node, with its
-// reserved slots, and hands the tasks to them.
-func (p *Pool) pullRemote(r *registered, a Action) {
+// reserved credits.
+func (p *Pool) pullRemote(r *registered, a Action) ([]*mqnode.Delivery, Origin) {
 	origin := Origin{IDC: a.IDC, Node: a.Node}
 	if !p.sleep(a.Delay) {
-		p.release(a.Slots)
+		p.credits.give(a.Slots)
 		p.observe(PullResult{Action: a, Err: errStopping})
-		return
+		return nil, origin
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.Wait+p.cfg.Policy.RemoteTimeout)
 	pr, err := p.client(origin).PullResult(ctx, mqnode.PullRequest{
@@ -125,30 +189,35 @@ func (p *Pool) pullRemote(r *registered, a Action) {
 	})
 	cancel()
 	ds, readyAfter := pr.Deliveries, pr.ReadyAfter
-	p.release(a.Slots - len(ds))
+	p.credits.give(a.Slots - len(ds))
 	p.stats.pull(a.Where, len(ds))
 	back := p.observe(PullResult{Action: a, Got: len(ds), Err: err, ReadyAfter: readyAfter, Throttled: pr.Throttled})
 	if err != nil {
 		p.view.Correct(a.IDC, a.Node, r.queue, 0)
 		p.log.Warn("pull from another node failed; avoiding it", "from", origin, "queue", r.queue, "for", back, "err", err)
-		return
+		return nil, origin
 	}
 	p.view.Correct(a.IDC, a.Node, r.queue, readyAfter)
-	p.dispatch(r, origin, a.Where, ds)
+	return ds, origin
 }
 
 var errStopping = errors.New("stopping")
 
+// dispatch starts each delivery in a handler slot as one frees up (the
+// deliveries beyond the free slots are the prefetch). After a kill the
+// ones not started are left to their leases.
 func (p *Pool) dispatch(r *registered, origin Origin, where Where, ds []*mqnode.Delivery) {
-	for _, dl := range ds {
+	for i, dl := range ds {
+		p.slots <- struct{}{}
+		p.waiting.Add(-1)
+		if p.killed.Load() {
+			<-p.slots
+			p.waiting.Add(-int64(len(ds) - i - 1))
+			p.credits.give(len(ds) - i)
+			return
+		}
 		p.runWG.Add(1)
 		go p.run(r, origin, where, dl)
-	}
-}
-
-func (p *Pool) release(n int) {
-	for i := 0; i < n; i++ {
-		<-p.slots
 	}
 }
 
@@ -160,96 +229,4 @@ func tierOf(w Where) backlog.Tier {
 		return backlog.TierGlobal
 	}
 	return backlog.TierHost
-}
-
-// run executes one delivery in its slot: keep the lease alive, call the
-// handler (panics caught, deadline enforced), ack the result.
-func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery) {
-	defer p.runWG.Done()
-	t := d.Task
-	task := &Task{
-		ID: t.Id, Queue: t.Queue, Payload: t.Payload, Headers: t.Headers, Attempt: t.Attempt,
-		Created: time.UnixMilli(t.CreatedUnixMs), Origin: origin, Tier: tierOf(where), LastError: t.LastError,
-	}
-	leaseCtx, loseLease := context.WithCancelCause(p.runCtx)
-	defer loseLease(nil)
-	ctx, cancel := context.WithTimeout(withTask(leaseCtx, task), r.timeout)
-	defer cancel()
-	p.stats.busy.Add(1)
-	defer p.stats.busy.Add(-1)
-	extDone := make(chan struct{})
-	extStopped := make(chan struct{})
-	go p.keepLease(ctx, loseLease, origin, d.Receipt, extDone, extStopped)
-	began := time.Now()
-	res := call(ctx, r.h, task)
-	p.metrics.observe(task, where, res.outcome, began)
-	p.schedMu.Lock()
-	p.sched.ObserveTask(r.queue, res.outcome == outcomeDone, time.Since(began))
-	p.schedMu.Unlock()
-	calls, bad := task.takeCalls()
-	if bad != "" {
-		p.log.Warn("handler reported calls to an invalid backend name; dropped", "queue", r.queue, "backend", bad)
-	}
-	close(extDone)
-	<-extStopped
-	// The slot is the handler's: free it before the ack's round trip, so
-	// the fetch loop can pull the next task meanwhile.
-	p.release(1)
-	if p.killed.Load() {
-		return // hard stop: the lease comes back through release or expiry
-	}
-	if errors.Is(context.Cause(leaseCtx), errLeaseLost) {
-		p.stats.leaseLost.Add(1)
-		return // someone else may have the task now: do not settle it
-	}
-	if p.beforeAck != nil && !p.beforeAck(task, res) {
-		return
-	}
-	if err := p.ackerFor(origin).ack(res.ackItem(d.Receipt, calls)); err != nil {
-		p.stats.ackErrors.Add(1)
-		p.log.Warn("ack failed", "task", t.Id, "origin", origin, "err", err)
-	}
-	p.stats.done(where, res.outcome)
-}
-
-var errLeaseLost = errors.New("lease lost")
-
-// call runs the handler, turning a panic into a retry.
-func call(ctx context.Context, h Handler, t *Task) (res Result) {
-	defer func() {
-		if v := recover(); v != nil {
-			res = panicResult(fmt.Sprintf("%v\n%s", v, debug.Stack()))
-		}
-	}()
-	return h(ctx, t)
-}
-
-// keepLease extends the lease every ExtendEvery until done; if the node
-// says the lease is gone, the handler is cancelled.
-func (p *Pool) keepLease(ctx context.Context, loseLease context.CancelCauseFunc, origin Origin, receipt []byte, done <-chan struct{}, stopped chan<- struct{}) {
-	defer close(stopped)
-	t := time.NewTicker(p.cfg.ExtendEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		rctx, rcancel := context.WithTimeout(context.Background(), p.cfg.ExtendEvery)
-		_, err := p.client(origin).AckOne(rctx, &mqnode.AckItem{Receipt: receipt, Kind: mqnode.AckExtend, ExtendMs: p.cfg.Lease.Milliseconds()})
-		rcancel()
-		switch {
-		case err == nil:
-			p.stats.extensions.Add(1)
-		case errors.Is(err, mqnode.ErrStaleReceipt):
-			p.log.Warn("lease lost while the handler ran; cancelling it", "origin", origin)
-			loseLease(errLeaseLost)
-			return
-		default:
-			p.log.Debug("lease extension failed; will retry", "origin", origin, "err", err)
-		}
-	}
 }

@@ -32,7 +32,13 @@ type Pool struct {
 	view *backlog.View
 
 	handlers map[string]*registered
-	slots    chan struct{}
+	// slots: one per running handler (Slots); credits: every task held,
+	// up to Slots plus the prefetch (prefetch.go).
+	slots   chan struct{}
+	credits *credits
+	sizer   *sizer
+	// waiting counts the tasks pulled and not yet in a slot (prefetched).
+	waiting atomic.Int64
 
 	mu      sync.Mutex
 	clients map[Origin]*mqnode.Client
@@ -51,6 +57,11 @@ type Pool struct {
 	fetchWG   sync.WaitGroup
 	runWG     sync.WaitGroup
 	runCtx    context.Context
+	// runShards are children of runCtx the handlers' contexts derive from,
+	// in turn: one parent for all would serialize every task's start and
+	// end on its mutex.
+	runShards [runShardCount]context.Context
+	nextShard atomic.Uint32
 	cancelRun context.CancelFunc
 	killed    atomic.Bool
 	once      sync.Once
@@ -80,13 +91,15 @@ func New(nc *nats.Conn, cfg Config) (*Pool, error) {
 		seed = rand.Uint64()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pool{
+	p := &Pool{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "worker", "pool", cfg.ID, "idc", cfg.IDC),
 		nc:       nc,
 		view:     backlog.NewView(nil),
 		handlers: map[string]*registered{},
 		slots:    make(chan struct{}, cfg.Slots),
+		credits:  newCredits(cfg.Slots),
+		sizer:    &sizer{slots: cfg.Slots, cap: max(cfg.MaxPrefetch, 0), floor: cfg.Policy.LocalBatch},
 		sched: NewScheduler(SchedulerConfig{IDC: cfg.IDC, Node: cfg.Node, Policy: cfg.Policy,
 			Rand: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}),
 		clients:   map[Origin]*mqnode.Client{},
@@ -95,7 +108,28 @@ func New(nc *nats.Conn, cfg Config) (*Pool, error) {
 		runCtx:    ctx,
 		cancelRun: cancel,
 		metrics:   newPoolMetrics(),
-	}, nil
+	}
+	cancels := []context.CancelFunc{cancel}
+	for i := range p.runShards {
+		var c context.CancelFunc
+		p.runShards[i], c = context.WithCancel(ctx)
+		cancels = append(cancels, c)
+	}
+	p.cancelRun = func() {
+		for _, c := range cancels {
+			c()
+		}
+	}
+	return p, nil
+}
+
+// runShardCount is the number of runCtx children handlers' contexts spread
+// over.
+const runShardCount = 16
+
+// runParent returns the context a handler's context derives from.
+func (p *Pool) runParent() context.Context {
+	return p.runShards[p.nextShard.Add(1)%runShardCount]
 }
 
 // Handle registers the handler of a queue. Call before Start.

@@ -67,6 +67,8 @@ type Scheduler struct {
 	avoided map[Origin]avoidance
 	paused  map[pausedKey]time.Time
 	nextID  uint64
+	// localBatch, when > 0, replaces the policy's LocalBatch (SetLocalBatch).
+	localBatch int
 }
 
 type queueSched struct {
@@ -156,8 +158,12 @@ func (s *Scheduler) Next(now time.Time, queue string, view []backlog.Entry, free
 	if !qs.remoteBusy {
 		entries = s.usable(view, queue, now)
 	}
+	pol := s.cfg.Policy
+	if s.localBatch > 0 {
+		pol.LocalBatch = s.localBatch
+	}
 	d := s.cfg.Decide(Situation{IDC: s.cfg.IDC, Node: s.cfg.Node, Queue: queue, Free: free,
-		LocalDrained: qs.drained, Helping: qs.helping, Entries: entries, Now: now}, s.cfg.Policy, s.cfg.Rand)
+		LocalDrained: qs.drained, Helping: qs.helping, Entries: entries, Now: now}, pol, s.cfg.Rand)
 	if d.Where == Nowhere {
 		return idle(d.Wait)
 	}
@@ -176,12 +182,21 @@ func (s *Scheduler) Next(now time.Time, queue string, view []backlog.Entry, free
 	return []Action{a}
 }
 
+// SetLocalBatch makes pulls of the own node ask for up to n tasks instead
+// of the policy's LocalBatch (0: the policy's again). The worker's fetch
+// loop sizes it by the measured round trip of its pulls and its handlers'
+// rate, so a pool across a slow link asks for more per pull.
+func (s *Scheduler) SetLocalBatch(n int) { s.localBatch = n }
+
 // Observe records what became of a pull action at now. For a failed pull
 // from another node it returns how long that node is avoided.
 func (s *Scheduler) Observe(r PullResult, now time.Time) (avoidFor time.Duration) {
 	qs := s.queue(r.Queue)
 	if r.Where == Local {
-		qs.drained = r.Err == nil && r.Got < r.MaxTasks
+		// Short means drained, unless the pull got tasks and the node says
+		// more are ready (it hands out what its ready window holds; with
+		// pipelined pulls a short one is not the end of the backlog).
+		qs.drained = r.Err == nil && r.Got < r.MaxTasks && !(r.Got > 0 && r.ReadyAfter > 0 && r.Throttled == 0)
 		if r.Wait > 0 {
 			qs.helping = false // a long poll: nobody needed help
 		}

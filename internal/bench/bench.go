@@ -44,6 +44,7 @@ type nodeOptions struct {
 	backlogPageOut       time.Duration
 	lease, stall         time.Duration
 	profileDir           string
+	noTrace              bool
 	peers                []string // peers besides mqnode: jetstream, river
 	tune                 bool
 	tuneCount            int
@@ -78,6 +79,7 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.StringSliceVar(&o.backlogPeers, "backlog-peers", []string{peerMQNode}, "peers to grow a backlog on: mqnode, jetstream")
 	f.DurationVar(&o.lease, "lease", 30*time.Second, "lease (mqnode) and ack wait (JetStream) of pulled tasks")
 	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU and heap profiles of each server process to this directory (<peer>-<durability>.cpu.pprof, .heap.pprof)")
+	f.BoolVar(&o.noTrace, "mqnode-no-trace", false, "run mqnode without its task trace (a node's default keeps one: about 3 Badger keys per task), to measure what the trace costs")
 	f.BoolVar(&o.secure, "secure", true, "also run mqnode with TLS and role authentication (mqnode+tls) in every pairing, beside the plain one: the cost of security")
 	f.DurationVar(&o.stall, "stall-timeout", 2*time.Minute, "fail a phase that makes no progress for this long")
 	f.StringSliceVar(&o.peers, "peers", []string{peerJetStream, peerRiver}, "peers to compare mqnode with: jetstream, river (River on PostgreSQL; skipped with a message when PostgreSQL cannot be installed)")
@@ -168,6 +170,9 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 			return nil, err
 		}
 		r.Notes = append(r.Notes, "mqnode+tls: the same mqnode with secrets (mqmesh secrets init): TLS 1.3 on the client connections and nkey role users (producer connection as admin, for stats; consumers as worker); secure cost = mqnode+tls / mqnode")
+	}
+	if o.noTrace {
+		r.Notes = append(r.Notes, "--mqnode-no-trace: mqnode ran without its task trace (trace.disabled; a node keeps one by default)")
 	}
 	var errs []error
 	peers := append([]string{peerMQNode}, o.peers...)
@@ -300,7 +305,7 @@ func runWorkload(ctx context.Context, o *nodeOptions, w *workload, root, peerNam
 		return err
 	}
 	defer os.RemoveAll(dir)
-	so := serveOptions{peer: peerName, durability: pair, dir: dir}
+	so := serveOptions{peer: peerName, durability: pair, dir: dir, noTrace: o.noTrace}
 	if peerName == peerMQNodeSecure {
 		so.secrets = w.sec.Dir
 	}

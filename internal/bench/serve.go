@@ -54,6 +54,9 @@ type serveOptions struct {
 	listen string
 	// pageout, for mqnode: its PageOutInterval (0: the node's default).
 	pageout time.Duration
+	// noTrace, for mqnode: run without the task trace (Config.Trace
+	// Disabled), to measure what the trace costs.
+	noTrace bool
 	worker  workerOptions // peer worker
 	hogFor  time.Duration // peer hog: exit after this long at the latest
 	// ownSession starts the child in a session of its own (not a flag of
@@ -89,6 +92,9 @@ func (o serveOptions) args() []string {
 	}
 	if o.pageout != 0 {
 		a = append(a, "--pageout", o.pageout.String())
+	}
+	if o.noTrace {
+		a = append(a, "--no-trace")
 	}
 	switch o.peer {
 	case peerWorker:
@@ -154,6 +160,7 @@ func newServeCommand() *cobra.Command {
 	cmd.Flags().DurationVar(&o.hogFor, "hog-for", 0, "hog: exit after this long at the latest")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "mqnode: client address host:port (default 127.0.0.1:0)")
 	cmd.Flags().DurationVar(&o.pageout, "pageout", 0, "mqnode: page-out interval of mapped store files (0: the node's default)")
+	cmd.Flags().BoolVar(&o.noTrace, "no-trace", false, "mqnode: run without the task trace")
 	o.worker.flags(cmd.Flags())
 	return cmd
 }
@@ -258,7 +265,7 @@ func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string,
 	}
 	n, err := mqnode.New(mqnode.Config{
 		Name: "bench", DataDir: o.dir, Listen: cmp.Or(o.listen, "127.0.0.1:0"), Durability: dur, Logger: log, Throttle: th,
-		Security: sec, PageOutInterval: o.pageout,
+		Security: sec, PageOutInterval: o.pageout, Trace: mqnode.TraceConfig{Disabled: o.noTrace},
 	})
 	if err != nil {
 		return "", nil, err
