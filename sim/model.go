@@ -98,6 +98,9 @@ type ModelConfig struct {
 	// View.Entries() every CheckViews decisions (0: never; see viewCache).
 	// Default 1000.
 	CheckViews int `json:"-"`
+	// SummaryK is the most nodes per queue an IDC's summary names
+	// (backlog.SummaryConfig.K; its shards are sized to the IDC). Default 8.
+	SummaryK int `json:"summary_k"`
 	// Sample is the period of backlog sampling. Default 100ms.
 	Sample time.Duration `json:"-"`
 	Seed   uint64        `json:"seed"`
@@ -231,6 +234,9 @@ func (c ModelConfig) withDefaults() ModelConfig {
 	}
 	if c.Sample <= 0 {
 		c.Sample = 100 * time.Millisecond
+	}
+	if c.SummaryK <= 0 {
+		c.SummaryK = backlog.DefaultSummaryK
 	}
 	if c.Seed == 0 {
 		c.Seed = 1

@@ -74,6 +74,9 @@ type mPool struct {
 	subs      []backlog.Subscription
 	groups    []*subGroup
 	helped    int64
+	// summary[t]: the pool hears tier t as summaries (one shard of each
+	// IDC), not as every node's notices.
+	summary [backlog.NumTiers]bool
 }
 
 type model struct {
@@ -101,6 +104,7 @@ type model struct {
 	idcPools  [][]*mPool
 	slots     [][]*mNode // poll slots
 	groups    []*subGroup
+	sums      [backlog.NumTiers][]*mSummary // per tier and IDC, when pools hear summaries
 	filter    backlog.Filters
 	dist      latencyDist
 	slowBase  []float64
@@ -121,11 +125,13 @@ type model struct {
 	lastDone                             int64
 	peak                                 uint64
 	published                            [backlog.NumTiers]uint64
+	summaries                            uint64
 	deliveredHB                          [backlog.NumTiers]uint64
 	deliveredQ                           [backlog.NumTiers]uint64
 	accepted, dropped                    [backlog.NumTiers]uint64
 	stale                                uint64
 	subscribed                           [backlog.NumTiers]bool
+	summaryTier                          [backlog.NumTiers]bool
 	maxRate                              [backlog.NumTiers]float64
 
 	phases     []*modelPhase
@@ -221,6 +227,7 @@ func newModel(c ModelConfig) (*model, error) {
 	if err := m.subscribe(); err != nil {
 		return nil, err
 	}
+	m.setupSummaries()
 	m.aliveCount = len(m.pools)
 	// Publishers poll every Poll, spread over 20 slots.
 	const nslots = 20

@@ -24,6 +24,8 @@ const (
 	evRequeue           // a dead pool's leases are released
 	evTimeline          // a timeline event (-1: end of load)
 	evSample            // backlog sample, progress, end check
+	evSumObserve        // a global-tier notice reaches its IDC's summarizer
+	evSummary           // a summary reaches the pools of one IDC and shard
 )
 
 type event struct {
@@ -42,6 +44,8 @@ type event struct {
 	notice     *backlogpb.Notice
 	tier       backlog.Tier
 	dl         *delivery
+	summary    *backlogpb.Summary
+	pools      []*mPool
 }
 
 type eventQueue []*event
@@ -123,6 +127,9 @@ func (m *model) handle(e *event) {
 		for _, n := range m.slots[e.i] {
 			m.poll(n)
 		}
+		if e.i == 0 {
+			m.tickSummaries()
+		}
 		if m.now < m.end {
 			m.newEvent(evTick, m.now+m.tickEvery).i = (e.i + 1) % len(m.slots)
 		}
@@ -144,5 +151,11 @@ func (m *model) handle(e *event) {
 		m.timeline(e.i)
 	case evSample:
 		m.sample()
+	case evSumObserve:
+		if ms := m.sums[e.tier]; ms != nil {
+			ms[e.node.idc].sum.Observe(e.notice, m.clock())
+		}
+	case evSummary:
+		m.deliverSummary(e)
 	}
 }

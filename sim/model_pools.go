@@ -372,6 +372,16 @@ func (m *model) restorePools(idc int) {
 			n.plan.RequestSync(backlog.TierGlobal)
 		}
 	}
+	for _, t := range backlog.SummaryTiers {
+		if !sync[t] {
+			continue
+		}
+		for x, ms := range m.sums[t] {
+			if t == backlog.TierGlobal || x == idc {
+				ms.sum.RequestSync()
+			}
+		}
+	}
 }
 
 // ---- sampling and the end ----

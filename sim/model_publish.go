@@ -43,6 +43,11 @@ func (m *model) subscribe() error {
 		for _, s := range subs {
 			m.subscribed[s.Tier] = true
 			m.maxRate[s.Tier] = s.Filter.MaxRate
+			if s.Pattern.Summary {
+				// Summaries are routed by setupSummaries.
+				p.summary[s.Tier], m.summaryTier[s.Tier] = true, true
+				continue
+			}
 			key := s.Pattern.Text
 			g := byKey[key]
 			if g == nil {
@@ -142,6 +147,12 @@ func (m *model) publish(n *mNode, nt backlog.Notice) {
 		kind = 1
 	}
 	m.published[tier]++
+	if m.sums[tier] != nil {
+		if kind == 0 {
+			m.observeSummarized(n, tier, nt.Msg)
+		}
+		return
+	}
 	dls := n.recip[tier][kind]
 	if kind == 1 && !m.cfg.ApplyHeartbeats {
 		var c uint64
