@@ -80,12 +80,16 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 			sync[tier] = true
 		}
 	}
+	seen := 0 // distinct queues seen (levels name each queue once)
 	for i := range levels {
 		ql := &levels[i]
 		r := p.rates[ql.Queue]
 		if r == nil {
 			r = &queueRates{}
 			p.rates[ql.Queue] = r
+		}
+		if r.tick != p.tick {
+			seen++
 		}
 		r.observe(ql, now)
 		r.tick = p.tick
@@ -124,9 +128,12 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 		if pol.Off {
 			continue
 		}
-		for q, st := range p.st[tier] {
-			if st.tick != p.tick {
-				delete(p.st[tier], q)
+		// Forget queues no longer seen (only walk the map when some are).
+		if len(p.st[tier]) > seen {
+			for q, st := range p.st[tier] {
+				if st.tick != p.tick {
+					delete(p.st[tier], q)
+				}
 			}
 		}
 		if pol.NodeHeartbeat && (!p.hbSent[tier] || now.Sub(p.hb[tier]) >= pol.Heartbeat) {
@@ -134,9 +141,11 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 			p.emit(tier, &mqnode.QueueLevel{Queue: HeartbeatQueue}, nil, 0, true, now)
 		}
 	}
-	for q, r := range p.rates {
-		if r.tick != p.tick {
-			delete(p.rates, q)
+	if len(p.rates) > seen {
+		for q, r := range p.rates {
+			if r.tick != p.tick {
+				delete(p.rates, q)
+			}
 		}
 	}
 	return p.out

@@ -14,7 +14,7 @@ type summaryMark struct {
 
 // ApplySummary records an IDC's summary of tier t (Summarizer) as that
 // tier's word on the IDC: every node it names is applied as a notice of
-// tier t, and every entry of tier t of the IDC it does not name leaves the
+// tier t (unless a nearer tier holds its entry), and every entry of tier t of the IDC it does not name leaves the
 // view (its backlog ended, or it left the top K). A worker hears one shard
 // per IDC, so the summary is all it knows of that IDC on that tier. It
 // returns false for a summary older than the last one applied of the same
@@ -44,7 +44,14 @@ func (v *View) ApplySummary(t Tier, s *backlogpb.Summary) bool {
 		if n.Idc != s.Idc {
 			continue
 		}
-		named[entryKey{n.Idc, n.Node, n.Queue}] = true
+		k := entryKey{n.Idc, n.Node, n.Queue}
+		named[k] = true
+		if e := v.entries[k]; e != nil && (e.Tier < t || e.inc == n.Incarnation && e.seq > n.Seq) {
+			// A nearer tier's notices own the entry (more precise), or
+			// the view heard newer of it (another tier's summary, sent
+			// at another time): not out of order, just older.
+			continue
+		}
 		v.applyLocked(t, n, now)
 	}
 	for k, e := range v.entries {
