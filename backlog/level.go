@@ -97,11 +97,9 @@ type QueueState struct {
 	sentLevel uint32
 	lastSent  time.Time
 	// urgent: the planner predicts a wait past the tier's target (or a
-	// stall); urgentAt is when it last did. tick: the planner's last Tick
-	// that saw the queue.
+	// stall); urgentAt is when it last did.
 	urgent   bool
 	urgentAt time.Time
-	tick     uint64
 	// since: when the queue last entered the backlog state.
 	since time.Time
 }

@@ -5,6 +5,7 @@ package sim
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -35,7 +36,15 @@ func (m *model) subscribe() error {
 	byKey := map[string]*subGroup{}
 	index := map[string][]*subGroup{} // tier|idc token|node token
 	for _, p := range m.pools {
-		subs, err := m.filter.Resolve(m.idcs[p.idc], p.name)
+		f, node := m.filter, ""
+		if p.node != nil {
+			node = p.node.name
+		} else {
+			// A worker-only host has no local tier (as sim's runner).
+			f = backlog.Filters{Tiers: maps.Clone(f.Tiers)}
+			delete(f.Tiers, "local")
+		}
+		subs, err := f.Resolve(m.idcs[p.idc], node)
 		if err != nil {
 			return fmt.Errorf("filter %s: %w", m.cfg.Filter, err)
 		}
@@ -125,6 +134,9 @@ func (m *model) retireView(c *viewCache) {
 // poll is one observation of a node by its publisher: the node's real
 // backlog.Planner decides what to send (as under Publisher.Tick).
 func (m *model) poll(n *mNode) {
+	if n.down {
+		return // its publisher died with it
+	}
 	m.materialize(n)
 	ready := uint64(n.readyLen())
 	var oldest time.Duration
@@ -166,7 +178,7 @@ func (m *model) publish(n *mNode, nt backlog.Notice) {
 		return
 	}
 	for _, dl := range dls {
-		e := m.newEvent(evDeliver, m.now+dl.delay)
+		e := m.newEvent(evDeliver, m.now+dl.delay+m.crossExtra(n.idc, dl.idc))
 		e.notice, e.tier, e.dl, e.node = nt.Msg, tier, dl, n
 	}
 }

@@ -15,8 +15,11 @@ import (
 type mSummary struct {
 	tier backlog.Tier
 	sum  *backlog.Summarizer
-	// node is the IDC's summarizer: its lowest alive node (by name).
+	// node is the IDC's summarizer: its lowest alive node (by name); inc
+	// its summarizer's incarnation; cfg the summarizer's configuration.
 	node *mNode
+	inc  uint64
+	cfg  backlog.SummaryConfig
 	// to[shard][dst IDC] are the pools of dst subscribed to shard.
 	to [][][]*mPool
 }
@@ -37,8 +40,8 @@ func (m *model) setupSummaries() {
 			nodes := m.idcNodes[x]
 			shards := backlog.SummaryShards(len(nodes), m.cfg.SummaryK)
 			first := nodes[0].idx
-			ms := &mSummary{tier: t, node: nodes[0], to: make([][][]*mPool, shards)}
-			ms.sum = backlog.NewSummarizer(backlog.SummaryConfig{
+			ms := &mSummary{tier: t, node: nodes[0], inc: 1, to: make([][][]*mPool, shards)}
+			ms.cfg = backlog.SummaryConfig{
 				Tier: t, IDC: m.idcs[x], Node: nodes[0].name, Incarnation: 1, K: m.cfg.SummaryK, Shards: shards,
 				ShardOf: func(node string) int {
 					if n := m.byName[node]; n != nil {
@@ -46,7 +49,8 @@ func (m *model) setupSummaries() {
 					}
 					return 0
 				},
-			})
+			}
+			ms.sum = backlog.NewSummarizer(ms.cfg)
 			for s := range ms.to {
 				ms.to[s] = make([][]*mPool, nIDC)
 			}
@@ -83,7 +87,7 @@ func (m *model) tickSummaries() {
 }
 
 func (m *model) tickSummary(x int, ms *mSummary) {
-	{
+	if !ms.node.down { // a crashed summarizer says nothing until re-elected
 		for _, s := range ms.sum.Tick(m.clock()) {
 			m.summaries++
 			for dst, pools := range ms.to[s.Shard] {
@@ -94,7 +98,7 @@ func (m *model) tickSummary(x int, ms *mSummary) {
 				if dst == x {
 					delay = m.cfg.Net.NoticeSameIDC
 				}
-				e := m.newEvent(evSummary, m.now+int64(delay))
+				e := m.newEvent(evSummary, m.now+int64(delay)+m.crossExtra(x, dst))
 				e.summary, e.pools, e.tier = s, pools, ms.tier
 			}
 		}
@@ -121,8 +125,9 @@ func (c *viewCache) applySummary(now int64, t backlog.Tier, s *backlogpb.Summary
 		return
 	}
 	for _, n := range s.Nodes {
-		if idx, ok := c.ix.byName[n.Node]; ok {
-			c.heard[idx] = now
+		// The view heard the node only if it applied its notice.
+		if idx, ok := c.ix.byName[n.Node]; ok && c.v.NodeHeard(n.Idc, n.Node).Equal(c.clock()) {
+			c.heard[idx] = heardAt{now, max(n.Incarnation, c.heard[idx].inc)}
 		}
 	}
 	c.resync()

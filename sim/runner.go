@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -242,7 +243,10 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 			cfg.Node = nh.name
 		}
 	}
-	if h.workerOnly {
+	if cfg.Node == "" {
+		// No node of its own: no local tier. A copy, so the run's filters
+		// (shared by every pool) keep theirs.
+		f = backlog.Filters{Tiers: maps.Clone(f.Tiers)}
 		delete(f.Tiers, "local")
 	}
 	cfg.Filters = &f
