@@ -33,10 +33,13 @@ type Notice struct {
 // NATS; the simulator's scale model is another, in virtual time. Not safe
 // for concurrent use.
 type Planner struct {
-	cfg      PlannerConfig
-	seq      uint64
-	tick     uint64
-	queues   map[string]*plannerQueue
+	cfg    PlannerConfig
+	seq    uint64
+	tick   uint64
+	queues map[string]*plannerQueue
+	// last is the queue of the previous lookup (most nodes have one).
+	last     *plannerQueue
+	lastQ    string
 	hb       [NumTiers]time.Time
 	hbSent   [NumTiers]bool
 	syncReq  [NumTiers]bool
@@ -78,10 +81,13 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 	seen := 0 // distinct queues seen (levels name each queue once)
 	for i := range levels {
 		ql := &levels[i]
-		pq := p.queues[ql.Queue]
-		if pq == nil {
-			pq = &plannerQueue{}
-			p.queues[ql.Queue] = pq
+		pq := p.last
+		if pq == nil || p.lastQ != ql.Queue {
+			if pq = p.queues[ql.Queue]; pq == nil {
+				pq = &plannerQueue{}
+				p.queues[ql.Queue] = pq
+			}
+			p.last, p.lastQ = pq, ql.Queue
 		}
 		if pq.tick != p.tick {
 			seen++
@@ -90,7 +96,7 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 		r := &pq.rates
 		r.observe(ql, now)
 		for _, tier := range Tiers {
-			pol := p.cfg.Policies[tier]
+			pol := &p.cfg.Policies[tier]
 			if pol.Off {
 				continue
 			}
@@ -115,7 +121,7 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 		}
 	}
 	for _, tier := range Tiers {
-		pol := p.cfg.Policies[tier]
+		pol := &p.cfg.Policies[tier]
 		if pol.Off {
 			continue
 		}
@@ -129,6 +135,9 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 		for q, pq := range p.queues {
 			if pq.tick != p.tick {
 				delete(p.queues, q)
+				if pq == p.last {
+					p.last = nil
+				}
 			}
 		}
 	}
@@ -208,7 +217,7 @@ func (r *queueRates) observe(ql *mqnode.QueueLevel, now time.Time) {
 // the tier's Wait target while the backlog does not shrink (and the nearer
 // tier, announced for settle, did not help enough), or nobody has taken a task for Stall while tasks
 // waited (the node's own consumers are gone).
-func (r *queueRates) urgent(pol TierPolicy, ready uint64, now time.Time, nearer *QueueState, settle time.Duration) bool {
+func (r *queueRates) urgent(pol *TierPolicy, ready uint64, now time.Time, nearer *QueueState, settle time.Duration) bool {
 	if pol.Wait <= 0 || ready == 0 || !r.known {
 		return false
 	}

@@ -306,9 +306,11 @@ func (r *run) stopNode(h *simHost, graceful bool) {
 	}
 }
 
+// noticesOf counts the backlog messages a pool's view took: notices and
+// summaries (one message each).
 func noticesOf(p *worker.Pool) uint64 {
 	st := p.View().Stats()
-	var n uint64
+	n := st.Summaries
 	for _, a := range st.Accepted {
 		n += a
 	}

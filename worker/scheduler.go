@@ -67,6 +67,10 @@ type Scheduler struct {
 	avoided map[Origin]avoidance
 	paused  map[pausedKey]time.Time
 	nextID  uint64
+	// last is the queue of the previous lookup (a pool's queues are few
+	// and its fetch loops ask in turn).
+	last  *queueSched
+	lastQ string
 }
 
 type queueSched struct {
@@ -115,11 +119,15 @@ func NewScheduler(cfg SchedulerConfig) *Scheduler {
 }
 
 func (s *Scheduler) queue(q string) *queueSched {
+	if s.last != nil && s.lastQ == q {
+		return s.last
+	}
 	qs := s.queues[q]
 	if qs == nil {
 		qs = &queueSched{}
 		s.queues[q] = qs
 	}
+	s.last, s.lastQ = qs, q
 	return qs
 }
 
