@@ -290,6 +290,16 @@ func (p *Publisher) publishSummaries(now time.Time) {
 	}
 }
 
+// ForgetNode drops a node of the IDC from the summaries at once (gossip
+// says it failed or left), if this node is the IDC's summarizer.
+func (p *Publisher) ForgetNode(node string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, sum := range p.sums {
+		sum.Forget(node)
+	}
+}
+
 // Summaries is how many summaries this node published as its IDC's
 // summarizer.
 func (p *Publisher) Summaries() uint64 { return p.summaries.Load() }

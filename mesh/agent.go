@@ -298,6 +298,9 @@ func (a *NodeAgent) handle(ev Event) {
 		if mb.Meta.IDC != a.cfg.Node.IDC || mb.Meta.Name == a.cfg.Node.Name {
 			return
 		}
+		if (ev.Type == EventFail || ev.Type == EventLeave) && a.pub != nil {
+			a.pub.ForgetNode(mb.Meta.Name) // out of the IDC's summaries at once
+		}
 		topo := TopologyFor(a.Mesh.Self(), a.Mesh.Members())
 		a.mu.Lock()
 		changed := !sameURLs(topo.Routes, a.topo.Routes)

@@ -47,7 +47,7 @@ func TestPermissionsFollowTheProtocolSubjects(t *testing.T) {
 	inbox := func(r secrets.Role) string { return secrets.InboxPrefix(r) + ".AbC.1" }
 	bl := backlog.Subject(backlog.TierIDC, "idcA", "n1", "jobs")
 	sync := backlog.SyncSubject(backlog.TierHost, "idcA", "n1")
-	sum := backlog.SummarySubject("idcA", 3)
+	sum := backlog.SummarySubject(backlog.TierGlobal, "idcA", 3)
 	usage := mqnode.UsageSubject("idcA", "n1")
 	cases := []struct {
 		role       secrets.Role
