@@ -184,12 +184,11 @@ func (p *Publisher) run() {
 func (p *Publisher) Tick() {
 	now := p.cfg.Now()
 	levels := p.cfg.Source()
-	if p.cfg.Summarize == nil {
-		p.summarizer(true)
-	} else if now.Sub(p.electedAt) >= time.Second {
-		// Gossip membership is read once a second, not every poll.
+	if p.electedAt.IsZero() || now.Sub(p.electedAt) >= time.Second {
+		// Gossip membership is read once a second, not every poll (and a
+		// failed start of the summarizer is retried as often).
 		p.electedAt = now
-		p.summarizer(p.cfg.Summarize())
+		p.summarizer(p.cfg.Summarize == nil || p.cfg.Summarize())
 	}
 	p.mu.Lock()
 	notices := p.plan.Tick(levels, now)
