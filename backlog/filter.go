@@ -28,8 +28,8 @@ type TierSpec struct {
 	StaleAfter time.Duration `yaml:"stale_after"`
 	// Shards is the number of summary shards of every IDC (global tier
 	// only, with a summary subject bls.*.{shard}): {shard} stands for this
-	// worker's shard among them. It must equal the nodes' summary shards.
-	// Default 1.
+	// worker's shard among them. It must equal the nodes' summary shards
+	// (SummaryConfig.Shards; 1 on nodes started by mesh). Default 1.
 	Shards int `yaml:"shards"`
 }
 
