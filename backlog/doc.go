@@ -38,6 +38,32 @@
 // carries node, IDC, queue, ready count, oldest ready age, enqueue and
 // drain rates, level and a sequence number.
 //
+// # Summaries (one node per IDC)
+//
+// A worker of another IDC that heard every backlogged node's global-tier
+// notice would pay a cost that grows with the mesh (232 notices per worker
+// per second at 3,000 hosts in the scale model). Instead each IDC's lowest
+// alive node (by gossip: SummaryElected) runs a Summarizer per tier (IDC
+// and global; deterministic core like Planner, driven by the Publisher and
+// by the scale model): it hears its IDC's notices of the tier
+// (bl.i.<idc>.>, bl.g.<idc>.>: nothing crosses a gateway) and publishes,
+// per shard, the K (8) most backlogged nodes of the shard — by level, then
+// oldest task, then name — on
+//
+//	bls.<i|g>.<idc>.<shard>
+//
+// when that list changes (a node enters, leaves or changes level), at most
+// every 100 ms (IDC tier) or 250 ms (global tier), and unchanged once per
+// the tier's heartbeat. A worker subscribes to one shard of each IDC
+// ({shard} in its filter, shards: N as on the nodes), so it hears at most
+// one summary per IDC per interval whatever the mesh size, and
+// View.ApplySummary makes the summary the tier's word on that IDC (nodes it
+// no longer names leave the view). With shards ≥ nodes per IDC ÷ K every
+// backlogged node is named to some workers, and helpers pick among the
+// named ones with two random choices: they spread instead of herding on
+// one "best" node. An idle mesh sends no summaries. A filter may still
+// subscribe to the raw tiers (bl.i.{idc}.>, bl.g.>) instead.
+//
 // # View (worker side)
 //
 // View is the worker's table of node backlogs with their ages: a plain data
@@ -54,11 +80,11 @@
 //
 //	tiers:
 //	  local:  {subject: "bl.h.{idc}.{node}.>", min_backlog: 1}
-//	  idc:    {subject: "bl.i.{idc}.>", min_backlog: 1, max_rate: 100}
-//	  global: {subject: "bl.g.>", min_backlog: 1, max_rate: 20}
+//	  idc:    {subject: "bls.i.{idc}.{shard}", shards: 1, min_backlog: 1, max_rate: 100}
+//	  global: {subject: "bls.g.*.{shard}", shards: 1, min_backlog: 1, max_rate: 20}
 //
-// {idc} and {node} stand for the worker's own, so one file serves every
-// host. Watcher.WatchFile reloads a changed file (or Reload on SIGHUP); a
+// {idc} and {node} stand for the worker's own, and {shard} for its shard
+// of shards (a hash of its IDC and node), so one file serves every host. Watcher.WatchFile reloads a changed file (or Reload on SIGHUP); a
 // bad file is refused with a clear message and the old filters stay in
 // force. Examples: configs/filters/.
 package backlog

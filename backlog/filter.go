@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,11 @@ type TierSpec struct {
 	// StaleAfter expires entries not refreshed for this long. Default:
 	// 3 × the publisher's default heartbeat of the tier.
 	StaleAfter time.Duration `yaml:"stale_after"`
+	// Shards is the number of summary shards of every IDC (global tier
+	// only, with a summary subject bls.*.{shard}): {shard} stands for this
+	// worker's shard among them. It must equal the nodes' summary shards
+	// (SummaryConfig.Shards; 1 on nodes started by mesh). Default 1.
+	Shards int `yaml:"shards"`
 }
 
 // Filters is a worker's subscription filter: at most one spec per tier
@@ -87,7 +93,12 @@ func (f Filters) resolve(idc, node string) ([]tierSub, error) {
 			errs = append(errs, fmt.Errorf("tiers.%s: %w", name, err))
 			continue
 		}
+		if spec.Shards < 0 {
+			errs = append(errs, fmt.Errorf("tiers.%s: shards must not be negative", name))
+			continue
+		}
 		text := strings.ReplaceAll(spec.Subject, "{idc}", idc)
+		text = strings.ReplaceAll(text, "{shard}", strconv.Itoa(HashShard(idc+"/"+node, spec.Shards)))
 		if strings.Contains(text, "{node}") {
 			if node == "" {
 				errs = append(errs, fmt.Errorf("tiers.%s: subject %q names {node}, but this worker's host runs no node", name, spec.Subject))
@@ -95,7 +106,12 @@ func (f Filters) resolve(idc, node string) ([]tierSub, error) {
 			}
 			text = strings.ReplaceAll(text, "{node}", node)
 		}
-		p, err := ParsePattern(text)
+		var p Pattern
+		if strings.HasPrefix(text, SummaryRoot+".") {
+			p, err = ParseSummaryPattern(text)
+		} else {
+			p, err = ParsePattern(text)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("tiers.%s: %w", name, err))
 			continue

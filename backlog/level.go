@@ -84,7 +84,7 @@ func ValidatePolicies(ps [NumTiers]TierPolicy) error {
 }
 
 // Level of a ready count in the backlog state: 1 at High, +1 per doubling.
-func (p TierPolicy) Level(ready uint64) uint32 {
+func (p *TierPolicy) Level(ready uint64) uint32 {
 	if ready < p.High {
 		return 1
 	}
@@ -97,11 +97,9 @@ type QueueState struct {
 	sentLevel uint32
 	lastSent  time.Time
 	// urgent: the planner predicts a wait past the tier's target (or a
-	// stall); urgentAt is when it last did. tick: the planner's last Tick
-	// that saw the queue.
+	// stall); urgentAt is when it last did.
 	urgent   bool
 	urgentAt time.Time
-	tick     uint64
 	// since: when the queue last entered the backlog state.
 	since time.Time
 }
@@ -111,7 +109,7 @@ type QueueState struct {
 // whether to send a notice, with which level (0 = no backlog), and whether
 // it is a heartbeat refresh. It updates st. The Publisher and the
 // simulator's scale model both call it, so they publish alike.
-func (p TierPolicy) Decide(st *QueueState, ready uint64, oldest time.Duration, now time.Time) (send bool, level uint32, heartbeat bool) {
+func (p *TierPolicy) Decide(st *QueueState, ready uint64, oldest time.Duration, now time.Time) (send bool, level uint32, heartbeat bool) {
 	wasIn := st.in
 	aged := p.Age > 0 && ready > 0 && oldest >= p.Age
 	young := p.Age == 0 || ready == 0 || oldest < p.Age/2

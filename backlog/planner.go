@@ -33,11 +33,13 @@ type Notice struct {
 // NATS; the simulator's scale model is another, in virtual time. Not safe
 // for concurrent use.
 type Planner struct {
-	cfg      PlannerConfig
-	seq      uint64
-	tick     uint64
-	st       [NumTiers]map[string]*QueueState
-	rates    map[string]*queueRates
+	cfg    PlannerConfig
+	seq    uint64
+	tick   uint64
+	queues map[string]*plannerQueue
+	// last is the queue of the previous lookup (most nodes have one).
+	last     *plannerQueue
+	lastQ    string
 	hb       [NumTiers]time.Time
 	hbSent   [NumTiers]bool
 	syncReq  [NumTiers]bool
@@ -54,11 +56,7 @@ func NewPlanner(cfg PlannerConfig) *Planner {
 			cfg.Policies[t] = DefaultPolicies[t]
 		}
 	}
-	p := &Planner{cfg: cfg, rates: map[string]*queueRates{}}
-	for _, t := range Tiers {
-		p.st[t] = map[string]*QueueState{}
-	}
-	return p
+	return &Planner{cfg: cfg, queues: map[string]*plannerQueue{}}
 }
 
 // RequestSync asks for the current state of every queue in the backlog
@@ -80,26 +78,29 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 			sync[tier] = true
 		}
 	}
+	seen := 0 // distinct queues seen (levels name each queue once)
 	for i := range levels {
 		ql := &levels[i]
-		r := p.rates[ql.Queue]
-		if r == nil {
-			r = &queueRates{}
-			p.rates[ql.Queue] = r
+		pq := p.last
+		if pq == nil || p.lastQ != ql.Queue {
+			if pq = p.queues[ql.Queue]; pq == nil {
+				pq = &plannerQueue{}
+				p.queues[ql.Queue] = pq
+			}
+			p.last, p.lastQ = pq, ql.Queue
 		}
+		if pq.tick != p.tick {
+			seen++
+		}
+		pq.tick = p.tick
+		r := &pq.rates
 		r.observe(ql, now)
-		r.tick = p.tick
 		for _, tier := range Tiers {
-			pol := p.cfg.Policies[tier]
+			pol := &p.cfg.Policies[tier]
 			if pol.Off {
 				continue
 			}
-			st := p.st[tier][ql.Queue]
-			if st == nil {
-				st = &QueueState{}
-				p.st[tier][ql.Queue] = st
-			}
-			st.tick = p.tick
+			st := &pq.st[tier]
 			// A predicted wait escalates one tier at a time: to a wider
 			// tier only once the nearer one has been announced for twice its
 			// MinInterval and did not bring the wait down. A stall (no
@@ -107,7 +108,7 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 			var nearer *QueueState
 			var settle time.Duration
 			if tier > TierHost && !p.cfg.Policies[tier-1].Off {
-				nearer, settle = p.st[tier-1][ql.Queue], 2*p.cfg.Policies[tier-1].MinInterval
+				nearer, settle = &pq.st[tier-1], 2*p.cfg.Policies[tier-1].MinInterval
 			}
 			st.urgent = r.urgent(pol, ql.Ready, now, nearer, settle)
 			send, level, hb := pol.Decide(st, ql.Ready, ql.OldestReady, now)
@@ -120,23 +121,24 @@ func (p *Planner) Tick(levels []mqnode.QueueLevel, now time.Time) []Notice {
 		}
 	}
 	for _, tier := range Tiers {
-		pol := p.cfg.Policies[tier]
+		pol := &p.cfg.Policies[tier]
 		if pol.Off {
 			continue
-		}
-		for q, st := range p.st[tier] {
-			if st.tick != p.tick {
-				delete(p.st[tier], q)
-			}
 		}
 		if pol.NodeHeartbeat && (!p.hbSent[tier] || now.Sub(p.hb[tier]) >= pol.Heartbeat) {
 			p.hb[tier], p.hbSent[tier] = now, true
 			p.emit(tier, &mqnode.QueueLevel{Queue: HeartbeatQueue}, nil, 0, true, now)
 		}
 	}
-	for q, r := range p.rates {
-		if r.tick != p.tick {
-			delete(p.rates, q)
+	// Forget queues no longer seen (only walk the map when some are).
+	if len(p.queues) > seen {
+		for q, pq := range p.queues {
+			if pq.tick != p.tick {
+				delete(p.queues, q)
+				if pq == p.last {
+					p.last = nil
+				}
+			}
 		}
 	}
 	return p.out
@@ -156,13 +158,20 @@ func (p *Planner) emit(tier Tier, ql *mqnode.QueueLevel, r *queueRates, level ui
 	}})
 }
 
+// plannerQueue is the planner's memory of one queue: its rates and its
+// state per tier; tick is the last Tick that saw it.
+type plannerQueue struct {
+	tick  uint64
+	rates queueRates
+	st    [NumTiers]QueueState
+}
+
 // queueRates estimates a queue's arrival and drain rates from successive
 // observations: arrivals from EnqueuedTotal, drain as what left the ready
 // set (ready before + arrivals − ready now), each a moving average over
 // about RateWindow. It also remembers when the queue last drained at all.
 type queueRates struct {
 	known                bool
-	tick                 uint64
 	at                   time.Time
 	total, ready         uint64
 	arrival, drain       float64
@@ -208,7 +217,7 @@ func (r *queueRates) observe(ql *mqnode.QueueLevel, now time.Time) {
 // the tier's Wait target while the backlog does not shrink (and the nearer
 // tier, announced for settle, did not help enough), or nobody has taken a task for Stall while tasks
 // waited (the node's own consumers are gone).
-func (r *queueRates) urgent(pol TierPolicy, ready uint64, now time.Time, nearer *QueueState, settle time.Duration) bool {
+func (r *queueRates) urgent(pol *TierPolicy, ready uint64, now time.Time, nearer *QueueState, settle time.Duration) bool {
 	if pol.Wait <= 0 || ready == 0 || !r.known {
 		return false
 	}

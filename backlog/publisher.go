@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mqmesh/mqmesh/backlog/backlogpb"
 	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
@@ -32,6 +33,14 @@ type PublisherConfig struct {
 	Logger *slog.Logger
 	// Now overrides the clock (tests).
 	Now func() time.Time
+	// Summarize says whether the node is its IDC's summarizer now (the
+	// lowest alive node of the IDC, by gossip; SummaryElected). The
+	// summarizer hears the IDC's global tier and publishes its summary
+	// (Summarizer). nil: the node is (a lone node).
+	Summarize func() bool
+	// Summary configures the summarizer (IDC, Node and Incarnation are
+	// the publisher's).
+	Summary SummaryConfig
 }
 
 func (c PublisherConfig) withDefaults() PublisherConfig {
@@ -71,8 +80,15 @@ type Publisher struct {
 	mu   sync.Mutex // guards plan
 	plan *Planner
 	sent [NumTiers]atomic.Uint64
+	// summaries counts the summaries published.
+	summaries atomic.Uint64
 
 	syncSubs []*nats.Subscription
+	// sums are the IDC's summarizers while this node is elected (guarded
+	// by mu), fed by sumSubs.
+	sums      []*Summarizer
+	sumSubs   []*nats.Subscription
+	electedAt time.Time // when the election was last read (run goroutine)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -111,6 +127,11 @@ func (p *Publisher) Start() error {
 		sub, err := p.nc.Subscribe(SyncSubject(tier, p.cfg.IDC, p.cfg.Node), func(*nats.Msg) {
 			p.mu.Lock()
 			p.plan.RequestSync(tier)
+			for _, sum := range p.sums {
+				if sum.Tier() == tier {
+					sum.RequestSync()
+				}
+			}
 			p.mu.Unlock()
 		})
 		if err != nil {
@@ -138,6 +159,7 @@ func (p *Publisher) unsubscribe() {
 		_ = s.Unsubscribe()
 	}
 	p.syncSubs = nil
+	p.stopSummarizer()
 }
 
 // Sent is how many notices were published on a tier.
@@ -162,11 +184,18 @@ func (p *Publisher) run() {
 func (p *Publisher) Tick() {
 	now := p.cfg.Now()
 	levels := p.cfg.Source()
+	if p.electedAt.IsZero() || now.Sub(p.electedAt) >= time.Second {
+		// Gossip membership is read once a second, not every poll (and a
+		// failed start of the summarizer is retried as often).
+		p.electedAt = now
+		p.summarizer(p.cfg.Summarize == nil || p.cfg.Summarize())
+	}
 	p.mu.Lock()
 	notices := p.plan.Tick(levels, now)
 	for _, n := range notices {
 		p.publish(n)
 	}
+	p.publishSummaries(now)
 	p.mu.Unlock()
 }
 
@@ -182,3 +211,94 @@ func (p *Publisher) publish(n Notice) {
 	}
 	p.sent[n.Tier].Add(1)
 }
+
+// summarizer starts the IDC's summarizers (one per SummaryTiers) when the
+// node is elected, and stops them when it no longer is.
+func (p *Publisher) summarizer(elected bool) {
+	p.mu.Lock()
+	running := len(p.sumSubs) > 0
+	p.mu.Unlock()
+	switch {
+	case elected && !running:
+		var sums []*Summarizer
+		var subs []*nats.Subscription
+		for _, t := range SummaryTiers {
+			cfg := p.cfg.Summary
+			cfg.Tier, cfg.IDC, cfg.Node, cfg.Incarnation = t, p.cfg.IDC, p.cfg.Node, uint64(p.cfg.Now().UnixNano())
+			sum := NewSummarizer(cfg)
+			sub, err := p.nc.Subscribe(Root+"."+t.Token()+"."+p.cfg.IDC+".>", func(m *nats.Msg) {
+				addr, err := ParseSubject(m.Subject)
+				var n backlogpb.Notice
+				if err == nil {
+					err = proto.Unmarshal(m.Data, &n)
+				}
+				if err != nil || addr.IDC != n.Idc || addr.Node != n.Node || addr.Queue != n.Queue {
+					return
+				}
+				p.mu.Lock()
+				sum.Observe(&n, p.cfg.Now())
+				p.mu.Unlock()
+			})
+			if err != nil {
+				p.cfg.Logger.Warn("backlog summarizer: subscribe", "err", err)
+				for _, s := range subs {
+					_ = s.Unsubscribe()
+				}
+				return
+			}
+			sums, subs = append(sums, sum), append(subs, sub)
+		}
+		p.mu.Lock()
+		p.sums, p.sumSubs = sums, subs
+		p.mu.Unlock()
+		// Ask the IDC's nodes for their state.
+		for _, t := range SummaryTiers {
+			_ = p.nc.Publish(SyncSubject(t, p.cfg.IDC, p.cfg.Node), nil)
+		}
+		p.cfg.Logger.Info("backlog summarizer of the IDC", "idc", p.cfg.IDC)
+	case !elected && running:
+		p.stopSummarizer()
+	}
+}
+
+func (p *Publisher) stopSummarizer() {
+	p.mu.Lock()
+	subs := p.sumSubs
+	p.sums, p.sumSubs = nil, nil
+	p.mu.Unlock()
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+// publishSummaries publishes what the summarizers decided (under mu).
+func (p *Publisher) publishSummaries(now time.Time) {
+	for _, sum := range p.sums {
+		for _, s := range sum.Tick(now) {
+			b, err := proto.Marshal(s)
+			if err != nil {
+				p.cfg.Logger.Error("encode backlog summary", "err", err)
+				continue
+			}
+			if err := p.nc.Publish(SummarySubject(sum.Tier(), s.Idc, int(s.Shard)), b); err != nil {
+				p.cfg.Logger.Debug("backlog summary not published", "err", err)
+				continue
+			}
+			p.summaries.Add(1)
+		}
+	}
+}
+
+// ForgetNode drops a node of the IDC from the summaries at once (gossip
+// says it failed or left), if this node is the IDC's summarizer.
+func (p *Publisher) ForgetNode(node string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, sum := range p.sums {
+		sum.Forget(node)
+	}
+}
+
+// Summaries is how many summaries this node published as its IDC's
+// summarizer.
+func (p *Publisher) Summaries() uint64 { return p.summaries.Load() }

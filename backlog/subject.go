@@ -3,6 +3,7 @@ package backlog
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/mqmesh/mqmesh/internal/subject"
@@ -106,6 +107,48 @@ func ParseSubject(s string) (Address, error) {
 type Pattern struct {
 	Tier Tier
 	Text string
+	// Summary: the pattern is of summaries (bls.<idc>.<shard>), of the
+	// global tier.
+	Summary bool
+}
+
+// ParseSummaryPattern validates a summary subscription pattern:
+// bls.<i|g>.<idc|*>.<shard|*> (or ending in '>' after the tier). The tier
+// token must be literal.
+func ParseSummaryPattern(s string) (Pattern, error) {
+	toks := strings.Split(s, ".")
+	bad := func(why string) (Pattern, error) {
+		return Pattern{}, fmt.Errorf("%w: summary pattern %q: %s", ErrBadSubject, s, why)
+	}
+	if toks[0] != SummaryRoot || len(toks) < 3 || len(toks) > 4 {
+		return bad("want " + SummaryRoot + ".<i|g>.<idc|*>.<shard|*>")
+	}
+	t, err := ParseTier(toks[1])
+	if err != nil || toks[1] != t.Token() || t == TierHost {
+		return bad("tier token must be i or g")
+	}
+	for i, tok := range toks[2:] {
+		last := i == len(toks)-3
+		switch {
+		case tok == ">":
+			if !last {
+				return bad("'>' must be the last token")
+			}
+		case tok == "*":
+		case i == 0:
+			if err := subject.Validate("idc", tok); err != nil {
+				return bad(err.Error())
+			}
+		default:
+			if n, err := strconv.Atoi(tok); err != nil || n < 0 {
+				return bad("shard must be a number")
+			}
+		}
+		if last && len(toks) < 4 && tok != ">" {
+			return bad("too short; end it with '>' or name idc.shard")
+		}
+	}
+	return Pattern{Tier: t, Text: s, Summary: true}, nil
 }
 
 // ParsePattern validates a subscription pattern: bl.<tier>, then up to

@@ -66,6 +66,8 @@ type View struct {
 	// subscribed, once set (SubscribeTiers), says which tiers the view is
 	// fed from; notices of other tiers are ignored. Unset: every tier.
 	subscribed *[NumTiers]bool
+	// summaries: the last summary applied per tier and IDC (ApplySummary).
+	summaries map[summaryKey]summaryMark
 }
 
 // ViewStats counts what a view received.
@@ -78,6 +80,9 @@ type ViewStats struct {
 	// Unsubscribed counts entries removed because their tier was no longer
 	// subscribed, and late notices of such tiers ignored.
 	Unsubscribed uint64
+	// Summaries counts summaries applied (their notices are not counted
+	// in Accepted: a summary is one message).
+	Summaries uint64
 }
 
 // NewView returns an empty view using clock now (nil: time.Now).
@@ -157,6 +162,15 @@ func (v *View) Apply(t Tier, n *backlogpb.Notice) bool {
 		v.stats.Dropped[t]++
 		return false
 	}
+	if !v.applyLocked(t, n, now) {
+		return false
+	}
+	v.stats.Accepted[t]++
+	return true
+}
+
+// applyLocked records notice n of tier t at now; false: out of order.
+func (v *View) applyLocked(t Tier, n *backlogpb.Notice, now time.Time) bool {
 	nk := nodeKey{n.Idc, n.Node}
 	ns := v.nodes[nk]
 	if ns == nil {
@@ -175,7 +189,6 @@ func (v *View) Apply(t Tier, n *backlogpb.Notice) bool {
 	}
 	ns.heard = now
 	ns.seq = max(ns.seq, n.Seq)
-	v.stats.Accepted[t]++
 	if n.Queue == HeartbeatQueue {
 		return true
 	}

@@ -61,8 +61,14 @@ func (w *Watcher) Apply(f Filters) error {
 	w.view.AllowTiers(tiers...)
 	var fresh []*nats.Subscription
 	for _, s := range subs {
-		tier := s.tier
-		sub, err := w.nc.Subscribe(s.pattern.Text, func(m *nats.Msg) { w.receive(tier, m) })
+		tier, summary := s.tier, s.pattern.Summary
+		sub, err := w.nc.Subscribe(s.pattern.Text, func(m *nats.Msg) {
+			if summary {
+				w.receiveSummary(tier, m)
+			} else {
+				w.receive(tier, m)
+			}
+		})
 		if err != nil {
 			for _, f := range fresh {
 				_ = f.Unsubscribe()
@@ -132,6 +138,22 @@ func (w *Watcher) receive(tier Tier, m *nats.Msg) {
 		return
 	}
 	w.view.Apply(tier, &n)
+}
+
+func (w *Watcher) receiveSummary(tier Tier, m *nats.Msg) {
+	var sum backlogpb.Summary
+	err := proto.Unmarshal(m.Data, &sum)
+	if err == nil && m.Subject != SummarySubject(tier, sum.Idc, int(sum.Shard)) {
+		err = errors.New("summary does not match its subject")
+	}
+	if err != nil {
+		w.mu.Lock()
+		w.bad++
+		w.mu.Unlock()
+		w.log.Debug("dropped malformed backlog summary", "subject", m.Subject, "err", err)
+		return
+	}
+	w.view.ApplySummary(tier, &sum)
 }
 
 // WatchFile loads the filter file, applies it, and reloads it whenever it

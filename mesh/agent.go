@@ -227,7 +227,7 @@ func (a *NodeAgent) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("mesh: publish nats addresses: %w", err)
 	}
 	if !a.cfg.NoBacklog {
-		if a.pub, a.pubConn, err = StartPublisher(a.Node, a.cfg.Backlog); err != nil {
+		if a.pub, a.pubConn, err = startPublisher(a.Node, a.cfg.Backlog, a.summarizes); err != nil {
 			return err
 		}
 	}
@@ -297,6 +297,9 @@ func (a *NodeAgent) handle(ev Event) {
 	case RoleNode:
 		if mb.Meta.IDC != a.cfg.Node.IDC || mb.Meta.Name == a.cfg.Node.Name {
 			return
+		}
+		if (ev.Type == EventFail || ev.Type == EventLeave) && a.pub != nil {
+			a.pub.ForgetNode(mb.Meta.Name) // out of the IDC's summaries at once
 		}
 		topo := TopologyFor(a.Mesh.Self(), a.Mesh.Members())
 		a.mu.Lock()
@@ -391,6 +394,23 @@ func MembersReply(m *Mesh) *meshpb.MembersReply {
 // StartPublisher starts the backlog publisher of a started node on its own
 // in-process connection; stop the publisher, then close the connection.
 func StartPublisher(n *mqnode.Node, policies [backlog.NumTiers]backlog.TierPolicy) (*backlog.Publisher, *nats.Conn, error) {
+	return startPublisher(n, policies, nil)
+}
+
+// summarizes says whether the agent's node is its IDC's backlog summarizer:
+// the lowest name among the IDC's alive nodes by gossip.
+func (a *NodeAgent) summarizes() bool {
+	self := a.Mesh.Self()
+	var alive []string
+	for _, mb := range a.Mesh.Alive(func(mb Member) bool { return mb.Meta.Role == RoleNode && mb.Meta.IDC == self.IDC }) {
+		alive = append(alive, mb.Meta.Name)
+	}
+	return backlog.SummaryElected(self.Name, alive)
+}
+
+// startPublisher is StartPublisher with the summarizer election (nil:
+// the node always summarizes its IDC).
+func startPublisher(n *mqnode.Node, policies [backlog.NumTiers]backlog.TierPolicy, summarize func() bool) (*backlog.Publisher, *nats.Conn, error) {
 	nc, err := n.Connect(nats.Name("backlog-publisher"))
 	if err != nil {
 		return nil, nil, err
@@ -398,7 +418,7 @@ func StartPublisher(n *mqnode.Node, policies [backlog.NumTiers]backlog.TierPolic
 	cfg := n.Config()
 	p, err := backlog.NewPublisher(nc, backlog.PublisherConfig{
 		IDC: cfg.IDC, Node: cfg.Name, NATSClient: n.ClientURL(), Policies: policies,
-		Source: n.Levels, Logger: cfg.Logger,
+		Source: n.Levels, Logger: cfg.Logger, Summarize: summarize,
 	})
 	if err != nil {
 		nc.Close()

@@ -14,12 +14,12 @@ var builtinFilters = map[string]string{
 `,
 	"local-idc": `tiers:
   local: {subject: "bl.h.{idc}.{node}.>", min_backlog: 1}
-  idc: {subject: "bl.i.{idc}.>", min_backlog: 1, max_rate: 100}
+  idc: {subject: "bls.i.{idc}.{shard}", shards: 1, min_backlog: 1, max_rate: 100}
 `,
 	"everything": `tiers:
   local: {subject: "bl.h.{idc}.{node}.>", min_backlog: 1}
-  idc: {subject: "bl.i.{idc}.>", min_backlog: 1, max_rate: 100}
-  global: {subject: "bl.g.>", min_backlog: 1, max_rate: 20}
+  idc: {subject: "bls.i.{idc}.{shard}", shards: 1, min_backlog: 1, max_rate: 100}
+  global: {subject: "bls.g.*.{shard}", shards: 1, min_backlog: 1, max_rate: 20}
 `,
 	"noisy-neighbour": `tiers:
   local: {subject: "bl.h.{idc}.{node}.>", min_backlog: 1}

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,6 +55,9 @@ type ModelConfig struct {
 	IDCs []string `json:"idcs"`
 	// Slots per pool.
 	Slots int `json:"slots"`
+	// WorkerOnly is the share of each IDC's hosts that run a pool and no
+	// node (at least one host per IDC keeps a node). Default 0.
+	WorkerOnly float64 `json:"worker_only"`
 	// Rate is the tasks/s enqueued on every host's node: Poisson arrivals
 	// (FixedRate: evenly spaced).
 	Rate      float64 `json:"rate"`
@@ -98,6 +102,9 @@ type ModelConfig struct {
 	// View.Entries() every CheckViews decisions (0: never; see viewCache).
 	// Default 1000.
 	CheckViews int `json:"-"`
+	// SummaryK is the most nodes per queue an IDC's summary names
+	// (backlog.SummaryConfig.K; its shards are sized to the IDC). Default 8.
+	SummaryK int `json:"summary_k"`
 	// Sample is the period of backlog sampling. Default 100ms.
 	Sample time.Duration `json:"-"`
 	Seed   uint64        `json:"seed"`
@@ -149,6 +156,29 @@ var ModelFaults = []string{FaultPoolsLost, FaultDegrade, FaultNone}
 // pools-lost (its pools die, then come back), degrade (its handlers get
 // 20× slower) or none.
 func ModelFromScenario(s Scenario, hosts, idcs int, duration time.Duration, rate float64, fault string) (ModelConfig, error) {
+	return ModelFromScenarioWith(s, hosts, idcs, duration, rate, fault, ModelExtras{})
+}
+
+// ModelExtras are the faults a model run adds to its measured fault.
+type ModelExtras struct {
+	// ErrorRate of every handler (tasks retried after the backoff), when
+	// the scenario sets none.
+	ErrorRate float64
+	// WorkerOnly share of hosts (ModelConfig.WorkerOnly).
+	WorkerOnly float64
+	// Crashes: CrashShare of the second IDC's nodes (its summarizer
+	// first) crash at 3/4 of the load and restart at 9/10; SlowLink is
+	// added each way on the last IDC's links during the measured fault.
+	CrashShare float64
+	SlowLink   time.Duration
+}
+
+// DefaultModelExtras: 1% handler errors, 10% worker-only hosts, 5% of an
+// IDC's nodes crashing, a 20 ms slower link.
+var DefaultModelExtras = ModelExtras{ErrorRate: 0.01, WorkerOnly: 0.1, CrashShare: 0.05, SlowLink: 20 * time.Millisecond}
+
+// ModelFromScenarioWith is ModelFromScenario with extra faults.
+func ModelFromScenarioWith(s Scenario, hosts, idcs int, duration time.Duration, rate float64, fault string, x ModelExtras) (ModelConfig, error) {
 	if idcs < 1 || idcs > 64 {
 		return ModelConfig{}, fmt.Errorf("idcs %d: want 1..64", idcs)
 	}
@@ -187,6 +217,22 @@ func ModelFromScenario(s Scenario, hosts, idcs int, duration time.Duration, rate
 	default:
 		return ModelConfig{}, fmt.Errorf("fault %q: want one of %v", fault, ModelFaults)
 	}
+	if c.Handler.ErrorRate == 0 {
+		c.Handler.ErrorRate = x.ErrorRate
+	}
+	c.WorkerOnly = x.WorkerOnly
+	last := names[len(names)-1]
+	if x.SlowLink > 0 && len(names) > 1 {
+		c.Timeline = append(c.Timeline,
+			Event{At: start, Action: "slow-link", IDC: last, Latency: Duration(x.SlowLink)},
+			Event{At: end, Action: "heal", IDC: last})
+	}
+	if x.CrashShare > 0 && len(names) > 1 {
+		c.Timeline = append(c.Timeline,
+			Event{At: Duration(3 * duration / 4), Phase: names[1] + " nodes crashed", Action: "kill-nodes", IDC: names[1], Share: x.CrashShare},
+			Event{At: Duration(9 * duration / 10), Phase: names[1] + " nodes back", Action: "restart-nodes", IDC: names[1]})
+	}
+	slices.SortStableFunc(c.Timeline, func(a, b Event) int { return cmp.Compare(a.At, b.At) })
 	return c.withDefaults(), nil
 }
 
@@ -232,6 +278,9 @@ func (c ModelConfig) withDefaults() ModelConfig {
 	if c.Sample <= 0 {
 		c.Sample = 100 * time.Millisecond
 	}
+	if c.SummaryK <= 0 {
+		c.SummaryK = backlog.DefaultSummaryK
+	}
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
@@ -249,6 +298,9 @@ func (c ModelConfig) Validate() error {
 	}
 	if c.Hosts < len(c.IDCs) || c.Hosts > 100_000 {
 		bad("hosts", "%d: want one per IDC at least (%d) and at most 100000", c.Hosts, len(c.IDCs))
+	}
+	if c.WorkerOnly < 0 || c.WorkerOnly >= 1 {
+		bad("worker_only", "%v: want 0 <= share < 1", c.WorkerOnly)
 	}
 	if c.Slots < 1 || c.Slots > 1024 {
 		bad("slots", "%d: want 1..1024", c.Slots)
@@ -293,12 +345,22 @@ func (c ModelConfig) Validate() error {
 				bad(f, "degrade needs slowdown >= 1 and 0 <= error rate < 1")
 			}
 			fallthrough
-		case "restore", "kill-pools", "restore-pools":
+		case "kill-nodes":
+			if ev.Action == "kill-nodes" && (ev.Share <= 0 || ev.Share > 1) {
+				bad(f+".share", "%v: kill-nodes needs 0 < share <= 1", ev.Share)
+			}
+			fallthrough
+		case "slow-link":
+			if ev.Action == "slow-link" && ev.Latency <= 0 {
+				bad(f+".latency", "slow-link needs a latency > 0")
+			}
+			fallthrough
+		case "restore", "kill-pools", "restore-pools", "restart-nodes", "heal":
 			if !slices.Contains(c.IDCs, ev.IDC) {
 				bad(f+".idc", "%q: no such IDC", ev.IDC)
 			}
 		default:
-			bad(f+".action", "%q: the model knows normal, degrade, restore, kill-pools, restore-pools, restore-all", ev.Action)
+			bad(f+".action", "%q: the model knows normal, degrade, restore, kill-pools, restore-pools, kill-nodes, restart-nodes, slow-link, heal, restore-all", ev.Action)
 		}
 	}
 	return errors.Join(errs...)

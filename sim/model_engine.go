@@ -47,6 +47,9 @@ type mNode struct {
 	waitSeq      uint64
 
 	firstHelp int64
+	// down: the node crashed (kill-nodes); inc is its incarnation.
+	down bool
+	inc  uint64
 }
 
 func (n *mNode) readyLen() int { return len(n.ready) - n.head }
@@ -74,6 +77,9 @@ type mPool struct {
 	subs      []backlog.Subscription
 	groups    []*subGroup
 	helped    int64
+	// summary[t]: the pool hears tier t as summaries (one shard of each
+	// IDC), not as every node's notices.
+	summary [backlog.NumTiers]bool
 }
 
 type model struct {
@@ -101,6 +107,7 @@ type model struct {
 	idcPools  [][]*mPool
 	slots     [][]*mNode // poll slots
 	groups    []*subGroup
+	sums      [backlog.NumTiers][]*mSummary // per tier and IDC, when pools hear summaries
 	filter    backlog.Filters
 	dist      latencyDist
 	slowBase  []float64
@@ -121,11 +128,15 @@ type model struct {
 	lastDone                             int64
 	peak                                 uint64
 	published                            [backlog.NumTiers]uint64
+	summaries                            uint64
+	crashed, elections, refused          int64
+	linkExtra                            []int64 // slow-link latency per IDC, each way
 	deliveredHB                          [backlog.NumTiers]uint64
 	deliveredQ                           [backlog.NumTiers]uint64
 	accepted, dropped                    [backlog.NumTiers]uint64
 	stale                                uint64
 	subscribed                           [backlog.NumTiers]bool
+	summaryTier                          [backlog.NumTiers]bool
 	maxRate                              [backlog.NumTiers]float64
 
 	phases     []*modelPhase
@@ -165,6 +176,7 @@ func newModel(c ModelConfig) (*model, error) {
 	}
 	nIDC := len(c.IDCs)
 	m.readyIDC = make([]int64, nIDC)
+	m.linkExtra = make([]int64, nIDC)
 	m.idcNodes = make([][]*mNode, nIDC)
 	m.idcPools = make([][]*mPool, nIDC)
 	m.slowBase = make([]float64, nIDC)
@@ -183,26 +195,36 @@ func newModel(c ModelConfig) (*model, error) {
 		}
 	}
 	m.errRate = slices.Clone(m.errBase)
-	// Hosts: IDC i gets Hosts/nIDC, the first Hosts%nIDC one more.
+	// Hosts: IDC i gets Hosts/nIDC, the first Hosts%nIDC one more; a
+	// WorkerOnly share of them runs a pool without a node.
 	for i := range nIDC {
 		count := c.Hosts / nIDC
 		if i < c.Hosts%nIDC {
 			count++
 		}
+		wo := min(int(math.Round(float64(count)*c.WorkerOnly)), count-1)
 		for h := 1; h <= count; h++ {
-			idx := len(m.nodes)
-			n := &mNode{idx: idx, idc: i, name: HostName(c.IDCs[i], h), firstHelp: never,
-				rng: rand.New(rand.NewPCG(c.Seed, 0x9e3779b97f4a7c15^uint64(idx)))}
-			n.plan = backlog.NewPlanner(backlog.PlannerConfig{IDC: c.IDCs[i], Node: n.name, Incarnation: 1, Policies: c.Publisher})
-			n.nextArr = m.firstArrival(n)
+			var n *mNode
+			name := WorkerHostName(c.IDCs[i], h-(count-wo))
+			if h <= count-wo {
+				idx := len(m.nodes)
+				n = &mNode{idx: idx, idc: i, name: HostName(c.IDCs[i], h), firstHelp: never, inc: 1,
+					rng: rand.New(rand.NewPCG(c.Seed, 0x9e3779b97f4a7c15^uint64(idx)))}
+				n.plan = backlog.NewPlanner(backlog.PlannerConfig{IDC: c.IDCs[i], Node: n.name, Incarnation: 1, Policies: c.Publisher})
+				n.nextArr = m.firstArrival(n)
+				m.nodes = append(m.nodes, n)
+				m.byName[n.name] = n
+				m.idcNodes[i] = append(m.idcNodes[i], n)
+				name = n.name
+			}
+			idx := len(m.pools)
 			pcg := rand.NewPCG(c.Seed^0x5851f42d4c957f2d, uint64(idx))
-			p := &mPool{idx: idx, idc: i, name: n.name, node: n, alive: true, pcg: pcg, rng: rand.New(pcg)}
+			p := &mPool{idx: idx, idc: i, name: name, node: n, alive: true, pcg: pcg, rng: rand.New(pcg)}
 			p.sched = m.newScheduler(p)
-			n.pool = p
-			m.nodes = append(m.nodes, n)
+			if n != nil {
+				n.pool = p
+			}
 			m.pools = append(m.pools, p)
-			m.byName[n.name] = n
-			m.idcNodes[i] = append(m.idcNodes[i], n)
 			m.idcPools[i] = append(m.idcPools[i], p)
 		}
 	}
@@ -221,6 +243,7 @@ func newModel(c ModelConfig) (*model, error) {
 	if err := m.subscribe(); err != nil {
 		return nil, err
 	}
+	m.setupSummaries()
 	m.aliveCount = len(m.pools)
 	// Publishers poll every Poll, spread over 20 slots.
 	const nslots = 20
@@ -270,6 +293,10 @@ func (m *model) gap(n *mNode) int64 {
 
 // materialize enqueues the arrivals of n up to now.
 func (m *model) materialize(n *mNode) {
+	for n.down && n.nextArr <= m.now && n.nextArr < m.loadEnd {
+		m.refused++ // the node is down: its producers' enqueues fail
+		n.nextArr += m.gap(n)
+	}
 	for n.nextArr <= m.now && n.nextArr < m.loadEnd {
 		n.ready = append(n.ready, n.nextArr)
 		n.enqueued++

@@ -124,11 +124,23 @@ func (m *model) apply(ev Event) {
 	case "restore-pools":
 		m.accrue()
 		m.restorePools(idc)
+	case "kill-nodes":
+		m.accrue()
+		m.killNodes(idc, ev.Share)
+	case "restart-nodes":
+		m.accrue()
+		m.restartNodes(idc)
+	case "slow-link":
+		m.linkExtra[idc] = int64(ev.Latency)
+	case "heal":
+		m.linkExtra[idc] = 0
 	case "restore-all":
 		m.accrue()
 		copy(m.slow, m.slowBase)
 		copy(m.errRate, m.errBase)
+		clear(m.linkExtra)
 		for i := range m.idcs {
+			m.restartNodes(i)
 			m.restorePools(i)
 		}
 	}
@@ -144,7 +156,7 @@ func (m *model) report() {
 	for _, p := range m.phases {
 		done += p.done
 	}
-	m.progress(ModelProgress{Hosts: len(m.nodes), VirtualS: time.Duration(m.now).Seconds(), Phase: m.phases[m.cur].name,
+	m.progress(ModelProgress{Hosts: len(m.pools), VirtualS: time.Duration(m.now).Seconds(), Phase: m.phases[m.cur].name,
 		Backlog: uint64(m.readyTotal), Done: done, Events: m.events})
 }
 

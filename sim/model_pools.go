@@ -85,7 +85,11 @@ func (m *model) newScheduler(p *mPool) *worker.Scheduler {
 			return d
 		}
 	}
-	return worker.NewScheduler(worker.SchedulerConfig{IDC: m.idcs[p.idc], Node: p.name, Policy: m.cfg.Policy, Rand: p.rng, Decide: decide})
+	node := ""
+	if p.node != nil {
+		node = p.node.name
+	}
+	return worker.NewScheduler(worker.SchedulerConfig{IDC: m.idcs[p.idc], Node: node, Policy: m.cfg.Policy, Rand: p.rng, Decide: decide})
 }
 
 // flush completes the tasks of p done by t.
@@ -163,7 +167,7 @@ func (m *model) poolStep(p *mPool) {
 			return
 		}
 		p.reserved += a.Slots
-		e := m.newEvent(evPullArrive, m.now+int64(a.Delay)+m.rtt(a.Where)/2)
+		e := m.newEvent(evPullArrive, m.now+int64(a.Delay)+m.half(p.idc, target.idc, a.Where))
 		e.pool, e.step, e.node, e.a, e.sent = p, p.gen, target, a, m.now
 		if a.Where == worker.Local {
 			p.localBusy = true
@@ -180,6 +184,10 @@ func (m *model) pullArrive(e *event) {
 	m.pulls++
 	if m.hooks != nil && m.hooks.onPull != nil {
 		m.hooks.onPull(p.name, e.a, time.Duration(e.sent), time.Duration(m.now))
+	}
+	if n.down {
+		m.failPull(p, n, e.step, e.a)
+		return
 	}
 	m.materialize(n)
 	if n.readyLen() == 0 && e.a.Wait > 0 {
@@ -224,7 +232,7 @@ func (m *model) serve(n *mNode, p *mPool, step uint64, a worker.Action) {
 	k := min(max(a.MaxTasks, 1), n.readyLen())
 	tasks := m.take(n, k)
 	m.inNet += int64(k)
-	e := m.newEvent(evPullReply, m.now+m.rtt(a.Where)/2)
+	e := m.newEvent(evPullReply, m.now+m.half(p.idc, n.idc, a.Where))
 	e.pool, e.step, e.node, e.a, e.tasks, e.readyAfter = p, step, n, a, tasks, uint64(n.readyLen())
 }
 
@@ -261,13 +269,19 @@ func (m *model) pullReply(e *event) {
 	// As worker's pullLocal and pullRemote: give back the unfilled slots,
 	// tell the scheduler, correct the view.
 	p.reserved -= a.Slots
-	p.sched.Observe(worker.PullResult{Action: a, Got: got, ReadyAfter: e.readyAfter}, m.clock())
+	res := worker.PullResult{Action: a, Got: got, ReadyAfter: e.readyAfter}
+	if e.err {
+		res.Err = errNodeDown
+	}
+	p.sched.Observe(res, m.clock())
 	if a.Where == worker.Local {
 		p.localBusy = false
 		m.poolStep(p)
 		return
 	}
-	p.view.correct(a.IDC, a.Node, modelQueue, e.readyAfter, int32(n.idx))
+	if !e.err {
+		p.view.correct(a.IDC, a.Node, modelQueue, e.readyAfter, int32(n.idx))
+	}
 	if !p.localBusy {
 		m.poolStep(p) // the loop waited for a slot or idled: it goes on
 	}
@@ -327,7 +341,7 @@ func (m *model) kill(p *mPool) {
 	p.step++
 	p.gen++
 	p.reserved, p.localBusy = 0, false
-	if p.node.waiter == p {
+	if p.node != nil && p.node.waiter == p {
 		p.node.waiter = nil
 	}
 	m.retireView(p.view)
@@ -338,30 +352,41 @@ func (m *model) kill(p *mPool) {
 	m.aliveCount--
 }
 
-// restorePools starts the dead pools of an IDC afresh: a new view, and a
-// sync request on each tier they subscribe (Watcher.Apply).
+// restorePools starts the dead pools of an IDC afresh (those of crashed
+// hosts wait for restart-nodes).
 func (m *model) restorePools(idc int) {
 	var sync [backlog.NumTiers]bool
 	for _, p := range m.idcPools[idc] {
-		if p.alive {
-			continue
+		if !p.alive && (p.node == nil || !p.node.down) {
+			m.restorePool(p, &sync)
 		}
-		p.alive = true
-		p.sched = m.newScheduler(p)
-		p.view = m.newView(p)
-		for _, g := range p.groups {
-			g.alive[p.idc]++
-		}
-		m.aliveCount++
-		for _, s := range p.subs {
-			if s.Tier == backlog.TierHost {
-				p.node.plan.RequestSync(backlog.TierHost)
-			} else {
-				sync[s.Tier] = true
-			}
-		}
-		m.wakePool(p, m.now)
 	}
+	m.syncTiers(idc, sync)
+}
+
+// restorePool starts a dead pool afresh: a new scheduler and view, and a
+// sync request on each tier it subscribes (Watcher.Apply), noted in sync
+// for syncTiers.
+func (m *model) restorePool(p *mPool, sync *[backlog.NumTiers]bool) {
+	p.alive = true
+	p.sched = m.newScheduler(p)
+	p.view = m.newView(p)
+	for _, g := range p.groups {
+		g.alive[p.idc]++
+	}
+	m.aliveCount++
+	for _, s := range p.subs {
+		if s.Tier == backlog.TierHost {
+			p.node.plan.RequestSync(backlog.TierHost)
+		} else {
+			sync[s.Tier] = true
+		}
+	}
+	m.wakePool(p, m.now)
+}
+
+// syncTiers sends the sync requests of pools of idc that (re)started.
+func (m *model) syncTiers(idc int, sync [backlog.NumTiers]bool) {
 	if sync[backlog.TierIDC] {
 		for _, n := range m.idcNodes[idc] {
 			n.plan.RequestSync(backlog.TierIDC)
@@ -370,6 +395,16 @@ func (m *model) restorePools(idc int) {
 	if sync[backlog.TierGlobal] {
 		for _, n := range m.nodes {
 			n.plan.RequestSync(backlog.TierGlobal)
+		}
+	}
+	for _, t := range backlog.SummaryTiers {
+		if !sync[t] {
+			continue
+		}
+		for x, ms := range m.sums[t] {
+			if t == backlog.TierGlobal || x == idc {
+				ms.sum.RequestSync()
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ package sim
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -35,7 +36,15 @@ func (m *model) subscribe() error {
 	byKey := map[string]*subGroup{}
 	index := map[string][]*subGroup{} // tier|idc token|node token
 	for _, p := range m.pools {
-		subs, err := m.filter.Resolve(m.idcs[p.idc], p.name)
+		f, node := m.filter, ""
+		if p.node != nil {
+			node = p.node.name
+		} else {
+			// A worker-only host has no local tier (as sim's runner).
+			f = backlog.Filters{Tiers: maps.Clone(f.Tiers)}
+			delete(f.Tiers, "local")
+		}
+		subs, err := f.Resolve(m.idcs[p.idc], node)
 		if err != nil {
 			return fmt.Errorf("filter %s: %w", m.cfg.Filter, err)
 		}
@@ -43,6 +52,11 @@ func (m *model) subscribe() error {
 		for _, s := range subs {
 			m.subscribed[s.Tier] = true
 			m.maxRate[s.Tier] = s.Filter.MaxRate
+			if s.Pattern.Summary {
+				// Summaries are routed by setupSummaries.
+				p.summary[s.Tier], m.summaryTier[s.Tier] = true, true
+				continue
+			}
 			key := s.Pattern.Text
 			g := byKey[key]
 			if g == nil {
@@ -120,6 +134,9 @@ func (m *model) retireView(c *viewCache) {
 // poll is one observation of a node by its publisher: the node's real
 // backlog.Planner decides what to send (as under Publisher.Tick).
 func (m *model) poll(n *mNode) {
+	if n.down {
+		return // its publisher died with it
+	}
 	m.materialize(n)
 	ready := uint64(n.readyLen())
 	var oldest time.Duration
@@ -142,6 +159,12 @@ func (m *model) publish(n *mNode, nt backlog.Notice) {
 		kind = 1
 	}
 	m.published[tier]++
+	if m.sums[tier] != nil {
+		if kind == 0 {
+			m.observeSummarized(n, tier, nt.Msg)
+		}
+		return
+	}
 	dls := n.recip[tier][kind]
 	if kind == 1 && !m.cfg.ApplyHeartbeats {
 		var c uint64
@@ -155,7 +178,7 @@ func (m *model) publish(n *mNode, nt backlog.Notice) {
 		return
 	}
 	for _, dl := range dls {
-		e := m.newEvent(evDeliver, m.now+dl.delay)
+		e := m.newEvent(evDeliver, m.now+dl.delay+m.crossExtra(n.idc, dl.idc))
 		e.notice, e.tier, e.dl, e.node = nt.Msg, tier, dl, n
 	}
 }

@@ -23,6 +23,14 @@ type ModelResult struct {
 	Lost      int64 `json:"lost"`
 	// Retries: handler failures put back on their node (error rates).
 	Retries int64 `json:"retries"`
+	// Crashed nodes (kill-nodes), summarizer Elections after the first,
+	// Refused enqueues (arrivals at a crashed node), Summaries published.
+	Crashed   int64  `json:"crashed"`
+	Elections int64  `json:"elections"`
+	Refused   int64  `json:"refused"`
+	Summaries uint64 `json:"summaries"`
+	// WorkerOnly pools (no node of their own).
+	WorkerOnly int `json:"worker_only_pools"`
 	// Drained says the backlog reached zero after the load; DrainedAfterS
 	// is when the last task finished, after the end of the load.
 	Drained       bool    `json:"drained"`
@@ -130,7 +138,7 @@ func share(a, b int64) float64 {
 
 func (m *model) result() *ModelResult {
 	r := &ModelResult{
-		Hosts: len(m.nodes), Enqueued: m.enqueued, Completed: m.completed, Drained: m.drained,
+		Hosts: len(m.pools), Enqueued: m.enqueued, Completed: m.completed, Drained: m.drained,
 		DrainedAfterS: secs(m.drainedAfter), PeakBacklog: m.peak, VirtualS: secs(m.now),
 		Events: m.events, Decisions: m.decisions, Pulls: m.pulls,
 		ViewChecks: m.viewChecks, ViewMismatches: m.viewMismatches, StaleNotices: m.stale,
@@ -138,6 +146,8 @@ func (m *model) result() *ModelResult {
 	r.Stranded = m.readyTotal + m.inNet + m.requeued
 	r.Lost = r.Enqueued - r.Completed - r.Stranded
 	r.Retries = m.retries
+	r.Crashed, r.Elections, r.Refused, r.Summaries = m.crashed, m.elections, m.refused, m.summaries
+	r.WorkerOnly = len(m.pools) - len(m.nodes)
 	var all latHist
 	var where [3]int64
 	var poolNs float64
@@ -289,8 +299,8 @@ func (rep *ModelReport) WriteTable(w io.Writer) error {
 		return err
 	}
 	for _, r := range rep.Runs {
-		fmt.Fprintf(w, "%d hosts: %d enqueued, %d completed, %d stranded, %d lost, %d retries; %d events, %d decisions, %d pulls in %.1fs of virtual time; views checked %d times, %d mismatches\n",
-			r.Hosts, r.Enqueued, r.Completed, r.Stranded, r.Lost, r.Retries, r.Events, r.Decisions, r.Pulls, r.VirtualS, r.ViewChecks, r.ViewMismatches)
+		fmt.Fprintf(w, "%d hosts (%d worker-only): %d enqueued, %d completed, %d stranded, %d lost, %d retries, %d nodes crashed, %d enqueues refused by them, %d summaries, %d summarizer elections; %d events, %d decisions, %d pulls in %.1fs of virtual time; views checked %d times, %d mismatches\n",
+			r.Hosts, r.WorkerOnly, r.Enqueued, r.Completed, r.Stranded, r.Lost, r.Retries, r.Crashed, r.Refused, r.Summaries, r.Elections, r.Events, r.Decisions, r.Pulls, r.VirtualS, r.ViewChecks, r.ViewMismatches)
 	}
 	return nil
 }
@@ -312,9 +322,34 @@ func describeFault(c ModelConfig) string {
 				break
 			}
 		}
-		return fmt.Sprintf("%s %s %s-%s of %s", ev.IDC, what, ev.At.D(), end, c.Duration)
+		return fmt.Sprintf("%s %s %s-%s of %s", ev.IDC, what, ev.At.D(), end, c.Duration) + describeExtras(c)
 	}
-	return fmt.Sprintf("none (%s of load)", c.Duration)
+	return fmt.Sprintf("none (%s of load)", c.Duration) + describeExtras(c)
+}
+
+// describeExtras names the faults besides the measured one.
+func describeExtras(c ModelConfig) string {
+	var out []string
+	if c.Handler.ErrorRate > 0 {
+		out = append(out, fmt.Sprintf("%g%% handler errors", 100*c.Handler.ErrorRate))
+	}
+	if c.WorkerOnly > 0 {
+		out = append(out, fmt.Sprintf("%g%% worker-only hosts", 100*c.WorkerOnly))
+	}
+	for _, ev := range c.Timeline {
+		switch ev.Action {
+		case "slow-link":
+			out = append(out, fmt.Sprintf("%s link +%s each way from %s", ev.IDC, ev.Latency.D(), ev.At.D()))
+		case "kill-nodes":
+			out = append(out, fmt.Sprintf("%g%% of %s's nodes crash at %s", 100*ev.Share, ev.IDC, ev.At.D()))
+		case "restart-nodes":
+			out = append(out, fmt.Sprintf("restart at %s", ev.At.D()))
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(out, ", ")
 }
 
 func optS(s float64) string {

@@ -33,8 +33,23 @@ type viewCache struct {
 	// model has one queue), so lookups compare integers.
 	ranks   []int32
 	ix      *nodeIndex
-	heard   map[int32]int64 // nodes the view holds → when last heard
-	nextExp int64           // nothing goes stale at or before this time
+	heard   map[int32]heardAt // nodes the view holds → when last heard, incarnation
+	nextExp int64             // nothing goes stale at or before this time
+}
+
+// heardAt is when a view last heard from a node, and its incarnation.
+type heardAt struct {
+	at  int64
+	inc uint64
+}
+
+// forget is View.ForgetNode (gossip: the node failed), mirrored.
+func (c *viewCache) forget(idc, node string, idx int32) {
+	c.v.ForgetNode(idc, node)
+	delete(c.heard, idx)
+	if i, ok := c.find(idx); ok {
+		c.entries, c.ranks = slices.Delete(c.entries, i, i+1), slices.Delete(c.ranks, i, i+1)
+	}
 }
 
 // nodeIndex numbers the model's nodes.
@@ -44,7 +59,7 @@ type nodeIndex struct {
 }
 
 func newViewCache(subs []backlog.Subscription, clock func() time.Time, ix *nodeIndex) *viewCache {
-	c := &viewCache{v: backlog.NewView(clock), clock: clock, heard: map[int32]int64{}, nextExp: never, ix: ix}
+	c := &viewCache{v: backlog.NewView(clock), clock: clock, heard: map[int32]heardAt{}, nextExp: never, ix: ix}
 	for _, s := range subs {
 		f := s.Filter
 		c.v.SetFilter(s.Tier, &f)
@@ -79,9 +94,9 @@ func (c *viewCache) apply(now int64, t backlog.Tier, n *backlogpb.Notice, src in
 	if !c.v.Apply(t, n) {
 		return // over the tier's rate, or out of order: the table is as it was
 	}
-	if _, known := c.heard[src]; !known {
-		// A node the view does not hold: View.Apply starts it afresh
-		// (incarnation 0 < the notice's), forgetting its entries.
+	if h, known := c.heard[src]; !known || n.Incarnation > h.inc {
+		// A node the view does not hold, or restarted: View.Apply starts
+		// it afresh, forgetting its entries.
 		if i, ok := c.find(src); ok {
 			c.entries, c.ranks = slices.Delete(c.entries, i, i+1), slices.Delete(c.ranks, i, i+1)
 		}
@@ -89,7 +104,7 @@ func (c *viewCache) apply(now int64, t backlog.Tier, n *backlogpb.Notice, src in
 			c.nextExp = min(c.nextExp, now+c.longest)
 		}
 	}
-	c.heard[src] = now
+	c.heard[src] = heardAt{now, max(n.Incarnation, c.heard[src].inc)}
 	if n.Queue == backlog.HeartbeatQueue {
 		return
 	}
@@ -158,10 +173,10 @@ func (c *viewCache) expire(now int64) {
 	})
 	if c.longest > 0 {
 		for k, h := range c.heard {
-			if now-h > c.longest {
+			if now-h.at > c.longest {
 				delete(c.heard, k)
 			} else {
-				c.nextExp = min(c.nextExp, h+c.longest)
+				c.nextExp = min(c.nextExp, h.at+c.longest)
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -242,7 +243,10 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 			cfg.Node = nh.name
 		}
 	}
-	if h.workerOnly {
+	if cfg.Node == "" {
+		// No node of its own: no local tier. A copy, so the run's filters
+		// (shared by every pool) keep theirs.
+		f = backlog.Filters{Tiers: maps.Clone(f.Tiers)}
 		delete(f.Tiers, "local")
 	}
 	cfg.Filters = &f
@@ -302,9 +306,11 @@ func (r *run) stopNode(h *simHost, graceful bool) {
 	}
 }
 
+// noticesOf counts the backlog messages a pool's view took: notices and
+// summaries (one message each).
 func noticesOf(p *worker.Pool) uint64 {
 	st := p.View().Stats()
-	var n uint64
+	n := st.Summaries
 	for _, a := range st.Accepted {
 		n += a
 	}

@@ -150,6 +150,9 @@ type Event struct {
 	ErrorRate float64 `yaml:"error_rate"`
 	// Latency of slow-link, each way.
 	Latency Duration `yaml:"latency"`
+	// Share of the IDC's nodes the scale model's kill-nodes crashes (its
+	// first ones by name: the IDC's summarizer among them).
+	Share float64 `yaml:"share"`
 	// Procs is the number of CPU burners of cpu-hog (default GOMAXPROCS:
 	// every core of this machine).
 	Procs int `yaml:"procs"`

@@ -69,6 +69,10 @@ type Scheduler struct {
 	nextID  uint64
 	// localBatch, when > 0, replaces the policy's LocalBatch (SetLocalBatch).
 	localBatch int
+	// last is the queue of the previous lookup (a pool's queues are few
+	// and its fetch loops ask in turn).
+	last  *queueSched
+	lastQ string
 }
 
 type queueSched struct {
@@ -117,11 +121,15 @@ func NewScheduler(cfg SchedulerConfig) *Scheduler {
 }
 
 func (s *Scheduler) queue(q string) *queueSched {
+	if s.last != nil && s.lastQ == q {
+		return s.last
+	}
 	qs := s.queues[q]
 	if qs == nil {
 		qs = &queueSched{}
 		s.queues[q] = qs
 	}
+	s.last, s.lastQ = qs, q
 	return qs
 }
 

@@ -163,6 +163,127 @@ func (x *Notice) GetNatsClient() string {
 	return ""
 }
 
+// Summary is the global tier as workers of other IDCs hear it: one IDC's
+// summarizer (its lowest alive node) gathers the global-tier notices of the
+// IDC's nodes and republishes, per shard, the K most backlogged nodes of
+// that shard, on change and rate-limited. A worker hears one shard per IDC,
+// so what it hears does not grow with the mesh.
+type Summary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Idc           string                 `protobuf:"bytes,1,opt,name=idc,proto3" json:"idc,omitempty"`
+	Shard         uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	Shards        uint32                 `protobuf:"varint,3,opt,name=shards,proto3" json:"shards,omitempty"`           // shards of the IDC (nodes by hash of name)
+	Summarizer    string                 `protobuf:"bytes,4,opt,name=summarizer,proto3" json:"summarizer,omitempty"`    // node that sent it
+	Incarnation   uint64                 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // summarizer start: orders its restarts
+	Seq           uint64                 `protobuf:"varint,6,opt,name=seq,proto3" json:"seq,omitempty"`                 // per summarizer, increasing
+	SentUnixMs    int64                  `protobuf:"varint,7,opt,name=sent_unix_ms,json=sentUnixMs,proto3" json:"sent_unix_ms,omitempty"`
+	Backlogged    uint32                 `protobuf:"varint,8,opt,name=backlogged,proto3" json:"backlogged,omitempty"` // nodes of the shard with backlog (>= len(nodes))
+	Nodes         []*Notice              `protobuf:"bytes,9,rep,name=nodes,proto3" json:"nodes,omitempty"`            // the top K, most backlogged first
+	Heartbeat     bool                   `protobuf:"varint,10,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`  // sent by timer, not by a change
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Summary) Reset() {
+	*x = Summary{}
+	mi := &file_backlog_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Summary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Summary) ProtoMessage() {}
+
+func (x *Summary) ProtoReflect() protoreflect.Message {
+	mi := &file_backlog_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Summary.ProtoReflect.Descriptor instead.
+func (*Summary) Descriptor() ([]byte, []int) {
+	return file_backlog_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Summary) GetIdc() string {
+	if x != nil {
+		return x.Idc
+	}
+	return ""
+}
+
+func (x *Summary) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *Summary) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *Summary) GetSummarizer() string {
+	if x != nil {
+		return x.Summarizer
+	}
+	return ""
+}
+
+func (x *Summary) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *Summary) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Summary) GetSentUnixMs() int64 {
+	if x != nil {
+		return x.SentUnixMs
+	}
+	return 0
+}
+
+func (x *Summary) GetBacklogged() uint32 {
+	if x != nil {
+		return x.Backlogged
+	}
+	return 0
+}
+
+func (x *Summary) GetNodes() []*Notice {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *Summary) GetHeartbeat() bool {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return false
+}
+
 var File_backlog_proto protoreflect.FileDescriptor
 
 const file_backlog_proto_rawDesc = "" +
@@ -185,7 +306,24 @@ const file_backlog_proto_rawDesc = "" +
 	"\fsent_unix_ms\x18\f \x01(\x03R\n" +
 	"sentUnixMs\x12\x1f\n" +
 	"\vnats_client\x18\r \x01(\tR\n" +
-	"natsClientB,Z*github.com/mqmesh/mqmesh/backlog/backlogpbb\x06proto3"
+	"natsClient\"\xae\x02\n" +
+	"\aSummary\x12\x10\n" +
+	"\x03idc\x18\x01 \x01(\tR\x03idc\x12\x14\n" +
+	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x16\n" +
+	"\x06shards\x18\x03 \x01(\rR\x06shards\x12\x1e\n" +
+	"\n" +
+	"summarizer\x18\x04 \x01(\tR\n" +
+	"summarizer\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\x12\x10\n" +
+	"\x03seq\x18\x06 \x01(\x04R\x03seq\x12 \n" +
+	"\fsent_unix_ms\x18\a \x01(\x03R\n" +
+	"sentUnixMs\x12\x1e\n" +
+	"\n" +
+	"backlogged\x18\b \x01(\rR\n" +
+	"backlogged\x12/\n" +
+	"\x05nodes\x18\t \x03(\v2\x19.mqmesh.backlog.v1.NoticeR\x05nodes\x12\x1c\n" +
+	"\theartbeat\x18\n" +
+	" \x01(\bR\theartbeatB,Z*github.com/mqmesh/mqmesh/backlog/backlogpbb\x06proto3"
 
 var (
 	file_backlog_proto_rawDescOnce sync.Once
@@ -199,16 +337,18 @@ func file_backlog_proto_rawDescGZIP() []byte {
 	return file_backlog_proto_rawDescData
 }
 
-var file_backlog_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_backlog_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_backlog_proto_goTypes = []any{
-	(*Notice)(nil), // 0: mqmesh.backlog.v1.Notice
+	(*Notice)(nil),  // 0: mqmesh.backlog.v1.Notice
+	(*Summary)(nil), // 1: mqmesh.backlog.v1.Summary
 }
 var file_backlog_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	0, // 0: mqmesh.backlog.v1.Summary.nodes:type_name -> mqmesh.backlog.v1.Notice
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_backlog_proto_init() }
@@ -222,7 +362,7 @@ func file_backlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_backlog_proto_rawDesc), len(file_backlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -36,6 +36,7 @@ type simOptions struct {
 	modelRate     float64
 	modelFault    string
 	modelFilter   string
+	modelExtras   sim.ModelExtras
 	seed          uint64
 }
 

@@ -17,7 +17,8 @@ import (
 )
 
 // modelFlags are the flags of `mqmesh sim --model`.
-var modelFlags = []string{"sizes", "idcs", "model-duration", "model-rate", "model-fault", "model-filter", "seed"}
+var modelFlags = []string{"sizes", "idcs", "model-duration", "model-rate", "model-fault", "model-filter", "seed",
+	"model-error-rate", "model-worker-only", "model-crash", "model-slow-link"}
 
 func addModelFlags(f *pflag.FlagSet, o *simOptions) {
 	f.BoolVar(&o.model, "model", false, "run the discrete-event scale model (the real policy code in virtual time) at each of --sizes instead")
@@ -28,6 +29,11 @@ func addModelFlags(f *pflag.FlagSet, o *simOptions) {
 	f.StringVar(&o.modelFault, "model-fault", sim.FaultPoolsLost, "--model: fault of the first IDC: pools-lost, degrade or none")
 	f.StringVar(&o.modelFilter, "model-filter", "", "--model: a filter file (configs/filters/) for every pool instead of the scenario's filter")
 	f.Uint64Var(&o.seed, "seed", 0, "--model: seed (default: the scenario's)")
+	d := sim.DefaultModelExtras
+	f.Float64Var(&o.modelExtras.ErrorRate, "model-error-rate", d.ErrorRate, "--model: handler error rate (failed tasks are retried after the backoff), unless the scenario sets one")
+	f.Float64Var(&o.modelExtras.WorkerOnly, "model-worker-only", d.WorkerOnly, "--model: share of hosts that run a pool and no node")
+	f.Float64Var(&o.modelExtras.CrashShare, "model-crash", d.CrashShare, "--model: share of the second IDC's nodes (its summarizer first) that crash at 3/4 of the load and restart at 9/10 (0: none)")
+	f.DurationVar(&o.modelExtras.SlowLink, "model-slow-link", d.SlowLink, "--model: latency added each way on the last IDC's links during the fault (0: none)")
 }
 
 func modelFlagsSet(cmd *cobra.Command) bool {
@@ -72,7 +78,7 @@ func runSimModel(cmd *cobra.Command, o *simOptions) error {
 			return fmt.Errorf("--sizes: %d hosts: want %d (one per IDC) to 100000", n, max(o.idcs, 1))
 		}
 	}
-	base, err := sim.ModelFromScenario(s, 0, o.idcs, o.modelDuration, o.modelRate, o.modelFault)
+	base, err := sim.ModelFromScenarioWith(s, 0, o.idcs, o.modelDuration, o.modelRate, o.modelFault, o.modelExtras)
 	if err != nil {
 		return fmt.Errorf("--model: %w", err)
 	}

@@ -17,6 +17,7 @@ const (
 	subjInfo    = "mq.*.*.info"
 	subjID      = "mqid.>"
 	subjBacklog = "bl.>"
+	subjSummary = "bls.>" // backlog.SummarySubject: an IDC's summary of its global tier
 	subjBlSync  = "blsync.>"
 	subjUsage   = "thr.>"
 	subjTrace   = "mqtrace.>" // mqnode.TraceSubject: every node answers trace lookups
@@ -36,7 +37,7 @@ const (
 //	          backlog and usage; accepted in process only (ServerOptions
 //	          refuses it on the network), so only a node's own code uses it
 //
-// Only nodes may publish bl.>, thr.> and mqtopic.> and subscribe
+// Only nodes may publish bl.>, bls.>, thr.> and mqtopic.> and subscribe
 // mq.>/mqid.>: a
 // stolen worker or admin credential cannot answer a pull or forge backlog.
 func Permissions(r Role) *server.Permissions {
@@ -52,12 +53,12 @@ func Permissions(r Role) *server.Permissions {
 	case RoleWorker:
 		return &server.Permissions{
 			Publish:   sp([]string{subjPull, subjAck, subjInfo, subjID, subjBlSync}, nil),
-			Subscribe: sp([]string{subjBacklog, InboxPrefix(r) + ".>"}, nil),
+			Subscribe: sp([]string{subjBacklog, subjSummary, InboxPrefix(r) + ".>"}, nil),
 		}
 	case RoleAdmin:
 		return &server.Permissions{
-			Publish:   sp([]string{">"}, []string{subjBacklog, subjUsage, subjTopics, "_I.>", "_INBOX.>"}),
-			Subscribe: sp([]string{subjBacklog, subjBlSync, subjUsage, InboxPrefix(r) + ".>"}, nil),
+			Publish:   sp([]string{">"}, []string{subjBacklog, subjSummary, subjUsage, subjTopics, "_I.>", "_INBOX.>"}),
+			Subscribe: sp([]string{subjBacklog, subjSummary, subjBlSync, subjUsage, InboxPrefix(r) + ".>"}, nil),
 		}
 	case RoleNode:
 		return &server.Permissions{Publish: sp([]string{">"}, nil), Subscribe: sp([]string{">"}, nil)}

@@ -47,6 +47,7 @@ func TestPermissionsFollowTheProtocolSubjects(t *testing.T) {
 	inbox := func(r secrets.Role) string { return secrets.InboxPrefix(r) + ".AbC.1" }
 	bl := backlog.Subject(backlog.TierIDC, "idcA", "n1", "jobs")
 	sync := backlog.SyncSubject(backlog.TierHost, "idcA", "n1")
+	sum := backlog.SummarySubject(backlog.TierGlobal, "idcA", 3)
 	usage := mqnode.UsageSubject("idcA", "n1")
 	cases := []struct {
 		role       secrets.Role
@@ -60,16 +61,16 @@ func TestPermissionsFollowTheProtocolSubjects(t *testing.T) {
 			[]string{">", op(mqnode.OpEnqueue), bl, inbox(secrets.RoleWorker)}},
 		{secrets.RoleWorker,
 			[]string{op(mqnode.OpPull), op(mqnode.OpAck), op(mqnode.OpInfo), mqnode.IDSubject("NSRV"), sync},
-			[]string{op(mqnode.OpEnqueue), op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), bl, usage},
-			[]string{bl, inbox(secrets.RoleWorker)},
+			[]string{op(mqnode.OpEnqueue), op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), bl, sum, usage},
+			[]string{bl, sum, inbox(secrets.RoleWorker)},
 			[]string{">", op(mqnode.OpPull), mqnode.IDSubject("NSRV"), usage, inbox(secrets.RoleProducer)}},
 		{secrets.RoleAdmin,
 			[]string{op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), op("members"), op(mqnode.OpEnqueue), op(mqnode.OpPull)},
-			[]string{bl, usage, inbox(secrets.RoleWorker)},
-			[]string{bl, usage, inbox(secrets.RoleAdmin)},
+			[]string{bl, sum, usage, inbox(secrets.RoleWorker)},
+			[]string{bl, sum, usage, inbox(secrets.RoleAdmin)},
 			[]string{">", op(mqnode.OpPull), mqnode.IDSubject("NSRV"), inbox(secrets.RoleWorker)}},
 		{secrets.RoleNode,
-			[]string{bl, usage, inbox(secrets.RoleWorker), op(mqnode.OpStats)},
+			[]string{bl, sum, usage, inbox(secrets.RoleWorker), op(mqnode.OpStats)},
 			nil,
 			[]string{op(mqnode.OpPull), mqnode.IDSubject("NSRV"), sync, usage},
 			nil},
