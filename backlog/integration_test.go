@@ -92,7 +92,7 @@ func startNode(t *testing.T) (*mqnode.Node, *mqnode.Client, *backlog.Publisher) 
 	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	pub, pubConn, err := mesh.StartPublisher(n, [backlog.NumTiers]backlog.TierPolicy{})
+	pub, pubConn, err := mesh.StartPublisher(context.Background(), n, [backlog.NumTiers]backlog.TierPolicy{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func startNode(t *testing.T) (*mqnode.Node, *mqnode.Client, *backlog.Publisher) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		pub.Stop()
+		pub.Kill()
 		pubConn.Close()
 		c.Close()
 		_ = n.Stop(context.Background())
@@ -169,10 +169,10 @@ func TestBurstIsBoundedAndCrossingIsFast(t *testing.T) {
 }
 
 func startAgent(t *testing.T, idc, name string, seeds ...string) *mesh.NodeAgent {
-	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
+	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{ClusterListen: "127.0.0.1:0", GatewayListen: "127.0.0.1:0",
 		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: logger(t), Throttle: testlog.NoCPUThrottle,
 			Security: secretstest.Set(t)},
-		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
+		Mesh: mesh.Config{BindAddr: "127.0.0.1", BindPort: mesh.RandomPort, Seeds: seeds, Profile: mesh.ProfileLocal},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -250,16 +250,15 @@ func TestFiltersAcrossIDCs(t *testing.T) {
 	}
 	defer wc.Close()
 	view := backlog.NewView(nil)
-	w := backlog.NewWatcher(wc, view, "idcA", "a1", logger(t))
-	defer w.Close()
+	w := backlog.NewWatcher(wc, view, backlog.WatcherConfig{IDC: "idcA", Node: "a1", FilterFile: filepath.Join(t.TempDir(), "filter.yaml"), Logger: logger(t)})
+	defer w.Kill()
 	stopFeed := a1.Mesh.FeedView(view)
 	defer stopFeed()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "filter.yaml")
+	path := w.Config().FilterFile
 	local, _ := os.ReadFile("../configs/filters/local-idc.yaml")
 	everything, _ := os.ReadFile("../configs/filters/everything.yaml")
 	writeFile(t, path, string(local))
-	if err := w.WatchFile(path); err != nil {
+	if err := w.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// Backlog in both IDCs, above the global threshold.
@@ -339,7 +338,7 @@ func TestFiltersAcrossIDCs(t *testing.T) {
 		t.Fatal("gateway statistics show nothing forwarded after subscribing")
 	}
 	// b1 fails: gossip removes it from the view before it would go stale.
-	_ = b1.Kill()
+	b1.Kill()
 	eventually(t, 15*time.Second, "failed node gone from the view", func() bool {
 		for _, e := range view.Entries() {
 			if e.IDC == "idcB" {

@@ -84,7 +84,7 @@ func startCutMesh(t *testing.T, idc, name string, seeds ...string) (*Mesh, *cutT
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = m.Shutdown() })
+	t.Cleanup(func() { m.Kill() })
 	return m, ct
 }
 

@@ -18,7 +18,10 @@ import (
 // any), as `mqmesh node` would with the same config after a restart.
 func startAgentIn(t *testing.T, dir string, port int, idc, name string, seeds ...string) *NodeAgent {
 	t.Helper()
-	a, err := NewNodeAgent(NodeAgentConfig{
+	if port == 0 {
+		port = RandomPort
+	}
+	a, err := NewNodeAgent(NodeAgentConfig{ClusterListen: "127.0.0.1:0", GatewayListen: "127.0.0.1:0",
 		Node: mqnode.Config{Name: name, IDC: idc, DataDir: dir, Listen: "127.0.0.1:0", Logger: testLogger(t), Throttle: testlog.NoCPUThrottle,
 			Security: secretstest.Set(t)},
 		Mesh: Config{BindAddr: "127.0.0.1", BindPort: port, Seeds: seeds, Profile: ProfileLocal},
@@ -72,9 +75,7 @@ func TestRestartWithoutSeedRejoins(t *testing.T) {
 		return err == nil && len(f.Members) == 2
 	})
 	port := gossipPort(t, a1)
-	if err := a1.Kill(); err != nil {
-		t.Fatal(err)
-	}
+	a1.Kill()
 	eventually(t, 15*time.Second, "a1 failed for a2 and b1", func() bool {
 		return memberState(a2, "node:idcA:a1") == StateFailed && memberState(b1, "node:idcA:a1") == StateFailed
 	})
@@ -105,8 +106,8 @@ func TestIsolatedRestartIsNotReadyAndRetries(t *testing.T) {
 		return err1 == nil && err2 == nil && len(f1.Members) == 1 && len(f2.Members) == 1
 	})
 	p1, p2 := gossipPort(t, a1), gossipPort(t, a2)
-	_ = a2.Kill()
-	_ = a1.Kill()
+	a2.Kill()
+	a1.Kill()
 
 	start := time.Now()
 	lone := startAgentIn(t, dirA1, p1, "idcA", "a1")
@@ -152,7 +153,7 @@ func TestCorruptMembersFileIsAClearError(t *testing.T) {
 	}
 	err = m.Start(context.Background())
 	if err == nil {
-		_ = m.Shutdown()
+		m.Kill()
 		t.Fatal("start with a corrupt members file succeeded")
 	}
 	t.Logf("error: %v", err)

@@ -33,9 +33,10 @@ type simHost struct {
 	slots      int
 
 	mu      sync.Mutex
+	node    *hostNode // lifecycle part of the node (agent, client)
 	agent   *mesh.NodeAgent
 	client  *mqnode.Client
-	poolNC  *nats.Conn
+	worker  *hostPool // lifecycle part of the pool (pool, its conn)
 	pool    *worker.Pool
 	gen     int
 	nodeUp  atomic.Bool
@@ -133,7 +134,7 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 	if err != nil {
 		return err
 	}
-	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
+	n := newHostNode(h.name, mesh.NodeAgentConfig{ClusterListen: "127.0.0.1:0",
 		GatewayListen: gwListen, GatewayAdvertise: gwAdvertise,
 		Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: h.dataDir, Listen: "127.0.0.1:0",
 			Durability: mqnode.Durability(r.s.Durability), Logger: r.log,
@@ -144,22 +145,14 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000,
 				KeepSettled: r.s.keepSettled()},
 			Security: r.sec},
-		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
+		Mesh: mesh.Config{BindAddr: "127.0.0.1", BindPort: mesh.RandomPort, Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
 		Host: h.name,
 	})
-	if err != nil {
+	if err := n.Start(ctx); err != nil {
 		return err
 	}
-	if err := a.Start(ctx); err != nil {
-		return fmt.Errorf("start node %s: %w", h.name, err)
-	}
-	c, err := a.Node.Client()
-	if err != nil {
-		_ = a.Kill()
-		return fmt.Errorf("client of node %s: %w", h.name, err)
-	}
 	h.mu.Lock()
-	h.agent, h.client = a, c
+	h.node, h.agent, h.client = n, n.agent, n.client
 	h.mu.Unlock()
 	h.nodeUp.Store(true)
 
@@ -216,10 +209,6 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 	if err != nil {
 		return err
 	}
-	nc, err := agent.Node.Connect(auth...)
-	if err != nil {
-		return fmt.Errorf("pool of %s: connect to node %s: %w", h.name, nh.name, err)
-	}
 	h.mu.Lock()
 	h.gen++
 	gen := h.gen
@@ -246,19 +235,19 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 		delete(f.Tiers, "local")
 	}
 	cfg.Filters = &f
-	p, err := worker.New(nc, cfg)
-	if err == nil {
-		err = p.Handle(Queue, r.handler(h))
-	}
-	if err == nil {
-		err = p.Start(ctx)
-	}
-	if err != nil {
-		nc.Close()
-		return fmt.Errorf("start pool %s: %w", h.name, err)
+	hp := newHostPool(h.name, func() (*nats.Conn, error) { return agent.Node.Connect(auth...) },
+		func(nc *nats.Conn) (*worker.Pool, error) {
+			p, err := worker.New(nc, cfg)
+			if err == nil {
+				err = p.Handle(Queue, r.handler(h))
+			}
+			return p, err
+		})
+	if err := hp.Start(ctx); err != nil {
+		return err
 	}
 	h.mu.Lock()
-	h.pool, h.poolNC = p, nc
+	h.worker, h.pool = hp, hp.pool
 	h.mu.Unlock()
 	h.poolUp.Store(true)
 	return nil
@@ -267,38 +256,36 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 // stopPool ends a host's pool: crash (no leave) or graceful.
 func (r *run) stopPool(h *simHost, graceful bool) {
 	h.mu.Lock()
-	p, nc := h.pool, h.poolNC
-	h.pool, h.poolNC = nil, nil
+	hp := h.worker
+	h.worker, h.pool = nil, nil
 	h.mu.Unlock()
-	if p == nil {
+	if hp == nil {
 		return
 	}
 	h.poolUp.Store(false)
-	r.noticeBase.Add(noticesOf(p))
+	r.noticeBase.Add(noticesOf(hp.pool))
 	if graceful {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_ = p.Stop(ctx)
+		_ = hp.Stop(ctx)
 		cancel()
 	} else {
-		p.Crash()
+		hp.Kill()
 	}
-	nc.Close()
 }
 
 func (r *run) stopNode(h *simHost, graceful bool) {
 	h.mu.Lock()
-	a, c := h.agent, h.client
-	h.agent, h.client = nil, nil
+	n := h.node
+	h.node, h.agent, h.client = nil, nil, nil
 	h.mu.Unlock()
-	if a == nil {
+	if n == nil {
 		return
 	}
 	h.nodeUp.Store(false)
-	c.Close()
 	if graceful {
-		_ = a.Stop(context.Background())
+		_ = n.Stop(context.Background())
 	} else {
-		_ = a.Kill()
+		n.Kill()
 	}
 }
 

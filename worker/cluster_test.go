@@ -69,9 +69,9 @@ func startClusterWith(t *testing.T, o clusterOptions) *cluster {
 			if o.node != nil {
 				o.node(&cfg)
 			}
-			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
+			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{ClusterListen: "127.0.0.1:0", GatewayListen: "127.0.0.1:0",
 				Node: cfg,
-				Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
+				Mesh: mesh.Config{BindAddr: "127.0.0.1", BindPort: mesh.RandomPort, Seeds: seeds, Profile: mesh.ProfileLocal},
 			})
 			if err != nil {
 				t.Fatal(err)

@@ -22,10 +22,10 @@ import (
 func TestTraceOfATaskRetriedInAnotherIDC(t *testing.T) {
 	fast := backlog.TierPolicy{High: 1, MinInterval: 50 * time.Millisecond, Heartbeat: time.Second}
 	start := func(idc, name string, seeds []string) *mesh.NodeAgent {
-		a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
+		a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{ClusterListen: "127.0.0.1:0", GatewayListen: "127.0.0.1:0",
 			Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync,
 				Logger: testlog.NewLevel(t, 4), Throttle: testlog.NoCPUThrottle},
-			Mesh:    mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
+			Mesh:    mesh.Config{BindAddr: "127.0.0.1", BindPort: mesh.RandomPort, Seeds: seeds, Profile: mesh.ProfileLocal},
 			Backlog: [backlog.NumTiers]backlog.TierPolicy{fast, fast, fast},
 		})
 		if err != nil {

@@ -60,12 +60,12 @@ func startCluster(ctx context.Context, o *broadcastOptions, root string, log *sl
 	for i := range o.idcs {
 		for j := range o.nodesPerIDC {
 			idc, name := bcIDCName(i), bcNodeName(i, j)
-			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
+			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{ClusterListen: "127.0.0.1:0", GatewayListen: "127.0.0.1:0",
 				Node: mqnode.Config{Name: name, IDC: idc, DataDir: filepath.Join(root, name), Listen: "127.0.0.1:0",
 					Durability: mqnode.DurabilityAsync, Logger: log,
 					// Six nodes share this host's CPU: its usage says nothing of one node.
 					Throttle: throttle.Config{CPU: throttle.CPUConfig{Disabled: true}}, Security: sec},
-				Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: log},
+				Mesh: mesh.Config{BindAddr: "127.0.0.1", BindPort: mesh.RandomPort, Seeds: seeds, Profile: mesh.ProfileLocal, Logger: log},
 				Host: "host-" + name,
 			})
 			if err != nil {
@@ -170,8 +170,8 @@ func startWorker(fi int, f backlog.Filters, n *bcNode, log *slog.Logger) (*bcWor
 		return nil, err
 	}
 	w.nc = nc
-	w.w = backlog.NewWatcher(nc, w.view, n.idc, n.name, log)
-	if err := w.w.Apply(f); err != nil {
+	w.w = backlog.NewWatcher(nc, w.view, backlog.WatcherConfig{IDC: n.idc, Node: n.name, Filters: f, Logger: log})
+	if err := w.w.Start(context.Background()); err != nil {
 		w.close()
 		return nil, err
 	}
@@ -180,7 +180,7 @@ func startWorker(fi int, f backlog.Filters, n *bcNode, log *slog.Logger) (*bcWor
 
 func (w *bcWorker) close() {
 	if w.w != nil {
-		w.w.Close()
+		w.w.Kill()
 	}
 	w.nc.Close()
 }
