@@ -58,7 +58,11 @@
 //	  global: {subject: "bl.g.>", min_backlog: 1, max_rate: 20}
 //
 // {idc} and {node} stand for the worker's own, so one file serves every
-// host. Watcher.WatchFile reloads a changed file (or Reload on SIGHUP); a
-// bad file is refused with a clear message and the old filters stay in
-// force. Examples: configs/filters/.
+// host. A Watcher started with WatcherConfig.FilterFile reloads a changed
+// file (or Reload on SIGHUP); a bad file is refused with a clear message
+// and the old filters stay in force. Examples: configs/filters/.
+//
+// Publisher and Watcher keep the lifecycle contract of package
+// internal/lifecycle (Start once; Stop and Kill, the same for them,
+// idempotent and safe before Start).
 package backlog

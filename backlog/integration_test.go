@@ -3,6 +3,7 @@ package backlog_test
 import (
 	"context"
 	"fmt"
+	"github.com/mqmesh/mqmesh/internal/meshtest"
 	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
@@ -168,22 +169,6 @@ func TestBurstIsBoundedAndCrossingIsFast(t *testing.T) {
 	}
 }
 
-func startAgent(t *testing.T, idc, name string, seeds ...string) *mesh.NodeAgent {
-	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{ClusterListen: "127.0.0.1:0", GatewayListen: "127.0.0.1:0",
-		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: logger(t), Throttle: testlog.NoCPUThrottle,
-			Security: secretstest.Set(t)},
-		Mesh: mesh.Config{BindAddr: "127.0.0.1", BindPort: mesh.RandomPort, Seeds: seeds, Profile: mesh.ProfileLocal},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Stop(context.Background()) })
-	return a
-}
-
 func gatewayOut(t *testing.T, s *server.Server) int64 { return testlog.GatewayOutMsgs(t, s) }
 
 // gatewaysUp reports whether s has an outbound and an inbound gateway
@@ -240,9 +225,8 @@ func writeFile(t *testing.T, path, body string) {
 // filter file to "everything" makes B's notices arrive. A bad filter file is
 // refused and the old filters stay; a failed node leaves the view at once.
 func TestFiltersAcrossIDCs(t *testing.T) {
-	a1 := startAgent(t, "idcA", "a1")
-	b1 := startAgent(t, "idcB", "b1", a1.Mesh.GossipAddr())
-	eventually(t, 20*time.Second, "mesh of 2", func() bool { return len(a1.Mesh.Alive(nil)) == 2 && len(b1.Mesh.Alive(nil)) == 2 })
+	c := meshtest.New(t, meshtest.Options{IDCs: 2, NodesPerIDC: 1}) // a1 in idcA, b1 in idcB
+	a1, b1 := c.Node("a1").Agent(), c.Node("b1").Agent()
 
 	wc, err := a1.Node.Connect(secretstest.InProcess(t, secrets.RoleWorker)...)
 	if err != nil {

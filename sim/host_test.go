@@ -11,53 +11,27 @@ import (
 
 	"github.com/mqmesh/mqmesh/internal/lifecycle"
 	"github.com/mqmesh/mqmesh/internal/lifecycle/lifecycletest"
+	"github.com/mqmesh/mqmesh/internal/meshtest"
 	"github.com/mqmesh/mqmesh/internal/secrets"
-	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
-	"github.com/mqmesh/mqmesh/mesh"
-	"github.com/mqmesh/mqmesh/mqnode"
 	"github.com/mqmesh/mqmesh/worker"
 )
 
-func testHostNode(t *testing.T, listen string) *hostNode {
-	return newHostNode("a-1", mesh.NodeAgentConfig{ClusterListen: "127.0.0.1:0", GatewayListen: "127.0.0.1:0",
-		Node: mqnode.Config{Name: "a-1", IDC: "a", DataDir: t.TempDir(), Listen: listen, Logger: testlog.New(t),
-			Throttle: testlog.NoCPUThrottle, Security: secretstest.Set(t)},
-		Mesh: mesh.Config{BindAddr: "127.0.0.1", BindPort: mesh.RandomPort, Profile: mesh.ProfileLocal},
-		Host: "a-1",
-	})
-}
-
-func TestSimHostNodeKeepsTheLifecycleContract(t *testing.T) {
-	lifecycletest.Run(t, lifecycletest.Harness{
-		New: func(t *testing.T) lifecycle.Part { return testHostNode(t, "127.0.0.1:0") },
-		// Its client port is taken.
-		FailStart: func(t *testing.T) (lifecycle.Part, func()) {
-			_, addr, free := lifecycletest.TakePort(t)
-			return testHostNode(t, addr), free
-		},
-	})
-}
-
+// The simulator's node of a host is a meshtest.Node (its conformance test
+// is in package meshtest); its pool is a hostPool.
 func TestSimHostPoolKeepsTheLifecycleContract(t *testing.T) {
 	newPool := func(t *testing.T, refuse *atomic.Bool) *hostPool {
-		n := testHostNode(t, "127.0.0.1:0")
-		if err := n.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(n.Kill)
-		auth := secretstest.InProcess(t, secrets.RoleWorker)
+		c := meshtest.New(t, meshtest.Options{IDCs: 1, NodesPerIDC: 1})
+		n := c.Nodes[0]
 		dial := func() (*nats.Conn, error) {
 			if refuse.Load() {
 				return nil, errors.New("node refuses connections")
 			}
-			return n.agent.Node.Connect(auth...)
+			return c.Connect(n, secrets.RoleWorker)
 		}
-		return newHostPool("a-1", dial, func(nc *nats.Conn) (*worker.Pool, error) {
-			p, err := worker.New(nc, worker.Config{ID: "pool-a-1", IDC: "a", Node: "a-1", Host: "a-1", Slots: 2, Lease: 10 * time.Second,
-				Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{n.agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal,
-					Keyring: secretstest.GossipKeys(t)},
-				Logger: testlog.New(t)})
+		return newHostPool(n.Name, dial, func(nc *nats.Conn) (*worker.Pool, error) {
+			p, err := worker.New(nc, worker.Config{ID: "pool-" + n.Name, IDC: n.IDC, Node: n.Name, Host: n.Name, Slots: 2, Lease: 10 * time.Second,
+				Mesh: c.WorkerMesh(), Logger: testlog.New(t)})
 			if err == nil {
 				err = p.Handle(Queue, func(context.Context, *worker.Task) worker.Result { return worker.Done() })
 			}

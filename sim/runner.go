@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/meshtest"
 	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
@@ -33,7 +34,7 @@ type simHost struct {
 	slots      int
 
 	mu      sync.Mutex
-	node    *hostNode // lifecycle part of the node (agent, client)
+	node    *meshtest.Node // lifecycle part of the node (agent, client)
 	agent   *mesh.NodeAgent
 	client  *mqnode.Client
 	worker  *hostPool // lifecycle part of the pool (pool, its conn)
@@ -64,6 +65,8 @@ type run struct {
 	// sec are the run's secrets (made in dir): every node, pool and link
 	// runs secured, as a real mesh does.
 	sec *secrets.Set
+	// cluster runs the hosts' nodes: the in-process mesh the tests use.
+	cluster *meshtest.Cluster
 }
 
 // Options tune a run.
@@ -104,6 +107,9 @@ func newRun(s Scenario, mode string, opt Options) (*run, error) {
 	if r.sec, err = secrets.Load(secDir); err != nil {
 		return nil, err
 	}
+	if r.cluster, err = meshtest.Start(context.Background(), meshtest.Options{Dir: dir, Security: r.sec, Logger: log}); err != nil {
+		return nil, err
+	}
 	i := 0
 	for _, idc := range s.Topology.IDCs {
 		for j := 1; j <= idc.Hosts; j++ {
@@ -127,56 +133,31 @@ func (r *run) host(name string) *simHost {
 	return nil
 }
 
-// startNode starts (or restarts) the node of a host.
+// startNode starts (or restarts) the node of a host: a node of the run's
+// cluster, joining through the live nodes (never h's own dead address).
 func (r *run) startNode(ctx context.Context, h *simHost) error {
-	seeds := r.seeds(h)
 	gwListen, gwAdvertise, err := r.links.gateway(h.name)
 	if err != nil {
 		return err
 	}
-	n := newHostNode(h.name, mesh.NodeAgentConfig{ClusterListen: "127.0.0.1:0",
-		GatewayListen: gwListen, GatewayAdvertise: gwAdvertise,
-		Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: h.dataDir, Listen: "127.0.0.1:0",
-			Durability: mqnode.Durability(r.s.Durability), Logger: r.log,
-			// Every simulated host shares this machine's CPU, so its usage
-			// says nothing of one host: the CPU throttle is off unless the
-			// scenario enables it (see Throttle).
-			Throttle: r.s.Throttle.Config(r.mode), CPUSampler: cpuSampler(r.s.Throttle.CPU.Sampler),
-			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000,
-				KeepSettled: r.s.keepSettled()},
-			Security: r.sec},
-		Mesh: mesh.Config{BindAddr: "127.0.0.1", BindPort: mesh.RandomPort, Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
-		Host: h.name,
-	})
-	if err := n.Start(ctx); err != nil {
+	cfg := r.cluster.NodeConfig(h.idc, h.name)
+	cfg.GatewayListen, cfg.GatewayAdvertise, cfg.Host = gwListen, gwAdvertise, h.name
+	cfg.Node.DataDir, cfg.Node.Durability = h.dataDir, mqnode.Durability(r.s.Durability)
+	// Every simulated host shares this machine's CPU, so its usage says
+	// nothing of one host: the CPU throttle is off unless the scenario
+	// enables it (see Throttle).
+	cfg.Node.Throttle, cfg.Node.CPUSampler = r.s.Throttle.Config(r.mode), cpuSampler(r.s.Throttle.CPU.Sampler)
+	cfg.Node.QueueDefaults = mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000,
+		KeepSettled: r.s.keepSettled()}
+	n, err := r.cluster.StartNode(ctx, cfg)
+	if err != nil {
 		return err
 	}
 	h.mu.Lock()
-	h.node, h.agent, h.client = n, n.agent, n.client
+	h.node, h.agent, h.client = n, n.Agent(), n.Client()
 	h.mu.Unlock()
 	h.nodeUp.Store(true)
-
 	return nil
-}
-
-// seeds are the gossip addresses of the live nodes other than h's own (a
-// restarted host must not name its own dead address).
-func (r *run) seeds(h *simHost) []string {
-	var out []string
-	for _, o := range r.hosts {
-		if o == h || o.workerOnly || !o.nodeUp.Load() {
-			continue
-		}
-		o.mu.Lock()
-		if o.agent != nil {
-			out = append(out, o.agent.Mesh.GossipAddr())
-		}
-		o.mu.Unlock()
-		if len(out) == 3 {
-			break
-		}
-	}
-	return out
 }
 
 // nodeOf returns the agent a host's pool connects to: its own node, or
@@ -199,23 +180,15 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 		return fmt.Errorf("no node for the pool of %s", h.name)
 	}
 	nh.mu.Lock()
-	agent := nh.agent
+	node := nh.node
 	nh.mu.Unlock()
-	auth, err := r.sec.InProcessOptions(secrets.RoleWorker)
-	if err != nil {
-		return err
-	}
-	keys, err := r.sec.GossipKeys()
-	if err != nil {
-		return err
-	}
 	h.mu.Lock()
 	h.gen++
 	gen := h.gen
 	h.mu.Unlock()
 	cfg := worker.Config{
 		ID: fmt.Sprintf("pool-%s-g%d", h.name, gen), IDC: h.idc, Host: h.name, Slots: h.slots, Seed: r.s.Seed + uint64(h.index)*7919 + uint64(gen),
-		Lease: 10 * time.Second, Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: r.seeds(h), Profile: mesh.ProfileLocal, Logger: r.log, Keyring: keys},
+		Lease: 10 * time.Second, Mesh: r.cluster.WorkerMesh(),
 		Logger: r.log,
 	}
 	if !h.workerOnly {
@@ -235,7 +208,7 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 		delete(f.Tiers, "local")
 	}
 	cfg.Filters = &f
-	hp := newHostPool(h.name, func() (*nats.Conn, error) { return agent.Node.Connect(auth...) },
+	hp := newHostPool(h.name, func() (*nats.Conn, error) { return r.cluster.Connect(node, secrets.RoleWorker) },
 		func(nc *nats.Conn) (*worker.Pool, error) {
 			p, err := worker.New(nc, cfg)
 			if err == nil {
@@ -307,27 +280,8 @@ func (r *run) setup(ctx context.Context) error {
 			}
 		}
 	}
-	nodes := 0
-	for _, h := range r.hosts {
-		if !h.workerOnly {
-			nodes++
-		}
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ok := true
-		for _, h := range r.hosts {
-			if !h.workerOnly && len(h.agent.Mesh.Alive(func(m mesh.Member) bool { return m.Meta.Role == mesh.RoleNode })) != nodes {
-				ok = false
-			}
-		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			return errors.New("the mesh did not form within 30s")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := r.cluster.WaitFormed(ctx, 30*time.Second); err != nil {
+		return err
 	}
 	errs := make([]error, len(r.hosts))
 	var wg sync.WaitGroup
