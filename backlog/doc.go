@@ -84,7 +84,12 @@
 //	  global: {subject: "bls.g.*.{shard}", shards: 1, min_backlog: 1, max_rate: 20}
 //
 // {idc} and {node} stand for the worker's own, and {shard} for its shard
-// of shards (a hash of its IDC and node), so one file serves every host. Watcher.WatchFile reloads a changed file (or Reload on SIGHUP); a
-// bad file is refused with a clear message and the old filters stay in
-// force. Examples: configs/filters/.
+// of shards (a hash of its IDC and node), so one file serves every host.
+// A Watcher started with WatcherConfig.FilterFile reloads a changed
+// file (or Reload on SIGHUP); a bad file is refused with a clear message
+// and the old filters stay in force. Examples: configs/filters/.
+//
+// Publisher and Watcher keep the lifecycle contract of package
+// internal/lifecycle (Start once; Stop and Kill, the same for them,
+// idempotent and safe before Start).
 package backlog

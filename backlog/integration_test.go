@@ -3,6 +3,7 @@ package backlog_test
 import (
 	"context"
 	"fmt"
+	"github.com/mqmesh/mqmesh/internal/meshtest"
 	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
@@ -92,7 +93,7 @@ func startNode(t *testing.T) (*mqnode.Node, *mqnode.Client, *backlog.Publisher) 
 	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	pub, pubConn, err := mesh.StartPublisher(n, [backlog.NumTiers]backlog.TierPolicy{})
+	pub, pubConn, err := mesh.StartPublisher(context.Background(), n, [backlog.NumTiers]backlog.TierPolicy{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func startNode(t *testing.T) (*mqnode.Node, *mqnode.Client, *backlog.Publisher) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		pub.Stop()
+		pub.Kill()
 		pubConn.Close()
 		c.Close()
 		_ = n.Stop(context.Background())
@@ -168,22 +169,6 @@ func TestBurstIsBoundedAndCrossingIsFast(t *testing.T) {
 	}
 }
 
-func startAgent(t *testing.T, idc, name string, seeds ...string) *mesh.NodeAgent {
-	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
-		Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: logger(t), Throttle: testlog.NoCPUThrottle,
-			Security: secretstest.Set(t)},
-		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Stop(context.Background()) })
-	return a
-}
-
 func gatewayOut(t *testing.T, s *server.Server) int64 { return testlog.GatewayOutMsgs(t, s) }
 
 // gatewaysUp reports whether s has an outbound and an inbound gateway
@@ -240,9 +225,8 @@ func writeFile(t *testing.T, path, body string) {
 // filter file to "everything" makes B's notices arrive. A bad filter file is
 // refused and the old filters stay; a failed node leaves the view at once.
 func TestFiltersAcrossIDCs(t *testing.T) {
-	a1 := startAgent(t, "idcA", "a1")
-	b1 := startAgent(t, "idcB", "b1", a1.Mesh.GossipAddr())
-	eventually(t, 20*time.Second, "mesh of 2", func() bool { return len(a1.Mesh.Alive(nil)) == 2 && len(b1.Mesh.Alive(nil)) == 2 })
+	c := meshtest.New(t, meshtest.Options{IDCs: 2, NodesPerIDC: 1}) // a1 in idcA, b1 in idcB
+	a1, b1 := c.Node("a1").Agent(), c.Node("b1").Agent()
 
 	wc, err := a1.Node.Connect(secretstest.InProcess(t, secrets.RoleWorker)...)
 	if err != nil {
@@ -250,16 +234,15 @@ func TestFiltersAcrossIDCs(t *testing.T) {
 	}
 	defer wc.Close()
 	view := backlog.NewView(nil)
-	w := backlog.NewWatcher(wc, view, "idcA", "a1", logger(t))
-	defer w.Close()
+	w := backlog.NewWatcher(wc, view, backlog.WatcherConfig{IDC: "idcA", Node: "a1", FilterFile: filepath.Join(t.TempDir(), "filter.yaml"), Logger: logger(t)})
+	defer w.Kill()
 	stopFeed := a1.Mesh.FeedView(view)
 	defer stopFeed()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "filter.yaml")
+	path := w.Config().FilterFile
 	local, _ := os.ReadFile("../configs/filters/local-idc.yaml")
 	everything, _ := os.ReadFile("../configs/filters/everything.yaml")
 	writeFile(t, path, string(local))
-	if err := w.WatchFile(path); err != nil {
+	if err := w.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// Backlog in both IDCs, above the global threshold.
@@ -339,7 +322,7 @@ func TestFiltersAcrossIDCs(t *testing.T) {
 		t.Fatal("gateway statistics show nothing forwarded after subscribing")
 	}
 	// b1 fails: gossip removes it from the view before it would go stale.
-	_ = b1.Kill()
+	b1.Kill()
 	eventually(t, 15*time.Second, "failed node gone from the view", func() bool {
 		for _, e := range view.Entries() {
 			if e.IDC == "idcB" {

@@ -1,6 +1,7 @@
 package backlog
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mqmesh/mqmesh/backlog/backlogpb"
+	"github.com/mqmesh/mqmesh/internal/lifecycle"
 	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
@@ -73,7 +75,10 @@ func (c PublisherConfig) validate() error {
 // Publisher broadcasts a node's backlog levels on the tier subjects: the
 // shell around a Planner (which decides) that observes the node every Poll,
 // feeds sync requests in and publishes the planner's notices over NATS.
-// Start it once; Stop is safe twice.
+//
+// Lifecycle (package internal/lifecycle): Start once; Stop and Kill are the
+// same here (nothing to drain: the loop ends, the sync subscriptions go),
+// idempotent and safe before Start. The connection stays the caller's.
 type Publisher struct {
 	cfg  PublisherConfig
 	nc   *nats.Conn
@@ -90,9 +95,9 @@ type Publisher struct {
 	sumSubs   []*nats.Subscription
 	electedAt time.Time // when the election was last read (run goroutine)
 
+	life lifecycle.Guard
 	stop chan struct{}
 	wg   sync.WaitGroup
-	once sync.Once
 }
 
 // SyncSubject is where a watcher in idc on the host of node asks the
@@ -117,11 +122,17 @@ func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
 	}
 	plan := NewPlanner(PlannerConfig{IDC: cfg.IDC, Node: cfg.Node, NATSClient: cfg.NATSClient,
 		Incarnation: uint64(cfg.Now().UnixNano()), Policies: cfg.Policies})
-	return &Publisher{cfg: cfg, nc: nc, plan: plan, stop: make(chan struct{})}, nil
+	p := &Publisher{cfg: cfg, nc: nc, plan: plan}
+	p.life.Name = "backlog: publisher"
+	return p, nil
 }
 
 // Start begins publishing and answering sync requests.
-func (p *Publisher) Start() error {
+func (p *Publisher) Start(ctx context.Context) error {
+	return p.life.Start(ctx, p.start)
+}
+
+func (p *Publisher) start() error {
 	for _, t := range Tiers {
 		tier := t
 		sub, err := p.nc.Subscribe(SyncSubject(tier, p.cfg.IDC, p.cfg.Node), func(*nats.Msg) {
@@ -140,14 +151,22 @@ func (p *Publisher) Start() error {
 		}
 		p.syncSubs = append(p.syncSubs, sub)
 	}
+	p.stop = make(chan struct{})
 	p.wg.Add(1)
 	go p.run()
 	return nil
 }
 
-// Stop stops publishing and waits for the loop to end.
-func (p *Publisher) Stop() {
-	p.once.Do(func() {
+// Stop stops publishing and waits for the loop to end (one Tick at most,
+// which does not block: ctx is not needed). Idempotent; safe before Start.
+func (p *Publisher) Stop(ctx context.Context) error {
+	p.Kill()
+	return nil
+}
+
+// Kill is Stop: a publisher has nothing to leave or drain.
+func (p *Publisher) Kill() {
+	p.life.Kill(func() {
 		p.unsubscribe()
 		close(p.stop)
 		p.wg.Wait()

@@ -1,6 +1,7 @@
 package backlog_test
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,10 +60,10 @@ func TestSummarizerFollowsTheElection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p.Start(); err != nil {
+		if err := p.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(p.Stop)
+		t.Cleanup(p.Kill)
 		return p
 	}
 	x1, x2 := start("x1", 0), start("x2", 500)

@@ -1,6 +1,7 @@
 package backlog
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,16 +13,38 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mqmesh/mqmesh/backlog/backlogpb"
+	"github.com/mqmesh/mqmesh/internal/lifecycle"
 )
+
+// WatcherConfig configures a Watcher.
+type WatcherConfig struct {
+	// IDC and Node place the worker: its IDC and the node on its host (""
+	// on a worker-only host).
+	IDC, Node string
+	// Filters are applied at Start when FilterFile is empty.
+	Filters Filters
+	// FilterFile, when set, is loaded at Start and followed: the watcher
+	// re-applies it whenever it changes (see Reload).
+	FilterFile string
+	// Logger receives the watcher's logs. Default slog.Default().
+	Logger *slog.Logger
+}
 
 // Watcher feeds a View from NATS: one subscription per tier of its
 // filters. Callbacks only decode and apply (a map update under a mutex);
 // they never block the NATS read loop.
+//
+// Lifecycle (package internal/lifecycle): Start subscribes (and follows
+// the filter file); Stop and Kill are the same here (unsubscribe, stop
+// following the file), idempotent and safe before Start. Apply switches
+// the filters of a running watcher.
 type Watcher struct {
 	nc        *nats.Conn
 	view      *View
 	idc, node string
+	cfg       WatcherConfig
 	log       *slog.Logger
+	life      lifecycle.Guard
 
 	mu      sync.Mutex
 	subs    []*nats.Subscription
@@ -32,24 +55,71 @@ type Watcher struct {
 	fw   *fsnotify.Watcher
 	stop chan struct{}
 	wg   sync.WaitGroup
-	once sync.Once
 }
 
-// NewWatcher returns a watcher for a worker in idc on the host of node
-// ("" for a worker-only host). Call Apply or WatchFile to subscribe.
-func NewWatcher(nc *nats.Conn, view *View, idc, node string, logger *slog.Logger) *Watcher {
-	if logger == nil {
-		logger = slog.Default()
+// NewWatcher returns a watcher that feeds view over nc; Start subscribes.
+func NewWatcher(nc *nats.Conn, view *View, cfg WatcherConfig) *Watcher {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	return &Watcher{nc: nc, view: view, idc: idc, node: node, log: logger.With("component", "backlog-watcher"), stop: make(chan struct{})}
+	w := &Watcher{nc: nc, view: view, idc: cfg.IDC, node: cfg.Node, cfg: cfg, log: cfg.Logger.With("component", "backlog-watcher")}
+	w.life.Name = "backlog: watcher"
+	return w
+}
+
+// Start subscribes to the configured filters (or loads the filter file,
+// applies it and follows it). A bad filter or file fails Start and
+// subscribes nothing.
+func (w *Watcher) Start(ctx context.Context) error {
+	return w.life.Start(ctx, func() error {
+		w.stop = make(chan struct{})
+		if w.cfg.FilterFile != "" {
+			return w.watchFile(w.cfg.FilterFile)
+		}
+		return w.apply(w.cfg.Filters)
+	})
+}
+
+// Stop unsubscribes and stops following the file. Idempotent; safe before
+// Start.
+func (w *Watcher) Stop(ctx context.Context) error {
+	w.Kill()
+	return nil
+}
+
+// Kill is Stop: a watcher has nothing to leave or drain.
+func (w *Watcher) Kill() {
+	w.life.Kill(func() {
+		close(w.stop)
+		w.mu.Lock()
+		fw := w.fw
+		subs := w.subs
+		w.subs, w.fw = nil, nil
+		w.mu.Unlock()
+		if fw != nil {
+			fw.Close()
+		}
+		w.wg.Wait()
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	})
 }
 
 // View returns the view the watcher feeds.
 func (w *Watcher) View() *View { return w.view }
 
-// Apply validates f and switches the subscriptions to it: new ones are in
-// place before the old ones go. A bad filter changes nothing.
+// Apply validates f and switches the subscriptions of a running watcher
+// to it: new ones are in place before the old ones go. A bad filter
+// changes nothing.
 func (w *Watcher) Apply(f Filters) error {
+	if st := w.life.State(); st != lifecycle.Running {
+		return fmt.Errorf("backlog: watcher %s: Apply needs a started watcher", st)
+	}
+	return w.apply(f)
+}
+
+func (w *Watcher) apply(f Filters) error {
 	subs, err := f.resolve(w.idc, w.node)
 	if err != nil {
 		return fmt.Errorf("backlog: filters: %w", err)
@@ -156,15 +226,12 @@ func (w *Watcher) receiveSummary(tier Tier, m *nats.Msg) {
 	w.view.ApplySummary(tier, &sum)
 }
 
-// WatchFile loads the filter file, applies it, and reloads it whenever it
+// watchFile loads the filter file, applies it, and reloads it whenever it
 // changes. A bad file is refused with a logged error and the filters in
 // force stay. Reload can also be triggered by hand (SIGHUP).
-func (w *Watcher) WatchFile(path string) error {
+func (w *Watcher) watchFile(path string) error {
 	f, err := LoadFilters(path)
 	if err != nil {
-		return err
-	}
-	if err := w.Apply(f); err != nil {
 		return err
 	}
 	fw, err := fsnotify.NewWatcher()
@@ -175,6 +242,10 @@ func (w *Watcher) WatchFile(path string) error {
 	if err := fw.Add(filepath.Dir(path)); err != nil {
 		fw.Close()
 		return fmt.Errorf("backlog: watch %s: %w", path, err)
+	}
+	if err := w.apply(f); err != nil {
+		fw.Close()
+		return err
 	}
 	w.mu.Lock()
 	w.path, w.fw = path, fw
@@ -226,21 +297,5 @@ func (w *Watcher) Reload() error {
 	return nil
 }
 
-// Close unsubscribes and stops watching the file. Safe twice.
-func (w *Watcher) Close() {
-	w.once.Do(func() {
-		close(w.stop)
-		w.mu.Lock()
-		fw := w.fw
-		subs := w.subs
-		w.subs = nil
-		w.mu.Unlock()
-		if fw != nil {
-			fw.Close()
-		}
-		w.wg.Wait()
-		for _, s := range subs {
-			_ = s.Unsubscribe()
-		}
-	})
-}
+// Config returns the watcher's configuration.
+func (w *Watcher) Config() WatcherConfig { return w.cfg }

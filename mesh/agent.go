@@ -10,13 +10,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/lifecycle"
 	"github.com/mqmesh/mqmesh/mesh/meshpb"
 	"github.com/mqmesh/mqmesh/mqnode"
 )
@@ -35,7 +35,8 @@ type NodeAgentConfig struct {
 	Host string
 	// ClusterListen and GatewayListen are the NATS route and gateway
 	// addresses (host:port; port 0 picks a free one, which is gossiped).
-	// Defaults: the host of Node.Listen with port 0.
+	// Defaults: the host of Node.Listen with ports 6222 and 7222
+	// (DefaultClusterPort, DefaultGatewayPort).
 	ClusterListen string
 	GatewayListen string
 	// GatewayAdvertise, when set (host:port), is the gateway address given
@@ -53,11 +54,17 @@ type NodeAgentConfig struct {
 // other IDCs as gossip reports them, gossips its own NATS addresses, keeps
 // routes in step with membership, and returns a dead worker's leased tasks
 // to ready as soon as gossip declares it dead.
+//
+// Lifecycle (package internal/lifecycle): Start once; Stop leaves the mesh
+// gracefully and stops the node; Kill stops both as a crash would (no
+// leave: others detect a failure). A failed Start stops what it started
+// and replaces Mesh and Node with fresh ones, so a new Start may follow.
 type NodeAgent struct {
 	cfg  NodeAgentConfig
 	log  *slog.Logger
 	Mesh *Mesh
 	Node *mqnode.Node
+	life lifecycle.Guard
 
 	mu   sync.Mutex
 	topo Topology
@@ -71,34 +78,50 @@ type NodeAgent struct {
 	sub     *Subscription
 	stop    chan struct{}
 	wg      sync.WaitGroup
-	once    sync.Once
-	stopMu  sync.Mutex
 }
 
-// NewNodeAgent checks the configs and builds the agent.
+// WithDefaults returns c with zero fields set to their defaults: the
+// node's (mqnode.Config.WithDefaults); then, on the host of the node's
+// client listener (every interface when it names none), the gossip address
+// (Mesh.BindAddr) and the NATS routes and gateways at DefaultClusterPort and
+// DefaultGatewayPort; the host name; the members file in the data dir; the
+// rest of Mesh's own defaults are applied by New.
+func (c NodeAgentConfig) WithDefaults() NodeAgentConfig {
+	c.Node = c.Node.WithDefaults()
+	if host, _, err := net.SplitHostPort(c.Node.Listen); err == nil { // else: refused by NewNodeAgent
+		if host == "" {
+			host = "0.0.0.0"
+		}
+		if c.Mesh.BindAddr == "" {
+			c.Mesh.BindAddr = host
+		}
+		if c.ClusterListen == "" {
+			c.ClusterListen = net.JoinHostPort(host, strconv.Itoa(DefaultClusterPort))
+		}
+		if c.GatewayListen == "" {
+			c.GatewayListen = net.JoinHostPort(host, strconv.Itoa(DefaultGatewayPort))
+		}
+	}
+	if c.Host == "" {
+		c.Host = mqnode.DefaultName()
+	}
+	if c.Node.Host == "" {
+		c.Node.Host = c.Host
+	}
+	if c.Mesh.MembersFile == "" {
+		c.Mesh.MembersFile = filepath.Join(c.Node.DataDir, MembersFileName)
+	}
+	return c
+}
+
+// NewNodeAgent checks the configs (after WithDefaults) and builds the agent.
 func NewNodeAgent(cfg NodeAgentConfig) (*NodeAgent, error) {
-	cfg.Node = cfg.Node.WithDefaults()
+	cfg = cfg.WithDefaults()
 	if cfg.Node.Listen == mqnode.ListenNone {
 		return nil, errors.New("mesh: a mesh node needs a NATS listen address (not \"none\")")
 	}
-	host, _, err := net.SplitHostPort(cfg.Node.Listen)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(cfg.Node.Listen); err != nil {
 		return nil, fmt.Errorf("mesh: node listen %q: %w", cfg.Node.Listen, err)
-	}
-	if cfg.ClusterListen == "" {
-		cfg.ClusterListen = net.JoinHostPort(host, "0")
-	}
-	if cfg.GatewayListen == "" {
-		cfg.GatewayListen = net.JoinHostPort(host, "0")
-	}
-	if cfg.Host == "" {
-		cfg.Host = mqnode.DefaultName()
-	}
-	if cfg.Node.Host == "" {
-		cfg.Node.Host = cfg.Host
-	}
-	if cfg.Mesh.MembersFile == "" {
-		cfg.Mesh.MembersFile = filepath.Join(cfg.Node.DataDir, MembersFileName)
 	}
 	if sec := cfg.Node.Security; sec != nil {
 		if err := sec.CheckMesh(); err != nil {
@@ -112,24 +135,36 @@ func NewNodeAgent(cfg NodeAgentConfig) (*NodeAgent, error) {
 	if cfg.Mesh.Logger == nil {
 		cfg.Mesh.Logger = cfg.Node.Logger
 	}
-	m, err := New(cfg.Mesh)
-	if err != nil {
+	a := &NodeAgent{cfg: cfg, log: cfg.Node.Logger.With("component", "mesh-agent", "node", cfg.Node.Name, "idc", cfg.Node.IDC)}
+	a.life.Name = "mesh: node agent"
+	if err := a.build(); err != nil {
 		return nil, err
 	}
-	n, err := mqnode.New(cfg.Node)
+	return a, nil
+}
+
+// build makes the agent's Mesh and Node (again, after a failed Start).
+func (a *NodeAgent) build() error {
+	m, err := New(a.cfg.Mesh)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	a := &NodeAgent{cfg: cfg, Mesh: m, Node: n, stop: make(chan struct{}),
-		log: cfg.Node.Logger.With("component", "mesh-agent", "node", cfg.Node.Name, "idc", cfg.Node.IDC)}
+	n, err := mqnode.New(a.cfg.Node)
+	if err != nil {
+		return err
+	}
 	n.NATSOptions = a.natsOptions
 	n.WorkerMember = a.workerMember
-	a.workers = map[string]map[string]bool{}
 	if err := n.HandleOp(OpMembers, a.members); err != nil {
-		return nil, err
+		return err
 	}
 	n.SetWorkerInfo((&workerDirectory{m: m}).lookup)
-	return a, nil
+	a.mu.Lock()
+	a.Mesh, a.Node = m, n
+	a.workers = map[string]map[string]bool{}
+	a.topo, a.gateways = Topology{}, nil
+	a.mu.Unlock()
+	return nil
 }
 
 func splitListen(field, addr string) (string, int, error) {
@@ -177,23 +212,31 @@ func (a *NodeAgent) natsOptions(o *server.Options) {
 
 // Start joins the mesh, starts the node with the topology gossip reported,
 // and publishes the node's NATS addresses.
-func (a *NodeAgent) Start(ctx context.Context) (err error) {
+func (a *NodeAgent) Start(ctx context.Context) error {
+	return a.life.Start(ctx, func() error {
+		err := a.start(ctx)
+		if err != nil {
+			a.teardown(context.Background(), false)
+			if berr := a.build(); berr != nil {
+				return errors.Join(err, berr)
+			}
+		}
+		return err
+	})
+}
+
+func (a *NodeAgent) start(ctx context.Context) (err error) {
 	if _, _, err := splitListen("cluster_listen", a.cfg.ClusterListen); err != nil {
 		return err
 	}
 	if _, _, err := splitListen("gateway_listen", a.cfg.GatewayListen); err != nil {
 		return err
 	}
+	a.stop = make(chan struct{})
 	a.sub = a.Mesh.Subscribe(1024)
 	if err := a.Mesh.Start(ctx); err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			_ = a.Mesh.Shutdown()
-			_ = a.Node.Stop(context.Background())
-		}
-	}()
 	a.mu.Lock()
 	// Isolated at start (none of the remembered members answered): the
 	// NATS links to the remembered nodes are configured anyway; NATS keeps
@@ -227,7 +270,7 @@ func (a *NodeAgent) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("mesh: publish nats addresses: %w", err)
 	}
 	if !a.cfg.NoBacklog {
-		if a.pub, a.pubConn, err = startPublisher(a.Node, a.cfg.Backlog, a.summarizes); err != nil {
+		if a.pub, a.pubConn, err = startPublisher(ctx, a.Node, a.cfg.Backlog, a.summarizes); err != nil {
 			return err
 		}
 	}
@@ -335,39 +378,48 @@ func (a *NodeAgent) workerMember(id string) string {
 	return ""
 }
 
-// Stop leaves the mesh gracefully (others see "left") and stops the node.
-// Safe to call twice.
+// Stop leaves the mesh gracefully (others see "left") and stops the node,
+// within ctx. Idempotent; safe before Start.
 func (a *NodeAgent) Stop(ctx context.Context) error {
-	return a.shutdown(ctx, true)
+	return a.life.Stop(func() error { return a.teardown(ctx, true) })
 }
 
 // Kill stops gossip without a leave, as a crash would (others detect a
-// failure), then stops the node. For tests and the simulator.
-func (a *NodeAgent) Kill() error {
-	return a.shutdown(context.Background(), false)
+// failure), and kills the node (lifecycle contract). Idempotent; safe
+// before Start.
+func (a *NodeAgent) Kill() {
+	a.life.Kill(func() { _ = a.teardown(context.Background(), false) })
 }
 
-func (a *NodeAgent) shutdown(ctx context.Context, graceful bool) error {
-	var err error
-	a.once.Do(func() {
+// teardown stops whatever runs: gracefully (a leave, then the node's Stop
+// within ctx) or not (Kill everywhere).
+func (a *NodeAgent) teardown(ctx context.Context, graceful bool) error {
+	if a.stop != nil {
 		close(a.stop)
 		a.wg.Wait()
-		if a.pub != nil {
-			a.pub.Stop()
-			a.pubConn.Close()
-		}
-		if a.sub != nil {
-			a.sub.Close()
-		}
-		var errM error
+		a.stop = nil
+	}
+	if a.sub != nil {
+		a.sub.Close()
+		a.sub = nil
+	}
+	var errs []error
+	if a.pub != nil {
 		if graceful {
-			errM = a.Mesh.Leave(2 * time.Second)
+			errs = append(errs, a.pub.Stop(ctx))
 		} else {
-			errM = a.Mesh.Shutdown()
+			a.pub.Kill()
 		}
-		err = errors.Join(errM, a.Node.Stop(ctx))
-	})
-	return err
+		a.pubConn.Close()
+		a.pub, a.pubConn = nil, nil
+	}
+	if graceful {
+		errs = append(errs, a.Mesh.Stop(ctx), a.Node.Stop(ctx))
+	} else {
+		a.Mesh.Kill()
+		a.Node.Kill()
+	}
+	return errors.Join(errs...)
 }
 
 // members answers OpMembers.
@@ -393,8 +445,8 @@ func MembersReply(m *Mesh) *meshpb.MembersReply {
 
 // StartPublisher starts the backlog publisher of a started node on its own
 // in-process connection; stop the publisher, then close the connection.
-func StartPublisher(n *mqnode.Node, policies [backlog.NumTiers]backlog.TierPolicy) (*backlog.Publisher, *nats.Conn, error) {
-	return startPublisher(n, policies, nil)
+func StartPublisher(ctx context.Context, n *mqnode.Node, policies [backlog.NumTiers]backlog.TierPolicy) (*backlog.Publisher, *nats.Conn, error) {
+	return startPublisher(ctx, n, policies, nil)
 }
 
 // summarizes says whether the agent's node is its IDC's backlog summarizer:
@@ -410,7 +462,7 @@ func (a *NodeAgent) summarizes() bool {
 
 // startPublisher is StartPublisher with the summarizer election (nil:
 // the node always summarizes its IDC).
-func startPublisher(n *mqnode.Node, policies [backlog.NumTiers]backlog.TierPolicy, summarize func() bool) (*backlog.Publisher, *nats.Conn, error) {
+func startPublisher(ctx context.Context, n *mqnode.Node, policies [backlog.NumTiers]backlog.TierPolicy, summarize func() bool) (*backlog.Publisher, *nats.Conn, error) {
 	nc, err := n.Connect(nats.Name("backlog-publisher"))
 	if err != nil {
 		return nil, nil, err
@@ -424,7 +476,7 @@ func startPublisher(n *mqnode.Node, policies [backlog.NumTiers]backlog.TierPolic
 		nc.Close()
 		return nil, nil, err
 	}
-	if err := p.Start(); err != nil {
+	if err := p.Start(ctx); err != nil {
 		nc.Close()
 		return nil, nil, err
 	}

@@ -40,10 +40,10 @@ func startAttackMesh(t *testing.T) *attackMesh {
 	m := &attackMesh{set: secretstest.Set(t)}
 	var seed []string
 	for _, n := range []struct{ idc, name string }{{"idcA", "a1"}, {"idcA", "a2"}, {"idcB", "b1"}, {"idcB", "b2"}} {
-		a, err := NewNodeAgent(NodeAgentConfig{
+		a, err := NewNodeAgent(NodeAgentConfig{ClusterListen: "127.0.0.1:0", GatewayListen: "127.0.0.1:0",
 			Node: mqnode.Config{Name: n.name, IDC: n.idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testLogger(t),
 				Throttle: testlog.NoCPUThrottle, Security: m.set, MaxPullsPerClient: attackMaxPulls, MaxQueues: attackMaxQueues},
-			Mesh: Config{BindAddr: "127.0.0.1", Seeds: seed, Profile: ProfileLocal},
+			Mesh: Config{BindAddr: "127.0.0.1", BindPort: RandomPort, Seeds: seed, Profile: ProfileLocal},
 			Host: "host-" + n.name,
 		})
 		if err != nil {
@@ -307,14 +307,14 @@ func TestAttackSuite(t *testing.T) {
 
 	t.Run("rogue gossip member", func(t *testing.T) {
 		for what, keys := range map[string][][]byte{"no key": nil, "another key": {[]byte("0123456789abcdef0123456789abcdef")}} {
-			rogue, err := New(Config{BindAddr: "127.0.0.1", Seeds: []string{a1.Mesh.GossipAddr()}, Profile: ProfileLocal,
+			rogue, err := New(Config{BindAddr: "127.0.0.1", BindPort: RandomPort, Seeds: []string{a1.Mesh.GossipAddr()}, Profile: ProfileLocal,
 				JoinWait: time.Second, Keyring: keys, Logger: testLogger(t),
 				Meta: Meta{Role: RoleNode, IDC: "idcA", Name: "evil", NATSCluster: "nats-route://127.0.0.1:1"}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := rogue.Start(context.Background()); err == nil {
-				_ = rogue.Shutdown()
+				rogue.Kill()
 				t.Errorf("ATTACK SUCCEEDED: a member with %s joined", what)
 			}
 			for _, mb := range a1.Mesh.Members() {
@@ -328,7 +328,7 @@ func TestAttackSuite(t *testing.T) {
 	t.Run("fake worker death", func(t *testing.T) {
 		ctx := ctxA(t)
 		// The real worker "w7" of idcA, a keyed member, leases a task.
-		real, err := New(Config{BindAddr: "127.0.0.1", Seeds: []string{a1.Mesh.GossipAddr()}, Profile: ProfileLocal,
+		real, err := New(Config{BindAddr: "127.0.0.1", BindPort: RandomPort, Seeds: []string{a1.Mesh.GossipAddr()}, Profile: ProfileLocal,
 			Keyring: secretstest.GossipKeys(t), Logger: testLogger(t), Meta: Meta{Role: RoleWorker, IDC: "idcA", Name: "w7", Node: "a1"}})
 		if err != nil {
 			t.Fatal(err)
@@ -336,7 +336,7 @@ func TestAttackSuite(t *testing.T) {
 		if err := real.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = real.Shutdown() })
+		t.Cleanup(func() { real.Kill() })
 		eventually(t, 10*time.Second, "a1 to see w7", func() bool { return memberState(a1, "worker:idcA:w7") == StateAlive })
 		wrk := m.dial(t, a1, secrets.RoleWorker)
 		enq("leased")
@@ -346,7 +346,7 @@ func TestAttackSuite(t *testing.T) {
 		}
 		// Another member reusing the id (another IDC, so gossip accepts
 		// it) dies: nothing of w7's may be released.
-		fake, err := New(Config{BindAddr: "127.0.0.1", Seeds: []string{b1.Mesh.GossipAddr()}, Profile: ProfileLocal,
+		fake, err := New(Config{BindAddr: "127.0.0.1", BindPort: RandomPort, Seeds: []string{b1.Mesh.GossipAddr()}, Profile: ProfileLocal,
 			Keyring: secretstest.GossipKeys(t), Logger: testLogger(t), Meta: Meta{Role: RoleWorker, IDC: "idcB", Name: "w7"}})
 		if err != nil {
 			t.Fatal(err)
@@ -355,7 +355,7 @@ func TestAttackSuite(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, 10*time.Second, "a1 to see the fake", func() bool { return memberState(a1, "worker:idcB:w7") == StateAlive })
-		_ = fake.Shutdown()
+		fake.Kill()
 		eventually(t, 20*time.Second, "a1 to see the fake dead", func() bool { return memberState(a1, "worker:idcB:w7") == StateFailed })
 		adm := m.dial(t, a1, secrets.RoleAdmin)
 		_, qs, err := adm.Stats(ctx, "jobs")
@@ -363,7 +363,7 @@ func TestAttackSuite(t *testing.T) {
 			t.Fatalf("ATTACK SUCCEEDED: the fake's death released w7's lease: %v %v", qs, err)
 		}
 		// The real worker's death does release it.
-		_ = real.Shutdown()
+		real.Kill()
 		eventually(t, 20*time.Second, "w7's lease released on its real death", func() bool {
 			_, qs, err := adm.Stats(ctx, "jobs")
 			return err == nil && qs[0].Leased == 0

@@ -37,27 +37,44 @@ const (
 // empty.
 const GossipKeyEnv = "MQMESH_GOSSIP_KEY"
 
-// Defaults of Config.
+// Defaults of Config and NodeAgentConfig: WithDefaults applies them, and
+// the CLI's flags and config files read them from here.
 const (
 	DefaultBindAddr = "127.0.0.1"
 	DefaultBindPort = 7946
-	DefaultProfile  = ProfileLAN
-	DefaultJoinWait = 10 * time.Second
+	// DefaultClusterPort and DefaultGatewayPort are the ports of a node
+	// agent's NATS routes (inside an IDC) and gateways (between IDCs), on
+	// the host of the node's client listener.
+	DefaultClusterPort = 6222
+	DefaultGatewayPort = 7222
+	DefaultProfile     = ProfileLAN
+	DefaultJoinWait    = 10 * time.Second
 	// DefaultRetain is how long failed and left members stay listed.
 	DefaultRetain = time.Hour
 	// DefaultRejoinInterval and DefaultRejoinMax bound the backoff of the
 	// background join attempts to remembered and failed members.
 	DefaultRejoinInterval = time.Second
 	DefaultRejoinMax      = 10 * time.Second
+	// DefaultLeaveTimeout bounds a graceful leave (Stop): how long the
+	// leave may take to spread before gossip stops. Stop's ctx may shorten
+	// it.
+	DefaultLeaveTimeout = 2 * time.Second
 )
+
+// RandomPort as Config.BindPort picks a free port (tests, the simulator,
+// several members on one host; worker pools by default). The zero port is
+// DefaultBindPort, as every zero field is its default; in a listen address
+// (host:port) port 0 picks a free one.
+const RandomPort = -1
 
 // Config configures a mesh member.
 type Config struct {
 	// Meta describes this member (role, IDC, host, name, addresses). Role,
 	// IDC and Name are required; Name and IDC are subject tokens.
 	Meta Meta `yaml:"-"`
-	// BindAddr and BindPort are the gossip (UDP+TCP) address. Port 0 picks
-	// a free port. Defaults 127.0.0.1 and 7946.
+	// BindAddr and BindPort are the gossip (UDP+TCP) address. Defaults
+	// 127.0.0.1 and 7946 (DefaultBindPort); RandomPort (-1) picks a free
+	// port.
 	BindAddr string `yaml:"bind"`
 	BindPort int    `yaml:"port"`
 	// AdvertiseAddr is the address others reach this member at, when it
@@ -109,6 +126,9 @@ func (c Config) WithDefaults() Config {
 	if c.BindAddr == "" {
 		c.BindAddr = DefaultBindAddr
 	}
+	if c.BindPort == 0 {
+		c.BindPort = DefaultBindPort
+	}
 	if c.Profile == "" {
 		c.Profile = DefaultProfile
 	}
@@ -153,8 +173,8 @@ func (c Config) Validate() error {
 	if net.ParseIP(c.BindAddr) == nil {
 		errs = append(errs, fmt.Errorf("bind %q: not an IP address", c.BindAddr))
 	}
-	if c.BindPort < 0 || c.BindPort > 65535 {
-		errs = append(errs, fmt.Errorf("port %d: out of range", c.BindPort))
+	if c.BindPort < RandomPort || c.BindPort > 65535 {
+		errs = append(errs, fmt.Errorf("port %d: out of range (%d picks a free port)", c.BindPort, RandomPort))
 	}
 	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
 		errs = append(errs, fmt.Errorf("advertise %q: not an IP address", c.AdvertiseAddr))
@@ -224,13 +244,17 @@ func (c Config) memberlistConfig() (*memberlist.Config, error) {
 	default:
 		mc.DeadNodeReclaimTime = 10 * time.Second
 	}
+	port := c.BindPort
+	if port == RandomPort {
+		port = 0 // memberlist picks a free one
+	}
 	mc.BindAddr = c.BindAddr
-	mc.BindPort = c.BindPort
+	mc.BindPort = port
 	mc.AdvertiseAddr = c.AdvertiseAddr
 	if c.AdvertiseAddr == "" {
 		mc.AdvertiseAddr = c.BindAddr
 	}
-	mc.AdvertisePort = c.BindPort
+	mc.AdvertisePort = port
 	key, err := c.secretKey()
 	if err != nil {
 		return nil, err

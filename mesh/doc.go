@@ -14,9 +14,24 @@
 // Membership events (join, update, leave, fail) reach subscribers
 // (Mesh.Subscribe) without ever blocking the gossip loop: a full
 // subscriber's events are dropped and counted. A graceful leave
-// (Mesh.Leave: the intent is gossiped and sent directly to every member
-// first) is reported as "left"; a crash (Mesh.Shutdown, kill -9, a cut
-// cable) is detected and reported as "failed".
+// (Mesh.Stop: the intent is gossiped and sent directly to every member
+// first) is reported as "left"; a crash (Mesh.Kill, kill -9, a cut cable)
+// is detected and reported as "failed". Mesh and NodeAgent keep the
+// lifecycle contract of package internal/lifecycle (Start once, Stop
+// graceful, Kill as a crash).
+//
+// # Ports and defaults
+//
+// Defaults live in Config.WithDefaults and NodeAgentConfig.WithDefaults,
+// and the CLI's flags and config files take them from there: gossip on
+// DefaultBindPort (7946), a node's NATS routes on DefaultClusterPort (6222)
+// and gateways on DefaultGatewayPort (7222), on the host of the node's
+// client listener. A zero port is its default, as every zero field is.
+// Tests, the simulator and several members on one host ask for a free port
+// instead: Config.BindPort = RandomPort (-1), and port 0 in a listen
+// address (ClusterListen "127.0.0.1:0"), as NATS does. A worker pool's
+// gossip port defaults to RandomPort (worker.Config): it shares its host
+// with a node.
 //
 // # NATS topology from membership
 //

@@ -47,7 +47,7 @@ func TestGossipKeyRotation(t *testing.T) {
 	distribute()
 	oldKeys := keysOf(master)
 	start := func(name string, keys [][]byte, file string, seeds ...string) (*Mesh, error) {
-		m, err := New(Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: ProfileLocal, Keyring: keys, KeyringFile: file,
+		m, err := New(Config{BindAddr: "127.0.0.1", BindPort: RandomPort, Seeds: seeds, Profile: ProfileLocal, Keyring: keys, KeyringFile: file,
 			JoinWait: 2 * time.Second, Logger: testLogger(t), Meta: Meta{Role: RoleWorker, IDC: "a", Name: name}})
 		if err != nil {
 			return nil, err
@@ -55,7 +55,7 @@ func TestGossipKeyRotation(t *testing.T) {
 		if err := m.Start(context.Background()); err != nil {
 			return nil, err
 		}
-		t.Cleanup(func() { _ = m.Shutdown() })
+		t.Cleanup(func() { m.Kill() })
 		return m, nil
 	}
 	m1, err := start("w1", oldKeys, filepath.Join(hosts[0], secrets.FileGossipKey))

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/mqmesh/mqmesh/internal/lifecycle"
 )
 
 // Member is one member of the mesh as this member sees it.
@@ -77,26 +79,27 @@ func (s *Subscription) Close() {
 
 // Mesh is this process's membership in the gossip mesh.
 //
-// Lifecycle: New, Start once; then Leave (graceful: others see "left") or
-// Shutdown (as if crashed: others detect "failed"). Both are safe to call
-// twice and in either order.
+// Lifecycle (package internal/lifecycle): New, Start once; then Stop
+// (graceful: a leave, others see "left") or Kill (as if crashed: others
+// detect "failed"). Both are idempotent, safe before Start and in either
+// order.
 type Mesh struct {
-	cfg Config
-	log *slog.Logger
-	ml  *memberlist.Memberlist
+	cfg  Config
+	log  *slog.Logger
+	ml   *memberlist.Memberlist
+	life lifecycle.Guard
 
 	mu      sync.Mutex
 	meta    Meta
 	members map[string]*Member
 	leaving map[string]time.Time // leave intents received, by member id
 	subs    map[*Subscription]struct{}
-	done    bool
 	// known are the members remembered from Config.MembersFile.
 	known   map[string]knownMember
 	started time.Time
 
 	dirty chan struct{} // membership changed: save the members file
-	stopc chan struct{} // closed by Leave / Shutdown: stops rejoinLoop
+	stopc chan struct{} // closed by Stop / Kill: stops rejoinLoop
 	wg    sync.WaitGroup
 
 	keyring   *memberlist.Keyring // nil: gossip unencrypted or one fixed key
@@ -113,7 +116,7 @@ func New(cfg Config) (*Mesh, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mesh: config: %w", err)
 	}
-	return &Mesh{
+	m := &Mesh{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "mesh", "member", cfg.Meta.memberID()),
 		meta:    cfg.Meta,
@@ -122,8 +125,9 @@ func New(cfg Config) (*Mesh, error) {
 		subs:    map[*Subscription]struct{}{},
 		known:   map[string]knownMember{},
 		dirty:   make(chan struct{}, 1),
-		stopc:   make(chan struct{}),
-	}, nil
+	}
+	m.life.Name = "mesh"
+	return m, nil
 }
 
 // Start creates the gossip endpoint and joins the mesh through the seeds
@@ -140,7 +144,15 @@ func New(cfg Config) (*Mesh, error) {
 // In the background it then saves the members file as membership changes
 // and retries members seen failed, so two sides of a healed partition
 // merge again.
+//
+// A Start that fails leaves no gossip endpoint behind and may be retried
+// (lifecycle contract).
 func (m *Mesh) Start(ctx context.Context) error {
+	return m.life.Start(ctx, func() error { return m.start(ctx) })
+}
+
+func (m *Mesh) start(ctx context.Context) (err error) {
+	m.stopc = make(chan struct{})
 	mc, err := m.cfg.memberlistConfig()
 	if err != nil {
 		return err
@@ -162,15 +174,21 @@ func (m *Mesh) Start(ctx context.Context) error {
 	m.ml, m.started = ml, time.Now()
 	m.keyring = mc.Keyring
 	m.mu.Unlock()
-	if m.cfg.KeyringFile != "" && mc.Keyring != nil {
-		m.watchStop, m.watchDone = make(chan struct{}), make(chan struct{})
-		if err := m.watchKeyring(m.cfg.KeyringFile, m.watchStop, m.watchDone); err != nil {
+	defer func() {
+		if err != nil { // undo: a new Start may follow
+			m.stopWatch()
 			_ = ml.Shutdown()
 			m.mu.Lock()
-			m.ml = nil
+			m.ml, m.keyring = nil, nil
 			m.mu.Unlock()
+		}
+	}()
+	if m.cfg.KeyringFile != "" && mc.Keyring != nil {
+		stop, done := make(chan struct{}), make(chan struct{})
+		if err := m.watchKeyring(m.cfg.KeyringFile, stop, done); err != nil {
 			return err
 		}
+		m.watchStop, m.watchDone = stop, done
 	}
 	var targets []string
 	for _, s := range m.cfg.Seeds {
@@ -190,11 +208,6 @@ func (m *Mesh) Start(ctx context.Context) error {
 	default:
 		joined, err := m.initialJoin(ctx, targets, len(remembered) > 0)
 		if !joined && len(remembered) == 0 {
-			m.stopWatch()
-			_ = ml.Shutdown()
-			m.mu.Lock()
-			m.ml = nil
-			m.mu.Unlock()
 			if cause := errors.Join(err, ctx.Err()); cause != nil {
 				return fmt.Errorf("mesh: join %v: no seed answered within %s: %w", m.cfg.Seeds, m.cfg.JoinWait, cause)
 			}
@@ -214,10 +227,13 @@ func (m *Mesh) Start(ctx context.Context) error {
 // GossipAddr is this member's gossip address (host:port).
 // Empty before Start.
 func (m *Mesh) GossipAddr() string {
-	if m.ml == nil {
+	m.mu.Lock()
+	ml := m.ml
+	m.mu.Unlock()
+	if ml == nil {
 		return ""
 	}
-	n := m.ml.LocalNode()
+	n := ml.LocalNode()
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
@@ -239,8 +255,12 @@ func (m *Mesh) UpdateMeta(change func(*Meta)) error {
 		return err
 	}
 	m.meta = next
+	ml := m.ml
 	m.mu.Unlock()
-	return m.ml.UpdateNode(5 * time.Second)
+	if ml == nil {
+		return nil // gossiped at Start
+	}
+	return ml.UpdateNode(5 * time.Second)
 }
 
 // Members returns every known member (alive, and failed or left ones for
@@ -291,15 +311,23 @@ func (m *Mesh) Subscribe(buffer int) *Subscription {
 	return s
 }
 
-// Leave announces a graceful leave (others see "left", not "failed"),
-// waits up to timeout for it to spread, and stops gossip.
-func (m *Mesh) Leave(timeout time.Duration) error {
+// Stop leaves the mesh gracefully (others see "left", not "failed"): it
+// announces the leave, waits for it to spread until ctx ends or at most
+// DefaultLeaveTimeout, and stops gossip. Idempotent; safe before Start.
+func (m *Mesh) Stop(ctx context.Context) error {
+	return m.life.Stop(func() error {
+		timeout := DefaultLeaveTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, max(time.Until(dl), 0))
+		}
+		return m.leave(timeout)
+	})
+}
+
+// leave announces a graceful leave, waits up to timeout for it to spread,
+// and stops gossip.
+func (m *Mesh) leave(timeout time.Duration) error {
 	m.mu.Lock()
-	if m.done || m.ml == nil {
-		m.mu.Unlock()
-		return nil
-	}
-	m.done = true
 	m.meta.Leaving = true
 	m.mu.Unlock()
 	m.stopLoop()
@@ -309,12 +337,14 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 	// every member, so no member sees the leave before the intent.
 	// A timeout here only means the broadcast did not finish (peers may be
 	// stopping too): the leave still happened; it is logged, not returned.
-	if err := m.ml.UpdateNode(timeout / 4); err != nil {
-		m.log.Debug("leave intent broadcast", "err", err)
-	}
-	m.sendLeaveIntent(timeout / 4)
-	if err := m.ml.Leave(timeout / 2); err != nil {
-		m.log.Warn("leave broadcast incomplete", "err", err)
+	if timeout > 0 {
+		if err := m.ml.UpdateNode(timeout / 4); err != nil {
+			m.log.Debug("leave intent broadcast", "err", err)
+		}
+		m.sendLeaveIntent(timeout / 4)
+		if err := m.ml.Leave(timeout / 2); err != nil {
+			m.log.Warn("leave broadcast incomplete", "err", err)
+		}
 	}
 	m.stopWatch()
 	err := m.ml.Shutdown()
@@ -358,19 +388,14 @@ func (m *Mesh) sendLeaveIntent(timeout time.Duration) {
 	}
 }
 
-// Shutdown stops gossip without a leave, as a crash would: others detect
-// the failure.
-func (m *Mesh) Shutdown() error {
-	m.mu.Lock()
-	if m.done || m.ml == nil {
-		m.mu.Unlock()
-		return nil
-	}
-	m.done = true
-	m.mu.Unlock()
-	m.stopLoop()
-	m.stopWatch()
-	return m.ml.Shutdown()
+// Kill stops gossip without a leave, as a crash would: others detect a
+// failure (lifecycle contract). Idempotent; safe before Start.
+func (m *Mesh) Kill() {
+	m.life.Kill(func() {
+		m.stopLoop()
+		m.stopWatch()
+		_ = m.ml.Shutdown()
+	})
 }
 
 // stopLoop stops rejoinLoop and saves the members file a last time.

@@ -63,7 +63,7 @@ func (c *cutTransport) DialAddressTimeout(a memberlist.Address, d time.Duration)
 func startCutMesh(t *testing.T, idc, name string, seeds ...string) (*Mesh, *cutTransport) {
 	t.Helper()
 	ct := &cutTransport{cut: map[string]bool{}}
-	cfg := Config{Meta: Meta{Role: RoleNode, IDC: idc, Name: name}, Seeds: seeds, Profile: ProfileLocal,
+	cfg := Config{Meta: Meta{Role: RoleNode, IDC: idc, Name: name}, BindPort: RandomPort, Seeds: seeds, Profile: ProfileLocal,
 		RejoinInterval: 500 * time.Millisecond, RejoinMax: 2 * time.Second, Logger: testLogger(t)}
 	cfg.tune = func(mc *memberlist.Config) error {
 		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: 0, Logger: nil})
@@ -84,7 +84,7 @@ func startCutMesh(t *testing.T, idc, name string, seeds ...string) (*Mesh, *cutT
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = m.Shutdown() })
+	t.Cleanup(func() { m.Kill() })
 	return m, ct
 }
 

@@ -12,7 +12,7 @@ func (n *Node) CheckStore() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch {
-	case n.stopped:
+	case n.isStopped():
 		return errors.New("node stopped")
 	case n.st == nil:
 		return errors.New("store not open (node not started)")

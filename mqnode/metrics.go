@@ -81,7 +81,7 @@ func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
 	n.mu.Lock()
-	st, ns, stopped := n.st, n.ns, n.stopped
+	st, ns, stopped := n.st, n.ns, n.isStopped()
 	n.mu.Unlock()
 	if st == nil || stopped {
 		ch <- prometheus.MustNewConstMetric(mUp, prometheus.GaugeValue, 0)

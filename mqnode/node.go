@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mqmesh/mqmesh/internal/lifecycle"
 	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/internal/subject"
 )
@@ -26,15 +27,15 @@ const Version = "0.1.0"
 // Node is one host's MQ node: a Badger store in Config.DataDir, an embedded
 // NATS server, and the queue API served on mq.<idc>.<name>.<op>.
 //
-// Lifecycle: New, then Start once; Stop (graceful) may be called any number
-// of times, before or after Start, from any goroutine.
+// Lifecycle: New, then the contract of package internal/lifecycle: Start
+// once; Stop (graceful: requests in flight are answered) or Kill (abrupt:
+// they are cut); both idempotent and safe before Start.
 type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	started bool
-	stopped bool
+	life lifecycle.Guard
+	mu   sync.Mutex
 
 	ns  *server.Server
 	nc  *nats.Conn
@@ -90,7 +91,7 @@ func (n *Node) HandleOp(op string, h OpHandler) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.started {
+	if n.life.State() != lifecycle.Idle {
 		return errors.New("mqnode: HandleOp after Start")
 	}
 	if n.extraOps == nil {
@@ -105,7 +106,7 @@ func (n *Node) HandleOp(op string, h OpHandler) error {
 func (n *Node) ReloadNATS() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.ns == nil || n.stopped {
+	if n.ns == nil || n.life.State() == lifecycle.Stopped {
 		return ErrClosed
 	}
 	opts, err := n.natsOptions()
@@ -127,6 +128,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("mqnode: config: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "mqnode", "node", cfg.Name, "idc", cfg.IDC)}
+	n.life.Name = "mqnode"
 	n.sec.Store(cfg.Security)
 	return n, nil
 }
@@ -159,19 +161,22 @@ func (n *Node) SetSecurity(set *secrets.Set) error {
 func (n *Node) Config() Config { return n.cfg }
 
 // Start opens the store, starts the embedded NATS server and begins serving.
-// On failure everything started is stopped again.
-func (n *Node) Start(ctx context.Context) (err error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.started || n.stopped {
-		return errors.New("mqnode: Start called twice or after Stop")
-	}
-	n.started = true
-	defer func() {
+// On failure everything started is stopped again and a new Start may be
+// made (lifecycle contract).
+func (n *Node) Start(ctx context.Context) error {
+	return n.life.Start(ctx, func() error {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		err := n.startLocked(ctx)
 		if err != nil {
-			n.shutdownLocked(context.Background())
+			_ = n.shutdownLocked(context.Background())
+			n.ns, n.nc, n.st, n.svc, n.topicSync, n.shareStop, n.shareDone = nil, nil, nil, nil, nil, nil, nil
 		}
-	}()
+		return err
+	})
+}
+
+func (n *Node) startLocked(ctx context.Context) (err error) {
 	if n.st, err = openStore(n.cfg); err != nil {
 		return err
 	}
@@ -254,16 +259,28 @@ func (n *Node) natsOptions() (*server.Options, error) {
 }
 
 // Stop stops serving (pending long-polls answer empty, running requests
-// finish), closes the store and shuts the NATS server down. Leased tasks are
-// ready again on the next Start. Safe to call twice and before Start.
+// finish until ctx ends), closes the store and shuts the NATS server down.
+// Leased tasks are ready again when a node starts on the data dir. Safe to
+// call twice and before Start.
 func (n *Node) Stop(ctx context.Context) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.stopped {
-		return nil
-	}
-	n.stopped = true
-	return n.shutdownLocked(ctx)
+	return n.life.Stop(func() error {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.shutdownLocked(ctx)
+	})
+}
+
+// Kill stops the node at once (lifecycle contract): requests in flight are
+// cut, not answered; the store is closed (its lock released) and the NATS
+// server shut down. Safe to call twice and before Start.
+func (n *Node) Kill() {
+	n.life.Kill(func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		cut, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = n.shutdownLocked(cut)
+	})
 }
 
 func (n *Node) shutdownLocked(ctx context.Context) error {
@@ -393,3 +410,6 @@ func (g natsLogger) Errorf(f string, a ...any) {
 }
 func (g natsLogger) Debugf(f string, a ...any) {}
 func (g natsLogger) Tracef(f string, a ...any) {}
+
+// isStopped reports whether Stop or Kill was called.
+func (n *Node) isStopped() bool { return n.life.State() == lifecycle.Stopped }

@@ -113,7 +113,7 @@ type QueueLevel struct {
 func (n *Node) Levels() []QueueLevel {
 	n.mu.Lock()
 	st := n.st
-	stopped := n.stopped
+	stopped := n.isStopped()
 	n.mu.Unlock()
 	if st == nil || stopped {
 		return nil

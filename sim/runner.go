@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/meshtest"
 	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
@@ -34,9 +35,10 @@ type simHost struct {
 	slots      int
 
 	mu      sync.Mutex
+	node    *meshtest.Node // lifecycle part of the node (agent, client)
 	agent   *mesh.NodeAgent
 	client  *mqnode.Client
-	poolNC  *nats.Conn
+	worker  *hostPool // lifecycle part of the pool (pool, its conn)
 	pool    *worker.Pool
 	gen     int
 	nodeUp  atomic.Bool
@@ -64,6 +66,8 @@ type run struct {
 	// sec are the run's secrets (made in dir): every node, pool and link
 	// runs secured, as a real mesh does.
 	sec *secrets.Set
+	// cluster runs the hosts' nodes: the in-process mesh the tests use.
+	cluster *meshtest.Cluster
 }
 
 // Options tune a run.
@@ -104,6 +108,9 @@ func newRun(s Scenario, mode string, opt Options) (*run, error) {
 	if r.sec, err = secrets.Load(secDir); err != nil {
 		return nil, err
 	}
+	if r.cluster, err = meshtest.Start(context.Background(), meshtest.Options{Dir: dir, Security: r.sec, Logger: log}); err != nil {
+		return nil, err
+	}
 	i := 0
 	for _, idc := range s.Topology.IDCs {
 		for j := 1; j <= idc.Hosts; j++ {
@@ -127,64 +134,31 @@ func (r *run) host(name string) *simHost {
 	return nil
 }
 
-// startNode starts (or restarts) the node of a host.
+// startNode starts (or restarts) the node of a host: a node of the run's
+// cluster, joining through the live nodes (never h's own dead address).
 func (r *run) startNode(ctx context.Context, h *simHost) error {
-	seeds := r.seeds(h)
 	gwListen, gwAdvertise, err := r.links.gateway(h.name)
 	if err != nil {
 		return err
 	}
-	a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
-		GatewayListen: gwListen, GatewayAdvertise: gwAdvertise,
-		Node: mqnode.Config{Name: h.name, IDC: h.idc, DataDir: h.dataDir, Listen: "127.0.0.1:0",
-			Durability: mqnode.Durability(r.s.Durability), Logger: r.log,
-			// Every simulated host shares this machine's CPU, so its usage
-			// says nothing of one host: the CPU throttle is off unless the
-			// scenario enables it (see Throttle).
-			Throttle: r.s.Throttle.Config(r.mode), CPUSampler: cpuSampler(r.s.Throttle.CPU.Sampler),
-			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000,
-				KeepSettled: r.s.keepSettled()},
-			Security: r.sec},
-		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
-		Host: h.name,
-	})
+	cfg := r.cluster.NodeConfig(h.idc, h.name)
+	cfg.GatewayListen, cfg.GatewayAdvertise, cfg.Host = gwListen, gwAdvertise, h.name
+	cfg.Node.DataDir, cfg.Node.Durability = h.dataDir, mqnode.Durability(r.s.Durability)
+	// Every simulated host shares this machine's CPU, so its usage says
+	// nothing of one host: the CPU throttle is off unless the scenario
+	// enables it (see Throttle).
+	cfg.Node.Throttle, cfg.Node.CPUSampler = r.s.Throttle.Config(r.mode), cpuSampler(r.s.Throttle.CPU.Sampler)
+	cfg.Node.QueueDefaults = mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000,
+		KeepSettled: r.s.keepSettled()}
+	n, err := r.cluster.StartNode(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	if err := a.Start(ctx); err != nil {
-		return fmt.Errorf("start node %s: %w", h.name, err)
-	}
-	c, err := a.Node.Client()
-	if err != nil {
-		_ = a.Kill()
-		return fmt.Errorf("client of node %s: %w", h.name, err)
-	}
 	h.mu.Lock()
-	h.agent, h.client = a, c
+	h.node, h.agent, h.client = n, n.Agent(), n.Client()
 	h.mu.Unlock()
 	h.nodeUp.Store(true)
-
 	return nil
-}
-
-// seeds are the gossip addresses of the live nodes other than h's own (a
-// restarted host must not name its own dead address).
-func (r *run) seeds(h *simHost) []string {
-	var out []string
-	for _, o := range r.hosts {
-		if o == h || o.workerOnly || !o.nodeUp.Load() {
-			continue
-		}
-		o.mu.Lock()
-		if o.agent != nil {
-			out = append(out, o.agent.Mesh.GossipAddr())
-		}
-		o.mu.Unlock()
-		if len(out) == 3 {
-			break
-		}
-	}
-	return out
 }
 
 // nodeOf returns the agent a host's pool connects to: its own node, or
@@ -207,27 +181,15 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 		return fmt.Errorf("no node for the pool of %s", h.name)
 	}
 	nh.mu.Lock()
-	agent := nh.agent
+	node := nh.node
 	nh.mu.Unlock()
-	auth, err := r.sec.InProcessOptions(secrets.RoleWorker)
-	if err != nil {
-		return err
-	}
-	keys, err := r.sec.GossipKeys()
-	if err != nil {
-		return err
-	}
-	nc, err := agent.Node.Connect(auth...)
-	if err != nil {
-		return fmt.Errorf("pool of %s: connect to node %s: %w", h.name, nh.name, err)
-	}
 	h.mu.Lock()
 	h.gen++
 	gen := h.gen
 	h.mu.Unlock()
 	cfg := worker.Config{
 		ID: fmt.Sprintf("pool-%s-g%d", h.name, gen), IDC: h.idc, Host: h.name, Slots: h.slots, Seed: r.s.Seed + uint64(h.index)*7919 + uint64(gen),
-		Lease: 10 * time.Second, Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: r.seeds(h), Profile: mesh.ProfileLocal, Logger: r.log, Keyring: keys},
+		Lease: 10 * time.Second, Mesh: r.cluster.WorkerMesh(),
 		Logger: r.log,
 	}
 	if !h.workerOnly {
@@ -250,19 +212,19 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 		delete(f.Tiers, "local")
 	}
 	cfg.Filters = &f
-	p, err := worker.New(nc, cfg)
-	if err == nil {
-		err = p.Handle(Queue, r.handler(h))
-	}
-	if err == nil {
-		err = p.Start(ctx)
-	}
-	if err != nil {
-		nc.Close()
-		return fmt.Errorf("start pool %s: %w", h.name, err)
+	hp := newHostPool(h.name, func() (*nats.Conn, error) { return r.cluster.Connect(node, secrets.RoleWorker) },
+		func(nc *nats.Conn) (*worker.Pool, error) {
+			p, err := worker.New(nc, cfg)
+			if err == nil {
+				err = p.Handle(Queue, r.handler(h))
+			}
+			return p, err
+		})
+	if err := hp.Start(ctx); err != nil {
+		return err
 	}
 	h.mu.Lock()
-	h.pool, h.poolNC = p, nc
+	h.worker, h.pool = hp, hp.pool
 	h.mu.Unlock()
 	h.poolUp.Store(true)
 	return nil
@@ -271,38 +233,36 @@ func (r *run) startPool(ctx context.Context, h *simHost) error {
 // stopPool ends a host's pool: crash (no leave) or graceful.
 func (r *run) stopPool(h *simHost, graceful bool) {
 	h.mu.Lock()
-	p, nc := h.pool, h.poolNC
-	h.pool, h.poolNC = nil, nil
+	hp := h.worker
+	h.worker, h.pool = nil, nil
 	h.mu.Unlock()
-	if p == nil {
+	if hp == nil {
 		return
 	}
 	h.poolUp.Store(false)
-	r.noticeBase.Add(noticesOf(p))
+	r.noticeBase.Add(noticesOf(hp.pool))
 	if graceful {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_ = p.Stop(ctx)
+		_ = hp.Stop(ctx)
 		cancel()
 	} else {
-		p.Crash()
+		hp.Kill()
 	}
-	nc.Close()
 }
 
 func (r *run) stopNode(h *simHost, graceful bool) {
 	h.mu.Lock()
-	a, c := h.agent, h.client
-	h.agent, h.client = nil, nil
+	n := h.node
+	h.node, h.agent, h.client = nil, nil, nil
 	h.mu.Unlock()
-	if a == nil {
+	if n == nil {
 		return
 	}
 	h.nodeUp.Store(false)
-	c.Close()
 	if graceful {
-		_ = a.Stop(context.Background())
+		_ = n.Stop(context.Background())
 	} else {
-		_ = a.Kill()
+		n.Kill()
 	}
 }
 
@@ -326,27 +286,8 @@ func (r *run) setup(ctx context.Context) error {
 			}
 		}
 	}
-	nodes := 0
-	for _, h := range r.hosts {
-		if !h.workerOnly {
-			nodes++
-		}
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ok := true
-		for _, h := range r.hosts {
-			if !h.workerOnly && len(h.agent.Mesh.Alive(func(m mesh.Member) bool { return m.Meta.Role == mesh.RoleNode })) != nodes {
-				ok = false
-			}
-		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			return errors.New("the mesh did not form within 30s")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := r.cluster.WaitFormed(ctx, 30*time.Second); err != nil {
+		return err
 	}
 	errs := make([]error, len(r.hosts))
 	var wg sync.WaitGroup

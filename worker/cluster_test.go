@@ -2,15 +2,14 @@ package worker
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/meshtest"
 	"github.com/mqmesh/mqmesh/internal/secrets"
-	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
@@ -26,9 +25,11 @@ type host struct {
 	stopped   atomic.Bool
 }
 
-// cluster is idcs × hosts hosts on loopback.
+// cluster is idcs × hosts hosts on loopback: the nodes of a
+// meshtest cluster, each with a worker pool.
 type cluster struct {
 	t     *testing.T
+	mesh  *meshtest.Cluster
 	hosts []*host
 	// processedBy[origin node][pool host] counts handled tasks.
 	mu          sync.Mutex
@@ -53,52 +54,22 @@ type clusterOptions struct {
 }
 
 func startClusterWith(t *testing.T, o clusterOptions) *cluster {
-	idcs, perIDC := o.idcs, o.perIDC
 	c := &cluster{t: t, processedBy: map[string]map[string]int{}, firstRemote: map[string]time.Time{}, handler: o.handler}
-	var seed string
-	for i := 0; i < idcs; i++ {
-		for j := 0; j < perIDC; j++ {
-			h := &host{idc: fmt.Sprintf("idc%c", 'A'+i), name: fmt.Sprintf("h%c%d", 'a'+i, j+1)}
-			h.slowdown.Store(1)
-			var seeds []string
-			if seed != "" {
-				seeds = []string{seed}
-			}
-			cfg := mqnode.Config{Name: h.name, IDC: h.idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync, Logger: testlog.NewLevel(t, 4), Throttle: testlog.NoCPUThrottle,
-				Security: secretstest.Set(t)}
+	// Seeds 1: every node and pool joins through one member, as these tests
+	// always did (TestFilterSwitchStopsCrossIDCPulls fails 3 of 3 when the
+	// pool names two seeds: a cross-IDC pull decided before the switch
+	// completes after it; reported, not fixed here).
+	c.mesh = meshtest.New(t, meshtest.Options{IDCs: o.idcs, NodesPerIDC: o.perIDC, Logger: testlog.NewLevel(t, 4), Seeds: 1,
+		Node: func(cfg *mesh.NodeAgentConfig) {
 			if o.node != nil {
-				o.node(&cfg)
+				o.node(&cfg.Node)
 			}
-			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
-				Node: cfg,
-				Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := a.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = a.Stop(context.Background()) })
-			if seed == "" {
-				seed = a.Mesh.GossipAddr()
-			}
-			h.agent = a
-			if h.client, err = a.Node.Client(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(h.client.Close)
-			c.hosts = append(c.hosts, h)
-		}
+		}})
+	for _, n := range c.mesh.Nodes {
+		h := &host{idc: n.IDC, name: n.Name, agent: n.Agent(), client: n.Client()}
+		h.slowdown.Store(1)
+		c.hosts = append(c.hosts, h)
 	}
-	eventually(t, 30*time.Second, "mesh formed", func() bool {
-		for _, h := range c.hosts {
-			if len(h.agent.Mesh.Alive(nil)) != len(c.hosts) {
-				return false
-			}
-		}
-		return true
-	})
 	for _, h := range c.hosts {
 		c.startPool(h, o.slots, o.filters)
 	}
@@ -107,16 +78,10 @@ func startClusterWith(t *testing.T, o clusterOptions) *cluster {
 
 func (c *cluster) startPool(h *host, slots int, filters backlog.Filters) {
 	t := c.t
-	nc, err := h.agent.Node.Connect(secretstest.InProcess(t, secrets.RoleWorker)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := c.mesh.MustConnect(t, c.mesh.Node(h.name), secrets.RoleWorker)
 	f := filters
 	p, err := New(nc, Config{ID: "pool-" + h.name, IDC: h.idc, Host: h.name, Node: h.name, Slots: slots, Filters: &f,
-		Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{c.hosts[0].agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal,
-			Keyring: secretstest.GossipKeys(t)},
-		Logger: testlog.NewLevel(t, 4)})
+		Mesh: c.mesh.WorkerMesh(), Logger: testlog.NewLevel(t, 4)})
 	if err != nil {
 		t.Fatal(err)
 	}

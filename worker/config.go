@@ -56,7 +56,8 @@ type Config struct {
 	FilterFile string           `yaml:"filter_file"`
 	// Mesh, when set, makes the pool a gossip member (role worker): nodes
 	// then release its leases the moment it dies, and its view forgets
-	// nodes that die.
+	// nodes that die. Its port defaults to mesh.RandomPort, not the node's
+	// 7946: a pool shares its host with a node.
 	Mesh *mesh.Config `yaml:"mesh"`
 	// Seed fixes the scheduler's random source (0: random).
 	Seed uint64 `yaml:"seed"`
@@ -66,6 +67,11 @@ type Config struct {
 
 // WithDefaults fills zero fields.
 func (c Config) WithDefaults() Config {
+	if c.Mesh != nil && c.Mesh.BindPort == 0 {
+		m := *c.Mesh
+		m.BindPort = mesh.RandomPort
+		c.Mesh = &m
+	}
 	if c.Host == "" {
 		c.Host, _ = os.Hostname()
 	}

@@ -84,8 +84,12 @@
 // dies, nodes learn it from gossip and return its leased tasks to ready at
 // once instead of at lease expiry, and its view drops nodes that die. Stop
 // is graceful (stop pulling, let running handlers finish and ack, leave the
-// mesh); Kill cancels running handlers and acks nothing: their tasks come
-// back through lease release.
+// mesh); Kill is a crash, as for every part of the lifecycle contract
+// (internal/lifecycle): running handlers are cancelled and acked nothing,
+// the pool drops out of gossip without a leave, and its tasks come back
+// when the nodes see its member fail and release its leases. Its gossip
+// port defaults to a free one (mesh.RandomPort): it shares a host with a
+// node.
 //
 // Stats counts tasks processed and pulls by where they went (local, same
 // IDC, other IDC), empty pulls and lease extensions; Collector exports them

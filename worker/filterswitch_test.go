@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/mqmesh/mqmesh/internal/secrets"
-	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
-	"github.com/mqmesh/mqmesh/mesh"
 )
 
 const (
@@ -37,14 +35,10 @@ func TestFilterSwitchStopsCrossIDCPulls(t *testing.T) {
 	must(t, a.pool.Stop(ctx)) // replaced by a pool on a filter file
 	path := filepath.Join(t.TempDir(), "filter.yaml")
 	must(t, os.WriteFile(path, []byte(everythingYAML), 0o600))
-	nc, err := a.agent.Node.Connect(secretstest.InProcess(t, secrets.RoleWorker)...)
-	must(t, err)
-	t.Cleanup(nc.Close)
+	nc := c.mesh.MustConnect(t, c.mesh.Node(a.name), secrets.RoleWorker)
 	p, err := New(nc, Config{ID: "pool-file-" + a.name, IDC: a.idc, Host: a.name, Node: a.name, Slots: 8, FilterFile: path,
 		Policy: PolicyConfig{CrossIDCAlways: true},
-		Mesh: &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{a.agent.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal,
-			Keyring: secretstest.GossipKeys(t)}, // the cluster's gossip is keyed
-		Logger: testlog.NewLevel(t, 4)})
+		Mesh:   c.mesh.WorkerMesh(), Logger: testlog.NewLevel(t, 4)})
 	must(t, err)
 	must(t, p.Handle("push", c.pushHandler(a)))
 	must(t, p.Start(ctx))

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/lifecycle"
 	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
@@ -21,10 +22,12 @@ import (
 // Pool runs handlers for queues with a fixed number of slots, pulling from
 // its own node first and helping other nodes with spare capacity.
 //
-// Lifecycle: New, Handle for each queue, Start once; then Stop (graceful:
-// stop pulling, let running handlers finish and ack) or Kill (hard: cancel
-// running handlers; their tasks come back through lease release). Both are
-// safe twice.
+// Lifecycle (package internal/lifecycle): New, Handle for each queue,
+// Start once; then Stop (graceful: stop pulling, let running handlers
+// finish and ack, leave the mesh) or Kill (as a crash: cancel running
+// handlers unacked, no leave; their tasks come back when the nodes see the
+// pool's member fail and release its leases, or the leases expire). Both
+// are idempotent and safe before Start.
 type Pool struct {
 	cfg  Config
 	log  *slog.Logger
@@ -40,10 +43,10 @@ type Pool struct {
 	// waiting counts the tasks pulled and not yet in a slot (prefetched).
 	waiting atomic.Int64
 
+	life    lifecycle.Guard
 	mu      sync.Mutex
 	clients map[Origin]*mqnode.Client
 	ackers  map[Origin]*acker
-	started bool
 
 	// schedMu guards sched, the fetch loops' shared deterministic core.
 	schedMu sync.Mutex
@@ -64,7 +67,6 @@ type Pool struct {
 	nextShard atomic.Uint32
 	cancelRun context.CancelFunc
 	killed    atomic.Bool
-	once      sync.Once
 
 	stats   counters
 	metrics *poolMetrics // histograms (metrics.go)
@@ -120,6 +122,7 @@ func New(nc *nats.Conn, cfg Config) (*Pool, error) {
 			c()
 		}
 	}
+	p.life.Name = "worker: pool"
 	return p, nil
 }
 
@@ -148,7 +151,7 @@ func (p *Pool) Handle(queue string, h Handler, opts ...HandlerOption) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.started {
+	if p.life.State() != lifecycle.Idle {
 		return errors.New("worker: Handle after Start")
 	}
 	if _, dup := p.handlers[queue]; dup {
@@ -174,34 +177,33 @@ func (p *Pool) View() *backlog.View { return p.view }
 func (p *Pool) Config() Config { return p.cfg }
 
 // Start subscribes to backlog notices, joins the mesh (if configured) and
-// starts pulling.
+// starts pulling. A failed Start undoes what it began; a new Start may
+// follow.
 func (p *Pool) Start(ctx context.Context) error {
+	return p.life.Start(ctx, func() error { return p.start(ctx) })
+}
+
+func (p *Pool) start(ctx context.Context) (err error) {
 	p.mu.Lock()
-	if p.started {
-		p.mu.Unlock()
-		return errors.New("worker: Start called twice")
-	}
-	p.started = true
+	n := len(p.handlers)
 	p.mu.Unlock()
-	if len(p.handlers) == 0 {
+	if n == 0 {
 		return errors.New("worker: no handlers registered")
 	}
-	p.watcher = backlog.NewWatcher(p.nc, p.view, p.cfg.IDC, p.cfg.Node, p.cfg.Logger)
-	var err error
+	wc := backlog.WatcherConfig{IDC: p.cfg.IDC, Node: p.cfg.Node, FilterFile: p.cfg.FilterFile, Logger: p.cfg.Logger}
 	switch {
 	case p.cfg.FilterFile != "":
-		err = p.watcher.WatchFile(p.cfg.FilterFile)
 	case p.cfg.Filters != nil:
-		err = p.watcher.Apply(*p.cfg.Filters)
+		wc.Filters = *p.cfg.Filters
 	default:
-		f := backlog.DefaultFilters()
+		wc.Filters = backlog.DefaultFilters()
 		if p.cfg.Node == "" {
-			delete(f.Tiers, "local")
+			delete(wc.Filters.Tiers, "local")
 		}
-		err = p.watcher.Apply(f)
 	}
-	if err != nil {
-		p.watcher.Close()
+	p.watcher = backlog.NewWatcher(p.nc, p.view, wc)
+	if err := p.watcher.Start(ctx); err != nil {
+		p.watcher = nil
 		return err
 	}
 	if p.cfg.Mesh != nil {
@@ -214,7 +216,8 @@ func (p *Pool) Start(ctx context.Context) error {
 			err = p.mesh.Start(ctx)
 		}
 		if err != nil {
-			p.watcher.Close()
+			p.watcher.Kill()
+			p.watcher, p.mesh = nil, nil
 			return fmt.Errorf("worker: join the mesh: %w", err)
 		}
 		p.stopFeed = p.mesh.FeedView(p.view)
@@ -228,10 +231,12 @@ func (p *Pool) Start(ctx context.Context) error {
 }
 
 // Stop stops pulling, waits for running handlers to finish and their acks
-// to be sent (or ctx to end), then leaves the mesh.
+// to be sent, then leaves the mesh. When ctx ends first, the handlers still
+// running are cancelled (unacked) and Stop returns an error saying so.
+// Idempotent; safe before Start.
 func (p *Pool) Stop(ctx context.Context) error {
-	var err error
-	p.once.Do(func() {
+	return p.life.Stop(func() error {
+		var err error
 		close(p.fetchStop)
 		p.fetchWG.Wait()
 		done := make(chan struct{})
@@ -244,34 +249,28 @@ func (p *Pool) Stop(ctx context.Context) error {
 			p.cancelRun()
 			<-done
 		}
-		p.teardown(true)
+		p.teardown(ctx, true)
+		return err
 	})
-	return err
 }
 
-// Kill stops at once: running handlers are cancelled and not acked; their
-// tasks come back when the nodes release this pool's leases (it leaves the
-// mesh) or the leases expire.
-func (p *Pool) Kill() { p.stopHard(true) }
-
-// Crash is Kill without a graceful leave, as if the process died: nodes
-// learn it when gossip detects the failure. For the simulator and tests.
-func (p *Pool) Crash() { p.stopHard(false) }
-
-// stopHard cancels every handler, waits for the loops to end and tears
-// down, leaving the mesh gracefully or not.
-func (p *Pool) stopHard(leave bool) {
-	p.once.Do(func() {
+// Kill stops at once, as if the process died (lifecycle contract): running
+// handlers are cancelled and not acked, and the pool drops out of the mesh
+// without a leave; its tasks come back when the nodes see its member fail
+// and release its leases, or the leases expire. Idempotent; safe before
+// Start.
+func (p *Pool) Kill() {
+	p.life.Kill(func() {
 		p.killed.Store(true)
 		p.cancelRun()
 		close(p.fetchStop)
 		p.fetchWG.Wait()
 		p.runWG.Wait()
-		p.teardown(leave)
+		p.teardown(context.Background(), false)
 	})
 }
 
-func (p *Pool) teardown(leave bool) {
+func (p *Pool) teardown(ctx context.Context, leave bool) {
 	p.cancelRun()
 	p.mu.Lock()
 	ackers := p.ackers
@@ -281,16 +280,16 @@ func (p *Pool) teardown(leave bool) {
 		a.close()
 	}
 	if p.watcher != nil {
-		p.watcher.Close()
+		p.watcher.Kill()
 	}
 	if p.stopFeed != nil {
 		p.stopFeed()
 	}
 	if p.mesh != nil {
 		if leave {
-			_ = p.mesh.Leave(2 * time.Second)
+			_ = p.mesh.Stop(ctx)
 		} else {
-			_ = p.mesh.Shutdown()
+			p.mesh.Kill()
 		}
 	}
 	p.log.Info("worker pool stopped", "killed", p.killed.Load())

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mqmesh/mqmesh/backlog"
+	"github.com/mqmesh/mqmesh/internal/meshtest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
@@ -21,23 +22,11 @@ import (
 // saw the producer's trace.
 func TestTraceOfATaskRetriedInAnotherIDC(t *testing.T) {
 	fast := backlog.TierPolicy{High: 1, MinInterval: 50 * time.Millisecond, Heartbeat: time.Second}
-	start := func(idc, name string, seeds []string) *mesh.NodeAgent {
-		a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
-			Node: mqnode.Config{Name: name, IDC: idc, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Durability: mqnode.DurabilityAsync,
-				Logger: testlog.NewLevel(t, 4), Throttle: testlog.NoCPUThrottle},
-			Mesh:    mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal},
-			Backlog: [backlog.NumTiers]backlog.TierPolicy{fast, fast, fast},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		must(t, a.Start(context.Background()))
-		t.Cleanup(func() { _ = a.Stop(context.Background()) })
-		return a
-	}
-	a := start("east", "na", nil)
-	b := start("west", "nb", []string{a.Mesh.GossipAddr()})
-	eventually(t, 20*time.Second, "mesh formed", func() bool { return len(a.Mesh.Alive(nil)) == 2 && len(b.Mesh.Alive(nil)) == 2 })
+	mc := meshtest.New(t, meshtest.Options{Insecure: true, Logger: testlog.NewLevel(t, 4),
+		Node: func(cfg *mesh.NodeAgentConfig) { cfg.Backlog = [backlog.NumTiers]backlog.TierPolicy{fast, fast, fast} }})
+	a := mc.MustAdd(t, "east", "na").Agent()
+	b := mc.MustAdd(t, "west", "nb").Agent()
+	must(t, mc.WaitFormed(context.Background(), 20*time.Second))
 
 	// The only pool is in west; its node is nb.
 	nc, err := b.Node.Connect()
@@ -45,7 +34,7 @@ func TestTraceOfATaskRetriedInAnotherIDC(t *testing.T) {
 	t.Cleanup(nc.Close)
 	f := everythingFilter()
 	p, err := New(nc, Config{ID: "pool-west", IDC: "west", Host: "hostw", Node: "nb", Slots: 2, Filters: &f,
-		Mesh:   &mesh.Config{BindAddr: "127.0.0.1", Seeds: []string{a.Mesh.GossipAddr()}, Profile: mesh.ProfileLocal},
+		Mesh:   mc.WorkerMesh(),
 		Logger: testlog.NewLevel(t, 4)})
 	must(t, err)
 	producerTrace := trace.NewSpanContext(trace.SpanContextConfig{

@@ -180,19 +180,15 @@ func (o *backlogWatchOptions) run(ctx context.Context, stdout, stderr io.Writer)
 		node = o.Node
 	}
 	view := backlog.NewView(nil)
-	w := backlog.NewWatcher(c.Conn(), view, idc, node, log)
-	defer w.Close()
-	if err := w.Apply(filters); err != nil {
+	// With a filter file, the watcher follows it (re-reads and re-applies
+	// it when it changes).
+	w := backlog.NewWatcher(c.Conn(), view, backlog.WatcherConfig{IDC: idc, Node: node, Filters: filters, FilterFile: o.Filter, Logger: log})
+	defer w.Kill()
+	if err := w.Start(ctx); err != nil {
 		if o.Filter != "" {
 			return fmt.Errorf("filter file %s: %w", o.Filter, err)
 		}
 		return err
-	}
-	if o.Filter != "" {
-		// Follow the file from now on (it re-reads and re-applies it).
-		if err := w.WatchFile(o.Filter); err != nil {
-			return err
-		}
 	}
 	hup := make(chan os.Signal, 1)
 	if o.Filter != "" {

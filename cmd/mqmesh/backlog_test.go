@@ -19,12 +19,12 @@ import (
 func startBacklogNode(t *testing.T, queue string, ready int) string {
 	t.Helper()
 	n, url := startNode(t)
-	pub, pubConn, err := mesh.StartPublisher(n, [backlog.NumTiers]backlog.TierPolicy{})
+	pub, pubConn, err := mesh.StartPublisher(context.Background(), n, [backlog.NumTiers]backlog.TierPolicy{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { // before the node stops
-		pub.Stop()
+		pub.Kill()
 		pubConn.Close()
 	})
 	items := make([]*mqnode.EnqueueItem, ready)

@@ -28,7 +28,7 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 
 // meshFlags make a node a mesh member on 127.0.0.1 with free ports (gossip,
 // routes, gateways) and the local gossip profile.
-var meshFlags = []string{"--gossip-port", "0", "--profile", "local",
+var meshFlags = []string{"--gossip-port", "-1", "--profile", "local",
 	"--cluster-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"}
 
 // meshNode runs `mqmesh node args...` in-process, with a temp data dir and
@@ -74,7 +74,7 @@ name: a1
 idc: idcA
 mesh:
   host: host-a
-  port: 0
+  port: -1
   profile: local
   cluster_listen: 127.0.0.1:0
   gateway_listen: 127.0.0.1:0
@@ -181,7 +181,7 @@ func TestMeshNodeStartFails(t *testing.T) {
 		want []string
 	}{
 		{"gossip port taken", []string{"--mesh", "--gossip-port", port}, []string{"gossip on 127.0.0.1:" + port}},
-		{"no seed answers", []string{"--seed", "127.0.0.1:1", "--join-wait", "300ms", "--gossip-port", "0"}, []string{"join", "127.0.0.1:1"}},
+		{"no seed answers", []string{"--seed", "127.0.0.1:1", "--join-wait", "300ms", "--gossip-port", "-1"}, []string{"join", "127.0.0.1:1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"node", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--name", "a2", "--log-level", "error",

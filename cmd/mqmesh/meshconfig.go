@@ -12,12 +12,6 @@ import (
 	"github.com/mqmesh/mqmesh/mqnode"
 )
 
-// Default NATS ports of a mesh node, on the host of its client listener.
-const (
-	defaultClusterPort = 6222
-	defaultGatewayPort = 7222
-)
-
 // meshConfig is the mesh section of a node config file (and the mesh flags
 // of `mqmesh node`): the gossip settings of mesh.Config, plus the host's
 // name and the NATS route and gateway addresses of the node.
@@ -28,24 +22,21 @@ type meshConfig struct {
 	Host string `yaml:"host"`
 	// ClusterListen is the NATS route address (host:port) the other nodes
 	// of this IDC connect to. Port 0 picks a free one. Default: the host of
-	// listen, port 6222.
+	// listen, port mesh.DefaultClusterPort (6222).
 	ClusterListen string `yaml:"cluster_listen"`
 	// GatewayListen is the NATS gateway address (host:port) the other IDCs
 	// connect to. Port 0 picks a free one. Default: the host of listen,
-	// port 7222.
+	// port mesh.DefaultGatewayPort (7222).
 	GatewayListen string `yaml:"gateway_listen"`
 }
 
-// newMeshConfig is a mesh section with nothing set: port 7946, the rest
-// defaults later from the node's listen address (see withDefaults).
-func newMeshConfig() *meshConfig {
-	return &meshConfig{Config: mesh.Config{BindPort: mesh.DefaultBindPort}}
-}
+// newMeshConfig is a mesh section with nothing set: every default comes
+// later from the mesh package (see withDefaults).
+func newMeshConfig() *meshConfig { return &meshConfig{} }
 
-// UnmarshalYAML decodes a mesh section over newMeshConfig, so a port left
-// out is 7946 while "port: 0" picks a free one. It takes yaml's callback
-// form on purpose: the callback decodes with the file's own decoder, which
-// keeps an unknown key an error.
+// UnmarshalYAML decodes a mesh section over newMeshConfig. It takes yaml's
+// callback form on purpose: the callback decodes with the file's own
+// decoder, which keeps an unknown key an error.
 func (c *meshConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	p := meshSection(*newMeshConfig())
 	if err := unmarshal(&p); err != nil {
@@ -66,14 +57,14 @@ type meshSection meshConfig
 func bindMeshFlags(fs *pflag.FlagSet, c *meshConfig) {
 	fs.StringSliceVar(&c.Seeds, "seed", c.Seeds, "gossip address host:port of any existing mesh member (repeatable; one reachable is enough; none: start a new mesh)")
 	fs.StringVar(&c.BindAddr, "gossip-bind", c.BindAddr, "gossip (UDP+TCP) IP address (default: the host of --listen)")
-	fs.IntVar(&c.BindPort, "gossip-port", c.BindPort, "gossip port (0 picks a free one)")
+	fs.IntVar(&c.BindPort, "gossip-port", c.BindPort, fmt.Sprintf("gossip port (default %d; %d picks a free one)", mesh.DefaultBindPort, mesh.RandomPort))
 	fs.StringVar(&c.AdvertiseAddr, "gossip-advertise", c.AdvertiseAddr, "IP address other members reach this host's gossip at (default: --gossip-bind; required when that is 0.0.0.0)")
-	fs.StringVar((*string)(&c.Profile), "profile", string(c.Profile), "gossip timings: lan (inside one IDC), wan (across slow links) or local (one machine) (default lan)")
-	fs.DurationVar(&c.JoinWait, "join-wait", c.JoinWait, "how long to keep trying the seeds at start (default 10s)")
-	fs.DurationVar(&c.Retain, "gossip-retain", c.Retain, "how long failed and left members stay listed (default 1h)")
+	fs.StringVar((*string)(&c.Profile), "profile", string(c.Profile), fmt.Sprintf("gossip timings: lan (inside one IDC), wan (across slow links) or local (one machine) (default %s)", mesh.DefaultProfile))
+	fs.DurationVar(&c.JoinWait, "join-wait", c.JoinWait, fmt.Sprintf("how long to keep trying the seeds at start (default %s)", mesh.DefaultJoinWait))
+	fs.DurationVar(&c.Retain, "gossip-retain", c.Retain, fmt.Sprintf("how long failed and left members stay listed (default %s)", mesh.DefaultRetain))
 	fs.StringVar(&c.Host, "host", c.Host, "name of this host in the membership (default: the OS host name)")
-	fs.StringVar(&c.ClusterListen, "cluster-listen", c.ClusterListen, "NATS route address host:port for the nodes of this IDC (default: the host of --listen, port 6222)")
-	fs.StringVar(&c.GatewayListen, "gateway-listen", c.GatewayListen, "NATS gateway address host:port for the other IDCs (default: the host of --listen, port 7222)")
+	fs.StringVar(&c.ClusterListen, "cluster-listen", c.ClusterListen, fmt.Sprintf("NATS route address host:port for the nodes of this IDC (default: the host of --listen, port %d)", mesh.DefaultClusterPort))
+	fs.StringVar(&c.GatewayListen, "gateway-listen", c.GatewayListen, fmt.Sprintf("NATS gateway address host:port for the other IDCs (default: the host of --listen, port %d)", mesh.DefaultGatewayPort))
 }
 
 // meshFlagsSet reports whether any mesh flag was given on fs.
@@ -85,39 +76,21 @@ func meshFlagsSet(fs *pflag.FlagSet) bool {
 	return set
 }
 
-// withDefaults fills what is not set from the node's (defaulted) listen
-// address: gossip on its host at port 7946 (set by newMeshConfig), routes on
-// port 6222 and gateways on 7222 of the same host. A listen address without
-// a host (":4222") listens everywhere, so the defaults do too.
+// withDefaults fills what is not set with the mesh package's defaults
+// (mesh.NodeAgentConfig.WithDefaults, mesh.Config.WithDefaults) for a node
+// listening at listen: gossip on its host at mesh.DefaultBindPort, routes
+// and gateways on the same host at mesh.DefaultClusterPort and
+// mesh.DefaultGatewayPort. A listen address without a host (":4222")
+// listens everywhere, so the defaults do too. Only the keys of the section
+// are taken (not, say, a gossip key from the environment).
 func (c meshConfig) withDefaults(listen string) meshConfig {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(listen); err != nil {
 		return c // "none" or malformed: validate says so
 	}
-	if host == "" {
-		host = "0.0.0.0"
-	}
-	if c.BindAddr == "" {
-		c.BindAddr = host
-	}
-	if c.ClusterListen == "" {
-		c.ClusterListen = net.JoinHostPort(host, strconv.Itoa(defaultClusterPort))
-	}
-	if c.GatewayListen == "" {
-		c.GatewayListen = net.JoinHostPort(host, strconv.Itoa(defaultGatewayPort))
-	}
-	if c.Profile == "" {
-		c.Profile = mesh.DefaultProfile
-	}
-	if c.JoinWait == 0 {
-		c.JoinWait = mesh.DefaultJoinWait
-	}
-	if c.Retain == 0 {
-		c.Retain = mesh.DefaultRetain
-	}
-	if c.Host == "" {
-		c.Host = mqnode.DefaultName()
-	}
+	a := c.agentConfig(mqnode.Config{Listen: listen}).WithDefaults()
+	m := a.Mesh.WithDefaults()
+	c.BindAddr, c.BindPort, c.Profile, c.JoinWait, c.Retain = m.BindAddr, m.BindPort, m.Profile, m.JoinWait, m.Retain
+	c.Host, c.ClusterListen, c.GatewayListen = a.Host, a.ClusterListen, a.GatewayListen
 	return c
 }
 

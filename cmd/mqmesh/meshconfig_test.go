@@ -70,8 +70,9 @@ func equalMesh(a, b meshConfig) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-// A port left out is the default 7946; "port: 0" picks a free one; no
-// section is a standalone node; an empty one joins with the defaults.
+// The file gives the port as written (a port left out or 0 becomes
+// mesh.DefaultBindPort with the defaults, -1 picks a free one); no section
+// is a standalone node; an empty one joins with the defaults.
 func TestLoadConfigMeshPortAndPresence(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml string
@@ -80,9 +81,10 @@ func TestLoadConfigMeshPortAndPresence(t *testing.T) {
 	}{
 		{"no section", "idc: east\n", false, 0},
 		{"null section", "mesh:\n", false, 0},
-		{"empty section", "mesh: {}\n", true, mesh.DefaultBindPort},
-		{"port left out", "mesh:\n  profile: local\n", true, mesh.DefaultBindPort},
+		{"empty section", "mesh: {}\n", true, 0},
+		{"port left out", "mesh:\n  profile: local\n", true, 0},
 		{"port 0", "mesh:\n  port: 0\n", true, 0},
+		{"free port", "mesh:\n  port: -1\n", true, mesh.RandomPort},
 		{"port set", "mesh:\n  port: 8946\n", true, 8946},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,11 +165,11 @@ mesh:
 		t.Fatalf("file only: mesh %+v", m)
 	}
 	cfg = printConfig(t, "--config", file, "--seed", "127.0.0.4:1,127.0.0.5:2", "--seed", "127.0.0.6:3",
-		"--gossip-port", "0", "--gossip-bind", "127.0.0.7", "--gossip-advertise", "127.0.0.8", "--profile", "local",
+		"--gossip-port", "-1", "--gossip-bind", "127.0.0.7", "--gossip-advertise", "127.0.0.8", "--profile", "local",
 		"--join-wait", "2s", "--gossip-retain", "5m", "--host", "from-flag",
 		"--cluster-listen", "127.0.0.2:0", "--gateway-listen", "127.0.0.2:0")
 	want := meshConfig{
-		Config: mesh.Config{BindAddr: "127.0.0.7", BindPort: 0, AdvertiseAddr: "127.0.0.8",
+		Config: mesh.Config{BindAddr: "127.0.0.7", BindPort: mesh.RandomPort, AdvertiseAddr: "127.0.0.8",
 			Seeds: []string{"127.0.0.4:1", "127.0.0.5:2", "127.0.0.6:3"}, Profile: mesh.ProfileLocal,
 			JoinWait: 2 * time.Second, Retain: 5 * time.Minute},
 		Host: "from-flag", ClusterListen: "127.0.0.2:0", GatewayListen: "127.0.0.2:0",

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mqmesh/mqmesh/internal/lifecycle"
 	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
@@ -226,39 +227,65 @@ func (o *nodeOptions) printConfig(w io.Writer) error {
 	return err
 }
 
-// service is what `mqmesh node` runs: an *mqnode.Node, or a
+// service is what `mqmesh node` runs: a *standaloneNode, or a
 // *mesh.NodeAgent (the node as a mesh member).
-type service interface {
-	Start(ctx context.Context) error
-	Stop(ctx context.Context) error
-}
+type service = lifecycle.Part
 
 // standaloneNode is a node without a mesh that still publishes its backlog, so
-// workers on its host (and worker-only hosts attached to it) hear it.
+// workers on its host (and worker-only hosts attached to it) hear it. It
+// keeps the lifecycle contract (package internal/lifecycle).
 type standaloneNode struct {
-	n   *mqnode.Node
-	pub *backlog.Publisher
-	nc  *nats.Conn
+	cfg  mqnode.Config
+	life lifecycle.Guard
+	n    *mqnode.Node
+	pub  *backlog.Publisher
+	nc   *nats.Conn
+}
+
+func newStandaloneNode(cfg mqnode.Config) (*standaloneNode, error) {
+	n, err := mqnode.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &standaloneNode{cfg: cfg, n: n}
+	s.life.Name = "standalone node"
+	return s, nil
 }
 
 func (s *standaloneNode) Start(ctx context.Context) error {
-	if err := s.n.Start(ctx); err != nil {
-		return err
-	}
-	var err error
-	if s.pub, s.nc, err = mesh.StartPublisher(s.n, [backlog.NumTiers]backlog.TierPolicy{}); err != nil {
-		_ = s.n.Stop(context.Background())
-		return err
-	}
-	return nil
+	return s.life.Start(ctx, func() error {
+		if err := s.n.Start(ctx); err != nil {
+			return err
+		}
+		var err error
+		if s.pub, s.nc, err = mesh.StartPublisher(ctx, s.n, [backlog.NumTiers]backlog.TierPolicy{}); err != nil {
+			// The node started: stop it and put a fresh one in its place,
+			// so a new Start may follow.
+			s.n.Kill()
+			n, nerr := mqnode.New(s.cfg)
+			if nerr == nil {
+				s.n = n
+			}
+			return errors.Join(err, nerr)
+		}
+		return nil
+	})
 }
 
 func (s *standaloneNode) Stop(ctx context.Context) error {
-	if s.pub != nil {
-		s.pub.Stop()
+	return s.life.Stop(func() error {
+		_ = s.pub.Stop(ctx)
 		s.nc.Close()
-	}
-	return s.n.Stop(ctx)
+		return s.n.Stop(ctx)
+	})
+}
+
+func (s *standaloneNode) Kill() {
+	s.life.Kill(func() {
+		s.pub.Kill()
+		s.nc.Close()
+		s.n.Kill()
+	})
 }
 
 // run starts the node (as a mesh member when configured), reports it
@@ -279,10 +306,11 @@ func (o *nodeOptions) run(ctx context.Context, stdout, stderr io.Writer) (err er
 		pub   func() *backlog.Publisher
 	)
 	if o.mesh == nil {
-		if n, err = mqnode.New(cfg); err != nil {
+		sn, err := newStandaloneNode(cfg)
+		if err != nil {
 			return err
 		}
-		sn := &standaloneNode{n: n}
+		n = sn.n
 		svc, pub = sn, func() *backlog.Publisher { return sn.pub }
 	} else {
 		ac := o.mesh.agentConfig(cfg)

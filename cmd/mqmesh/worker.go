@@ -163,7 +163,7 @@ func bindWorkerFlags(fs *pflag.FlagSet, c *workerFile) {
 func bindWorkerMeshFlags(fs *pflag.FlagSet, m *mesh.Config) {
 	fs.StringSliceVar(&m.Seeds, "seed", m.Seeds, "gossip address host:port of a mesh member: join the mesh as a worker member (repeatable)")
 	fs.StringVar(&m.BindAddr, "gossip-bind", m.BindAddr, "gossip IP address of the pool (default "+mesh.DefaultBindAddr+")")
-	fs.IntVar(&m.BindPort, "gossip-port", m.BindPort, "gossip port of the pool (0 picks a free one)")
+	fs.IntVar(&m.BindPort, "gossip-port", m.BindPort, fmt.Sprintf("gossip port of the pool (default: a free one, %d; the host's node has %d)", mesh.RandomPort, mesh.DefaultBindPort))
 	fs.StringVar((*string)(&m.Profile), "profile", string(m.Profile), "gossip timings: lan, wan or local (default lan)")
 }
 

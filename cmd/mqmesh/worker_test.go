@@ -245,11 +245,11 @@ func TestWorkerCommandProcessesAndStops(t *testing.T) {
 func TestWorkerCommandWorkerOnlyHost(t *testing.T) {
 	n, url := startNode(t)
 	c := nodeClient(t, n)
-	pub, pubConn, err := mesh.StartPublisher(n, [backlog.NumTiers]backlog.TierPolicy{})
+	pub, pubConn, err := mesh.StartPublisher(context.Background(), n, [backlog.NumTiers]backlog.TierPolicy{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pub.Stop(); pubConn.Close() })
+	t.Cleanup(func() { pub.Kill(); pubConn.Close() })
 	enqueueN(t, c, "push", 40)
 	cfg := writeFile(t, "worker.yaml", "queues:\n  push: {kind: sleep, latency: 1ms}\n")
 	w := runWorker(t, "--config", cfg, "--server", url, "--node", "", "--id", "helper", "--slots", "4", "--report", "20ms", "--host", "box7")
@@ -310,7 +310,7 @@ func TestWorkerCommandJoinsMesh(t *testing.T) {
 	_, url := startNode(t)
 	m, err := mesh.New(mesh.Config{
 		Meta:     mesh.Meta{Role: mesh.RoleNode, IDC: mqnode.DefaultIDC, Name: "n1"},
-		BindAddr: "127.0.0.1", Profile: mesh.ProfileLocal, Logger: testLogger(t),
+		BindAddr: "127.0.0.1", BindPort: mesh.RandomPort, Profile: mesh.ProfileLocal, Logger: testLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -318,7 +318,11 @@ func TestWorkerCommandJoinsMesh(t *testing.T) {
 	if err := m.Start(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = m.Leave(time.Second) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = m.Stop(ctx)
+	})
 	cfg := writeFile(t, "worker.yaml", "id: w9\nqueues:\n  push: {kind: sleep}\n")
 	w := runWorker(t, "--config", cfg, "--server", url, "--seed", m.GossipAddr(), "--gossip-port", "0", "--profile", "local", "--json")
 	if ready := jsonLine[workerReadyJSON](w, "ready", nil); !ready.Mesh {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -13,10 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqmesh/mqmesh/backlog"
-	"github.com/mqmesh/mqmesh/internal/secrets"
+	"github.com/mqmesh/mqmesh/internal/meshtest"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
-	"github.com/mqmesh/mqmesh/mqnode/throttle"
 )
 
 // bcNode is one host of the benchmark mesh: a node agent (gossip, NATS
@@ -27,113 +25,51 @@ type bcNode struct {
 	client    *mqnode.Client // in-process: the producer's and the consumer's
 }
 
-// bcCluster is the benchmark mesh: idcs × nodesPerIDC nodes on loopback.
+// bcCluster is the benchmark mesh: idcs × nodesPerIDC nodes on loopback,
+// a meshtest cluster (secured as a real mesh: TLS on routes and gateways,
+// a gossip keyring).
 type bcCluster struct {
+	mesh  *meshtest.Cluster
 	nodes []*bcNode
 }
 
-// bcIDCName and bcNodeName name IDC i and node j of it: idcA, a1, a2, ...
-func bcIDCName(i int) string     { return "idc" + string(rune('A'+i)) }
-func bcNodeName(i, j int) string { return fmt.Sprintf("%c%d", 'a'+i, j+1) }
-
 // startCluster starts the nodes one after the other (each joins through
-// the first) and waits until every node sees every other alive and can
+// the ones up) and waits until every node sees every other alive and can
 // reach it over NATS. On error it stops what it started.
-func startCluster(ctx context.Context, o *broadcastOptions, root string, log *slog.Logger) (c *bcCluster, err error) {
-	c = &bcCluster{}
-	defer func() {
-		if err != nil {
-			c.stop()
-			c = nil
-		}
-	}()
-	// Secured as a real mesh: TLS on routes and gateways, gossip keyring.
-	secDir := filepath.Join(root, "secrets")
-	if err := secrets.Init(secDir, false); err != nil {
-		return c, err
-	}
-	sec, err := secrets.Load(secDir)
+func startCluster(ctx context.Context, o *broadcastOptions, root string, log *slog.Logger) (*bcCluster, error) {
+	sctx, cancel := context.WithTimeout(ctx, o.setupTimeout)
+	defer cancel()
+	mc, err := meshtest.Start(sctx, meshtest.Options{IDCs: o.idcs, NodesPerIDC: o.nodesPerIDC, Dir: root, Logger: log,
+		FormWithin: o.setupTimeout})
 	if err != nil {
-		return c, err
+		return nil, err
 	}
-	var seeds []string
-	for i := range o.idcs {
-		for j := range o.nodesPerIDC {
-			idc, name := bcIDCName(i), bcNodeName(i, j)
-			a, err := mesh.NewNodeAgent(mesh.NodeAgentConfig{
-				Node: mqnode.Config{Name: name, IDC: idc, DataDir: filepath.Join(root, name), Listen: "127.0.0.1:0",
-					Durability: mqnode.DurabilityAsync, Logger: log,
-					// Six nodes share this host's CPU: its usage says nothing of one node.
-					Throttle: throttle.Config{CPU: throttle.CPUConfig{Disabled: true}}, Security: sec},
-				Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: log},
-				Host: "host-" + name,
-			})
-			if err != nil {
-				return c, fmt.Errorf("node %s: %w", name, err)
-			}
-			sctx, cancel := context.WithTimeout(ctx, o.setupTimeout)
-			err = a.Start(sctx)
-			cancel()
-			if err != nil {
-				return c, fmt.Errorf("start node %s: %w", name, err)
-			}
-			n := &bcNode{idc: idc, name: name, agent: a}
-			c.nodes = append(c.nodes, n)
-			if n.client, err = a.Node.Client(); err != nil {
-				return c, err
-			}
-			if seeds == nil {
-				seeds = []string{a.Mesh.GossipAddr()}
-			}
-		}
+	c := &bcCluster{mesh: mc}
+	for _, n := range mc.Nodes {
+		c.nodes = append(c.nodes, &bcNode{idc: n.IDC, name: n.Name, agent: n.Agent(), client: n.Client()})
 	}
-	want := len(c.nodes)
-	err = waitUntil(ctx, o.setupTimeout, "every node to see every node alive", func() (bool, error) {
-		for _, n := range c.nodes {
-			if len(n.agent.Mesh.Alive(nil)) != want {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
-		return c, err
-	}
-	err = waitUntil(ctx, o.setupTimeout, "every node to reach every node over NATS routes and gateways", func() (bool, error) {
-		for _, from := range c.nodes {
-			for _, to := range c.nodes {
-				if from != to && !reaches(ctx, from, to) {
-					return false, nil
+	err = meshtest.Wait(ctx, o.setupTimeout, "every node to reach every node over NATS routes and gateways", func() bool {
+		for _, from := range mc.Nodes {
+			for _, to := range mc.Nodes {
+				if from != to && !meshtest.Reaches(ctx, from, to) {
+					return false
 				}
 			}
 		}
-		return true, nil
+		return true
 	})
-	return c, err
-}
-
-// reaches reports whether from's NATS server forwards a request to node to.
-func reaches(ctx context.Context, from, to *bcNode) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	info, err := mqnode.NewClient(from.client.Conn(), to.idc, to.name).Info(ctx)
-	return err == nil && info.GetName() == to.name
+	if err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
 }
 
 // stop stops the nodes one after the other, each with a graceful leave.
-// Not all at once: mesh.Mesh.Leave reads memberlist's node records while
-// memberlist may be updating them from another member's leave (a data
-// race the race detector reports when several members leave together).
 func (c *bcCluster) stop() {
-	for i := len(c.nodes) - 1; i >= 0; i-- {
-		n := c.nodes[i]
-		if n.client != nil {
-			n.client.Close()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_ = n.agent.Stop(ctx)
-		cancel()
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_ = c.mesh.Stop(ctx)
 }
 
 // bcWorker is one worker's backlog picture: a watcher and a view on its
@@ -170,8 +106,8 @@ func startWorker(fi int, f backlog.Filters, n *bcNode, log *slog.Logger) (*bcWor
 		return nil, err
 	}
 	w.nc = nc
-	w.w = backlog.NewWatcher(nc, w.view, n.idc, n.name, log)
-	if err := w.w.Apply(f); err != nil {
+	w.w = backlog.NewWatcher(nc, w.view, backlog.WatcherConfig{IDC: n.idc, Node: n.name, Filters: f, Logger: log})
+	if err := w.w.Start(context.Background()); err != nil {
 		w.close()
 		return nil, err
 	}
@@ -180,7 +116,7 @@ func startWorker(fi int, f backlog.Filters, n *bcNode, log *slog.Logger) (*bcWor
 
 func (w *bcWorker) close() {
 	if w.w != nil {
-		w.w.Close()
+		w.w.Kill()
 	}
 	w.nc.Close()
 }

@@ -283,12 +283,12 @@ func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string,
 	}
 	// As `mqmesh node` runs a node without a mesh: with its backlog
 	// publisher, which the host's worker pool listens to.
-	pub, nc, err := mesh.StartPublisher(n, [backlog.NumTiers]backlog.TierPolicy{})
+	pub, nc, err := mesh.StartPublisher(ctx, n, [backlog.NumTiers]backlog.TierPolicy{})
 	if err != nil {
 		return "", nil, errors.Join(err, stopNode())
 	}
 	return n.ClientURL(), func() error {
-		pub.Stop()
+		pub.Kill()
 		nc.Close()
 		return stopNode()
 	}, nil

@@ -9,12 +9,20 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"testing"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqmesh/mqmesh/internal/secrets"
 )
+
+// TB is the part of testing.TB this package uses. It is an interface of
+// its own so that non-test code (the simulator and the benchmarks build
+// their mesh with internal/meshtest) does not link package testing.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	TempDir() string
+}
 
 var (
 	once   sync.Once
@@ -26,7 +34,7 @@ var (
 // (a few milliseconds). The files are loaded into memory and their
 // temporary directory removed at once, so nothing is left behind; tests
 // that need the files use Dir.
-func Set(t testing.TB) *secrets.Set {
+func Set(t TB) *secrets.Set {
 	t.Helper()
 	once.Do(func() {
 		dir, e := os.MkdirTemp("", "mqmesh-secretstest-")
@@ -47,7 +55,7 @@ func Set(t testing.TB) *secrets.Set {
 
 // Dir writes a fresh secrets directory under t.TempDir() and returns its
 // path.
-func Dir(t testing.TB) string {
+func Dir(t TB) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "secrets")
 	if err := secrets.Init(dir, false); err != nil {
@@ -57,7 +65,7 @@ func Dir(t testing.TB) string {
 }
 
 // GossipKeys is the gossip keyring of Set, for mesh members a test starts.
-func GossipKeys(t testing.TB) [][]byte {
+func GossipKeys(t TB) [][]byte {
 	t.Helper()
 	keys, err := Set(t).GossipKeys()
 	if err != nil {
@@ -68,7 +76,7 @@ func GossipKeys(t testing.TB) [][]byte {
 
 // InProcess are the options of an in-process connection as role r with
 // Set's credentials (give them to mqnode.Node.Connect).
-func InProcess(t testing.TB, r secrets.Role) []nats.Option {
+func InProcess(t TB, r secrets.Role) []nats.Option {
 	t.Helper()
 	opts, err := Set(t).InProcessOptions(r)
 	if err != nil {
