@@ -167,9 +167,11 @@ func (p *Publisher) Stop(ctx context.Context) error {
 // Kill is Stop: a publisher has nothing to leave or drain.
 func (p *Publisher) Kill() {
 	p.life.Kill(func() {
-		p.unsubscribe()
+		// The loop first: its Tick may (re)start the summarizer's
+		// subscriptions, which unsubscribe then ends.
 		close(p.stop)
 		p.wg.Wait()
+		p.unsubscribe()
 	})
 }
 

@@ -95,7 +95,7 @@ func newBroadcastCommand() *cobra.Command {
 			"that tier have the backlog in their view. See the package documentation of internal/bench.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.stdout, o.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			o.stdout, o.stderr = cmd.OutOrStdout(), &lockedWriter{w: cmd.ErrOrStderr()} // progress and logs from several goroutines
 			if err := o.validate(); err != nil {
 				return err
 			}
@@ -255,7 +255,7 @@ func (o *broadcastOptions) logger() (log *slog.Logger, quiet func()) {
 	if o.verbose {
 		level.Set(slog.LevelInfo)
 	}
-	log = slog.New(slog.NewTextHandler(&lockedWriter{w: o.stderr}, &slog.HandlerOptions{Level: level}))
+	log = slog.New(slog.NewTextHandler(o.stderr, &slog.HandlerOptions{Level: level}))
 	return log, func() {
 		if !o.verbose {
 			level.Set(slog.LevelError + 4)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -89,17 +88,12 @@ type bcWorker struct {
 // startWorker subscribes a worker on n with filters f.
 func startWorker(fi int, f backlog.Filters, n *bcNode, log *slog.Logger) (*bcWorker, error) {
 	w := &bcWorker{filter: fi, node: n, view: backlog.NewView(nil)}
-	for name, spec := range f.Tiers {
-		t, err := backlog.ParseTier(name)
-		if err != nil {
-			return nil, err
-		}
-		text := strings.NewReplacer("{idc}", n.idc, "{node}", n.name).Replace(spec.Subject)
-		p, err := backlog.ParsePattern(text)
-		if err != nil {
-			return nil, err
-		}
-		w.patterns[t], w.minBacklog[t] = &p, spec.MinBacklog
+	subs, err := f.Resolve(n.idc, n.name)
+	if err != nil {
+		return nil, err
+	}
+	for _, sub := range subs {
+		w.patterns[sub.Tier], w.minBacklog[sub.Tier] = &sub.Pattern, sub.Filter.MinBacklog
 	}
 	nc, err := n.agent.Node.Connect(nats.Name("bench-worker-" + n.name))
 	if err != nil {
@@ -131,7 +125,18 @@ func (w *bcWorker) hears(n *bcNode, queue string, ready uint64) (backlog.Tier, b
 			continue // this tier carries no node heartbeats
 		}
 		enough := ready >= w.minBacklog[t] || hb
-		if p := w.patterns[t]; p != nil && enough && p.Matches(backlog.Subject(t, n.idc, n.name, queue)) {
+		p := w.patterns[t]
+		if p == nil || !enough {
+			continue
+		}
+		// A summary tier carries the node when its IDC's summary does:
+		// the bench's IDCs are smaller than a summary's top K, and the
+		// nodes run one shard (shard 0).
+		subj := backlog.Subject(t, n.idc, n.name, queue)
+		if p.Summary {
+			subj = backlog.SummarySubject(t, n.idc, 0)
+		}
+		if p.Matches(subj) {
 			return t, true
 		}
 	}
