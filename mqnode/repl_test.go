@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // replCfg is a test node config of a replicated group member.
@@ -418,5 +420,47 @@ func TestReplAsyncLagBounded(t *testing.T) {
 	eventually(t, 10*time.Second, "lag drains", func() bool { return a.Replication().LagRecords == 0 })
 	if st := a.Replication(); st.AckedRecords < 3000 {
 		t.Fatalf("buddy confirmed %d records", st.AckedRecords)
+	}
+}
+
+// TestReplVisible: the replication of a task shows in its trace (to whom),
+// in the stats reply and in the metrics.
+func TestReplVisible(t *testing.T) {
+	a, b := startPair(t, nil, nil)
+	ca := client(t, a)
+	id := replEnqueueN(t, ca, "jobs", 1)[0]
+	reps, err := FindTrace(ctxT(t), ca.Conn(), id, 5*time.Second)
+	if err != nil || len(reps) != 1 {
+		t.Fatalf("trace: %v %v", reps, err)
+	}
+	if r := reps[0]; r.ReplicatedTo != "local.b" || r.ReplMode != "sync" || r.ReplState != ReplReplicated {
+		t.Fatalf("trace replication: to %q mode %q state %q", r.ReplicatedTo, r.ReplMode, r.ReplState)
+	}
+	rep, err := ca.StatsReply(ctxT(t), "")
+	if err != nil || rep.Replication.GetBuddy() != "local.b" || !rep.Replication.GetEnabled() {
+		t.Fatalf("stats replication: %+v %v", rep.GetReplication(), err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			key := mf.GetName()
+			for _, l := range m.Label {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if got["mqmesh_repl_state,state=replicated"] != 1 || got["mqmesh_repl_shipped_records_total"] < 1 {
+		t.Fatalf("metrics: state %v shipped %v", got["mqmesh_repl_state,state=replicated"], got["mqmesh_repl_shipped_records_total"])
+	}
+	// b holds a's copy and says so.
+	if got := b.Replication().Held; len(got) != 1 || got[0].Records != 1 {
+		t.Fatalf("buddy held %+v", got)
 	}
 }

@@ -296,3 +296,18 @@ func (r *replicator) status() *wirepb.ReplStatus {
 	st.Held = r.heldStatus() // replserve.go
 	return st
 }
+
+// queueReplication says where a queue's writes are copied: the buddy,
+// the state and the mode ("" when the queue is not replicated).
+func (r *replicator) queueReplication(queue string) (buddy, state, mode string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.modeLocked(queue)
+	if m == "" {
+		return "", "", ""
+	}
+	if r.buddy.Name != "" {
+		buddy = r.buddy.ID()
+	}
+	return buddy, r.state, string(m)
+}
