@@ -464,3 +464,37 @@ func TestReplVisible(t *testing.T) {
 		t.Fatalf("buddy held %+v", got)
 	}
 }
+
+// TestReplPrimaryRestartsWithEmptyDisk: the primary loses its disk and is
+// back before takeover_after; it starts with no replication state while
+// its buddy holds its copy, so the buddy takes the copy over at once
+// instead of dropping it for the new epoch: no task lost.
+func TestReplPrimaryRestartsWithEmptyDisk(t *testing.T) {
+	a, b := startPair(t, nil, func(c *Config) { c.Buddy.TakeoverAfter = time.Hour })
+	cfgA := a.Config()
+	ids := replEnqueueN(t, client(t, a), "jobs", 200)
+	if err := a.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(cfgA.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	a2, err := StartGroupMember(ctxT(t), cfgA, b.RouteURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a2.Stop(context.Background()) })
+	SetGroupPeers([]*Node{a2, b}, nil)
+	if err := a2.WaitReplicated(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Replication().Takeovers; n != 1 {
+		t.Fatalf("buddy takeovers %d, want 1", n)
+	}
+	seen := drainCount(t, client(t, b), "jobs")
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Fatalf("task %s delivered %d times by the buddy", id, seen[id])
+		}
+	}
+}
