@@ -53,7 +53,11 @@ import (
 // Tasks the primary held that the buddy never had (async lag, or sync
 // writes never confirmed) stay with the primary. When the last buddy does
 // not answer within ReconcileWait, the primary serves anyway and raises the
-// alarm (tasks the buddy took may run twice: duplicates, not loss).
+// alarm (tasks the buddy took may run twice: duplicates, not loss). A
+// primary that starts with no replication state (its store was lost)
+// while its buddy holds a standby copy of it asks the buddy to take the
+// copy over at once (op takeover) instead of starting an epoch, which
+// would drop the copy.
 //
 // Sync partition policy (BuddyConfig.PartitionPolicy) applies while the
 // primary has no working session: block (wait up to SyncTimeout, then
