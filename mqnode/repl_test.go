@@ -287,8 +287,9 @@ func TestReplPrimaryReturnsAndReconciles(t *testing.T) {
 	}
 }
 
-// TestReplFencesStalePrimary: the buddy takes over a primary that is in
-// fact alive (gossip cut it off); the primary's next replicated write is
+// TestReplFencesStalePrimary: a primary cut off from gossip but reaching
+// its buddy is not taken over; once it cannot reach its buddy either, the
+// buddy takes over a primary that is in fact alive; its next replicated write is
 // refused (FENCED: not acknowledged), it serves nothing until it has
 // reconciled, and then it works again under a newer epoch.
 func TestReplFencesStalePrimary(t *testing.T) {
@@ -297,7 +298,15 @@ func TestReplFencesStalePrimary(t *testing.T) {
 	ids := replEnqueueN(t, ca, "jobs", 50)
 	oldEpoch := a.Replication().Epoch
 	SetGroupPeers([]*Node{b}, []*Node{a}) // b alone hears that a failed
+	// a still reaches b (heartbeats): not taken over, however long.
+	time.Sleep(4 * a.Config().Buddy.TakeoverAfter)
+	if n := b.Replication().Takeovers; n != 0 {
+		t.Fatalf("a primary that reaches its buddy was taken over (%d)", n)
+	}
+	// Now a cannot reach b either: b takes over; then the link heals.
+	b.rp.muted.Store(true)
 	eventually(t, 20*time.Second, "takeover", func() bool { return b.Replication().Takeovers == 1 })
+	b.rp.muted.Store(false)
 	if _, err := ca.Enqueue(ctxT(t), "jobs", &EnqueueItem{Payload: []byte("zombie")}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("enqueue on a fenced primary: %v, want ErrFenced", err)
 	}

@@ -67,6 +67,9 @@ func (r *replicator) primaryLock(pid string) *sync.Mutex {
 }
 
 func (r *replicator) handle(m *nats.Msg) {
+	if r.muted.Load() {
+		return // a partition (tests)
+	}
 	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	reply, err := r.handleOp(op, m.Data)
 	if reply == nil {
@@ -92,6 +95,11 @@ func (r *replicator) handleOp(op string, data []byte) (*wirepb.ReplReply, error)
 	if pid == r.self.ID() {
 		return nil, fmt.Errorf("%w: a node cannot be its own buddy", ErrBadRequest)
 	}
+	r.hmu.Lock()
+	if _, ok := r.heard[pid]; ok || len(r.heard) < 100000 {
+		r.heard[pid] = time.Now()
+	}
+	r.hmu.Unlock()
 	l := r.primaryLock(pid)
 	l.Lock()
 	defer l.Unlock()

@@ -126,6 +126,7 @@ func (r *replicator) run() {
 		case up:
 			r.shipPending()
 			r.checkBuddyAlive()
+			r.heartbeat()
 		}
 		select {
 		case <-r.stop:
@@ -320,4 +321,21 @@ func (r *replicator) queueReplication(queue string) (buddy, state, mode string) 
 		buddy = r.buddy.ID()
 	}
 	return buddy, r.state, string(m)
+}
+
+// heartbeat tells the buddy this node is alive when nothing was shipped
+// for a third of TakeoverAfter: a buddy takes over only a primary it has
+// not heard from (and gossip reports down) for TakeoverAfter.
+func (r *replicator) heartbeat() {
+	r.mu.Lock()
+	if !r.up || time.Since(r.lastBeat) < r.cfg.TakeoverAfter/3 {
+		r.mu.Unlock()
+		return
+	}
+	r.lastBeat = time.Now()
+	b, epoch := r.buddy, r.epoch
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.TakeoverAfter/3)
+	defer cancel()
+	_, _ = r.request(ctx, b, opReplHello, &wirepb.ReplRequest{PrimaryIdc: r.self.IDC, Primary: r.self.Name, Epoch: epoch})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,7 +57,7 @@ type replicator struct {
 	held        []*heldOp
 
 	shipped, ackedTotal, batches, unreplicated, failed, takeovers uint64
-	lastAck                                                       time.Time
+	lastAck, lastBeat                                             time.Time
 	rtt                                                           time.Duration
 
 	kick    chan struct{}
@@ -73,7 +74,9 @@ type replicator struct {
 	hwg     sync.WaitGroup
 	sub     *nats.Subscription
 	hlocks  map[string]*sync.Mutex
-	hcount  map[string]int64 // standby records held per primary (approximate)
+	hcount  map[string]int64     // standby records held per primary (approximate)
+	heard   map[string]time.Time // last request from each primary
+	muted   atomic.Bool          // tests: drop every request (a partition)
 }
 
 // heldOp is a committed write whose caller waits for the buddy.
@@ -94,7 +97,7 @@ func newReplicator(n *Node) *replicator {
 		peers:   map[string]Peer{}, downSince: map[string]time.Time{}, qmode: map[string]ReplicationMode{},
 		serving: make(chan struct{}),
 		kick:    make(chan struct{}, 1), peersCh: make(chan struct{}, 1), stop: make(chan struct{}),
-		hlocks: map[string]*sync.Mutex{}, hcount: map[string]int64{},
+		hlocks: map[string]*sync.Mutex{}, hcount: map[string]int64{}, heard: map[string]time.Time{},
 	}
 	close(r.serving)
 	r.state = ReplOff
@@ -313,7 +316,7 @@ func (r *replicator) shipPending() {
 			r.shipped += uint64(n)
 			r.batches++
 			r.seq = req.Seq
-			r.lastAck, r.rtt = now, now.Sub(t0)
+			r.lastAck, r.lastBeat, r.rtt = now, now, now.Sub(t0)
 			if req.CopyDone {
 				r.copyFlagged = true
 				if r.state == ReplCopying {

@@ -11,7 +11,9 @@ import (
 
 // watchPrimaries is the buddy side of takeover: once a second it looks at
 // the primaries it holds a standby copy of and takes over any that gossip
-// has reported down for BuddyConfig.TakeoverAfter.
+// has reported down for BuddyConfig.TakeoverAfter and that has not been
+// heard from for as long: a primary that gossip lost but that still
+// reaches its buddy (it heartbeats every TakeoverAfter/3) is not dead.
 func (r *replicator) watchPrimaries() {
 	defer r.wg.Done()
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -29,7 +31,10 @@ func (r *replicator) watchPrimaries() {
 			r.mu.Lock()
 			down := r.downForLocked(h.Primary, time.Now())
 			r.mu.Unlock()
-			if down >= r.cfg.TakeoverAfter {
+			r.hmu.Lock()
+			heard, ok := r.heard[h.Primary]
+			r.hmu.Unlock()
+			if down >= r.cfg.TakeoverAfter && (!ok || time.Since(heard) >= r.cfg.TakeoverAfter) {
 				if err := r.takeover(h.Primary, down); err != nil {
 					r.log.Error("takeover failed; retrying", "primary", h.Primary, "err", err)
 				}
