@@ -507,3 +507,46 @@ func TestReplPrimaryRestartsWithEmptyDisk(t *testing.T) {
 		}
 	}
 }
+
+// TestReplBuddyChoice: rendezvous choice among alive nodes of the buddy
+// IDC on other hosts, sticky while alive, falling back to another IDC
+// unless only_idc.
+func TestReplBuddyChoice(t *testing.T) {
+	mk := func(only bool) *replicator {
+		n, err := New(Config{Name: "a", IDC: "x", Host: "h1", Replicas: 1, Buddy: BuddyConfig{OnlyIDC: only}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.rp
+	}
+	peers := []Peer{{IDC: "x", Name: "a", Host: "h1", Alive: true}, {IDC: "x", Name: "same-host", Host: "h1", Alive: true},
+		{IDC: "x", Name: "b", Host: "h2", Alive: true}, {IDC: "x", Name: "c", Host: "h3", Alive: true},
+		{IDC: "x", Name: "dead", Host: "h4"}, {IDC: "y", Name: "far", Host: "h5", Alive: true}}
+	r := mk(false)
+	r.setPeers(peers)
+	first, ok := r.chooseLocked()
+	if !ok || (first.Name != "b" && first.Name != "c") {
+		t.Fatalf("chose %+v, want b or c", first)
+	}
+	for range 5 { // deterministic
+		if p, _ := r.chooseLocked(); p != first {
+			t.Fatalf("choice changed: %v then %v", first, p)
+		}
+	}
+	r.buddy = first
+	r.setPeers(append(peers, Peer{IDC: "x", Name: "newcomer", Host: "h9", Alive: true}))
+	if p, _ := r.chooseLocked(); p.Name != first.Name {
+		t.Fatalf("not sticky: %v", p)
+	}
+	onlyFar := []Peer{{IDC: "x", Name: "same-host", Host: "h1", Alive: true}, {IDC: "y", Name: "far", Host: "h5", Alive: true}}
+	r = mk(false)
+	r.setPeers(onlyFar)
+	if p, ok := r.chooseLocked(); !ok || p.Name != "far" {
+		t.Fatalf("fallback to another IDC: %v %v", p, ok)
+	}
+	r = mk(true)
+	r.setPeers(onlyFar)
+	if p, ok := r.chooseLocked(); ok {
+		t.Fatalf("only_idc chose %v", p)
+	}
+}

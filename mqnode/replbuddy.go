@@ -50,16 +50,24 @@ func (r *replicator) downForLocked(id string, now time.Time) time.Duration {
 // (sticky: a new member does not move the copy), else the alive node of
 // the buddy IDC, on another host, with the highest rendezvous hash of
 // (this node, candidate) — deterministic, and spread evenly so nodes do not
-// all pick the same buddy.
+// all pick the same buddy. With none there and OnlyIDC off, the same among
+// the other IDCs' nodes.
 func (r *replicator) chooseLocked() (Peer, bool) {
 	if p, ok := r.peers[r.buddy.ID()]; ok && p.Alive && r.buddy.Name != "" {
 		return p, true
 	}
+	if p, ok := r.bestLocked(func(p Peer) bool { return p.IDC == r.cfg.IDC }); ok || r.cfg.OnlyIDC {
+		return p, ok
+	}
+	return r.bestLocked(func(p Peer) bool { return p.IDC != r.cfg.IDC })
+}
+
+func (r *replicator) bestLocked(in func(Peer) bool) (Peer, bool) {
 	var best Peer
 	var bestScore uint64
 	found := false
 	for _, p := range r.peers {
-		if !p.Alive || p.IDC != r.cfg.IDC || (p.Host != "" && p.Host == r.self.Host) {
+		if !p.Alive || !in(p) || (p.Host != "" && p.Host == r.self.Host) {
 			continue
 		}
 		s := rendezvous(r.self.ID(), p.ID())

@@ -69,6 +69,10 @@ type BuddyConfig struct {
 	// IDC is where the buddy is chosen: alive nodes of this IDC on another
 	// host. Default: the node's own IDC.
 	IDC string `yaml:"idc"`
+	// OnlyIDC keeps the buddy in IDC: with no alive node there on another
+	// host, the node has no buddy. Default false: it then picks among the
+	// other IDCs' nodes (a cross-IDC copy rather than none).
+	OnlyIDC bool `yaml:"only_idc"`
 	// TakeoverAfter is how long gossip must report a primary failed (or
 	// absent) before its buddy takes over its tasks. Default 30s.
 	TakeoverAfter time.Duration `yaml:"takeover_after"`
