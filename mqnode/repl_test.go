@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mqmesh/mqmesh/mqnode/tracepb"
 )
 
 // replCfg is a test node config of a replicated group member.
@@ -438,10 +440,13 @@ func TestReplVisible(t *testing.T) {
 	a, b := startPair(t, nil, nil)
 	ca := client(t, a)
 	id := replEnqueueN(t, ca, "jobs", 1)[0]
-	reps, err := FindTrace(ctxT(t), ca.Conn(), id, 5*time.Second)
-	if err != nil || len(reps) != 1 {
-		t.Fatalf("trace: %v %v", reps, err)
-	}
+	// Trace events ride a later group commit: wait for them.
+	var reps []*tracepb.TraceReply
+	eventually(t, 20*time.Second, "trace of the task", func() bool {
+		var err error
+		reps, err = FindTrace(ctxT(t), ca.Conn(), id, 2*time.Second)
+		return err == nil && len(reps) == 1
+	})
 	if r := reps[0]; r.ReplicatedTo != "local.b" || r.ReplMode != "sync" || r.ReplState != ReplReplicated {
 		t.Fatalf("trace replication: to %q mode %q state %q", r.ReplicatedTo, r.ReplMode, r.ReplState)
 	}
