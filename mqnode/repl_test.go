@@ -555,3 +555,18 @@ func TestReplBuddyChoice(t *testing.T) {
 		t.Fatalf("only_idc chose %v", p)
 	}
 }
+
+// TestReplSyncAckMeansBuddyHasIt: when a sync enqueue is acknowledged the
+// buddy already holds the task (its count is updated before it confirms).
+func TestReplSyncAckMeansBuddyHasIt(t *testing.T) {
+	a, b := startPair(t, nil, nil)
+	ca := client(t, a)
+	for i := range 200 {
+		if _, err := ca.Enqueue(ctxT(t), "jobs", &EnqueueItem{Payload: []byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+		if h := b.Replication().Held; len(h) != 1 || h[0].Records != int64(i+1) {
+			t.Fatalf("enqueue %d acknowledged while the buddy holds %+v", i+1, h)
+		}
+	}
+}
