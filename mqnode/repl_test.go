@@ -171,7 +171,8 @@ func TestReplSyncSurvivesLostPrimary(t *testing.T) {
 }
 
 // TestReplPartitionPolicies cuts the primary from its buddy (the buddy
-// stops answering) and checks each sync partition policy.
+// stops answering) and checks each sync partition policy, then heals the
+// link: a new epoch copies everything the primary holds.
 func TestReplPartitionPolicies(t *testing.T) {
 	for _, pol := range []PartitionPolicy{PartitionBlock, PartitionFail, PartitionLocal} {
 		t.Run(string(pol), func(t *testing.T) {
@@ -185,7 +186,7 @@ func TestReplPartitionPolicies(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Partition: the buddy's replication subject stops answering.
-			b.rp.closeServe()
+			b.rp.muted.Store(true)
 			t0 := time.Now()
 			_, err := ca.Enqueue(ctxT(t), "jobs", &EnqueueItem{Payload: []byte("during")})
 			took := time.Since(t0)
@@ -213,6 +214,20 @@ func TestReplPartitionPolicies(t *testing.T) {
 			}
 			if pol != PartitionLocal && a.Replication().FailedEnqueues == 0 {
 				t.Fatalf("failed enqueues not counted: %+v", st)
+			}
+			// Heal: a new epoch copies everything the primary holds,
+			// including what was stored during the partition.
+			oldEpoch := a.Replication().Epoch
+			b.rp.muted.Store(false)
+			if err := a.WaitReplicated(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			_, qs, err := ca.Stats(ctxT(t), "jobs")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := a.Replication(); st.Epoch <= oldEpoch || st.CopyDone != int64(qs[0].Ready) {
+				t.Fatalf("after heal: epoch %d (was %d), copied %d, primary holds %d", st.Epoch, oldEpoch, st.CopyDone, qs[0].Ready)
 			}
 			// Every task stored locally runs, acknowledged or not.
 			if seen := drainCount(t, ca, "jobs"); len(seen) < 2 {
