@@ -46,7 +46,7 @@ const (
 
 type diskWatch struct {
 	dir          string
-	reserve      int64
+	reserve      atomic.Int64 // bytes; atomic so tests can move it under a running store
 	lastCheck    atomic.Int64 // unix ns of the last statfs
 	free         atomic.Int64 // bytes available, less unbacked mapped bytes
 	full         atomic.Bool
@@ -55,7 +55,9 @@ type diskWatch struct {
 }
 
 func newDiskWatch(dir string, reserve int64) *diskWatch {
-	return &diskWatch{dir: dir, reserve: reserve}
+	d := &diskWatch{dir: dir}
+	d.reserve.Store(reserve)
+	return d
 }
 
 // statfs returns the bytes available to this process in dir.
@@ -76,7 +78,7 @@ func (d *diskWatch) check() (changed bool, err error) {
 	free -= d.unbacked.Load()
 	d.free.Store(free)
 	d.lastCheck.Store(time.Now().UnixNano())
-	full := free < d.reserve
+	full := free < d.reserve.Load()
 	return d.full.Swap(full) != full, nil
 }
 
@@ -110,7 +112,7 @@ func (d *diskWatch) backFiles() error {
 			total += short
 		}
 	}
-	if free, err := statfsFree(d.dir); err == nil && free-total >= 2*d.reserve {
+	if free, err := statfsFree(d.dir); err == nil && free-total >= 2*d.reserve.Load() {
 		d.unbacked.Store(total)
 		return nil
 	}
@@ -136,7 +138,7 @@ func (d *diskWatch) admit() error {
 	}
 	d.refusedTotal.Add(1)
 	return fmt.Errorf("%w: %d bytes free in %s, below the reserve of %d; enqueues are refused until space returns (pulls, acks and dlq purges still work)",
-		ErrDiskFull, max(d.free.Load(), 0), d.dir, d.reserve)
+		ErrDiskFull, max(d.free.Load(), 0), d.dir, d.reserve.Load())
 }
 
 // runDiskWatch keeps the disk state fresh until the store stops.
@@ -171,9 +173,9 @@ func (s *store) diskTick(lastErr *string) {
 	}
 	if d.full.Load() {
 		s.log.Error("disk below reserve: enqueues answer DISK_FULL until space returns; pulls, acks and dlq purges go on",
-			"free_bytes", d.free.Load(), "reserve_bytes", d.reserve, "dir", d.dir)
+			"free_bytes", d.free.Load(), "reserve_bytes", d.reserve.Load(), "dir", d.dir)
 	} else {
-		s.log.Warn("disk above reserve again: enqueues accepted", "free_bytes", d.free.Load(), "reserve_bytes", d.reserve)
+		s.log.Warn("disk above reserve again: enqueues accepted", "free_bytes", d.free.Load(), "reserve_bytes", d.reserve.Load())
 	}
 }
 

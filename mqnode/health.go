@@ -46,7 +46,7 @@ func (n *Node) CheckDisk(minFree uint64) error {
 	n.mu.Unlock()
 	if st != nil && st.disk != nil && st.disk.full.Load() {
 		return fmt.Errorf("disk full: %d bytes free on %s, under the store's reserve of %d; enqueues answer DISK_FULL",
-			max(st.disk.free.Load(), 0), n.cfg.DataDir, st.disk.reserve)
+			max(st.disk.free.Load(), 0), n.cfg.DataDir, st.disk.reserve.Load())
 	}
 	u, err := disk.Usage(n.cfg.DataDir)
 	if err != nil {
