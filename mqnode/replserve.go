@@ -116,6 +116,9 @@ func (r *replicator) handleOp(op string, data []byte) (*wirepb.ReplReply, error)
 		if held.State == wirepb.ReplHeldState_HELD_TAKEN_OVER || req.Epoch <= held.Epoch {
 			return &wirepb.ReplReply{State: held.State, Epoch: held.Epoch}, fmt.Errorf("%w: begin epoch %d, buddy has %d (%s)", ErrFenced, req.Epoch, held.Epoch, held.State)
 		}
+		if err := r.admitWrite(); err != nil { // keep the old copy: a refused begin drops nothing
+			return &wirepb.ReplReply{State: held.State, Epoch: held.Epoch}, err
+		}
 		if _, err := r.deletePrefix(ctx, primaryPrefix(pfxShadow, pid)); err != nil {
 			return nil, err
 		}
@@ -208,6 +211,9 @@ func (r *replicator) applyShip(ctx context.Context, pid string, held *wirepb.Rep
 	if req.Seq != held.AppliedSeq+1 {
 		return nil, fmt.Errorf("%w: batch %d after %d: a gap", ErrBadRequest, req.Seq, held.AppliedSeq)
 	}
+	if err := r.admitWrite(); err != nil {
+		return &wirepb.ReplReply{State: held.State, Epoch: held.Epoch, AppliedSeq: held.AppliedSeq}, err
+	}
 	next := proto.Clone(held).(*wirepb.ReplHeld)
 	next.AppliedSeq = req.Seq
 	next.CopyDone = held.CopyDone || req.CopyDone
@@ -241,6 +247,19 @@ func (r *replicator) applyShip(ctx context.Context, pid string, held *wirepb.Rep
 	}
 	r.addCount(pid, delta)
 	return &wirepb.ReplReply{State: next.State, Epoch: next.Epoch, AppliedSeq: next.AppliedSeq}, nil
+}
+
+// admitWrite refuses a replicated write below the disk reserve, like every
+// enqueue (diskspace.go): a buddy that wrote through the reserve would let
+// Badger fault on a full disk and die with what it holds. The primary sees
+// DISK_FULL, ends the session and goes by its partition policy; it opens a
+// new one (begin, full copy) once this node has room again. A write that
+// still hits ENOSPC answers DISK_FULL too (storageErr).
+func (r *replicator) admitWrite() error {
+	if err := r.st.disk.admit(); err != nil {
+		return fmt.Errorf("buddy %s refuses replicated writes: %w", r.self.ID(), err)
+	}
+	return nil
 }
 
 // loadHeld reads the stored state of a primary (zero state: none).

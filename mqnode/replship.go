@@ -233,9 +233,9 @@ func (r *replicator) releaseLocked(now time.Time) {
 			done = true
 			r.unreplicated++
 		case !r.up && r.cfg.PartitionPolicy == PartitionFail:
-			err, done = fmt.Errorf("%w: lost the buddy (partition_policy fail): stored locally, not acknowledged", ErrUnavailable), true
+			err, done = fmt.Errorf("%w: lost the buddy (partition_policy fail)%s: stored locally, not acknowledged", ErrUnavailable, r.causeLocked()), true
 		case !now.Before(h.deadline):
-			err, done = fmt.Errorf("%w: the buddy did not confirm within sync_timeout %s (replication %s): stored locally, not acknowledged", ErrUnavailable, r.cfg.SyncTimeout, r.state), true
+			err, done = fmt.Errorf("%w: the buddy did not confirm within sync_timeout %s (replication %s)%s: stored locally, not acknowledged", ErrUnavailable, r.cfg.SyncTimeout, r.state, r.causeLocked()), true
 		}
 		if !done {
 			keep = append(keep, h)
@@ -251,6 +251,15 @@ func (r *replicator) releaseLocked(now time.Time) {
 		r.held[i] = nil
 	}
 	r.held = keep
+}
+
+// causeLocked is why replication is not up (the alarm, e.g. the buddy's
+// DISK_FULL answer), for the producer's error; "" when there is none.
+func (r *replicator) causeLocked() string {
+	if r.up || r.alarm == "" {
+		return ""
+	}
+	return ": " + r.alarm
 }
 
 // sessionDownLocked ends the session: the records not confirmed are
