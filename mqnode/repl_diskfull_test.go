@@ -2,6 +2,8 @@ package mqnode
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -92,5 +94,75 @@ func TestReplBuddyDiskFullRefusesBatches(t *testing.T) {
 	}
 	if n := shadowCount(t, b, pid); n != int64(qs[0].Ready) || n != 22 {
 		t.Fatalf("after space returned the buddy holds %d records, the primary %d, want 22", n, qs[0].Ready)
+	}
+}
+
+// Drill on a real full disk: the buddy's store is on a 160 MiB tmpfs with
+// 96 MiB of ballast; the primary enqueues (sync) until its enqueues fail.
+// The buddy (in this process: a Badger fault would kill the test) refuses
+// with DISK_FULL, stays up with the copy it holds, and once the ballast is
+// removed the primary is replicated again. The new epoch copies everything
+// again before Badger reclaims the old copy's space, so the room freed
+// must hold a second copy (16 MiB did not: the buddy refused the copy).
+func TestReplBuddyDiskFullDrill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("disk-full drill skipped in -short mode")
+	}
+	mnt := mountTmpfs(t, "160m")
+	ballast := filepath.Join(mnt, "ballast")
+	if err := os.WriteFile(ballast, make([]byte, 96<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, b := startPair(t, func(c *Config) {
+		smallStore(c)
+		c.Buddy.SyncTimeout = 500 * time.Millisecond
+		c.Buddy.TakeoverAfter = time.Hour
+	}, func(c *Config) {
+		smallStore(c)
+		c.DataDir = filepath.Join(mnt, "data")
+		c.Buddy.TakeoverAfter = time.Hour
+	})
+	ca := client(t, a)
+	payload := make([]byte, 8<<10)
+	acked := 0
+	var fullErr error
+	for i := 0; i < 2000 && fullErr == nil; i++ {
+		items := make([]*EnqueueItem, 8)
+		for j := range items {
+			items[j] = &EnqueueItem{Payload: payload}
+		}
+		_, err := ca.Enqueue(ctxT(t), "jobs", items...)
+		switch {
+		case err == nil:
+			acked += len(items)
+		case errors.Is(err, ErrUnavailable):
+			fullErr = err
+		default:
+			t.Fatalf("enqueue %d: %v", i, err)
+		}
+	}
+	if fullErr == nil || !strings.Contains(fullErr.Error(), "disk full") {
+		t.Fatalf("after %d acknowledged tasks: %v, want UNAVAILABLE naming the buddy's full disk", acked, fullErr)
+	}
+	t.Logf("buddy full after %d acknowledged tasks: %v", acked, fullErr)
+	pid := a.rp.self.ID()
+	if n := shadowCount(t, b, pid); n < int64(acked) {
+		t.Fatalf("full buddy holds %d records, %d were acknowledged as replicated", n, acked)
+	}
+	if _, _, err := client(t, b).Stats(ctxT(t), ""); err != nil {
+		t.Fatalf("buddy on a full disk: %v", err)
+	}
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WaitReplicated(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, qs, err := ca.Stats(ctxT(t), "jobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := shadowCount(t, b, pid); n != int64(qs[0].Ready) {
+		t.Fatalf("after space returned the buddy holds %d records, the primary %d", n, qs[0].Ready)
 	}
 }

@@ -298,17 +298,22 @@ func (r *replicator) saveHeld(ctx context.Context, pid string, held *wirepb.Repl
 }
 
 // deletePrefix deletes every key under prefix, in transactions of at most
-// 10000 keys; it returns how many.
+// 10000 keys and half of what one transaction of the store may hold (a
+// small memtable allows only a few thousand); it returns how many.
 func (r *replicator) deletePrefix(ctx context.Context, prefix []byte) (int, error) {
 	total := 0
+	maxKeys, maxBytes := min(10000, max(r.st.w.maxCount/2, 1)), max(r.st.w.maxBytes/2, 1)
 	for {
 		n := 0
 		err := r.st.w.do(ctx, &writeOp{aside: true, prepare: func(w *wtx) error {
 			n = 0
+			var size int64
 			it := w.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 			defer it.Close()
-			for it.Rewind(); it.Valid() && n < 10000; it.Next() {
-				w.del(it.Item().KeyCopy(nil))
+			for it.Rewind(); it.Valid() && n < int(maxKeys) && size < maxBytes; it.Next() {
+				k := it.Item().KeyCopy(nil)
+				w.del(k)
+				size += int64(len(k)) + 32
 				n++
 			}
 			return nil
