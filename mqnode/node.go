@@ -52,6 +52,7 @@ type Node struct {
 	// releases the lease (see ReleaseWorker).
 	WorkerMember func(workerID string) string
 
+	rp        *replicator // replicate.go
 	extraOps  map[string]OpHandler
 	topicSync *topicSync // topicsync.go
 
@@ -130,6 +131,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "mqnode", "node", cfg.Name, "idc", cfg.IDC)}
 	n.life.Name = "mqnode"
 	n.sec.Store(cfg.Security)
+	n.rp = newReplicator(n)
 	return n, nil
 }
 
@@ -208,6 +210,11 @@ func (n *Node) startLocked(ctx context.Context) (err error) {
 	}
 	if n.nc, err = n.Connect(nats.Name("mqnode-"+n.cfg.Name), nats.MaxReconnects(-1)); err != nil {
 		return fmt.Errorf("mqnode: in-process connection: %w", err)
+	}
+	// Replication first: a restarted primary holds pulls until it has
+	// reconciled with its last buddy (replreconcile.go).
+	if err := n.rp.start(n.st); err != nil {
+		return err
 	}
 	n.svc = newService(n)
 	if err := n.svc.start(); err != nil {
@@ -292,6 +299,7 @@ func (n *Node) shutdownLocked(ctx context.Context) error {
 	if n.svc != nil {
 		errs = append(errs, n.svc.stop(ctx))
 	}
+	n.rp.close() // after the service: enqueues waiting for the buddy end first
 	n.topicSync.close()
 	if n.nc != nil {
 		n.nc.Close()

@@ -49,6 +49,7 @@ func TestPermissionsFollowTheProtocolSubjects(t *testing.T) {
 	sync := backlog.SyncSubject(backlog.TierHost, "idcA", "n1")
 	sum := backlog.SummarySubject(backlog.TierGlobal, "idcA", 3)
 	usage := mqnode.UsageSubject("idcA", "n1")
+	repl := mqnode.ReplSubject("idcA", "n1", "ship")
 	cases := []struct {
 		role       secrets.Role
 		pub, noPub []string
@@ -56,23 +57,23 @@ func TestPermissionsFollowTheProtocolSubjects(t *testing.T) {
 	}{
 		{secrets.RoleProducer,
 			[]string{op(mqnode.OpEnqueue), op(mqnode.OpInfo), mqnode.IDSubject("NSRV")},
-			[]string{op(mqnode.OpPull), op(mqnode.OpAck), op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), bl, usage, inbox(secrets.RoleWorker)},
+			[]string{op(mqnode.OpPull), op(mqnode.OpAck), op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), bl, usage, inbox(secrets.RoleWorker), repl},
 			[]string{inbox(secrets.RoleProducer)},
-			[]string{">", op(mqnode.OpEnqueue), bl, inbox(secrets.RoleWorker)}},
+			[]string{">", op(mqnode.OpEnqueue), bl, inbox(secrets.RoleWorker), repl}},
 		{secrets.RoleWorker,
 			[]string{op(mqnode.OpPull), op(mqnode.OpAck), op(mqnode.OpInfo), mqnode.IDSubject("NSRV"), sync},
-			[]string{op(mqnode.OpEnqueue), op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), bl, sum, usage},
+			[]string{op(mqnode.OpEnqueue), op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), bl, sum, usage, repl},
 			[]string{bl, sum, inbox(secrets.RoleWorker)},
-			[]string{">", op(mqnode.OpPull), mqnode.IDSubject("NSRV"), usage, inbox(secrets.RoleProducer)}},
+			[]string{">", op(mqnode.OpPull), mqnode.IDSubject("NSRV"), usage, inbox(secrets.RoleProducer), repl}},
 		{secrets.RoleAdmin,
 			[]string{op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), op("members"), op(mqnode.OpEnqueue), op(mqnode.OpPull)},
-			[]string{bl, sum, usage, inbox(secrets.RoleWorker)},
+			[]string{bl, sum, usage, inbox(secrets.RoleWorker), repl},
 			[]string{bl, sum, usage, inbox(secrets.RoleAdmin)},
-			[]string{">", op(mqnode.OpPull), mqnode.IDSubject("NSRV"), inbox(secrets.RoleWorker)}},
+			[]string{">", op(mqnode.OpPull), mqnode.IDSubject("NSRV"), inbox(secrets.RoleWorker), repl}},
 		{secrets.RoleNode,
-			[]string{bl, sum, usage, inbox(secrets.RoleWorker), op(mqnode.OpStats)},
+			[]string{bl, sum, usage, inbox(secrets.RoleWorker), op(mqnode.OpStats), repl},
 			nil,
-			[]string{op(mqnode.OpPull), mqnode.IDSubject("NSRV"), sync, usage},
+			[]string{op(mqnode.OpPull), mqnode.IDSubject("NSRV"), sync, usage, repl},
 			nil},
 	}
 	for _, c := range cases {
