@@ -46,6 +46,7 @@ type nodeOptions struct {
 	tune                 bool
 	tuneCount            int
 	tuneCountFsync       int
+	tuneCountRepl        int
 	secure               bool
 	runner
 }
@@ -66,7 +67,7 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.IntVar(&o.batch, "batch", 100, "tasks per enqueue request and per pull")
 	f.IntVar(&o.producers, "producers", 8, "concurrent producer goroutines")
 	f.IntVar(&o.consumers, "consumers", 4, "concurrent consumer goroutines")
-	f.StringSliceVar(&o.pairs, "pairs", []string{durAsync, durFsync}, "pairings to run: async (mqnode async vs JetStream default), fsync (mqnode group commit vs JetStream SyncAlways), or none")
+	f.StringSliceVar(&o.pairs, "pairs", []string{durAsync, durFsync}, "pairings to run: async (mqnode async vs JetStream default), fsync (mqnode group commit vs JetStream SyncAlways), repl (mqnode with a buddy, replicas 1 sync, vs a 3-server JetStream R3 stream, and the unreplicated mqnode at fsync), or none")
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
 	f.StringVar(&o.dir, "dir", "", "root of the temporary data directories (default: the system temp dir)")
 	f.IntSliceVar(&o.backlogSteps, "backlog-steps", nil, "also grow an mqnode backlog to each of these sizes without draining, recording RSS per step (e.g. 200000,1000000,2000000)")
@@ -80,13 +81,14 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.BoolVar(&o.tune, "tune", true, "first run each peer's grid of drives (--tune-count tasks each) and compare the peers at their best; --tune=false runs the drive of --producers, --batch and --consumers")
 	f.IntVar(&o.tuneCount, "tune-count", 50_000, "tasks per run of a tuning grid (async pairing)")
 	f.IntVar(&o.tuneCountFsync, "tune-count-fsync", 5_000, "tasks per run of a tuning grid in the fsync pairing (JetStream SyncAlways does about 4,000/s)")
+	f.IntVar(&o.tuneCountRepl, "tune-count-repl", 20_000, "tasks per run of a tuning grid in the repl pairing")
 	return cmd
 }
 
 func (o *nodeOptions) validate() error {
 	var errs []error
-	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 || o.tuneCount < 1 || o.tuneCountFsync < 1 {
-		errs = append(errs, errors.New("--count, --tune-count, --tune-count-fsync, --batch, --producers and --consumers must be at least 1"))
+	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 || o.tuneCount < 1 || o.tuneCountFsync < 1 || o.tuneCountRepl < 1 {
+		errs = append(errs, errors.New("--count, --tune-count, --tune-count-fsync, --tune-count-repl, --batch, --producers and --consumers must be at least 1"))
 	}
 	for _, p := range o.peers {
 		if p != peerJetStream && p != peerRiver {
@@ -107,8 +109,8 @@ func (o *nodeOptions) validate() error {
 		o.pairs = nil
 	}
 	for _, p := range o.pairs {
-		if p != durAsync && p != durFsync {
-			errs = append(errs, fmt.Errorf("--pairs %q: want async, fsync or none", p))
+		if p != durAsync && p != durFsync && p != durRepl {
+			errs = append(errs, fmt.Errorf("--pairs %q: want async, fsync, repl or none", p))
 		}
 	}
 	o.pairs = slices.Compact(o.pairs)
@@ -147,7 +149,7 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 	r := &Report{
 		Schema: ReportSchema,
 		Config: Config{
-			Tune: o.tune, TuneCount: o.tuneCount, TuneCountFsync: o.tuneCountFsync,
+			Tune: o.tune, TuneCount: o.tuneCount, TuneCountFsync: o.tuneCountFsync, TuneCountRepl: o.tuneCountRepl,
 			Count: o.count, Size: o.size, Batch: o.batch, Producers: o.producers, Consumers: o.consumers,
 			LeaseS: o.lease.Seconds(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
 			Platform: runtime.GOOS + "/" + runtime.GOARCH,
@@ -165,6 +167,9 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		}
 		r.Notes = append(r.Notes, "mqnode+tls: the same mqnode with secrets (mqmesh secrets init): TLS 1.3 on the client connections and nkey role users (producer connection as admin, for stats; consumers as worker); secure cost = mqnode+tls / mqnode")
 	}
+	if slices.Contains(o.pairs, durRepl) {
+		r.Notes = append(r.Notes, replNotes...)
+	}
 	var errs []error
 	peers := append([]string{peerMQNode}, o.peers...)
 	skipped := map[string]string{}
@@ -179,6 +184,15 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		if ctx.Err() != nil {
 			errs = append(errs, context.Cause(ctx))
 			break
+		}
+		if pair == durRepl {
+			p, grid, err := runReplPair(ctx, o, w, root)
+			r.Grid = append(r.Grid, grid...)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			r.Pairs = append(r.Pairs, p)
+			continue
 		}
 		// Each pairing tunes its own drives: what is best at one
 		// durability need not be at the other.
@@ -251,6 +265,10 @@ func durabilityName(peerName, dur string) string {
 	switch peerName {
 	case peerJetStream:
 		return map[string]string{durAsync: "default", durFsync: "sync_always"}[dur]
+	case peerJetStreamR3:
+		return map[string]string{durAsync: "default_r3", durFsync: "sync_always_r3"}[dur]
+	case peerMQNodeR1:
+		return map[string]string{durAsync: "async_r1_sync", durFsync: "fsync_r1_sync"}[dur]
 	case peerRiver:
 		return map[string]string{durAsync: "synchronous_commit_off", durFsync: "synchronous_commit_on"}[dur]
 	}
@@ -395,7 +413,7 @@ func runPhases(ctx context.Context, p peer, w *workload, count int, label string
 // connect opens the client side of a peer.
 func connect(ctx context.Context, peerName, url string, w *workload) (peer, error) {
 	switch peerName {
-	case peerMQNode:
+	case peerMQNode, peerMQNodeR1:
 		return dialMQNode(ctx, url, w, nil, nil)
 	case peerMQNodeSecure:
 		prod, err := w.sec.ClientOptions(secrets.RoleAdmin)
@@ -410,7 +428,7 @@ func connect(ctx context.Context, peerName, url string, w *workload) (peer, erro
 	case peerRiver:
 		return dialRiver(ctx, url, w)
 	}
-	return dialJetStream(url, w)
+	return dialJetStream(url, w, replicas(peerName))
 }
 
 // runner is what a bench command that starts child processes keeps of its

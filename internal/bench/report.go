@@ -32,16 +32,18 @@ type Config struct {
 	Tune      bool `json:"tune"`
 	TuneCount int  `json:"tune_count"`
 	// TuneCountFsync is the tasks per grid run in the fsync pairing.
-	TuneCountFsync int     `json:"tune_count_fsync"`
-	Count          int     `json:"count"`
-	Size           int     `json:"size_bytes"`
-	Batch          int     `json:"batch"`
-	Producers      int     `json:"producers"`
-	Consumers      int     `json:"consumers"`
-	LeaseS         float64 `json:"lease_s"`
-	CPUs           int     `json:"cpus"`
-	GoVersion      string  `json:"go_version"`
-	Platform       string  `json:"platform"`
+	TuneCountFsync int `json:"tune_count_fsync"`
+	// TuneCountRepl is the tasks per grid run in the repl pairing.
+	TuneCountRepl int     `json:"tune_count_repl,omitempty"`
+	Count         int     `json:"count"`
+	Size          int     `json:"size_bytes"`
+	Batch         int     `json:"batch"`
+	Producers     int     `json:"producers"`
+	Consumers     int     `json:"consumers"`
+	LeaseS        float64 `json:"lease_s"`
+	CPUs          int     `json:"cpus"`
+	GoVersion     string  `json:"go_version"`
+	Platform      string  `json:"platform"`
 }
 
 // Pair is one pairing: mqnode and JetStream at comparable durability.
@@ -59,6 +61,16 @@ type Pair struct {
 	// SecureCost is MQNodeSecure / MQNode.
 	MQNodeSecure *Result `json:"mqnode_secure,omitempty"`
 	SecureCost   *Ratio  `json:"secure_cost,omitempty"`
+	// The repl pairing (repl.go): MQNode is mqnode-r1 (local durability
+	// async, replicas 1 sync) and JetStream jetstream-r3 (R3, default
+	// sync). ReplicatedFsync is mqnode-r1 with fsync on both nodes and
+	// Unreplicated the single mqnode at fsync, both with mqnode-r1's drive;
+	// ReplicationCost is MQNode / Unreplicated and ReplicationCostFsync
+	// ReplicatedFsync / Unreplicated.
+	ReplicatedFsync      *Result `json:"replicated_fsync,omitempty"`
+	Unreplicated         *Result `json:"unreplicated,omitempty"`
+	ReplicationCost      *Ratio  `json:"replication_cost,omitempty"`
+	ReplicationCostFsync *Ratio  `json:"replication_cost_fsync,omitempty"`
 }
 
 // Result is one peer's run.
@@ -183,7 +195,8 @@ func writeTable(w io.Writer, r *Report) error {
 			for _, q := range []struct {
 				name string
 				r    *Ratio
-			}{{"mqnode/jetstream", p.Ratio}, {"mqnode/river", p.RatioRiver}} {
+			}{{"mqnode/jetstream", p.Ratio}, {"mqnode/river", p.RatioRiver},
+				{"r1 async / unreplicated fsync", p.ReplicationCost}, {"r1 fsync / unreplicated fsync", p.ReplicationCostFsync}} {
 				if q.r != nil {
 					fmt.Fprintf(tw, "%s\tratio\t%s\t%.2fx\t%.2fx\t%.2fx\t%s\t%s\t%s\t\t\n", p.Pair, q.name,
 						q.r.EnqueuePerS, q.r.DrainPerS, q.r.EndToEndS, orDash("%.2fx", q.r.PeakRSS), orDash("%.2fx", q.r.PeakAnon), orDash("%.2fx", q.r.CPUS))
@@ -259,8 +272,10 @@ func orDash(format string, v float64) string {
 // results are the pairing's peers in table order.
 func (p Pair) results() []Result {
 	rs := []Result{p.MQNode}
-	if p.MQNodeSecure != nil {
-		rs = append(rs, *p.MQNodeSecure)
+	for _, r := range []*Result{p.MQNodeSecure, p.ReplicatedFsync, p.Unreplicated} {
+		if r != nil {
+			rs = append(rs, *r)
+		}
 	}
 	if p.JetStream.Peer != "" {
 		rs = append(rs, p.JetStream)

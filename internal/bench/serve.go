@@ -103,13 +103,13 @@ func (o serveOptions) validate() error {
 			return errors.New("--hog-for must be positive")
 		}
 		return nil
-	case peerMQNode, peerJetStream, peerRiver:
+	case peerMQNode, peerJetStream, peerRiver, peerJetStreamR3, peerMQNodeR1:
 	case peerMQNodeSecure:
 		if o.secrets == "" {
 			return errors.New("--secrets is required for mqnode+tls")
 		}
 	default:
-		return fmt.Errorf("--peer %q: want %s, %s, %s, %s, %s or %s", o.peer, peerMQNode, peerMQNodeSecure, peerJetStream, peerRiver, peerWorker, peerHog)
+		return fmt.Errorf("--peer %q: want %s, %s, %s, %s, %s, %s, %s or %s", o.peer, peerMQNode, peerMQNodeSecure, peerMQNodeR1, peerJetStream, peerJetStreamR3, peerRiver, peerWorker, peerHog)
 	}
 	if o.throttle != "" && (o.peer != peerMQNode || o.throttle != throttleOn && o.throttle != throttleOff && o.throttle != throttleHost) {
 		return fmt.Errorf("--throttle %q: only for mqnode, want %s, %s or %s", o.throttle, throttleOn, throttleOff, throttleHost)
@@ -139,7 +139,7 @@ func newServeCommand() *cobra.Command {
 			return serve(ctx, o, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.Flags().StringVar(&o.peer, "peer", "", "mqnode or jetstream")
+	cmd.Flags().StringVar(&o.peer, "peer", "", "mqnode, mqnode+tls, mqnode-r1, jetstream, jetstream-r3, river, worker or hog")
 	cmd.Flags().StringVar(&o.durability, "durability", durAsync, "async or fsync")
 	cmd.Flags().StringVar(&o.dir, "dir", "", "data directory")
 	cmd.Flags().StringVar(&o.secrets, "secrets", "", "mqnode+tls: the secrets directory")
@@ -182,6 +182,10 @@ func serve(ctx context.Context, o serveOptions, stdin io.Reader, stdout, stderr 
 		url, shutdown, err = startMQNode(ctx, o, log)
 	case peerJetStream:
 		url, shutdown, err = startJetStream(o)
+	case peerJetStreamR3:
+		url, shutdown, err = startJetStreamCluster(o)
+	case peerMQNodeR1:
+		url, shutdown, err = startMQNodePair(ctx, o, log)
 	case peerRiver:
 		url, shutdown, err = startPostgres(ctx, o.durability == durAsync, stderr)
 	}
