@@ -308,6 +308,8 @@ func (r *run) apply(ctx context.Context, ev Event) error {
 		h := r.host(ev.Host)
 		r.stopPool(h, false)
 		r.stopNode(h, false)
+	case "lose-host":
+		return r.loseHost(r.host(ev.Host))
 	case "restart-node":
 		h := r.host(ev.Host)
 		if h.nodeUp.Load() {

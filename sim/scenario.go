@@ -128,8 +128,9 @@ type Event struct {
 	// Action: normal (no change), degrade (IDC's handlers Slowdown× slower
 	// with ErrorRate failures), restore (undo degrade), kill-pools (an
 	// IDC's worker pools die without a word), restore-pools, kill-node (a
-	// host's node and pool stop abruptly), restart-node, remove-host (a
-	// host leaves gracefully), partition (an IDC's gateway links black-
+	// host's node and pool stop abruptly), restart-node, lose-host (the
+	// host dies for good with its disk: killed, its data directory
+	// deleted, never restarted), remove-host (a host leaves gracefully), partition (an IDC's gateway links black-
 	// holed: nothing reaches it from other IDCs), slow-link (Latency added
 	// each way on an IDC's gateway links), heal (undo partition/slow-link),
 	// restore-all; backend-fail (the IDC's backend, or every IDC's when
@@ -156,7 +157,7 @@ type Event struct {
 }
 
 // Actions the runner knows.
-var Actions = []string{"normal", "degrade", "restore", "kill-pools", "restore-pools", "kill-node", "restart-node", "remove-host", "partition", "slow-link", "heal", "restore-all",
+var Actions = []string{"normal", "degrade", "restore", "kill-pools", "restore-pools", "kill-node", "restart-node", "lose-host", "remove-host", "partition", "slow-link", "heal", "restore-all",
 	"backend-fail", "backend-recover", "cpu-hog", "cpu-calm", "bad-deploy", "replay"}
 
 // Duration is a time.Duration that YAML writes as "1.5s".
@@ -386,7 +387,7 @@ func (s Scenario) Validate() error {
 			if ev.Procs < 0 || ev.Procs > 256 {
 				bad(f+".procs", "%d: want 0..256 CPU burners (0: GOMAXPROCS)", ev.Procs)
 			}
-		case "kill-node", "restart-node", "remove-host":
+		case "kill-node", "restart-node", "lose-host", "remove-host":
 			if err := s.checkTarget(idcs, ev.IDC, ev.Host); err != nil || ev.Host == "" {
 				bad(f+".host", "%s needs an existing host (e.g. %s-h1): %v", ev.Action, s.Topology.IDCs[0].Name, err)
 			}
