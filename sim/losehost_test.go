@@ -1,12 +1,6 @@
 package sim
 
-import (
-	"bytes"
-	"context"
-	"testing"
-
-	"github.com/mqmesh/mqmesh/internal/testlog"
-)
+import "testing"
 
 // loseHostScenario leaves a backlog on a-h1 and then loses the host with
 // its disk.
@@ -34,20 +28,7 @@ modes: [mesh]
 // lost disk are lost, and counted as such (not stranded: the host does not
 // come back), while every other task completes.
 func TestLoseHostUnreplicated(t *testing.T) {
-	if testing.Short() {
-		t.Skip("simulation skipped in -short mode")
-	}
-	s, err := ParseScenario([]byte(loseHostScenario))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := Run(context.Background(), s, Options{Dir: t.TempDir(), Logger: testlog.NewLevel(t, 5)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	_ = rep.WriteTable(&buf)
-	t.Log("\n" + buf.String())
+	rep, _ := play(t, loseHostScenario, 5)
 	m := rep.Modes[0]
 	if m.OnLostDisk == 0 || m.Lost == 0 || m.LostOnLostDisk != m.Lost || m.Stranded != 0 {
 		t.Errorf("on the lost disk %d, lost %d (%d of them on it), stranded %d", m.OnLostDisk, m.Lost, m.LostOnLostDisk, m.Stranded)
