@@ -45,5 +45,7 @@
 // It skips, saying why, only when network namespaces are unavailable (not
 // root, or `ip netns add` fails). It installs iptables with apt-get when
 // it is missing. Every namespace, link and mount it creates is named dep*
-// and removed at the end (and before it starts, after a crashed run).
+// ($NETDRILL_PREFIX* when set, up to 6 characters, to tell one engineer's
+// run from another's on a shared machine) and removed at the end (and
+// before it starts, after a crashed run).
 package netdrill

@@ -72,7 +72,7 @@ func TestDrill(t *testing.T) {
 	needNetns(t)
 	lockDrill(t)
 	start := time.Now()
-	dir, err := os.MkdirTemp("", "dep-drill-")
+	dir, err := os.MkdirTemp("", prefix+"-drill-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func (d *drill) mountSmallDisk(h host) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		d.t.Fatal(err)
 	}
-	run(d.t, "mount", "-t", "tmpfs", "-o", "size=96m", "dep-drill-"+h.name, data)
+	run(d.t, "mount", "-t", "tmpfs", "-o", "size=96m", prefix+"-drill-"+h.name, data)
 	d.t.Cleanup(func() { try("umount", "-l", data) })
 }
 
@@ -460,7 +460,7 @@ func (d *drill) step(name, fault string, do func()) {
 // fillDisk fills h's tmpfs data dir for dur while the load goes on, frees
 // it, and restarts the node as first started if it died.
 func (d *drill) fillDisk(h host, dur time.Duration) {
-	filler := filepath.Join(d.dir, h.name, "data", "dep-filler")
+	filler := filepath.Join(d.dir, h.name, "data", prefix+"-filler")
 	f, err := os.Create(filler)
 	if err != nil {
 		d.t.Fatal(err)
