@@ -115,8 +115,14 @@ func enqueueGrid(peerName string, base Drive) []Drive {
 	}
 	switch family(peerName) {
 	case peerJetStream:
+		windows := []int{256, 1024, 4096, 16384}
+		if peerName == peerJetStreamR3 {
+			// Each publish waits for a quorum round trip: narrower windows
+			// did best in R3's first grids.
+			windows = append([]int{64, 128}, windows...)
+		}
 		for _, p := range []int{1, 4} {
-			for _, inflight := range []int{256, 1024, 4096, 16384} {
+			for _, inflight := range windows {
 				add(func(d *Drive) { d.Producers, d.InFlight, d.EnqueueBatch = p, inflight, 100 })
 			}
 		}

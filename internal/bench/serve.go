@@ -232,10 +232,7 @@ func startJetStream(o serveOptions) (string, func() error, error) {
 
 // startMQNode starts the mqnode peer and returns its URL and how to stop it.
 func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string, func() error, error) {
-	dur := mqnode.DurabilityAsync
-	if o.durability == durFsync {
-		dur = mqnode.DurabilityFsync
-	}
+	dur := nodeDurability(o.durability)
 	// bench node saturates the host on purpose to compare storage paths;
 	// the CPU throttle would slow dispatch to leave headroom.
 	th := throttle.Config{CPU: throttle.CPUConfig{Disabled: true}}
@@ -283,6 +280,14 @@ func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string,
 		nc.Close()
 		return stopNode()
 	}, nil
+}
+
+// nodeDurability is mqnode's durability of a serve --durability.
+func nodeDurability(d string) mqnode.Durability {
+	if d == durFsync {
+		return mqnode.DurabilityFsync
+	}
+	return mqnode.DurabilityAsync
 }
 
 func writeHeapProfile(path string) error {
