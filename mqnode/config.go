@@ -179,6 +179,16 @@ type Config struct {
 	// throttle (cpu.signal starvation). Default throttle.ProcessStarvation().
 	StarvationSampler throttle.StarvationSampler `yaml:"-"`
 
+	// Replicas is the node default of QueueConfig.Replicas: 1 copies every
+	// queue's writes to a buddy node (replicate.go), 0 (default) does not.
+	Replicas int `yaml:"replicas"`
+	// Replication is the node default of QueueConfig.Replication: sync
+	// (default) or async.
+	Replication ReplicationMode `yaml:"replication"`
+	// Buddy configures the buddy choice, takeover, the sync partition
+	// policy, async lag and re-replication (see BuddyConfig).
+	Buddy BuddyConfig `yaml:"buddy"`
+
 	// Trace bounds the task trace kept in the store (see TraceConfig).
 	Trace TraceConfig `yaml:"trace"`
 	// Security, when set, secures the node (see package internal/secrets):
@@ -214,6 +224,13 @@ type QueueConfig struct {
 	// seconds) after they are settled, for `mqmesh replay`. Default 0: off
 	// (negative switches a default off for one queue).
 	KeepSettled time.Duration `yaml:"keep_settled"`
+	// Replicas: 1 copies the queue's writes (puts, acks, dead letters,
+	// DLQ changes) to the node's buddy; -1 switches a node default of 1
+	// off for this queue; 0 inherits. Default: Config.Replicas.
+	Replicas int `yaml:"replicas"`
+	// Replication is sync or async (see ReplicationMode). Default:
+	// Config.Replication.
+	Replication ReplicationMode `yaml:"replication"`
 }
 
 func (q QueueConfig) merge(over QueueConfig) QueueConfig {
@@ -234,6 +251,12 @@ func (q QueueConfig) merge(over QueueConfig) QueueConfig {
 	}
 	if over.KeepSettled != 0 {
 		q.KeepSettled = over.KeepSettled
+	}
+	if over.Replicas != 0 {
+		q.Replicas = over.Replicas
+	}
+	if over.Replication != "" {
+		q.Replication = over.Replication
 	}
 	return q
 }
@@ -282,7 +305,9 @@ func (c Config) WithDefaults() Config {
 		t := true
 		c.AutoCreateQueues = &t
 	}
-	c.QueueDefaults = packageQueueDefaults.merge(c.QueueDefaults)
+	setDefault(&c.Replication, ReplicationSync)
+	c.QueueDefaults = packageQueueDefaults.merge(QueueConfig{Replicas: c.Replicas, Replication: c.Replication}).merge(c.QueueDefaults)
+	c.Buddy = c.Buddy.WithDefaults(c.IDC)
 	setDefault(&c.DefaultLease, DefaultLease)
 	setDefault(&c.MaxLease, DefaultMaxLease)
 	setDefault(&c.MaxPullWait, DefaultMaxPullWait)
@@ -391,6 +416,12 @@ func (c Config) Validate() error {
 	if c.TopicSyncInterval <= 0 {
 		errs = append(errs, fmt.Errorf("topic_sync_interval %s: must be positive", c.TopicSyncInterval))
 	}
+	if c.Replicas < 0 || c.Replicas > 1 {
+		errs = append(errs, fmt.Errorf("replicas %d: want 0 or 1", c.Replicas))
+	}
+	if err := c.Buddy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.QueueDefaults.validate("queue_defaults"); err != nil {
 		errs = append(errs, err)
 	}
@@ -413,7 +444,7 @@ func (q QueueConfig) validate(field string) error {
 	if q.KeepSettled > 0 && q.KeepSettled < time.Second {
 		return fmt.Errorf("%s.keep_settled %s: want at least 1s (or 0: off)", field, q.KeepSettled)
 	}
-	return nil
+	return q.validateReplication(field)
 }
 
 // queueConfig returns the effective settings of a queue.

@@ -102,6 +102,39 @@
 //     refuse to start (ErrCorrupted) with the repair path, Repair (mqmesh
 //     node repair) salvaging what can be read into a fresh store.
 //
+// # Replication (opt-in, per queue)
+//
+// Config.Replicas: 1 (or QueueConfig.Replicas per queue; -1 switches a
+// node default off for one queue) copies a queue's writes — puts, acks and
+// other deletes, dead letters, DLQ changes, dedup keys — to a buddy node,
+// in commit order, over NATS on mqrepl.<idc>.<buddy>.<op> (role node
+// only). Config.Replication (or per queue) is sync (default: an enqueue is
+// acknowledged once the buddy holds it durably; concurrent enqueues share
+// one round trip and a group commit on each side) or async (acknowledged
+// locally; the lag is bounded by Buddy.MaxLag, then Buddy.LagPolicy block
+// or alarm). Config.Buddy sets the buddy IDC (default the node's own; the
+// buddy is another host, chosen by rendezvous hashing over the alive
+// peers and kept while alive), TakeoverAfter (default 30s), the sync
+// PartitionPolicy (block (default, up to SyncTimeout 5s) | fail | local =
+// acknowledge locally with an alarm), CopyRate of re-replication (records/s,
+// default 20000) and ReconcileWait.
+//
+// The mesh feeds the peers (Node.SetPeers); without it, StartGroup starts
+// nodes joined by NATS routes and tells each about the others, and
+// SetGroupPeers re-tells them after one stops. Node.WaitReplicated waits
+// for the first confirmed copy. Node.Replication (also StatsReply.replication,
+// metrics mqnode_repl_*) reports buddy, state (off, no-buddy, connecting,
+// reconciling, copying, replicated, down, fenced), epoch, lag, copy
+// progress, acknowledgements without the buddy, failed enqueues,
+// takeovers, and the primaries the node holds copies of.
+//
+// When gossip has reported a primary down for TakeoverAfter, its buddy
+// fences it (new epoch) and imports the copy as tasks of its own queues of
+// the same names: they are the buddy's tasks from then on and stay there.
+// A primary that restarts, or is fenced, serves no pull until it has asked
+// its last buddy and deleted what the buddy took; ErrFenced (wire code
+// FENCED) answers its writes meanwhile. replicate.go has the details.
+//
 // # Memory and disk
 //
 // The backlog lives on disk. Each queue keeps a bounded window of its next

@@ -32,6 +32,10 @@ var (
 	ErrPermissionDenied = errors.New("mqnode: permission denied")
 	// ErrNoSubscribers: an enqueue to topic:T matched no subscription of T.
 	ErrNoSubscribers = errors.New("mqnode: no subscribers")
+	// ErrFenced: replication refused a write of an epoch that is not
+	// current: the node's buddy took its tasks over (replicate.go). The
+	// node reconciles before it serves again.
+	ErrFenced = errors.New("mqnode: fenced by a newer replication epoch")
 	// ErrClosed is returned by a Store or Node used after Stop.
 	ErrClosed = fmt.Errorf("%w: closed", ErrUnavailable)
 )
@@ -50,6 +54,7 @@ var codeToErr = map[wirepb.Code]error{
 	wirepb.Code_UNKNOWN_OP:        ErrUnknownOp,
 	wirepb.Code_PERMISSION_DENIED: ErrPermissionDenied,
 	wirepb.Code_NO_SUBSCRIBERS:    ErrNoSubscribers,
+	wirepb.Code_FENCED:            ErrFenced,
 }
 
 // RemoteError is an error reply from a node: its stable code and message.

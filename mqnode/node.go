@@ -51,6 +51,7 @@ type Node struct {
 	// releases the lease (see ReleaseWorker).
 	WorkerMember func(workerID string) string
 
+	rp        *replicator // replicate.go
 	extraOps  map[string]OpHandler
 	topicSync *topicSync // topicsync.go
 
@@ -128,6 +129,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "mqnode", "node", cfg.Name, "idc", cfg.IDC)}
 	n.sec.Store(cfg.Security)
+	n.rp = newReplicator(n)
 	return n, nil
 }
 
@@ -204,6 +206,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.nc, err = n.Connect(nats.Name("mqnode-"+n.cfg.Name), nats.MaxReconnects(-1)); err != nil {
 		return fmt.Errorf("mqnode: in-process connection: %w", err)
 	}
+	// Replication first: a restarted primary holds pulls until it has
+	// reconciled with its last buddy (replreconcile.go).
+	if err := n.rp.start(n.st); err != nil {
+		return err
+	}
 	n.svc = newService(n)
 	if err := n.svc.start(); err != nil {
 		return err
@@ -272,6 +279,7 @@ func (n *Node) shutdownLocked(ctx context.Context) error {
 		close(n.shareStop)
 		<-n.shareDone
 	}
+	n.rp.close()
 	if n.svc != nil {
 		errs = append(errs, n.svc.stop(ctx))
 	}

@@ -219,6 +219,9 @@ func (s *service) pull(ctx context.Context, b []byte) proto.Message {
 	if err != nil {
 		return &wirepb.PullReply{Error: toWireError(err)}
 	}
+	if !s.n.rp.waitServing(ctx, wait) { // reconciling with the buddy (replreconcile.go)
+		return &wirepb.PullReply{}
+	}
 	q, err := s.n.st.queue(ctx, req.Queue, true)
 	if err != nil {
 		return &wirepb.PullReply{Error: toWireError(err)}
@@ -251,7 +254,8 @@ func (s *service) stats(ctx context.Context, b []byte) proto.Message {
 		return &wirepb.StatsReply{Error: badRequest(err)}
 	}
 	th := s.n.st.th
-	rep := &wirepb.StatsReply{Node: s.n.info(), NodeThrottles: throttleStates(th.NodeStates()), Backends: backendStats(th.Backends())}
+	rep := &wirepb.StatsReply{Node: s.n.info(), NodeThrottles: throttleStates(th.NodeStates()), Backends: backendStats(th.Backends()),
+		Replication: s.n.Replication()}
 	names := []string{req.Queue}
 	if req.Queue == "" {
 		names = s.n.st.queueNames()

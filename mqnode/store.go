@@ -51,9 +51,10 @@ type store struct {
 	disk   *diskWatch
 	ledger *ledger // written by the writer goroutine only
 
-	bufTotal atomic.Int64 // bytes in all queues' ready windows (budget.go)
-	nQueues  atomic.Int64 // queues in the table (newQueue .. stop)
-	obs      *observer    // metrics and trace hooks (observe.go)
+	bufTotal atomic.Int64               // bytes in all queues' ready windows (budget.go)
+	nQueues  atomic.Int64               // queues in the table (newQueue .. stop)
+	obs      *observer                  // metrics and trace hooks (observe.go)
+	repl     atomic.Pointer[replicator] // set while replication runs (replicate.go)
 
 	started time.Time
 

@@ -27,6 +27,13 @@ type writeOp struct {
 	fx    []effect
 	err   error
 	done  chan struct{}
+
+	// Replication (replship.go): the committed mutations and the records
+	// to ship without writing them (re-replication copy); held: the
+	// replicator closes done once the buddy has the writes.
+	muts, ship []mutation
+	held       bool
+	noWait     bool // the caller does not wait for the buddy (takeover import)
 }
 
 // effect is an in-memory consequence of a committed op on a queue's state:
@@ -51,6 +58,7 @@ type wtx struct {
 	txn  *badger.Txn
 	muts []mutation
 	fx   []effect
+	ship []mutation // records shipped to the buddy only (replcopy.go)
 }
 
 func (w *wtx) effect(e effect) { w.fx = append(w.fx, e) }
@@ -206,7 +214,16 @@ func (w *writer) commitGroup(group []*writeOp) {
 		} else if op.failed != nil {
 			op.failed(op.err)
 		}
-		close(op.done)
+	}
+	// The one call-out of replication: ship the group's writes in commit
+	// order, holding the ops that must wait for the buddy.
+	if r := w.s.repl.Load(); r != nil {
+		r.committed(group)
+	}
+	for _, op := range group {
+		if !op.held {
+			close(op.done)
+		}
 	}
 }
 
@@ -277,7 +294,7 @@ func (w *writer) tryGroup(group []*writeOp) error {
 		}
 		bytes += b
 		count += int64(len(wt.muts))
-		op.fx = wt.fx
+		op.fx, op.muts, op.ship = wt.fx, wt.muts, wt.ship
 		inTxn = append(inTxn, op)
 	}
 	if len(inTxn) > 0 {

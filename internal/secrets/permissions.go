@@ -22,6 +22,9 @@ const (
 	subjTrace   = "mqtrace.>" // mqnode.TraceSubject: every node answers trace lookups
 	// subjTopics is topic propagation between nodes (mqnode.TopicSyncSubject).
 	subjTopics = "mqtopic.>"
+	// subjRepl is buddy replication between nodes (mqnode.ReplSubject):
+	// only nodes may ship, take over or reconcile.
+	subjRepl = "mqrepl.>"
 )
 
 // Permissions returns the subject permissions of a role. Least privilege:
@@ -36,7 +39,7 @@ const (
 //	          backlog and usage; accepted in process only (ServerOptions
 //	          refuses it on the network), so only a node's own code uses it
 //
-// Only nodes may publish bl.>, thr.> and mqtopic.> and subscribe
+// Only nodes may publish bl.>, thr.>, mqtopic.> and mqrepl.> and subscribe
 // mq.>/mqid.>: a
 // stolen worker or admin credential cannot answer a pull or forge backlog.
 func Permissions(r Role) *server.Permissions {
@@ -56,7 +59,7 @@ func Permissions(r Role) *server.Permissions {
 		}
 	case RoleAdmin:
 		return &server.Permissions{
-			Publish:   sp([]string{">"}, []string{subjBacklog, subjUsage, subjTopics, "_I.>", "_INBOX.>"}),
+			Publish:   sp([]string{">"}, []string{subjBacklog, subjUsage, subjTopics, subjRepl, "_I.>", "_INBOX.>"}),
 			Subscribe: sp([]string{subjBacklog, subjBlSync, subjUsage, InboxPrefix(r) + ".>"}, nil),
 		}
 	case RoleNode:

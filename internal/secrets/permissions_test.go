@@ -48,6 +48,7 @@ func TestPermissionsFollowTheProtocolSubjects(t *testing.T) {
 	bl := backlog.Subject(backlog.TierIDC, "idcA", "n1", "jobs")
 	sync := backlog.SyncSubject(backlog.TierHost, "idcA", "n1")
 	usage := mqnode.UsageSubject("idcA", "n1")
+	repl := mqnode.ReplSubject("idcA", "n1", "ship")
 	cases := []struct {
 		role       secrets.Role
 		pub, noPub []string
@@ -55,23 +56,23 @@ func TestPermissionsFollowTheProtocolSubjects(t *testing.T) {
 	}{
 		{secrets.RoleProducer,
 			[]string{op(mqnode.OpEnqueue), op(mqnode.OpInfo), mqnode.IDSubject("NSRV")},
-			[]string{op(mqnode.OpPull), op(mqnode.OpAck), op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), bl, usage, inbox(secrets.RoleWorker)},
+			[]string{op(mqnode.OpPull), op(mqnode.OpAck), op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), bl, usage, inbox(secrets.RoleWorker), repl},
 			[]string{inbox(secrets.RoleProducer)},
-			[]string{">", op(mqnode.OpEnqueue), bl, inbox(secrets.RoleWorker)}},
+			[]string{">", op(mqnode.OpEnqueue), bl, inbox(secrets.RoleWorker), repl}},
 		{secrets.RoleWorker,
 			[]string{op(mqnode.OpPull), op(mqnode.OpAck), op(mqnode.OpInfo), mqnode.IDSubject("NSRV"), sync},
-			[]string{op(mqnode.OpEnqueue), op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), bl, usage},
+			[]string{op(mqnode.OpEnqueue), op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), bl, usage, repl},
 			[]string{bl, inbox(secrets.RoleWorker)},
-			[]string{">", op(mqnode.OpPull), mqnode.IDSubject("NSRV"), usage, inbox(secrets.RoleProducer)}},
+			[]string{">", op(mqnode.OpPull), mqnode.IDSubject("NSRV"), usage, inbox(secrets.RoleProducer), repl}},
 		{secrets.RoleAdmin,
 			[]string{op(mqnode.OpStats), op(mqnode.OpDLQ), op(mqnode.OpQueueDelete), op("members"), op(mqnode.OpEnqueue), op(mqnode.OpPull)},
-			[]string{bl, usage, inbox(secrets.RoleWorker)},
+			[]string{bl, usage, inbox(secrets.RoleWorker), repl},
 			[]string{bl, usage, inbox(secrets.RoleAdmin)},
-			[]string{">", op(mqnode.OpPull), mqnode.IDSubject("NSRV"), inbox(secrets.RoleWorker)}},
+			[]string{">", op(mqnode.OpPull), mqnode.IDSubject("NSRV"), inbox(secrets.RoleWorker), repl}},
 		{secrets.RoleNode,
-			[]string{bl, usage, inbox(secrets.RoleWorker), op(mqnode.OpStats)},
+			[]string{bl, usage, inbox(secrets.RoleWorker), op(mqnode.OpStats), repl},
 			nil,
-			[]string{op(mqnode.OpPull), mqnode.IDSubject("NSRV"), sync, usage},
+			[]string{op(mqnode.OpPull), mqnode.IDSubject("NSRV"), sync, usage, repl},
 			nil},
 	}
 	for _, c := range cases {

@@ -3,4 +3,4 @@
 // installing protoc and protoc-gen-go (scripts/genproto.sh does both).
 package wirepb
 
-//go:generate protoc --go_out=. --go_opt=paths=source_relative wire.proto cmq.proto
+//go:generate protoc --go_out=. --go_opt=paths=source_relative wire.proto cmq.proto repl.proto repl_status.proto

@@ -47,6 +47,7 @@ const (
 	Code_UNKNOWN_OP        Code = 11 // no such operation
 	Code_PERMISSION_DENIED Code = 20 // the credentials of the connection do not allow this request
 	Code_NO_SUBSCRIBERS    Code = 40 // a topic enqueue matched no subscription; nothing was written
+	Code_FENCED            Code = 41 // replication: the sender's epoch is not current (its buddy took over)
 )
 
 // Enum value maps for Code.
@@ -66,6 +67,7 @@ var (
 		11: "UNKNOWN_OP",
 		20: "PERMISSION_DENIED",
 		40: "NO_SUBSCRIBERS",
+		41: "FENCED",
 	}
 	Code_value = map[string]int32{
 		"OK":                0,
@@ -82,6 +84,7 @@ var (
 		"UNKNOWN_OP":        11,
 		"PERMISSION_DENIED": 20,
 		"NO_SUBSCRIBERS":    40,
+		"FENCED":            41,
 	}
 )
 
@@ -2023,7 +2026,8 @@ type StatsReply struct {
 	Queues        []*QueueStats          `protobuf:"bytes,3,rep,name=queues,proto3" json:"queues,omitempty"`
 	NodeThrottles []*ThrottleState       `protobuf:"bytes,4,rep,name=node_throttles,json=nodeThrottles,proto3" json:"node_throttles,omitempty"` // the CPU throttle
 	Backends      []*BackendStats        `protobuf:"bytes,5,rep,name=backends,proto3" json:"backends,omitempty"`
-	Next          string                 `protobuf:"bytes,6,opt,name=next,proto3" json:"next,omitempty"` // all queues: more follow; ask again with after = next
+	Next          string                 `protobuf:"bytes,6,opt,name=next,proto3" json:"next,omitempty"`               // all queues: more follow; ask again with after = next
+	Replication   *ReplStatus            `protobuf:"bytes,7,opt,name=replication,proto3" json:"replication,omitempty"` // buddy replication (repl_status.proto)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2098,6 +2102,13 @@ func (x *StatsReply) GetNext() string {
 		return x.Next
 	}
 	return ""
+}
+
+func (x *StatsReply) GetReplication() *ReplStatus {
+	if x != nil {
+		return x.Replication
+	}
+	return nil
 }
 
 type DLQRequest struct {
@@ -2427,7 +2438,7 @@ var File_wire_proto protoreflect.FileDescriptor
 const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"wire.proto\x12\x0emqmesh.wire.v1\"K\n" +
+	"wire.proto\x12\x0emqmesh.wire.v1\x1a\x11repl_status.proto\"K\n" +
 	"\x05Error\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.mqmesh.wire.v1.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\xb5\x03\n" +
@@ -2593,7 +2604,7 @@ const file_wire_proto_rawDesc = "" +
 	"\tserver_id\x18\x06 \x01(\tR\bserverId\x12\x1f\n" +
 	"\vmax_payload\x18\a \x01(\x03R\n" +
 	"maxPayload\x12\x12\n" +
-	"\x04host\x18\b \x01(\tR\x04host\"\xaf\x02\n" +
+	"\x04host\x18\b \x01(\tR\x04host\"\xed\x02\n" +
 	"\n" +
 	"StatsReply\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error\x12,\n" +
@@ -2601,7 +2612,8 @@ const file_wire_proto_rawDesc = "" +
 	"\x06queues\x18\x03 \x03(\v2\x1a.mqmesh.wire.v1.QueueStatsR\x06queues\x12D\n" +
 	"\x0enode_throttles\x18\x04 \x03(\v2\x1d.mqmesh.wire.v1.ThrottleStateR\rnodeThrottles\x128\n" +
 	"\bbackends\x18\x05 \x03(\v2\x1c.mqmesh.wire.v1.BackendStatsR\bbackends\x12\x12\n" +
-	"\x04next\x18\x06 \x01(\tR\x04next\"\x90\x01\n" +
+	"\x04next\x18\x06 \x01(\tR\x04next\x12<\n" +
+	"\vreplication\x18\a \x01(\v2\x1a.mqmesh.wire.v1.ReplStatusR\vreplication\"\x90\x01\n" +
 	"\n" +
 	"DLQRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12%\n" +
@@ -2621,7 +2633,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x12QueueDeleteRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\"?\n" +
 	"\x10QueueDeleteReply\x12+\n" +
-	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error*\xf3\x01\n" +
+	"\x05error\x18\x01 \x01(\v2\x15.mqmesh.wire.v1.ErrorR\x05error*\xff\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x0f\n" +
 	"\vBAD_REQUEST\x10\x01\x12\x10\n" +
@@ -2638,7 +2650,9 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"UNKNOWN_OP\x10\v\x12\x15\n" +
 	"\x11PERMISSION_DENIED\x10\x14\x12\x12\n" +
-	"\x0eNO_SUBSCRIBERS\x10(*2\n" +
+	"\x0eNO_SUBSCRIBERS\x10(\x12\n" +
+	"\n" +
+	"\x06FENCED\x10)*2\n" +
 	"\aAckKind\x12\a\n" +
 	"\x03ACK\x10\x00\x12\b\n" +
 	"\x04NACK\x10\x01\x12\n" +
@@ -2701,6 +2715,7 @@ var file_wire_proto_goTypes = []any{
 	(*QueueDeleteReply)(nil),   // 33: mqmesh.wire.v1.QueueDeleteReply
 	nil,                        // 34: mqmesh.wire.v1.Task.HeadersEntry
 	nil,                        // 35: mqmesh.wire.v1.EnqueueItem.HeadersEntry
+	(*ReplStatus)(nil),         // 36: mqmesh.wire.v1.ReplStatus
 }
 var file_wire_proto_depIdxs = []int32{
 	0,  // 0: mqmesh.wire.v1.Error.code:type_name -> mqmesh.wire.v1.Code
@@ -2729,17 +2744,18 @@ var file_wire_proto_depIdxs = []int32{
 	21, // 23: mqmesh.wire.v1.StatsReply.queues:type_name -> mqmesh.wire.v1.QueueStats
 	22, // 24: mqmesh.wire.v1.StatsReply.node_throttles:type_name -> mqmesh.wire.v1.ThrottleState
 	23, // 25: mqmesh.wire.v1.StatsReply.backends:type_name -> mqmesh.wire.v1.BackendStats
-	2,  // 26: mqmesh.wire.v1.DLQRequest.op:type_name -> mqmesh.wire.v1.DLQOp
-	3,  // 27: mqmesh.wire.v1.DLQReply.error:type_name -> mqmesh.wire.v1.Error
-	6,  // 28: mqmesh.wire.v1.DLQReply.tasks:type_name -> mqmesh.wire.v1.DeadTask
-	3,  // 29: mqmesh.wire.v1.InfoReply.error:type_name -> mqmesh.wire.v1.Error
-	26, // 30: mqmesh.wire.v1.InfoReply.node:type_name -> mqmesh.wire.v1.NodeInfo
-	3,  // 31: mqmesh.wire.v1.QueueDeleteReply.error:type_name -> mqmesh.wire.v1.Error
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	36, // 26: mqmesh.wire.v1.StatsReply.replication:type_name -> mqmesh.wire.v1.ReplStatus
+	2,  // 27: mqmesh.wire.v1.DLQRequest.op:type_name -> mqmesh.wire.v1.DLQOp
+	3,  // 28: mqmesh.wire.v1.DLQReply.error:type_name -> mqmesh.wire.v1.Error
+	6,  // 29: mqmesh.wire.v1.DLQReply.tasks:type_name -> mqmesh.wire.v1.DeadTask
+	3,  // 30: mqmesh.wire.v1.InfoReply.error:type_name -> mqmesh.wire.v1.Error
+	26, // 31: mqmesh.wire.v1.InfoReply.node:type_name -> mqmesh.wire.v1.NodeInfo
+	3,  // 32: mqmesh.wire.v1.QueueDeleteReply.error:type_name -> mqmesh.wire.v1.Error
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -2747,6 +2763,7 @@ func file_wire_proto_init() {
 	if File_wire_proto != nil {
 		return
 	}
+	file_repl_status_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
