@@ -346,6 +346,11 @@ func runWorkload(ctx context.Context, o *nodeOptions, w *workload, root, peerNam
 	if err := runPhases(ctx, p, w, o.count, label, res, afterEnqueue); err != nil {
 		return err
 	}
+	if peerName == peerMQNodeR1 {
+		if res.Replication, err = replFigures(ctx, p); err != nil {
+			return err
+		}
+	}
 	if peerName == peerRiver {
 		// The child is only PostgreSQL's parent: its own RSS and CPU say
 		// nothing of PostgreSQL's processes, so none are reported.

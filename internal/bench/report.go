@@ -99,8 +99,23 @@ type Result struct {
 	RSSAfterEnqueueMiB float64 `json:"rss_after_enqueue_mib"`
 	FinalRSSMiB        float64 `json:"final_rss_mib"`
 	CPUS               float64 `json:"cpu_s"` // server user+system CPU during the workload
+	// Replication is what mqnode-r1's primary said of its buddy after the
+	// workload (repl pairing).
+	Replication *ReplFigures `json:"replication,omitempty"`
 
 	Error string `json:"error,omitempty"`
+}
+
+// ReplFigures are a replicated primary's replication figures (its stats).
+type ReplFigures struct {
+	State string `json:"state"` // replicated while the buddy confirms
+	// AckedRecords are the writes (puts and deletes) the buddy confirmed,
+	// in Batches round trips: records per batch is the group commit.
+	AckedRecords uint64 `json:"acked_records"`
+	Batches      uint64 `json:"batches"`
+	// UnreplicatedAcks are enqueues acknowledged without the buddy (0 in
+	// sync mode with the buddy up).
+	UnreplicatedAcks uint64 `json:"unreplicated_acks"`
 }
 
 // Ratio is mqnode / JetStream for each figure.
@@ -226,6 +241,14 @@ func writeTable(w io.Writer, r *Report) error {
 		for _, res := range r.Pairs[0].results() {
 			if res.Skipped != "" {
 				fmt.Fprintf(&b, "%s skipped: %s\n", res.Peer, res.Skipped)
+			}
+		}
+		for _, p := range r.Pairs {
+			for _, res := range p.results() {
+				if f := res.Replication; f != nil {
+					fmt.Fprintf(&b, "%s %s %s: buddy %s, %d records confirmed in %d batches (%.0f per round trip), %d enqueues acknowledged without it\n",
+						p.Pair, res.Peer, res.Durability, f.State, f.AckedRecords, f.Batches, ratio(float64(f.AckedRecords), float64(f.Batches)), f.UnreplicatedAcks)
+				}
 			}
 		}
 		for _, p := range r.Pairs {
