@@ -3,7 +3,25 @@ package sim
 import (
 	"fmt"
 	"os"
+	"time"
+
+	"github.com/mqmesh/mqmesh/mqnode"
 )
+
+// simBuddy is the replication of the replicated mode: the buddy takes a
+// failed primary's tasks over 2 s after gossip reported it failed (the
+// simulator's runs last seconds; a deployment waits longer, 30 s by
+// default), and a sync enqueue waits at most 2 s for its buddy.
+var simBuddy = mqnode.BuddyConfig{TakeoverAfter: 2 * time.Second, SyncTimeout: 2 * time.Second}
+
+// replicasOf is every node's replicas in a mode: 1 (sync, the default
+// replication) in the replicated mode, else 0.
+func replicasOf(mode string) int {
+	if mode == ModeReplicated {
+		return 1
+	}
+	return 0
+}
 
 // loseHost plays lose-host: the host dies for good (its node and pool stop
 // abruptly, as kill-node) and its disk goes with it: the node's data

@@ -143,7 +143,7 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 			Throttle: r.s.Throttle.Config(r.mode), CPUSampler: cpuSampler(r.s.Throttle.CPU.Sampler),
 			QueueDefaults: mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000,
 				KeepSettled: r.s.keepSettled()},
-			Security: r.sec},
+			Security: r.sec, Replicas: replicasOf(r.mode), Buddy: simBuddy},
 		Mesh: mesh.Config{BindAddr: "127.0.0.1", Seeds: seeds, Profile: mesh.ProfileLocal, Logger: r.log},
 		Host: h.name,
 	})

@@ -44,8 +44,9 @@ type Scenario struct {
 	// for the backlog to reach zero. Default 30s.
 	Drain Duration `yaml:"drain"`
 	// Modes to run, one after the other, reported side by side: mesh (the
-	// mesh as configured), baseline (every pool pulls only its own node)
-	// and unthrottled (the mesh with throttle.disabled). Default: mesh,
+	// mesh as configured), baseline (every pool pulls only its own node),
+	// unthrottled (the mesh with throttle.disabled) and replicated (the
+	// mesh with every node's tasks copied to a buddy in sync mode). Default: mesh,
 	// baseline.
 	Modes []string `yaml:"modes"`
 	// Sample is the period of the time series. Default 250ms.
@@ -277,10 +278,14 @@ const (
 	// ModeUnthrottled is the mesh with every throttle switched off
 	// (throttle.disabled), to compare with.
 	ModeUnthrottled = "unthrottled"
+	// ModeReplicated is the mesh with every node's queues replicated to a
+	// buddy (replicas: 1, sync; losehost.go), to compare with the mesh's
+	// single copy under lose-host.
+	ModeReplicated = "replicated"
 )
 
 // Modes lists the modes a scenario may name.
-var Modes = []string{ModeMesh, ModeBaseline, ModeUnthrottled}
+var Modes = []string{ModeMesh, ModeBaseline, ModeUnthrottled, ModeReplicated}
 
 // Filters the scenario may name.
 var Filters = []string{"local-only", "local-idc", "everything", "noisy-neighbour"}
