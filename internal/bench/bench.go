@@ -47,6 +47,7 @@ type nodeOptions struct {
 	tuneCount            int
 	tuneCountFsync       int
 	tuneCountRepl        int
+	replRounds           int
 	secure               bool
 	runner
 }
@@ -82,13 +83,14 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.IntVar(&o.tuneCount, "tune-count", 50_000, "tasks per run of a tuning grid (async pairing)")
 	f.IntVar(&o.tuneCountFsync, "tune-count-fsync", 5_000, "tasks per run of a tuning grid in the fsync pairing (JetStream SyncAlways does about 4,000/s)")
 	f.IntVar(&o.tuneCountRepl, "tune-count-repl", 20_000, "tasks per run of a tuning grid in the repl pairing")
+	f.IntVar(&o.replRounds, "repl-rounds", 3, "the repl pairing's runs take turns this many times; each figure is the median round's")
 	return cmd
 }
 
 func (o *nodeOptions) validate() error {
 	var errs []error
-	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 || o.tuneCount < 1 || o.tuneCountFsync < 1 || o.tuneCountRepl < 1 {
-		errs = append(errs, errors.New("--count, --tune-count, --tune-count-fsync, --tune-count-repl, --batch, --producers and --consumers must be at least 1"))
+	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 || o.tuneCount < 1 || o.tuneCountFsync < 1 || o.tuneCountRepl < 1 || o.replRounds < 1 {
+		errs = append(errs, errors.New("--count, --tune-count, --tune-count-fsync, --tune-count-repl, --repl-rounds, --batch, --producers and --consumers must be at least 1"))
 	}
 	for _, p := range o.peers {
 		if p != peerJetStream && p != peerRiver {
@@ -149,7 +151,7 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 	r := &Report{
 		Schema: ReportSchema,
 		Config: Config{
-			Tune: o.tune, TuneCount: o.tuneCount, TuneCountFsync: o.tuneCountFsync, TuneCountRepl: o.tuneCountRepl,
+			Tune: o.tune, TuneCount: o.tuneCount, TuneCountFsync: o.tuneCountFsync, TuneCountRepl: o.tuneCountRepl, ReplRounds: o.replRounds,
 			Count: o.count, Size: o.size, Batch: o.batch, Producers: o.producers, Consumers: o.consumers,
 			LeaseS: o.lease.Seconds(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
 			Platform: runtime.GOOS + "/" + runtime.GOARCH,

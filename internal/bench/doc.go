@@ -57,6 +57,9 @@
 //     20,000). Beside them, with mqnode-r1's drive: mqnode-r1 with fsync on
 //     both nodes, and the unreplicated mqnode at fsync, which give the cost
 //     of replication (replicated / unreplicated fsync).
+//     The four runs take turns --repl-rounds times (3), so that each sees
+//     the machine as the others did, and each reported figure is its
+//     median round's (every round is in --json under rounds).
 //
 // The workload, the same for every peer (as driven by the baseline drive
 // of --producers, --batch and --consumers, which --tune=false runs; the

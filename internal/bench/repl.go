@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // durRepl is the replicated pairing of --pairs: mqnode with a buddy
@@ -21,9 +23,10 @@ var replNotes = []string{
 
 // runReplPair runs the replicated pairing: each of mqnode-r1 and
 // jetstream-r3 tuned on its own grid (--tune-count-repl tasks per run),
-// then run at its best on --count tasks; then, with mqnode-r1's drive,
-// mqnode-r1 at fsync (both copies fsynced) and the unreplicated mqnode at
-// fsync, right after each other, for the cost of replication.
+// then run at its best on --count tasks; with them, with mqnode-r1's
+// drive, mqnode-r1 at fsync (both copies fsynced) and the unreplicated
+// mqnode at fsync, for the cost of replication. The four runs take turns,
+// --repl-rounds times; each reported result is its median round.
 func runReplPair(ctx context.Context, o *nodeOptions, w *workload, root string) (Pair, []GridRun, error) {
 	p := Pair{Pair: durRepl}
 	var grid []GridRun
@@ -44,25 +47,52 @@ func runReplPair(ctx context.Context, o *nodeOptions, w *workload, root string) 
 		}
 		drives[pn] = best
 	}
-	run := func(pn, dur string) Result {
-		d := drives[pn]
-		if pn == peerMQNode {
-			// The cost of replication is measured with the same client.
-			d = drives[peerMQNodeR1]
+	// The four runs alternate, --repl-rounds times, so each sees the
+	// machine as the others did; each figure is the median round's.
+	type runKey struct{ peer, dur string }
+	order := []runKey{{peerMQNodeR1, durAsync}, {peerJetStreamR3, durAsync}, {peerMQNodeR1, durFsync}, {peerMQNode, durFsync}}
+	all := map[runKey][]Result{}
+	for round := range o.replRounds {
+		for _, k := range order {
+			if ctx.Err() != nil {
+				break
+			}
+			d := drives[k.peer]
+			if k.peer == peerMQNode {
+				// The cost of replication is measured with the same client.
+				d = drives[peerMQNodeR1]
+			}
+			fmt.Fprintf(w.log, "bench: repl round %d of %d\n", round+1, o.replRounds)
+			res := runPeer(ctx, o, w.with(d, ""), root, k.peer, k.dur)
+			if !res.OK {
+				errs = append(errs, fmt.Errorf("%s %s: %s", res.Peer, res.Durability, failure(res)))
+			}
+			all[k] = append(all[k], res)
+			p.Rounds = append(p.Rounds, res)
 		}
-		res := runPeer(ctx, o, w.with(d, ""), root, pn, dur)
-		if !res.OK {
-			errs = append(errs, fmt.Errorf("%s %s: %s", res.Peer, res.Durability, failure(res)))
-		}
-		return res
 	}
-	p.MQNode = run(peerMQNodeR1, durAsync)
-	p.JetStream = run(peerJetStreamR3, durAsync)
+	med := func(k runKey) Result { return median(all[k]) }
+	p.MQNode, p.JetStream = med(order[0]), med(order[1])
 	p.Ratio = newRatio(p.MQNode, p.JetStream)
-	rf := run(peerMQNodeR1, durFsync)
-	un := run(peerMQNode, durFsync)
+	rf, un := med(order[2]), med(order[3])
 	p.ReplicatedFsync, p.Unreplicated = &rf, &un
 	p.ReplicationCost = newRatio(p.MQNode, un)
 	p.ReplicationCostFsync = newRatio(rf, un)
 	return p, grid, errors.Join(errs...)
+}
+
+// median returns the run with the median end-to-end time of rs, or the
+// first failed run (a failure is never hidden by the others).
+func median(rs []Result) Result {
+	if len(rs) == 0 {
+		return Result{}
+	}
+	for _, r := range rs {
+		if !r.OK {
+			return r
+		}
+	}
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b Result) int { return cmp.Compare(a.EndToEndS, b.EndToEndS) })
+	return s[len(s)/2]
 }

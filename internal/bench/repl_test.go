@@ -13,7 +13,7 @@ import (
 func TestNodeReplPair(t *testing.T) {
 	dir := t.TempDir()
 	out, logs, err := runCommand(t, "node", "--pairs", "repl", "--count", "1500", "--batch", "50", "--producers", "4",
-		"--consumers", "2", "--json", "--dir", dir, "--tune=false", "--peers", "jetstream", "--secure=false")
+		"--consumers", "2", "--json", "--dir", dir, "--tune=false", "--peers", "jetstream", "--secure=false", "--repl-rounds", "2")
 	if err != nil {
 		t.Fatalf("bench node: %v\nstderr:\n%s", err, logs)
 	}
@@ -44,6 +44,13 @@ func TestNodeReplPair(t *testing.T) {
 	if len(want) > 0 {
 		t.Errorf("runs missing: %v", want)
 	}
+	// Two rounds of the four runs, in turn; the results are of them.
+	if len(p.Rounds) != 8 || p.Rounds[0].Peer != peerMQNodeR1 || p.Rounds[1].Peer != peerJetStreamR3 || p.Rounds[4].Peer != peerMQNodeR1 {
+		t.Errorf("rounds: %d runs", len(p.Rounds))
+	}
+	if p.MQNode.EndToEndS != p.Rounds[0].EndToEndS && p.MQNode.EndToEndS != p.Rounds[4].EndToEndS {
+		t.Errorf("mqnode-r1's result %v s is none of its rounds'", p.MQNode.EndToEndS)
+	}
 	for _, q := range []*Ratio{p.Ratio, p.ReplicationCost, p.ReplicationCostFsync} {
 		if q == nil || q.EnqueuePerS <= 0 || q.EndToEndS <= 0 {
 			t.Errorf("ratios: %+v %+v %+v", p.Ratio, p.ReplicationCost, p.ReplicationCostFsync)
@@ -53,4 +60,19 @@ func TestNodeReplPair(t *testing.T) {
 		t.Errorf("no progress on stderr:\n%s", logs)
 	}
 	assertEmptyDir(t, dir)
+}
+
+// TestMedian: the median round by end-to-end time, unless a round failed.
+func TestMedian(t *testing.T) {
+	rs := []Result{{OK: true, EndToEndS: 3}, {OK: true, EndToEndS: 1}, {OK: true, EndToEndS: 2}}
+	if m := median(rs); m.EndToEndS != 2 {
+		t.Errorf("median of 3, 1, 2: %v", m.EndToEndS)
+	}
+	rs[2] = Result{Error: "boom", EndToEndS: 2}
+	if m := median(rs); m.Error != "boom" {
+		t.Errorf("a failed round was hidden: %+v", m)
+	}
+	if m := median(nil); m.OK {
+		t.Errorf("median of none: %+v", m)
+	}
 }

@@ -34,16 +34,18 @@ type Config struct {
 	// TuneCountFsync is the tasks per grid run in the fsync pairing.
 	TuneCountFsync int `json:"tune_count_fsync"`
 	// TuneCountRepl is the tasks per grid run in the repl pairing.
-	TuneCountRepl int     `json:"tune_count_repl,omitempty"`
-	Count         int     `json:"count"`
-	Size          int     `json:"size_bytes"`
-	Batch         int     `json:"batch"`
-	Producers     int     `json:"producers"`
-	Consumers     int     `json:"consumers"`
-	LeaseS        float64 `json:"lease_s"`
-	CPUs          int     `json:"cpus"`
-	GoVersion     string  `json:"go_version"`
-	Platform      string  `json:"platform"`
+	TuneCountRepl int `json:"tune_count_repl,omitempty"`
+	// ReplRounds is how many times the repl pairing's runs took turns.
+	ReplRounds int     `json:"repl_rounds,omitempty"`
+	Count      int     `json:"count"`
+	Size       int     `json:"size_bytes"`
+	Batch      int     `json:"batch"`
+	Producers  int     `json:"producers"`
+	Consumers  int     `json:"consumers"`
+	LeaseS     float64 `json:"lease_s"`
+	CPUs       int     `json:"cpus"`
+	GoVersion  string  `json:"go_version"`
+	Platform   string  `json:"platform"`
 }
 
 // Pair is one pairing: mqnode and JetStream at comparable durability.
@@ -71,6 +73,9 @@ type Pair struct {
 	Unreplicated         *Result `json:"unreplicated,omitempty"`
 	ReplicationCost      *Ratio  `json:"replication_cost,omitempty"`
 	ReplicationCostFsync *Ratio  `json:"replication_cost_fsync,omitempty"`
+	// Rounds are every run of the repl pairing, in the order they ran
+	// (the results above are the median rounds).
+	Rounds []Result `json:"rounds,omitempty"`
 }
 
 // Result is one peer's run.
