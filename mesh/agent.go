@@ -234,8 +234,10 @@ func (a *NodeAgent) Start(ctx context.Context) (err error) {
 	a.mu.Lock()
 	nRoutes, nGateways := len(a.topo.Routes), len(a.gateways)
 	a.mu.Unlock()
-	a.wg.Add(1)
+	a.feedPeers() // agent_repl.go
+	a.wg.Add(2)
 	go a.watch()
+	go a.gossipRepl()
 	a.log.Info("node joined the mesh", "routes", nRoutes, "gateways", nGateways)
 	return nil
 }
@@ -295,6 +297,7 @@ func (a *NodeAgent) handle(ev Event) {
 			}
 		}
 	case RoleNode:
+		a.feedPeers() // buddy choice and takeover (agent_repl.go)
 		if mb.Meta.IDC != a.cfg.Node.IDC || mb.Meta.Name == a.cfg.Node.Name {
 			return
 		}

@@ -43,6 +43,12 @@ type Meta struct {
 	NATSGateway string `json:"nats_gateway,omitempty"`
 	Version     string `json:"version,omitempty"`
 	Leaving     bool   `json:"leaving,omitempty"`
+	// Buddy replication of a node (agent_repl.go): its buddy (idc.name),
+	// state and lag in records, gossiped when they change (the lag at
+	// most every ReplMetaInterval).
+	Buddy     string `json:"buddy,omitempty"`
+	ReplState string `json:"repl_state,omitempty"`
+	ReplLag   uint64 `json:"repl_lag,omitempty"`
 }
 
 // memberID is the memberlist name of a member: unique per role, IDC, name.
@@ -52,7 +58,7 @@ func (m Meta) toPB() *meshpb.Meta {
 	return &meshpb.Meta{
 		Role: roleToPB(m.Role), Idc: m.IDC, Host: m.Host, Name: m.Name, Node: m.Node,
 		NatsClient: m.NATSClient, NatsCluster: m.NATSCluster, NatsGateway: m.NATSGateway,
-		Version: m.Version, Leaving: m.Leaving,
+		Version: m.Version, Leaving: m.Leaving, Buddy: m.Buddy, ReplState: m.ReplState, ReplLag: m.ReplLag,
 	}
 }
 
@@ -80,6 +86,7 @@ func metaFromPB(pb *meshpb.Meta) Meta {
 		IDC: pb.GetIdc(), Host: pb.GetHost(), Name: pb.GetName(), Node: pb.GetNode(),
 		NATSClient: pb.GetNatsClient(), NATSCluster: pb.GetNatsCluster(), NATSGateway: pb.GetNatsGateway(),
 		Version: pb.GetVersion(), Leaving: pb.GetLeaving(),
+		Buddy: pb.GetBuddy(), ReplState: pb.GetReplState(), ReplLag: pb.GetReplLag(),
 	}
 	switch pb.GetRole() {
 	case meshpb.Role_NODE:

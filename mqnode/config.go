@@ -227,10 +227,10 @@ type QueueConfig struct {
 	// Replicas: 1 copies the queue's writes (puts, acks, dead letters,
 	// DLQ changes) to the node's buddy; -1 switches a node default of 1
 	// off for this queue; 0 inherits. Default: Config.Replicas.
-	Replicas int `yaml:"replicas"`
+	Replicas int `yaml:"replicas,omitempty"`
 	// Replication is sync or async (see ReplicationMode). Default:
 	// Config.Replication.
-	Replication ReplicationMode `yaml:"replication"`
+	Replication ReplicationMode `yaml:"replication,omitempty"`
 }
 
 func (q QueueConfig) merge(over QueueConfig) QueueConfig {
@@ -306,7 +306,7 @@ func (c Config) WithDefaults() Config {
 		c.AutoCreateQueues = &t
 	}
 	setDefault(&c.Replication, ReplicationSync)
-	c.QueueDefaults = packageQueueDefaults.merge(QueueConfig{Replicas: c.Replicas, Replication: c.Replication}).merge(c.QueueDefaults)
+	c.QueueDefaults = packageQueueDefaults.merge(c.QueueDefaults)
 	c.Buddy = c.Buddy.WithDefaults(c.IDC)
 	setDefault(&c.DefaultLease, DefaultLease)
 	setDefault(&c.MaxLease, DefaultMaxLease)
@@ -419,6 +419,9 @@ func (c Config) Validate() error {
 	if c.Replicas < 0 || c.Replicas > 1 {
 		errs = append(errs, fmt.Errorf("replicas %d: want 0 or 1", c.Replicas))
 	}
+	if c.Replication != ReplicationSync && c.Replication != ReplicationAsync {
+		errs = append(errs, fmt.Errorf("replication %q: want sync or async", c.Replication))
+	}
 	if err := c.Buddy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -449,7 +452,7 @@ func (q QueueConfig) validate(field string) error {
 
 // queueConfig returns the effective settings of a queue.
 func (c *Config) queueConfig(name string) QueueConfig {
-	return c.QueueDefaults.merge(c.Queues[name])
+	return QueueConfig{Replicas: c.Replicas, Replication: c.Replication}.merge(c.QueueDefaults).merge(c.Queues[name])
 }
 
 // minDiskReserve is the space the next memtable and value-log files Badger

@@ -123,7 +123,7 @@
 // nodes joined by NATS routes and tells each about the others, and
 // SetGroupPeers re-tells them after one stops. Node.WaitReplicated waits
 // for the first confirmed copy. Node.Replication (also StatsReply.replication,
-// metrics mqnode_repl_*) reports buddy, state (off, no-buddy, connecting,
+// metrics mqmesh_repl_*) reports buddy, state (off, no-buddy, connecting,
 // reconciling, copying, replicated, down, fenced), epoch, lag, copy
 // progress, acknowledgements without the buddy, failed enqueues,
 // takeovers, and the primaries the node holds copies of.

@@ -67,7 +67,7 @@ type nodeCollector struct{ n *Node }
 func (n *Node) Collector() prometheus.Collector { return nodeCollector{n} }
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range nodeDescs {
+	for _, d := range append(nodeDescs, replDescs...) {
 		ch <- d
 	}
 	// The histograms' descriptions do not depend on a store being open.
@@ -91,6 +91,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, col := range st.obs.collectors() {
 		col.Collect(ch)
 	}
+	collectRepl(n, ch) // replmetrics.go
 	gauge := func(d *prometheus.Desc, v float64, l ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
 	}

@@ -143,7 +143,7 @@ func (q QueueConfig) validateReplication(field string) error {
 		return fmt.Errorf("%s.replicas %d: want 0 or 1 (-1 switches the node default off for a queue)", field, q.Replicas)
 	}
 	switch q.Replication {
-	case ReplicationSync, ReplicationAsync:
+	case "", ReplicationSync, ReplicationAsync:
 	default:
 		return fmt.Errorf("%s.replication %q: want sync or async", field, q.Replication)
 	}

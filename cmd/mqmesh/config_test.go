@@ -149,6 +149,8 @@ func TestConfigFlagsCoverEveryKey(t *testing.T) {
 			name = "no-throttle" // and --cpu-ceiling, --backend-budget; the rest by file
 		case key == "trace":
 			name = "trace-retention" // and --no-trace; the rest by file
+		case key == "buddy":
+			name = "buddy-idc" // and --takeover-after, --partition-policy; the rest by file
 		default:
 			name = strings.TrimPrefix(name, "queue_defaults.")
 		}

@@ -59,6 +59,11 @@ type memberJSON struct {
 	NATSCluster string `json:"nats_cluster"`
 	NATSGateway string `json:"nats_gateway"`
 	Version     string `json:"version"`
+	// Buddy replication of a node: its buddy (idc.name), replication
+	// state and lag in records, as last gossiped (every few seconds).
+	Buddy     string `json:"buddy,omitempty"`
+	ReplState string `json:"repl_state,omitempty"`
+	ReplLag   uint64 `json:"repl_lag,omitempty"`
 }
 
 func newMeshCommand() *cobra.Command {
@@ -115,10 +120,14 @@ func (o *membersOptions) run(ctx context.Context, stdout io.Writer) error {
 		return writeJSON(stdout, out)
 	}
 	tw := newTable(stdout)
-	fmt.Fprintln(tw, "ROLE\tIDC\tHOST\tNAME\tSTATE\tSINCE\tNATS\tGOSSIP")
+	fmt.Fprintln(tw, "ROLE\tIDC\tHOST\tNAME\tSTATE\tSINCE\tNATS\tGOSSIP\tREPLICA(BUDDY/STATE/LAG)")
 	for _, m := range out.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Role, m.IDC, dash(m.Host), m.Name, m.State,
-			formatTime(m.Since), dash(m.NATSClient), m.GossipAddr)
+		repl := "-"
+		if m.ReplState != "" {
+			repl = fmt.Sprintf("%s/%s/%d", dash(m.Buddy), m.ReplState, m.ReplLag)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Role, m.IDC, dash(m.Host), m.Name, m.State,
+			formatTime(m.Since), dash(m.NATSClient), m.GossipAddr, repl)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -138,7 +147,7 @@ func newMembersJSON(rep *meshpb.MembersReply) membersJSON {
 			Name: meta.GetName(), Node: meta.GetNode(), State: stateName(m.GetState()),
 			Since: unixMsTime(m.GetSinceUnixMs()), GossipAddr: m.GetGossipAddr(),
 			NATSClient: meta.GetNatsClient(), NATSCluster: meta.GetNatsCluster(), NATSGateway: meta.GetNatsGateway(),
-			Version: meta.GetVersion(),
+			Version: meta.GetVersion(), Buddy: meta.GetBuddy(), ReplState: meta.GetReplState(), ReplLag: meta.GetReplLag(),
 		})
 	}
 	return out

@@ -117,12 +117,12 @@ mesh:
 	// The table: a header and one row per member.
 	out := mustCLI(t, "mesh", "members", "--server", b.URL)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "ROLE IDC HOST NAME STATE SINCE NATS GOSSIP" {
+	if len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "ROLE IDC HOST NAME STATE SINCE NATS GOSSIP REPLICA(BUDDY/STATE/LAG)" {
 		t.Fatalf("table:\n%s", out)
 	}
 	for _, l := range lines[1:] {
 		f := strings.Fields(l)
-		if len(f) != 8 || f[0] != "node" || f[4] != "alive" || f[6] != want[f[3]].url || f[7] != want[f[3]].gossip {
+		if len(f) != 9 || f[8] != "-" || f[0] != "node" || f[4] != "alive" || f[6] != want[f[3]].url || f[7] != want[f[3]].gossip {
 			t.Fatalf("table row %q", l)
 		}
 	}

@@ -102,6 +102,11 @@ func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
 	fs.Int64Var(&c.ValueThreshold, "value-threshold", c.ValueThreshold, "records at least this large go to Badger's value log (bytes)")
 	fs.Int64Var(&c.ValueLogFileSize, "value-log-file-size", c.ValueLogFileSize, "size of one value-log file, the unit of value-log GC (bytes)")
 	fs.Int64Var(&c.DiskReserve, "disk-reserve", c.DiskReserve, "free disk space kept; below it enqueues answer DISK_FULL (bytes)")
+	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "1: copy every queue's writes to a buddy node chosen by gossip (buddy replication); 0: off")
+	fs.StringVar((*string)(&c.Replication), "replication", string(c.Replication), "replicated queues: sync (acknowledged once the buddy has the write) or async")
+	fs.StringVar(&c.Buddy.IDC, "buddy-idc", c.Buddy.IDC, "IDC the buddy is chosen in (default: the node's own); the rest of buddy.* by file")
+	fs.DurationVar(&c.Buddy.TakeoverAfter, "takeover-after", c.Buddy.TakeoverAfter, "the buddy takes over a node's tasks after gossip reported it down this long")
+	fs.StringVar((*string)(&c.Buddy.PartitionPolicy), "partition-policy", string(c.Buddy.PartitionPolicy), "sync enqueue while the buddy is unreachable: block, fail or local (acknowledge locally, alarm)")
 	q := &c.QueueDefaults
 	fs.Uint32Var(&q.MaxAttempts, "max-attempts", q.MaxAttempts, "queue default: deliveries before a task goes to the dead letter queue")
 	fs.DurationVar(&q.BackoffBase, "backoff-base", q.BackoffBase, "queue default: first retry delay after a nack (doubles per attempt)")

@@ -29,6 +29,8 @@ type statsJSON struct {
 	// Backends are the backends handlers report calls to, with their
 	// budgets and this node's share ([] when none).
 	Backends []backendJSON `json:"backends"`
+	// Replication is the node's buddy replication (stats_repl.go).
+	Replication *replJSON `json:"replication,omitempty"`
 }
 
 // throttleJSON is one throttle: what it limits, how far and why.
@@ -186,6 +188,9 @@ func (o *statsOptions) run(ctx context.Context, stdout, stderr io.Writer) error 
 	if err := writeThrottles(stdout, out); err != nil {
 		return err
 	}
+	if err := writeRepl(stdout, out.Replication); err != nil {
+		return err
+	}
 	return writeTotals(stdout, out)
 }
 
@@ -258,7 +263,8 @@ func newStatsJSON(rep *mqnode.StatsReply) statsJSON {
 			Name: info.GetName(), IDC: info.GetIdc(), Version: info.GetVersion(), Durability: info.GetDurability(),
 			StartedAt: unixMsTime(info.GetStartedUnixMs()), ServerID: info.GetServerId(), MaxPayload: info.GetMaxPayload(),
 		},
-		Queues: make([]queueStatsJSON, 0, len(queues)),
+		Queues:      make([]queueStatsJSON, 0, len(queues)),
+		Replication: newReplJSON(rep.Replication),
 	}
 	for _, q := range queues {
 		out.Queues = append(out.Queues, queueStatsJSON{

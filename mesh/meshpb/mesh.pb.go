@@ -130,17 +130,22 @@ func (State) EnumDescriptor() ([]byte, []int) {
 // Meta is what a member gossips about itself (memberlist node metadata,
 // at most 512 bytes).
 type Meta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Role          Role                   `protobuf:"varint,1,opt,name=role,proto3,enum=mqmesh.mesh.v1.Role" json:"role,omitempty"`
-	Idc           string                 `protobuf:"bytes,2,opt,name=idc,proto3" json:"idc,omitempty"`
-	Host          string                 `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
-	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`                                  // node name, or worker id
-	Node          string                 `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`                                  // worker: the node of its host ("" = worker-only host)
-	NatsClient    string                 `protobuf:"bytes,6,opt,name=nats_client,json=natsClient,proto3" json:"nats_client,omitempty"`    // nats://host:port
-	NatsCluster   string                 `protobuf:"bytes,7,opt,name=nats_cluster,json=natsCluster,proto3" json:"nats_cluster,omitempty"` // nats-route://host:port (nodes)
-	NatsGateway   string                 `protobuf:"bytes,8,opt,name=nats_gateway,json=natsGateway,proto3" json:"nats_gateway,omitempty"` // nats://host:port (nodes)
-	Version       string                 `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
-	Leaving       bool                   `protobuf:"varint,10,opt,name=leaving,proto3" json:"leaving,omitempty"` // set just before a graceful leave
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Role        Role                   `protobuf:"varint,1,opt,name=role,proto3,enum=mqmesh.mesh.v1.Role" json:"role,omitempty"`
+	Idc         string                 `protobuf:"bytes,2,opt,name=idc,proto3" json:"idc,omitempty"`
+	Host        string                 `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	Name        string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`                                  // node name, or worker id
+	Node        string                 `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`                                  // worker: the node of its host ("" = worker-only host)
+	NatsClient  string                 `protobuf:"bytes,6,opt,name=nats_client,json=natsClient,proto3" json:"nats_client,omitempty"`    // nats://host:port
+	NatsCluster string                 `protobuf:"bytes,7,opt,name=nats_cluster,json=natsCluster,proto3" json:"nats_cluster,omitempty"` // nats-route://host:port (nodes)
+	NatsGateway string                 `protobuf:"bytes,8,opt,name=nats_gateway,json=natsGateway,proto3" json:"nats_gateway,omitempty"` // nats://host:port (nodes)
+	Version     string                 `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
+	Leaving     bool                   `protobuf:"varint,10,opt,name=leaving,proto3" json:"leaving,omitempty"` // set just before a graceful leave
+	// Buddy replication (nodes; mqnode replicate.go): the buddy (idc.name),
+	// the replication state and the lag in records, as last gossiped.
+	Buddy         string `protobuf:"bytes,11,opt,name=buddy,proto3" json:"buddy,omitempty"`
+	ReplState     string `protobuf:"bytes,12,opt,name=repl_state,json=replState,proto3" json:"repl_state,omitempty"`
+	ReplLag       uint64 `protobuf:"varint,13,opt,name=repl_lag,json=replLag,proto3" json:"repl_lag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -243,6 +248,27 @@ func (x *Meta) GetLeaving() bool {
 		return x.Leaving
 	}
 	return false
+}
+
+func (x *Meta) GetBuddy() string {
+	if x != nil {
+		return x.Buddy
+	}
+	return ""
+}
+
+func (x *Meta) GetReplState() string {
+	if x != nil {
+		return x.ReplState
+	}
+	return ""
+}
+
+func (x *Meta) GetReplLag() uint64 {
+	if x != nil {
+		return x.ReplLag
+	}
+	return 0
 }
 
 type Member struct {
@@ -440,7 +466,7 @@ var File_mesh_proto protoreflect.FileDescriptor
 const file_mesh_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"mesh.proto\x12\x0emqmesh.mesh.v1\"\x99\x02\n" +
+	"mesh.proto\x12\x0emqmesh.mesh.v1\"\xe9\x02\n" +
 	"\x04Meta\x12(\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x14.mqmesh.mesh.v1.RoleR\x04role\x12\x10\n" +
 	"\x03idc\x18\x02 \x01(\tR\x03idc\x12\x12\n" +
@@ -453,7 +479,11 @@ const file_mesh_proto_rawDesc = "" +
 	"\fnats_gateway\x18\b \x01(\tR\vnatsGateway\x12\x18\n" +
 	"\aversion\x18\t \x01(\tR\aversion\x12\x18\n" +
 	"\aleaving\x18\n" +
-	" \x01(\bR\aleaving\"\xb4\x01\n" +
+	" \x01(\bR\aleaving\x12\x14\n" +
+	"\x05buddy\x18\v \x01(\tR\x05buddy\x12\x1d\n" +
+	"\n" +
+	"repl_state\x18\f \x01(\tR\treplState\x12\x19\n" +
+	"\brepl_lag\x18\r \x01(\x04R\areplLag\"\xb4\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x04meta\x18\x02 \x01(\v2\x14.mqmesh.mesh.v1.MetaR\x04meta\x12+\n" +
