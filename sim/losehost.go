@@ -3,9 +3,11 @@ package sim
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mqmesh/mqmesh/mqnode"
+	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
 // simBuddy is the replication of the replicated mode: the buddy takes a
@@ -48,4 +50,19 @@ func (m *metrics) wipe(host string) {
 		m.wiped = map[string]bool{}
 	}
 	m.wiped[host] = true
+}
+
+// awaitingTakeover is the standby records a node holds for primaries whose
+// node is down: tasks that wait for the takeover, part of the backlog (the
+// drain is not over before they run). A takeover imports them as the
+// node's own tasks and leaves none held.
+func (r *run) awaitingTakeover(rep *wirepb.StatsReply) uint64 {
+	var n uint64
+	for _, held := range rep.GetReplication().GetHeld() {
+		_, name, _ := strings.Cut(held.GetPrimary(), ".") // idc.name
+		if h := r.host(name); h != nil && !h.nodeUp.Load() {
+			n += uint64(max(held.GetRecords(), 0))
+		}
+	}
+	return n
 }

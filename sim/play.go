@@ -238,7 +238,7 @@ func (r *run) nodes() nodesView {
 			continue
 		}
 		q := rep.Queues[0]
-		n := q.Ready + q.Delayed + q.Leased
+		n := q.Ready + q.Delayed + q.Leased + r.awaitingTakeover(rep)
 		v.per[h.idc] += n
 		v.total += n
 		v.deferred += q.RetriesDeferredTotal
