@@ -71,15 +71,17 @@ func newSimCommand() *cobra.Command {
 (embedded NATS servers with routes and gateways, Badger stores, memberlist,
 backlog publishers and views, worker pools), plays a scenario's load and
 fault timeline, then plays it again in the scenario's other modes: baseline
-(cross-machine help switched off: every pool pulls only its own node) and/or
-unthrottled (the mesh with every node's overload protection off).
+(cross-machine help switched off: every pool pulls only its own node),
+unthrottled (the mesh with every node's overload protection off) and/or
+replicated (every node's tasks copied to a buddy, replicas: 1 sync).
 
 Without a file it runs the embedded default scenario (configs/sim/default.yaml):
 3 IDCs x 3 hosts; normal, one IDC's handlers degraded, two IDCs' pools lost,
 recovery. configs/sim/ also holds the overload scenarios: retry-storm.yaml
 (a backend fails 100% then recovers), backend-budget.yaml (3 nodes share a
 backend's budget), cpu-hog.yaml (a CPU hog with the CPU throttle on), and
-bad-deploy.yaml (handlers ack without working, then a replay repairs it). It
+bad-deploy.yaml (handlers ack without working, then a replay repairs it), and
+lose-host.yaml (a host lost with its disk, unreplicated and replicated). It
 prints the phase table and the work table (attempts, retries, backend calls,
 enqueue latency, node progress) on stdout (or --json) and writes
 report.html, backlog.svg, backlog.png and series.csv to --out.
