@@ -15,6 +15,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(crashChildEnv) != "" {
 		os.Exit(crashChild())
 	}
+	if os.Getenv(replChildEnv) != "" {
+		os.Exit(replChild())
+	}
 	goleak.VerifyTestMain(m, testlog.LeakOptions()...)
 }
 

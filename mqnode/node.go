@@ -279,10 +279,10 @@ func (n *Node) shutdownLocked(ctx context.Context) error {
 		close(n.shareStop)
 		<-n.shareDone
 	}
-	n.rp.close()
 	if n.svc != nil {
 		errs = append(errs, n.svc.stop(ctx))
 	}
+	n.rp.close() // after the service: enqueues waiting for the buddy end first
 	n.topicSync.close()
 	if n.nc != nil {
 		n.nc.Close()

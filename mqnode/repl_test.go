@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // replCfg is a test node config of a replicated group member.
@@ -215,5 +217,284 @@ func TestReplPartitionPolicies(t *testing.T) {
 				t.Fatalf("primary serves %d tasks, want at least 2", len(seen))
 			}
 		})
+	}
+}
+
+// replEnqueueN enqueues n tasks one request at a time and returns their ids.
+func replEnqueueN(t *testing.T, c *Client, queue string, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		res, err := c.Enqueue(ctxT(t), queue, &EnqueueItem{Payload: fmt.Appendf(nil, "t%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res[0].Id)
+	}
+	return ids
+}
+
+// TestReplPrimaryReturnsAndReconciles: the primary stops (disk kept), its
+// buddy takes over and completes part of the tasks; the primary returns,
+// holds its pulls until it has reconciled, and then serves none of the
+// tasks the buddy took (they stay with the buddy); each task runs once.
+func TestReplPrimaryReturnsAndReconciles(t *testing.T) {
+	a, b := startPair(t, nil, nil)
+	cfgA := a.Config()
+	ids := replEnqueueN(t, client(t, a), "jobs", 100)
+	if err := a.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	SetGroupPeers([]*Node{b}, []*Node{a})
+	eventually(t, 20*time.Second, "takeover", func() bool { return b.Replication().Takeovers == 1 })
+	cb := client(t, b)
+	ds, _, err := cb.Pull(ctxT(t), PullRequest{Queue: "jobs", MaxTasks: 40})
+	if err != nil || len(ds) != 40 {
+		t.Fatalf("pull on the buddy: %d %v", len(ds), err)
+	}
+	seen := map[string]int{}
+	for _, d := range ds {
+		seen[d.Task.Id]++
+		if _, err := cb.AckOne(ctxT(t), &AckItem{Receipt: d.Receipt}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The primary returns with its disk.
+	cfgA.Logger = testLogger(t)
+	a2, err := StartGroupMember(ctxT(t), cfgA, b.RouteURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a2.Stop(context.Background()) })
+	ca := client(t, a2)
+	SetGroupPeers([]*Node{a2, b}, nil)
+	if err := a2.WaitReplicated(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for id, n := range drainCount(t, ca, "jobs") {
+		seen[id] += n
+	}
+	for id, n := range drainCount(t, cb, "jobs") {
+		seen[id] += n
+	}
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Errorf("task %s ran %d times", id, seen[id])
+		}
+	}
+	if h := b.Replication().Held; len(h) != 1 || h[0].State != "standby" || h[0].Epoch < 3 {
+		t.Fatalf("buddy after reconcile: %+v", h)
+	}
+}
+
+// TestReplFencesStalePrimary: the buddy takes over a primary that is in
+// fact alive (gossip cut it off); the primary's next replicated write is
+// refused (FENCED: not acknowledged), it serves nothing until it has
+// reconciled, and then it works again under a newer epoch.
+func TestReplFencesStalePrimary(t *testing.T) {
+	a, b := startPair(t, nil, nil)
+	ca := client(t, a)
+	ids := replEnqueueN(t, ca, "jobs", 50)
+	oldEpoch := a.Replication().Epoch
+	SetGroupPeers([]*Node{b}, []*Node{a}) // b alone hears that a failed
+	eventually(t, 20*time.Second, "takeover", func() bool { return b.Replication().Takeovers == 1 })
+	if _, err := ca.Enqueue(ctxT(t), "jobs", &EnqueueItem{Payload: []byte("zombie")}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("enqueue on a fenced primary: %v, want ErrFenced", err)
+	}
+	// Gossip heals: the primary reconciles and replicates again.
+	SetGroupPeers([]*Node{a, b}, nil)
+	eventually(t, 20*time.Second, "replicated again", func() bool {
+		st := a.Replication()
+		return st.State == ReplReplicated && st.Epoch > oldEpoch+1
+	})
+	// The 50 tasks run on the buddy, not on the primary; the refused
+	// enqueue was stored on the primary and runs there.
+	onA, onB := drainCount(t, ca, "jobs"), drainCount(t, client(t, b), "jobs")
+	for _, id := range ids {
+		if onA[id] != 0 || onB[id] != 1 {
+			t.Errorf("task %s: %d on the primary, %d on the buddy", id, onA[id], onB[id])
+		}
+	}
+	if len(onA) != 1 {
+		t.Fatalf("primary delivered %d tasks, want the 1 refused enqueue", len(onA))
+	}
+}
+
+// TestReplReReplicatesAfterBuddyLoss: with three nodes, the primary's buddy
+// stops; the primary picks the other node and copies its current tasks to
+// it at the configured rate before it counts as replicated again.
+func TestReplReReplicatesAfterBuddyLoss(t *testing.T) {
+	cfgs := []Config{
+		replCfg(t, "a", func(c *Config) { c.Buddy.CopyRate = 2000 }),
+		replCfg(t, "b", func(c *Config) { c.Buddy.TakeoverAfter = time.Hour }),
+		replCfg(t, "c", func(c *Config) { c.Buddy.TakeoverAfter = time.Hour }),
+	}
+	nodes, err := StartGroup(ctxT(t), cfgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		t.Cleanup(func() { _ = n.Stop(context.Background()) })
+	}
+	a := nodes[0]
+	if err := a.WaitReplicated(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	enqueueConcurrently(t, client(t, a), "jobs", 1000)
+	first := a.Replication().Buddy
+	var lost, other *Node
+	for _, n := range nodes[1:] {
+		if n.peer(true).ID() == first {
+			lost = n
+		} else {
+			other = n
+		}
+	}
+	if err := lost.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	SetGroupPeers([]*Node{a, other}, []*Node{lost})
+	sawCopy := false
+	eventually(t, 30*time.Second, "re-replicated", func() bool {
+		st := a.Replication()
+		sawCopy = sawCopy || (st.State == ReplCopying && st.CopyTotal == 1000)
+		return st.State == ReplReplicated && st.Buddy == other.peer(true).ID()
+	})
+	took := time.Since(t0)
+	st := a.Replication()
+	if st.CopyDone != 1000 || st.CopyTotal != 1000 {
+		t.Fatalf("copy progress %d/%d, want 1000/1000", st.CopyDone, st.CopyTotal)
+	}
+	// 1000 tasks + 0 dedup keys at 2000/s: at least ~0.5 s.
+	if took < 400*time.Millisecond {
+		t.Fatalf("copy of 1000 records at copy_rate 2000 took %s: rate not bounded", took)
+	}
+	held := other.Replication().Held
+	found := false
+	for _, h := range held {
+		if h.Primary == "local.a" {
+			found = h.Records == 1000 && h.CopyDone && h.State == "standby"
+		}
+	}
+	if !found || !sawCopy {
+		t.Fatalf("new buddy holds %+v (saw copying: %v)", held, sawCopy)
+	}
+}
+
+// TestReplAsyncLagBounded: async enqueues are acknowledged locally; with a
+// buddy slower than the primary (fsync there, async here) the lag stays
+// within max_lag (plus one group of concurrent writes) under lag_policy
+// block, and it is reported.
+func TestReplAsyncLagBounded(t *testing.T) {
+	const maxLag = 40
+	a, _ := startPair(t, func(c *Config) {
+		c.Replication = ReplicationAsync
+		c.Buddy.MaxLag = maxLag
+	}, func(c *Config) { c.Durability = DurabilityFsync })
+	ca := client(t, a)
+	stop := make(chan struct{})
+	var peak int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			peak = max(peak, a.Replication().LagRecords)
+		}
+	}()
+	acked, failed := enqueueConcurrently(t, ca, "jobs", 3000)
+	close(stop)
+	<-done
+	if failed != 0 || len(acked) != 3000 {
+		t.Fatalf("acked %d failed %d", len(acked), failed)
+	}
+	t.Logf("peak lag %d records (max_lag %d)", peak, maxLag)
+	if peak > maxLag+64 {
+		t.Fatalf("lag peaked at %d, max_lag %d", peak, maxLag)
+	}
+	eventually(t, 10*time.Second, "lag drains", func() bool { return a.Replication().LagRecords == 0 })
+	if st := a.Replication(); st.AckedRecords < 3000 {
+		t.Fatalf("buddy confirmed %d records", st.AckedRecords)
+	}
+}
+
+// TestReplVisible: the replication of a task shows in its trace (to whom),
+// in the stats reply and in the metrics.
+func TestReplVisible(t *testing.T) {
+	a, b := startPair(t, nil, nil)
+	ca := client(t, a)
+	id := replEnqueueN(t, ca, "jobs", 1)[0]
+	reps, err := FindTrace(ctxT(t), ca.Conn(), id, 5*time.Second)
+	if err != nil || len(reps) != 1 {
+		t.Fatalf("trace: %v %v", reps, err)
+	}
+	if r := reps[0]; r.ReplicatedTo != "local.b" || r.ReplMode != "sync" || r.ReplState != ReplReplicated {
+		t.Fatalf("trace replication: to %q mode %q state %q", r.ReplicatedTo, r.ReplMode, r.ReplState)
+	}
+	rep, err := ca.StatsReply(ctxT(t), "")
+	if err != nil || rep.Replication.GetBuddy() != "local.b" || !rep.Replication.GetEnabled() {
+		t.Fatalf("stats replication: %+v %v", rep.GetReplication(), err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			key := mf.GetName()
+			for _, l := range m.Label {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if got["mqmesh_repl_state,state=replicated"] != 1 || got["mqmesh_repl_shipped_records_total"] < 1 {
+		t.Fatalf("metrics: state %v shipped %v", got["mqmesh_repl_state,state=replicated"], got["mqmesh_repl_shipped_records_total"])
+	}
+	// b holds a's copy and says so.
+	if got := b.Replication().Held; len(got) != 1 || got[0].Records != 1 {
+		t.Fatalf("buddy held %+v", got)
+	}
+}
+
+// TestReplPrimaryRestartsWithEmptyDisk: the primary loses its disk and is
+// back before takeover_after; it starts with no replication state while
+// its buddy holds its copy, so the buddy takes the copy over at once
+// instead of dropping it for the new epoch: no task lost.
+func TestReplPrimaryRestartsWithEmptyDisk(t *testing.T) {
+	a, b := startPair(t, nil, func(c *Config) { c.Buddy.TakeoverAfter = time.Hour })
+	cfgA := a.Config()
+	ids := replEnqueueN(t, client(t, a), "jobs", 200)
+	if err := a.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(cfgA.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	a2, err := StartGroupMember(ctxT(t), cfgA, b.RouteURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a2.Stop(context.Background()) })
+	SetGroupPeers([]*Node{a2, b}, nil)
+	if err := a2.WaitReplicated(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Replication().Takeovers; n != 1 {
+		t.Fatalf("buddy takeovers %d, want 1", n)
+	}
+	seen := drainCount(t, client(t, b), "jobs")
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Fatalf("task %s delivered %d times by the buddy", id, seen[id])
+		}
 	}
 }

@@ -121,6 +121,19 @@ func (r *replicator) handleOp(op string, data []byte) (*wirepb.ReplReply, error)
 		return &wirepb.ReplReply{State: held.State, Epoch: held.Epoch}, nil
 	case opReplShip:
 		return r.applyShip(ctx, pid, held, req)
+	case opReplTakeover:
+		// The primary lost its store (it starts with no replication
+		// state while this buddy holds its copy): take over now rather
+		// than let its next epoch drop the copy.
+		if held.State == wirepb.ReplHeldState_HELD_STANDBY {
+			if err := r.takeoverLocked(pid, 0); err != nil {
+				return nil, err
+			}
+			if held, err = r.loadHeld(pid); err != nil {
+				return nil, err
+			}
+		}
+		return &wirepb.ReplReply{State: held.State, Epoch: held.Epoch}, nil
 	case opReplReconcile:
 		keys, more, err := r.tookOverPage(pid, req.After)
 		return &wirepb.ReplReply{State: held.State, Epoch: held.Epoch, Keys: keys, More: more}, err

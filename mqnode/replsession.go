@@ -20,6 +20,7 @@ const (
 	opReplShip      = "ship"
 	opReplReconcile = "recon"
 	opReplRelease   = "release"
+	opReplTakeover  = "takeover"
 )
 
 // ReplSubject is the subject of replication operation op on node name in
@@ -207,6 +208,15 @@ func (r *replicator) open() error {
 	if err != nil {
 		return r.openFailed(err)
 	}
+	if hello.State == wirepb.ReplHeldState_HELD_STANDBY && epoch == 0 && hello.Epoch > 0 {
+		// This node has no replication state but its buddy holds a copy
+		// of it: the node lost its store. The buddy takes the copy over
+		// (its tasks are not dropped by a new epoch); then reconcile.
+		r.log.Warn("this node lost its store while its buddy holds its copy: asking the buddy to take the copy over", "buddy", b.ID(), "epoch", hello.Epoch)
+		if hello, err = r.request(ctx, b, opReplTakeover, &wirepb.ReplRequest{PrimaryIdc: r.self.IDC, Primary: r.self.Name}); err != nil {
+			return r.openFailed(err)
+		}
+	}
 	if hello.State == wirepb.ReplHeldState_HELD_TAKEN_OVER {
 		r.mu.Lock()
 		r.last = b
@@ -295,4 +305,19 @@ func (r *replicator) status() *wirepb.ReplStatus {
 	r.mu.Unlock()
 	st.Held = r.heldStatus() // replserve.go
 	return st
+}
+
+// queueReplication says where a queue's writes are copied: the buddy,
+// the state and the mode ("" when the queue is not replicated).
+func (r *replicator) queueReplication(queue string) (buddy, state, mode string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.modeLocked(queue)
+	if m == "" {
+		return "", "", ""
+	}
+	if r.buddy.Name != "" {
+		buddy = r.buddy.ID()
+	}
+	return buddy, r.state, string(m)
 }

@@ -47,6 +47,11 @@ func (r *replicator) takeover(pid string, down time.Duration) error {
 	l := r.primaryLock(pid)
 	l.Lock()
 	defer l.Unlock()
+	return r.takeoverLocked(pid, down)
+}
+
+// takeoverLocked is takeover with the primary's lock held.
+func (r *replicator) takeoverLocked(pid string, down time.Duration) error {
 	held, err := r.loadHeld(pid)
 	if err != nil || held.State != wirepb.ReplHeldState_HELD_STANDBY {
 		return err

@@ -38,6 +38,9 @@ func (s *service) traceFind(_ context.Context, b []byte) proto.Message {
 		rep.Error = err.Error()
 	}
 	rep.Events = evs
+	if len(evs) > 0 {
+		rep.ReplicatedTo, rep.ReplState, rep.ReplMode = s.n.rp.queueReplication(evs[0].Queue)
+	}
 	return rep
 }
 

@@ -28,6 +28,12 @@ type traceJSON struct {
 	IDC    string           `json:"idc"`  // the node that owns the task
 	Node   string           `json:"node"` //
 	Events []traceEventJSON `json:"events"`
+	// Buddy replication of the task's queue on its node: the buddy the
+	// task is copied to (idc.name), the mode and the replication state;
+	// empty when the queue is not replicated.
+	ReplicatedTo string `json:"replicated_to,omitempty"`
+	ReplMode     string `json:"repl_mode,omitempty"`
+	ReplState    string `json:"repl_state,omitempty"`
 }
 
 // traceEventJSON is one step (see mqnode/tracepb.Event for each field).
@@ -102,7 +108,8 @@ func (o *traceOptions) run(ctx context.Context, w io.Writer, id string) error {
 }
 
 func toTraceJSON(id string, rep *tracepb.TraceReply) traceJSON {
-	out := traceJSON{TaskID: id, IDC: rep.Idc, Node: rep.Node, Events: make([]traceEventJSON, 0, len(rep.Events))}
+	out := traceJSON{TaskID: id, IDC: rep.Idc, Node: rep.Node, Events: make([]traceEventJSON, 0, len(rep.Events)),
+		ReplicatedTo: rep.ReplicatedTo, ReplMode: rep.ReplMode, ReplState: rep.ReplState}
 	for _, e := range rep.Events {
 		out.Events = append(out.Events, traceEventJSON{
 			Time: time.UnixMilli(e.TimeUnixMs).UTC(), Kind: e.Kind, Queue: e.Queue, Attempt: e.Attempt,
@@ -120,6 +127,13 @@ func printTrace(w io.Writer, t traceJSON) error {
 		queue = t.Events[0].Queue
 	}
 	fmt.Fprintf(w, "task %s on node %s/%s, queue %s: %d events\n", t.TaskID, t.IDC, t.Node, queue, len(t.Events))
+	if t.ReplMode != "" {
+		to := t.ReplicatedTo
+		if to == "" {
+			to = "no buddy"
+		}
+		fmt.Fprintf(w, "replicated (%s) to %s, replication %s\n", t.ReplMode, to, t.ReplState)
+	}
 	tw := newTable(w)
 	var first time.Time
 	for i, e := range t.Events {

@@ -254,11 +254,17 @@ func (x *TraceRequest) GetTaskId() string {
 }
 
 type TraceReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Error         string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"` // the node could not look (store closed, ...)
-	Idc           string                 `protobuf:"bytes,2,opt,name=idc,proto3" json:"idc,omitempty"`
-	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
-	Events        []*Event               `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"` // empty: the node does not know the task
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Error  string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"` // the node could not look (store closed, ...)
+	Idc    string                 `protobuf:"bytes,2,opt,name=idc,proto3" json:"idc,omitempty"`
+	Node   string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Events []*Event               `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"` // empty: the node does not know the task
+	// Buddy replication of the task's queue on this node: the buddy
+	// (idc.name) it is copied to, and the replication state; "" when the
+	// queue is not replicated.
+	ReplicatedTo  string `protobuf:"bytes,5,opt,name=replicated_to,json=replicatedTo,proto3" json:"replicated_to,omitempty"`
+	ReplState     string `protobuf:"bytes,6,opt,name=repl_state,json=replState,proto3" json:"repl_state,omitempty"`
+	ReplMode      string `protobuf:"bytes,7,opt,name=repl_mode,json=replMode,proto3" json:"repl_mode,omitempty"` // sync or async
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -321,6 +327,27 @@ func (x *TraceReply) GetEvents() []*Event {
 	return nil
 }
 
+func (x *TraceReply) GetReplicatedTo() string {
+	if x != nil {
+		return x.ReplicatedTo
+	}
+	return ""
+}
+
+func (x *TraceReply) GetReplState() string {
+	if x != nil {
+		return x.ReplState
+	}
+	return ""
+}
+
+func (x *TraceReply) GetReplMode() string {
+	if x != nil {
+		return x.ReplMode
+	}
+	return ""
+}
+
 var File_trace_proto protoreflect.FileDescriptor
 
 const file_trace_proto_rawDesc = "" +
@@ -350,13 +377,17 @@ const file_trace_proto_rawDesc = "" +
 	"\x05child\x18\x11 \x01(\tR\x05child\x12 \n" +
 	"\vtraceparent\x18\x12 \x01(\tR\vtraceparent\"'\n" +
 	"\fTraceRequest\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\tR\x06taskId\"x\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\xd9\x01\n" +
 	"\n" +
 	"TraceReply\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x10\n" +
 	"\x03idc\x18\x02 \x01(\tR\x03idc\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12.\n" +
-	"\x06events\x18\x04 \x03(\v2\x16.mqmesh.trace.v1.EventR\x06eventsB)Z'github.com/mqmesh/mqmesh/mqnode/tracepbb\x06proto3"
+	"\x06events\x18\x04 \x03(\v2\x16.mqmesh.trace.v1.EventR\x06events\x12#\n" +
+	"\rreplicated_to\x18\x05 \x01(\tR\freplicatedTo\x12\x1d\n" +
+	"\n" +
+	"repl_state\x18\x06 \x01(\tR\treplState\x12\x1b\n" +
+	"\trepl_mode\x18\a \x01(\tR\breplModeB)Z'github.com/mqmesh/mqmesh/mqnode/tracepbb\x06proto3"
 
 var (
 	file_trace_proto_rawDescOnce sync.Once
