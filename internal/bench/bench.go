@@ -89,8 +89,11 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 
 func (o *nodeOptions) validate() error {
 	var errs []error
-	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 || o.tuneCount < 1 || o.tuneCountFsync < 1 || o.tuneCountRepl < 1 || o.replRounds < 1 {
-		errs = append(errs, errors.New("--count, --tune-count, --tune-count-fsync, --tune-count-repl, --repl-rounds, --batch, --producers and --consumers must be at least 1"))
+	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 || o.tuneCount < 1 || o.tuneCountFsync < 1 {
+		errs = append(errs, errors.New("--count, --tune-count, --tune-count-fsync, --batch, --producers and --consumers must be at least 1"))
+	}
+	if slices.Contains(o.pairs, durRepl) && (o.tuneCountRepl < 1 || o.replRounds < 1) {
+		errs = append(errs, errors.New("--tune-count-repl and --repl-rounds must be at least 1"))
 	}
 	for _, p := range o.peers {
 		if p != peerJetStream && p != peerRiver {
