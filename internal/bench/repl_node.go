@@ -63,5 +63,5 @@ func replFigures(ctx context.Context, p peer) (*ReplFigures, error) {
 	}
 	st := rep.GetReplication()
 	return &ReplFigures{State: st.GetState(), AckedRecords: st.GetAckedRecords(), Batches: st.GetBatches(),
-		UnreplicatedAcks: st.GetUnreplicatedAcks()}, nil
+		UnreplicatedAcks: st.GetUnreplicatedAcks(), LastBatchRTTMs: st.GetBatchRttMs()}, nil
 }

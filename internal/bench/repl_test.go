@@ -37,7 +37,7 @@ func TestNodeReplPair(t *testing.T) {
 		}
 		// Every enqueue and every ack's delete is a record the buddy
 		// confirmed before the enqueue was acknowledged.
-		if f != nil && (f.State != "replicated" || f.AckedRecords < 1500 || f.Batches == 0 || f.UnreplicatedAcks != 0) {
+		if f != nil && (f.State != "replicated" || f.AckedRecords < 1500 || f.Batches == 0 || f.UnreplicatedAcks != 0 || f.LastBatchRTTMs <= 0) {
 			t.Errorf("%s %s: replication figures %+v", res.Peer, res.Durability, *f)
 		}
 	}

@@ -121,6 +121,9 @@ type ReplFigures struct {
 	// UnreplicatedAcks are enqueues acknowledged without the buddy (0 in
 	// sync mode with the buddy up).
 	UnreplicatedAcks uint64 `json:"unreplicated_acks"`
+	// LastBatchRTTMs is the last shipping round trip, as the primary
+	// measured it.
+	LastBatchRTTMs float64 `json:"last_batch_rtt_ms"`
 }
 
 // Ratio is mqnode / JetStream for each figure.
@@ -251,8 +254,8 @@ func writeTable(w io.Writer, r *Report) error {
 		for _, p := range r.Pairs {
 			for _, res := range p.results() {
 				if f := res.Replication; f != nil {
-					fmt.Fprintf(&b, "%s %s %s: buddy %s, %d records confirmed in %d batches (%.0f per round trip), %d enqueues acknowledged without it\n",
-						p.Pair, res.Peer, res.Durability, f.State, f.AckedRecords, f.Batches, ratio(float64(f.AckedRecords), float64(f.Batches)), f.UnreplicatedAcks)
+					fmt.Fprintf(&b, "%s %s %s: buddy %s, %d records confirmed in %d batches (%.0f per round trip; last round trip %.1f ms), %d enqueues acknowledged without it\n",
+						p.Pair, res.Peer, res.Durability, f.State, f.AckedRecords, f.Batches, ratio(float64(f.AckedRecords), float64(f.Batches)), f.LastBatchRTTMs, f.UnreplicatedAcks)
 				}
 			}
 		}
