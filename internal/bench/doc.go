@@ -59,7 +59,10 @@
 //     of replication (replicated / unreplicated fsync).
 //     The four runs take turns --repl-rounds times (3), so that each sees
 //     the machine as the others did, and each reported figure is its
-//     median round's (every round is in --json under rounds).
+//     median round's (every round is in --json under rounds). For each
+//     mqnode-r1 run the report adds what the primary's stats say of its
+//     buddy: records confirmed, round trips, the last round trip, and
+//     enqueues acknowledged without it (0 in sync mode).
 //
 // The workload, the same for every peer (as driven by the baseline drive
 // of --producers, --batch and --consumers, which --tune=false runs; the
