@@ -9,13 +9,15 @@
 //
 // A scenario runs in each of its modes, one after the other, and the
 // report puts them side by side: mesh (as configured), baseline (every
-// pool pulls only its own node: the single-host design the mesh replaces)
-// and unthrottled (the mesh with every node's overload protection off).
+// pool pulls only its own node: the single-host design the mesh replaces),
+// unthrottled (the mesh with every node's overload protection off) and
+// replicated (the mesh with every node's tasks copied to a buddy, replicas:
+// 1 sync; lose-host shows what that saves).
 //
 // # Faults
 //
 // The timeline (Event) degrades an IDC's handlers, kills pools or nodes,
-// removes hosts, cuts or slows an IDC's gateway links, makes the handlers'
+// loses hosts with their disks (lose-host), removes hosts, cuts or slows an IDC's gateway links, makes the handlers'
 // backend refuse every call (backend-fail, backend-recover) and burns CPU
 // in the process (cpu-hog, cpu-calm), or plays a bad deploy whose handlers
 // ack without working and its repair by replay (bad-deploy, replay; see
@@ -47,6 +49,7 @@
 //
 // The scenario files of configs/sim/ are the examples: default.yaml (an
 // IDC failure), node-crash.yaml, partition.yaml, and the overload ones,
-// retry-storm.yaml, backend-budget.yaml and cpu-hog.yaml, and bad-deploy.yaml
-// (a bad deploy repaired by replay).
+// retry-storm.yaml, backend-budget.yaml and cpu-hog.yaml, bad-deploy.yaml
+// (a bad deploy repaired by replay), and lose-host.yaml (a host lost with
+// its disk, without and with replication).
 package sim

@@ -28,6 +28,8 @@ type metrics struct {
 	origins                  map[string]time.Duration // node → its first enqueue
 	// outages are the backend's down and up times (up < 0: still down).
 	outages []outage
+	// wiped are the hosts lose-host took with their disks (losehost.go).
+	wiped map[string]bool
 }
 
 type outage struct{ down, up time.Duration }

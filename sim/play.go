@@ -238,7 +238,7 @@ func (r *run) nodes() nodesView {
 			continue
 		}
 		q := rep.Queues[0]
-		n := q.Ready + q.Delayed + q.Leased
+		n := q.Ready + q.Delayed + q.Leased + r.awaitingTakeover(rep)
 		v.per[h.idc] += n
 		v.total += n
 		v.deferred += q.RetriesDeferredTotal
@@ -308,6 +308,8 @@ func (r *run) apply(ctx context.Context, ev Event) error {
 		h := r.host(ev.Host)
 		r.stopPool(h, false)
 		r.stopNode(h, false)
+	case "lose-host":
+		return r.loseHost(r.host(ev.Host))
 	case "restart-node":
 		h := r.host(ev.Host)
 		if h.nodeUp.Load() {

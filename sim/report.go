@@ -28,10 +28,14 @@ type ModeReport struct {
 	// the end: not on a dead node (Stranded), not in a live node's queue
 	// (StillQueued: the drain timed out) or dead letter queue. Nodes hold
 	// only the simulation's tasks, so this is counted, not matched by id.
-	Lost        int `json:"lost"`
-	Stranded    int `json:"stranded"`     // on a node still down at the end
-	StillQueued int `json:"still_queued"` // in a live node's queue at the end
-	Duplicates  int `json:"duplicate_deliveries"`
+	Lost     int `json:"lost"`
+	Stranded int `json:"stranded"` // on a node still down at the end
+	// OnLostDisk counts the tasks enqueued on hosts lose-host took, and
+	// LostOnLostDisk those of them never completed and held by no node.
+	OnLostDisk     int `json:"on_lost_disk,omitempty"`
+	LostOnLostDisk int `json:"lost_on_lost_disk,omitempty"`
+	StillQueued    int `json:"still_queued"` // in a live node's queue at the end
+	Duplicates     int `json:"duplicate_deliveries"`
 	// DeadLettered is how many tasks sit in the dead letter queues at the
 	// end (not lost: kept with a reason, e.g. a corrupt record).
 	DeadLettered uint64 `json:"dead_lettered"`
@@ -152,12 +156,20 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 		}
 	}
 	var unfinished []string
+	wipedLeft := 0
 	for id, host := range m.enqueued {
 		n := m.completions[id]
+		if m.wiped[host] {
+			mr.OnLostDisk++
+		}
 		switch {
 		case n > 0:
 			mr.Completed++
 			mr.Duplicates += n - 1
+		case m.wiped[host]:
+			// Its disk is gone: lost unless another node holds it.
+			unfinished = append(unfinished, id)
+			wipedLeft++
 		case down[host]:
 			mr.Stranded++
 		default:
@@ -166,6 +178,7 @@ func (r *run) summarize(after time.Duration, drained bool) *ModeReport {
 	}
 	mr.StillQueued = min(len(unfinished), int(held.total))
 	mr.Lost = max(0, len(unfinished)-int(held.total+held.dead))
+	mr.LostOnLostDisk = min(mr.Lost, wipedLeft)
 	mr.Deploy = r.deploy.report(m.completions)
 	if mr.Lost > 0 {
 		r.log.Error("tasks never completed and not held by any node", "mode", r.mode, "lost", mr.Lost, "some", unfinished[:min(5, len(unfinished))])
@@ -288,8 +301,12 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if m.StillQueued > 0 {
 			queued = fmt.Sprintf(", %d still queued", m.StillQueued)
 		}
-		fmt.Fprintf(w, "%s: %d enqueued, %d completed, %d lost, %d stranded on dead nodes%s, %d dead-lettered, %d duplicate deliveries; peak backlog %d; %s\n",
-			m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, queued, m.DeadLettered, m.Duplicates, m.PeakBacklog, drain)
+		lostDisk := ""
+		if m.OnLostDisk > 0 {
+			lostDisk = fmt.Sprintf(" (%d of the %d enqueued on hosts lost with their disks)", m.LostOnLostDisk, m.OnLostDisk)
+		}
+		fmt.Fprintf(w, "%s: %d enqueued, %d completed, %d lost%s, %d stranded on dead nodes%s, %d dead-lettered, %d duplicate deliveries; peak backlog %d; %s\n",
+			m.Mode, m.Enqueued, m.Completed, m.Lost, lostDisk, m.Stranded, queued, m.DeadLettered, m.Duplicates, m.PeakBacklog, drain)
 		writeDeploy(w, m.Mode, m.Deploy)
 	}
 	fmt.Fprintln(w)

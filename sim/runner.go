@@ -150,6 +150,7 @@ func (r *run) startNode(ctx context.Context, h *simHost) error {
 	cfg.Node.Throttle, cfg.Node.CPUSampler = r.s.Throttle.Config(r.mode), cpuSampler(r.s.Throttle.CPU.Sampler)
 	cfg.Node.QueueDefaults = mqnode.QueueConfig{BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, MaxAttempts: 1000,
 		KeepSettled: r.s.keepSettled()}
+	cfg.Node.Replicas, cfg.Node.Buddy = replicasOf(r.mode), simBuddy
 	n, err := r.cluster.StartNode(ctx, cfg)
 	if err != nil {
 		return err

@@ -44,8 +44,9 @@ type Scenario struct {
 	// for the backlog to reach zero. Default 30s.
 	Drain Duration `yaml:"drain"`
 	// Modes to run, one after the other, reported side by side: mesh (the
-	// mesh as configured), baseline (every pool pulls only its own node)
-	// and unthrottled (the mesh with throttle.disabled). Default: mesh,
+	// mesh as configured), baseline (every pool pulls only its own node),
+	// unthrottled (the mesh with throttle.disabled) and replicated (the
+	// mesh with every node's tasks copied to a buddy in sync mode). Default: mesh,
 	// baseline.
 	Modes []string `yaml:"modes"`
 	// Sample is the period of the time series. Default 250ms.
@@ -128,8 +129,9 @@ type Event struct {
 	// Action: normal (no change), degrade (IDC's handlers Slowdown× slower
 	// with ErrorRate failures), restore (undo degrade), kill-pools (an
 	// IDC's worker pools die without a word), restore-pools, kill-node (a
-	// host's node and pool stop abruptly), restart-node, remove-host (a
-	// host leaves gracefully), partition (an IDC's gateway links black-
+	// host's node and pool stop abruptly), restart-node, lose-host (the
+	// host dies for good with its disk: killed, its data directory
+	// deleted, never restarted), remove-host (a host leaves gracefully), partition (an IDC's gateway links black-
 	// holed: nothing reaches it from other IDCs), slow-link (Latency added
 	// each way on an IDC's gateway links), heal (undo partition/slow-link),
 	// restore-all; backend-fail (the IDC's backend, or every IDC's when
@@ -159,7 +161,7 @@ type Event struct {
 }
 
 // Actions the runner knows.
-var Actions = []string{"normal", "degrade", "restore", "kill-pools", "restore-pools", "kill-node", "restart-node", "remove-host", "partition", "slow-link", "heal", "restore-all",
+var Actions = []string{"normal", "degrade", "restore", "kill-pools", "restore-pools", "kill-node", "restart-node", "lose-host", "remove-host", "partition", "slow-link", "heal", "restore-all",
 	"backend-fail", "backend-recover", "cpu-hog", "cpu-calm", "bad-deploy", "replay"}
 
 // Duration is a time.Duration that YAML writes as "1.5s".
@@ -279,10 +281,14 @@ const (
 	// ModeUnthrottled is the mesh with every throttle switched off
 	// (throttle.disabled), to compare with.
 	ModeUnthrottled = "unthrottled"
+	// ModeReplicated is the mesh with every node's queues replicated to a
+	// buddy (replicas: 1, sync; losehost.go), to compare with the mesh's
+	// single copy under lose-host.
+	ModeReplicated = "replicated"
 )
 
 // Modes lists the modes a scenario may name.
-var Modes = []string{ModeMesh, ModeBaseline, ModeUnthrottled}
+var Modes = []string{ModeMesh, ModeBaseline, ModeUnthrottled, ModeReplicated}
 
 // Filters the scenario may name.
 var Filters = []string{"local-only", "local-idc", "everything", "noisy-neighbour"}
@@ -389,7 +395,7 @@ func (s Scenario) Validate() error {
 			if ev.Procs < 0 || ev.Procs > 256 {
 				bad(f+".procs", "%d: want 0..256 CPU burners (0: GOMAXPROCS)", ev.Procs)
 			}
-		case "kill-node", "restart-node", "remove-host":
+		case "kill-node", "restart-node", "lose-host", "remove-host":
 			if err := s.checkTarget(idcs, ev.IDC, ev.Host); err != nil || ev.Host == "" {
 				bad(f+".host", "%s needs an existing host (e.g. %s-h1): %v", ev.Action, s.Topology.IDCs[0].Name, err)
 			}

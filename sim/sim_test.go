@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"reflect"
 	"strings"
@@ -44,6 +45,19 @@ drain: 30s
 // no task is lost or stranded and that the backlog drained in every mode.
 func runShort(t *testing.T, doc string) (*Report, Scenario) {
 	t.Helper()
+	rep, s := play(t, doc, 4)
+	for _, m := range rep.Modes {
+		if m.Lost != 0 || m.Stranded != 0 || m.Completed != m.Enqueued || !m.Drained {
+			t.Errorf("%s: %d enqueued, %d completed, %d lost, %d stranded, drained %v", m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, m.Drained)
+		}
+	}
+	return rep, s
+}
+
+// play plays a scenario in every mode on the real components and logs its
+// tables (the components' logs from level on).
+func play(t *testing.T, doc string, level slog.Level) (*Report, Scenario) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("simulation skipped in -short mode")
 	}
@@ -51,18 +65,13 @@ func runShort(t *testing.T, doc string) (*Report, Scenario) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Run(context.Background(), s, Options{Dir: t.TempDir(), Logger: testlog.NewLevel(t, 4)})
+	rep, err := Run(context.Background(), s, Options{Dir: t.TempDir(), Logger: testlog.NewLevel(t, level)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
 	_ = rep.WriteTable(&buf)
 	t.Log("\n" + buf.String())
-	for _, m := range rep.Modes {
-		if m.Lost != 0 || m.Stranded != 0 || m.Completed != m.Enqueued || !m.Drained {
-			t.Errorf("%s: %d enqueued, %d completed, %d lost, %d stranded, drained %v", m.Mode, m.Enqueued, m.Completed, m.Lost, m.Stranded, m.Drained)
-		}
-	}
 	return rep, s
 }
 

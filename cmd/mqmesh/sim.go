@@ -72,18 +72,22 @@ func newSimCommand() *cobra.Command {
 (embedded NATS servers with routes and gateways, Badger stores, memberlist,
 backlog publishers and views, worker pools), plays a scenario's load and
 fault timeline, then plays it again in the scenario's other modes: baseline
-(cross-machine help switched off: every pool pulls only its own node) and/or
-unthrottled (the mesh with every node's overload protection off).
+(cross-machine help switched off: every pool pulls only its own node),
+unthrottled (the mesh with every node's overload protection off) and/or
+replicated (every node's tasks copied to a buddy, replicas: 1 sync).
 
 Without a file it runs the embedded default scenario (configs/sim/default.yaml):
 3 IDCs x 3 hosts; normal, one IDC's handlers degraded, two IDCs' pools lost,
 recovery. configs/sim/ also holds the overload scenarios: retry-storm.yaml
 (a backend fails 100% then recovers), backend-budget.yaml (3 nodes share a
 backend's budget), cpu-hog.yaml (a CPU hog with the CPU throttle on), and
-bad-deploy.yaml (handlers ack without working, then a replay repairs it). It
+bad-deploy.yaml (handlers ack without working, then a replay repairs it), and
+lose-host.yaml (a host lost with its disk, unreplicated and replicated). It
 prints the phase table and the work table (attempts, retries, backend calls,
 enqueue latency, node progress) on stdout (or --json) and writes
-report.html, backlog.svg, backlog.png and series.csv to --out.
+report.html, backlog.svg, backlog.png and series.csv to --out. It fails
+when a task was lost, except those on a disk lose-host wiped in a mode
+without replication (the fault's expected outcome).
 
 With --model it runs the scale model instead: a discrete-event run in
 virtual time of 100 to 10,000+ hosts (--sizes) driving the same scheduling
@@ -186,6 +190,11 @@ func runSim(ctx context.Context, o *simOptions, stdout, stderr io.Writer) error 
 	var lost int
 	for _, m := range rep.Modes {
 		lost += m.Lost
+		if m.Mode != sim.ModeReplicated {
+			// A disk lose-host wiped held the only copy: losing those is
+			// the fault's outcome without replication, not a failure.
+			lost -= m.LostOnLostDisk
+		}
 	}
 	if lost > 0 {
 		return fmt.Errorf("%d tasks lost", lost)

@@ -49,6 +49,8 @@ type nodeOptions struct {
 	tune                 bool
 	tuneCount            int
 	tuneCountFsync       int
+	tuneCountRepl        int
+	replRounds           int
 	secure               bool
 	runner
 }
@@ -69,7 +71,7 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.IntVar(&o.batch, "batch", 100, "tasks per enqueue request and per pull")
 	f.IntVar(&o.producers, "producers", 8, "concurrent producer goroutines")
 	f.IntVar(&o.consumers, "consumers", 4, "concurrent consumer goroutines")
-	f.StringSliceVar(&o.pairs, "pairs", []string{durAsync, durFsync}, "pairings to run: async (mqnode async vs JetStream default), fsync (mqnode group commit vs JetStream SyncAlways), or none")
+	f.StringSliceVar(&o.pairs, "pairs", []string{durAsync, durFsync}, "pairings to run: async (mqnode async vs JetStream default), fsync (mqnode group commit vs JetStream SyncAlways), repl (mqnode with a buddy, replicas 1 sync, vs a 3-server JetStream R3 stream, and the unreplicated mqnode at fsync), or none")
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
 	f.StringVar(&o.dir, "dir", "", "root of the temporary data directories (default: the system temp dir)")
 	f.IntSliceVar(&o.backlogSteps, "backlog-steps", nil, "also grow an mqnode backlog to each of these sizes without draining, recording RSS per step (e.g. 200000,1000000,2000000)")
@@ -86,6 +88,8 @@ func newNodeCommand(launch Launcher) *cobra.Command {
 	f.BoolVar(&o.tune, "tune", true, "first run each peer's grid of drives (--tune-count tasks each) and compare the peers at their best; --tune=false runs the drive of --producers, --batch and --consumers")
 	f.IntVar(&o.tuneCount, "tune-count", 50_000, "tasks per run of a tuning grid (async pairing)")
 	f.IntVar(&o.tuneCountFsync, "tune-count-fsync", 5_000, "tasks per run of a tuning grid in the fsync pairing (JetStream SyncAlways does about 4,000/s)")
+	f.IntVar(&o.tuneCountRepl, "tune-count-repl", 20_000, "tasks per run of a tuning grid in the repl pairing")
+	f.IntVar(&o.replRounds, "repl-rounds", 3, "the repl pairing's runs take turns this many times; each figure is the median round's")
 	return cmd
 }
 
@@ -93,6 +97,9 @@ func (o *nodeOptions) validate() error {
 	var errs []error
 	if o.count < 1 || o.batch < 1 || o.producers < 1 || o.consumers < 1 || o.tuneCount < 1 || o.tuneCountFsync < 1 {
 		errs = append(errs, errors.New("--count, --tune-count, --tune-count-fsync, --batch, --producers and --consumers must be at least 1"))
+	}
+	if slices.Contains(o.pairs, durRepl) && (o.tuneCountRepl < 1 || o.replRounds < 1) {
+		errs = append(errs, errors.New("--tune-count-repl and --repl-rounds must be at least 1"))
 	}
 	for _, p := range o.peers {
 		if p != peerJetStream && p != peerRiver {
@@ -113,8 +120,8 @@ func (o *nodeOptions) validate() error {
 		o.pairs = nil
 	}
 	for _, p := range o.pairs {
-		if p != durAsync && p != durFsync {
-			errs = append(errs, fmt.Errorf("--pairs %q: want async, fsync or none", p))
+		if p != durAsync && p != durFsync && p != durRepl {
+			errs = append(errs, fmt.Errorf("--pairs %q: want async, fsync, repl or none", p))
 		}
 	}
 	o.pairs = slices.Compact(o.pairs)
@@ -153,7 +160,7 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 	r := &Report{
 		Schema: ReportSchema,
 		Config: Config{
-			Tune: o.tune, TuneCount: o.tuneCount, TuneCountFsync: o.tuneCountFsync,
+			Tune: o.tune, TuneCount: o.tuneCount, TuneCountFsync: o.tuneCountFsync, TuneCountRepl: o.tuneCountRepl, ReplRounds: o.replRounds,
 			Count: o.count, Size: o.size, Batch: o.batch, Producers: o.producers, Consumers: o.consumers,
 			LeaseS: o.lease.Seconds(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
 			Platform: runtime.GOOS + "/" + runtime.GOARCH,
@@ -174,6 +181,9 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 	if o.noTrace {
 		r.Notes = append(r.Notes, "--mqnode-no-trace: mqnode ran without its task trace (trace.disabled; a node keeps one by default)")
 	}
+	if slices.Contains(o.pairs, durRepl) {
+		r.Notes = append(r.Notes, replNotes...)
+	}
 	var errs []error
 	peers := append([]string{peerMQNode}, o.peers...)
 	skipped := map[string]string{}
@@ -188,6 +198,15 @@ func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
 		if ctx.Err() != nil {
 			errs = append(errs, context.Cause(ctx))
 			break
+		}
+		if pair == durRepl {
+			p, grid, err := runReplPair(ctx, o, w, root)
+			r.Grid = append(r.Grid, grid...)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			r.Pairs = append(r.Pairs, p)
+			continue
 		}
 		// Each pairing tunes its own drives: what is best at one
 		// durability need not be at the other.
@@ -260,6 +279,10 @@ func durabilityName(peerName, dur string) string {
 	switch peerName {
 	case peerJetStream:
 		return map[string]string{durAsync: "default", durFsync: "sync_always"}[dur]
+	case peerJetStreamR3:
+		return map[string]string{durAsync: "default_r3", durFsync: "sync_always_r3"}[dur]
+	case peerMQNodeR1:
+		return map[string]string{durAsync: "async_r1_sync", durFsync: "fsync_r1_sync"}[dur]
 	case peerRiver:
 		return map[string]string{durAsync: "synchronous_commit_off", durFsync: "synchronous_commit_on"}[dur]
 	}
@@ -337,6 +360,11 @@ func runWorkload(ctx context.Context, o *nodeOptions, w *workload, root, peerNam
 	if err := runPhases(ctx, p, w, o.count, label, res, afterEnqueue); err != nil {
 		return err
 	}
+	if peerName == peerMQNodeR1 {
+		if res.Replication, err = replFigures(ctx, p); err != nil {
+			return err
+		}
+	}
 	if peerName == peerRiver {
 		// The child is only PostgreSQL's parent: its own RSS and CPU say
 		// nothing of PostgreSQL's processes, so none are reported.
@@ -404,7 +432,7 @@ func runPhases(ctx context.Context, p peer, w *workload, count int, label string
 // connect opens the client side of a peer.
 func connect(ctx context.Context, peerName, url string, w *workload) (peer, error) {
 	switch peerName {
-	case peerMQNode:
+	case peerMQNode, peerMQNodeR1:
 		return dialMQNode(ctx, url, w, nil, nil)
 	case peerMQNodeSecure:
 		prod, err := w.sec.ClientOptions(secrets.RoleAdmin)
@@ -419,7 +447,7 @@ func connect(ctx context.Context, peerName, url string, w *workload) (peer, erro
 	case peerRiver:
 		return dialRiver(ctx, url, w)
 	}
-	return dialJetStream(url, w)
+	return dialJetStream(url, w, replicas(peerName))
 }
 
 // runner is what a bench command that starts child processes keeps of its

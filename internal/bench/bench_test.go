@@ -229,6 +229,7 @@ func TestNodeRejectsBadFlags(t *testing.T) {
 		{"node", "--backlog-steps", "5,3"},
 		{"node", "--pairs", "none"},
 		{"node", "--backlog-peers", "redis", "--backlog-steps", "10"},
+		{"node", "--pairs", "repl", "--repl-rounds", "0"},
 	} {
 		if _, _, err := runCommand(t, args...); err == nil {
 			t.Errorf("%v: no error", args)

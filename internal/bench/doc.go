@@ -16,10 +16,11 @@
 //	mqmesh bench node --pairs async --count 50000
 //	mqmesh bench node --json > bench.json      # stable output for scripts
 //	mqmesh bench node --pairs none --backlog-steps 200000,1000000,2000000
+//	mqmesh bench node --pairs repl --peers jetstream --secure=false   # replication only
 //
 // Flags: --count tasks per run, --size payload bytes (>= 8), --batch tasks
 // per enqueue request and per pull, --producers and --consumers concurrent
-// goroutines, --pairs which pairings to run (async, fsync, or none), --dir
+// goroutines, --pairs which pairings to run (async, fsync, repl, or none), --dir
 // the root of the temporary data directories (removed afterwards), --json,
 // --backlog-steps, --backlog-durability and --backlog-peers for the backlog
 // mode, --profile-dir for profiles of the servers.
@@ -36,7 +37,7 @@
 // /proc/<pid>/status every 100 ms; VmHWM, the kernel's high-water mark, is
 // the peak reported. Peers run one after the other, never at once.
 //
-// Two pairings:
+// Three pairings (async and fsync by default; repl with --pairs):
 //
 //   - async: mqnode with durability async (acknowledged once written to
 //     Badger's write-ahead log in the OS page cache) against JetStream's
@@ -45,6 +46,23 @@
 //   - fsync: mqnode with durability fsync (group commit: concurrent enqueues
 //     share one fsync) against JetStream with the server option SyncAlways
 //     (an fsync per message).
+//   - repl: mqnode-r1, an mqnode with a buddy (replicas: 1, replication:
+//     sync: an enqueue is acknowledged once the buddy holds it under its
+//     durability, async here), against jetstream-r3, a work-queue stream
+//     of Replicas: 3 on three JetStream servers clustered over loopback
+//     routes at the default sync (acknowledged once 2 of 3 servers have it,
+//     no fsync per message). Each runs in one child process (both nodes;
+//     all three servers), so RSS and CPU are the whole replica set's.
+//     Each peer is tuned on its own grid (--tune-count-repl tasks per run,
+//     20,000). Beside them, with mqnode-r1's drive: mqnode-r1 with fsync on
+//     both nodes, and the unreplicated mqnode at fsync, which give the cost
+//     of replication (replicated / unreplicated fsync).
+//     The four runs take turns --repl-rounds times (3), so that each sees
+//     the machine as the others did, and each reported figure is its
+//     median round's (every round is in --json under rounds). For each
+//     mqnode-r1 run the report adds what the primary's stats say of its
+//     buddy: records confirmed, round trips, the last round trip, and
+//     enqueues acknowledged without it (0 in sync mode).
 //
 // The workload, the same for every peer (as driven by the baseline drive
 // of --producers, --batch and --consumers, which --tune=false runs; the
@@ -157,7 +175,7 @@
 //     per pull; 1-8 consumers; acks waited for, or sent without waiting
 //     (like JetStream's msg.Ack; the phase then waits for them).
 //   - jetstream: PublishAsync from 1 or 4 producers with 256-16,384
-//     PubAcks outstanding; Fetch, FetchNoWait or Consume (PullMaxMessages)
+//     PubAcks outstanding (jetstream-r3: 64-16,384); Fetch, FetchNoWait or Consume (PullMaxMessages)
 //     at 64/256/1,000; 1-8 consumers; msg.Ack or msg.DoubleAck.
 //   - river: InsertMany or InsertManyFast (COPY) of 100 or 1,000; 100 or
 //     1,000 workers with a FetchCooldown of 1 or 10 ms (River's default,

@@ -90,7 +90,7 @@ func (d Drive) String() string {
 // baseline is the drive the flags describe (--producers, --batch,
 // --consumers), the one `bench node --tune=false` runs.
 func baseline(peerName string, o *nodeOptions) Drive {
-	switch peerName {
+	switch family(peerName) {
 	case peerJetStream:
 		return Drive{Producers: o.producers, Enqueue: enqueuePubAsync, EnqueueBatch: o.batch, InFlight: o.producers * o.batch,
 			Consumers: o.consumers, Pull: pullFetchNoWait, PullBatch: o.batch, Ack: ackAsync}
@@ -113,10 +113,16 @@ func enqueueGrid(peerName string, base Drive) []Drive {
 		f(&d)
 		ds = append(ds, d)
 	}
-	switch peerName {
+	switch family(peerName) {
 	case peerJetStream:
+		windows := []int{256, 1024, 4096, 16384}
+		if peerName == peerJetStreamR3 {
+			// Each publish waits for a quorum round trip: narrower windows
+			// did best in R3's first grids.
+			windows = append([]int{64, 128}, windows...)
+		}
 		for _, p := range []int{1, 4} {
-			for _, inflight := range []int{256, 1024, 4096, 16384} {
+			for _, inflight := range windows {
 				add(func(d *Drive) { d.Producers, d.InFlight, d.EnqueueBatch = p, inflight, 100 })
 			}
 		}
@@ -151,6 +157,7 @@ func enqueueGrid(peerName string, base Drive) []Drive {
 // count and fetch cooldown), then, from the best of those (best), the
 // number of consumers and the ack style.
 func drainGrid(peerName string, stage int, best Drive) []Drive {
+	peerName = family(peerName)
 	var ds []Drive
 	add := func(f func(d *Drive)) {
 		d := best

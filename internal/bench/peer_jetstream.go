@@ -27,6 +27,7 @@ type jetStreamPeer struct {
 	consumer           jetstream.Consumer
 	lease              time.Duration
 	w                  *workload
+	replicas           int // of the stream (3 for jetstream-r3)
 
 	// Async publish bookkeeping, fed by the PubAck handlers.
 	acked    atomic.Pointer[atomic.Int64]
@@ -35,8 +36,10 @@ type jetStreamPeer struct {
 	firstErr error
 }
 
-func dialJetStream(url string, w *workload) (*jetStreamPeer, error) {
-	p := &jetStreamPeer{lease: w.lease, w: w}
+// dialJetStream connects to the server(s) at url (comma separated for a
+// cluster); the stream has replicas copies.
+func dialJetStream(url string, w *workload, replicas int) (*jetStreamPeer, error) {
+	p := &jetStreamPeer{lease: w.lease, w: w, replicas: replicas}
 	var err error
 	if p.prodConn, err = nats.Connect(url, nats.Name("bench-producer")); err != nil {
 		return nil, err
@@ -77,7 +80,8 @@ func (p *jetStreamPeer) close() {
 	p.consConn.Close()
 }
 
-// prepare creates the work-queue stream on file storage (once per server)
+// prepare creates the work-queue stream on file storage, with the peer's
+// replicas (once per server)
 // and this run's durable pull consumer, as a production deployment has
 // them before traffic. A work-queue stream allows one consumer per
 // subject, so consumers of earlier runs are deleted first.
@@ -87,7 +91,7 @@ func (p *jetStreamPeer) prepare(ctx context.Context) error {
 		Subjects:  []string{jsSubject},
 		Retention: jetstream.WorkQueuePolicy,
 		Storage:   jetstream.FileStorage,
-		Replicas:  1,
+		Replicas:  p.replicas,
 	})
 	if err != nil {
 		return fmt.Errorf("create stream: %w", err)

@@ -32,16 +32,20 @@ type Config struct {
 	Tune      bool `json:"tune"`
 	TuneCount int  `json:"tune_count"`
 	// TuneCountFsync is the tasks per grid run in the fsync pairing.
-	TuneCountFsync int     `json:"tune_count_fsync"`
-	Count          int     `json:"count"`
-	Size           int     `json:"size_bytes"`
-	Batch          int     `json:"batch"`
-	Producers      int     `json:"producers"`
-	Consumers      int     `json:"consumers"`
-	LeaseS         float64 `json:"lease_s"`
-	CPUs           int     `json:"cpus"`
-	GoVersion      string  `json:"go_version"`
-	Platform       string  `json:"platform"`
+	TuneCountFsync int `json:"tune_count_fsync"`
+	// TuneCountRepl is the tasks per grid run in the repl pairing.
+	TuneCountRepl int `json:"tune_count_repl,omitempty"`
+	// ReplRounds is how many times the repl pairing's runs took turns.
+	ReplRounds int     `json:"repl_rounds,omitempty"`
+	Count      int     `json:"count"`
+	Size       int     `json:"size_bytes"`
+	Batch      int     `json:"batch"`
+	Producers  int     `json:"producers"`
+	Consumers  int     `json:"consumers"`
+	LeaseS     float64 `json:"lease_s"`
+	CPUs       int     `json:"cpus"`
+	GoVersion  string  `json:"go_version"`
+	Platform   string  `json:"platform"`
 }
 
 // Pair is one pairing: mqnode and JetStream at comparable durability.
@@ -59,6 +63,19 @@ type Pair struct {
 	// SecureCost is MQNodeSecure / MQNode.
 	MQNodeSecure *Result `json:"mqnode_secure,omitempty"`
 	SecureCost   *Ratio  `json:"secure_cost,omitempty"`
+	// The repl pairing (repl.go): MQNode is mqnode-r1 (local durability
+	// async, replicas 1 sync) and JetStream jetstream-r3 (R3, default
+	// sync). ReplicatedFsync is mqnode-r1 with fsync on both nodes and
+	// Unreplicated the single mqnode at fsync, both with mqnode-r1's drive;
+	// ReplicationCost is MQNode / Unreplicated and ReplicationCostFsync
+	// ReplicatedFsync / Unreplicated.
+	ReplicatedFsync      *Result `json:"replicated_fsync,omitempty"`
+	Unreplicated         *Result `json:"unreplicated,omitempty"`
+	ReplicationCost      *Ratio  `json:"replication_cost,omitempty"`
+	ReplicationCostFsync *Ratio  `json:"replication_cost_fsync,omitempty"`
+	// Rounds are every run of the repl pairing, in the order they ran
+	// (the results above are the median rounds).
+	Rounds []Result `json:"rounds,omitempty"`
 }
 
 // Result is one peer's run.
@@ -87,8 +104,26 @@ type Result struct {
 	RSSAfterEnqueueMiB float64 `json:"rss_after_enqueue_mib"`
 	FinalRSSMiB        float64 `json:"final_rss_mib"`
 	CPUS               float64 `json:"cpu_s"` // server user+system CPU during the workload
+	// Replication is what mqnode-r1's primary said of its buddy after the
+	// workload (repl pairing).
+	Replication *ReplFigures `json:"replication,omitempty"`
 
 	Error string `json:"error,omitempty"`
+}
+
+// ReplFigures are a replicated primary's replication figures (its stats).
+type ReplFigures struct {
+	State string `json:"state"` // replicated while the buddy confirms
+	// AckedRecords are the writes (puts and deletes) the buddy confirmed,
+	// in Batches round trips: records per batch is the group commit.
+	AckedRecords uint64 `json:"acked_records"`
+	Batches      uint64 `json:"batches"`
+	// UnreplicatedAcks are enqueues acknowledged without the buddy (0 in
+	// sync mode with the buddy up).
+	UnreplicatedAcks uint64 `json:"unreplicated_acks"`
+	// LastBatchRTTMs is the last shipping round trip, as the primary
+	// measured it.
+	LastBatchRTTMs float64 `json:"last_batch_rtt_ms"`
 }
 
 // Ratio is mqnode / JetStream for each figure.
@@ -192,7 +227,8 @@ func writeTable(w io.Writer, r *Report) error {
 			for _, q := range []struct {
 				name string
 				r    *Ratio
-			}{{"mqnode/jetstream", p.Ratio}, {"mqnode/river", p.RatioRiver}} {
+			}{{"mqnode/jetstream", p.Ratio}, {"mqnode/river", p.RatioRiver},
+				{"r1 async / unreplicated fsync", p.ReplicationCost}, {"r1 fsync / unreplicated fsync", p.ReplicationCostFsync}} {
 				if q.r != nil {
 					fmt.Fprintf(tw, "%s\tratio\t%s\t%.2fx\t%.2fx\t%.2fx\t%s\t%s\t%s\t\t\n", p.Pair, q.name,
 						q.r.EnqueuePerS, q.r.DrainPerS, q.r.EndToEndS, orDash("%.2fx", q.r.PeakRSS), orDash("%.2fx", q.r.PeakAnon), orDash("%.2fx", q.r.CPUS))
@@ -222,6 +258,14 @@ func writeTable(w io.Writer, r *Report) error {
 		for _, res := range r.Pairs[0].results() {
 			if res.Skipped != "" {
 				fmt.Fprintf(&b, "%s skipped: %s\n", res.Peer, res.Skipped)
+			}
+		}
+		for _, p := range r.Pairs {
+			for _, res := range p.results() {
+				if f := res.Replication; f != nil {
+					fmt.Fprintf(&b, "%s %s %s: buddy %s, %d records confirmed in %d batches (%.0f per round trip; last round trip %.1f ms), %d enqueues acknowledged without it\n",
+						p.Pair, res.Peer, res.Durability, f.State, f.AckedRecords, f.Batches, ratio(float64(f.AckedRecords), float64(f.Batches)), f.LastBatchRTTMs, f.UnreplicatedAcks)
+				}
 			}
 		}
 		for _, p := range r.Pairs {
@@ -272,8 +316,10 @@ func orDash(format string, v float64) string {
 // results are the pairing's peers in table order.
 func (p Pair) results() []Result {
 	rs := []Result{p.MQNode}
-	if p.MQNodeSecure != nil {
-		rs = append(rs, *p.MQNodeSecure)
+	for _, r := range []*Result{p.MQNodeSecure, p.ReplicatedFsync, p.Unreplicated} {
+		if r != nil {
+			rs = append(rs, *r)
+		}
 	}
 	if p.JetStream.Peer != "" {
 		rs = append(rs, p.JetStream)

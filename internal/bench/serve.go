@@ -114,13 +114,13 @@ func (o serveOptions) validate() error {
 			return errors.New("--hog-for must be positive")
 		}
 		return nil
-	case peerMQNode, peerJetStream, peerRiver:
+	case peerMQNode, peerJetStream, peerRiver, peerJetStreamR3, peerMQNodeR1:
 	case peerMQNodeSecure:
 		if o.secrets == "" {
 			return errors.New("--secrets is required for mqnode+tls")
 		}
 	default:
-		return fmt.Errorf("--peer %q: want %s, %s, %s, %s, %s or %s", o.peer, peerMQNode, peerMQNodeSecure, peerJetStream, peerRiver, peerWorker, peerHog)
+		return fmt.Errorf("--peer %q: want %s, %s, %s, %s, %s, %s, %s or %s", o.peer, peerMQNode, peerMQNodeSecure, peerMQNodeR1, peerJetStream, peerJetStreamR3, peerRiver, peerWorker, peerHog)
 	}
 	if o.throttle != "" && (o.peer != peerMQNode || o.throttle != throttleOn && o.throttle != throttleOff && o.throttle != throttleHost) {
 		return fmt.Errorf("--throttle %q: only for mqnode, want %s, %s or %s", o.throttle, throttleOn, throttleOff, throttleHost)
@@ -150,7 +150,7 @@ func newServeCommand() *cobra.Command {
 			return serve(ctx, o, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.Flags().StringVar(&o.peer, "peer", "", "mqnode or jetstream")
+	cmd.Flags().StringVar(&o.peer, "peer", "", "mqnode, mqnode+tls, mqnode-r1, jetstream, jetstream-r3, river, worker or hog")
 	cmd.Flags().StringVar(&o.durability, "durability", durAsync, "async or fsync")
 	cmd.Flags().StringVar(&o.dir, "dir", "", "data directory")
 	cmd.Flags().StringVar(&o.secrets, "secrets", "", "mqnode+tls: the secrets directory")
@@ -195,6 +195,10 @@ func serve(ctx context.Context, o serveOptions, stdin io.Reader, stdout, stderr 
 		url, shutdown, err = startMQNode(ctx, o, log)
 	case peerJetStream:
 		url, shutdown, err = startJetStream(o)
+	case peerJetStreamR3:
+		url, shutdown, err = startJetStreamCluster(o)
+	case peerMQNodeR1:
+		url, shutdown, err = startMQNodePair(ctx, o, log)
 	case peerRiver:
 		url, shutdown, err = startPostgres(ctx, o.durability == durAsync, stderr)
 	}
@@ -241,10 +245,7 @@ func startJetStream(o serveOptions) (string, func() error, error) {
 
 // startMQNode starts the mqnode peer and returns its URL and how to stop it.
 func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string, func() error, error) {
-	dur := mqnode.DurabilityAsync
-	if o.durability == durFsync {
-		dur = mqnode.DurabilityFsync
-	}
+	dur := nodeDurability(o.durability)
 	// bench node saturates the host on purpose to compare storage paths;
 	// the CPU throttle would slow dispatch to leave headroom.
 	th := throttle.Config{CPU: throttle.CPUConfig{Disabled: true}}
@@ -292,6 +293,14 @@ func startMQNode(ctx context.Context, o serveOptions, log *slog.Logger) (string,
 		nc.Close()
 		return stopNode()
 	}, nil
+}
+
+// nodeDurability is mqnode's durability of a serve --durability.
+func nodeDurability(d string) mqnode.Durability {
+	if d == durFsync {
+		return mqnode.DurabilityFsync
+	}
+	return mqnode.DurabilityAsync
 }
 
 func writeHeapProfile(path string) error {

@@ -27,7 +27,14 @@
 //     token bucket (tbf), for 15 s;
 //   - a full disk: b1's data dir is a 96 MiB tmpfs, filled up for 8 s
 //     while the producer goes on, then freed (the node restarted as first
-//     started if it died).
+//     started if it died);
+//   - buddy replication (repl_test.go; every node runs with replicas: 1,
+//     sync, takeover_after 10 s, partition policy block, sync_timeout 2 s,
+//     so a1 and a2 are each other's buddy, as are b1 and b2): a cut between
+//     a1 and a2 for 12 s (a1 must acknowledge nothing while it cannot reach
+//     its buddy); a1 killed with 200 delayed tasks on it, a2 takes over, a1
+//     restarted on its disk reconciles; a1 killed with 200 more, its data
+//     directory deleted and kept down: a2 takes over and runs them.
 //
 // After every step it checks and tabulates:
 //
@@ -45,5 +52,7 @@
 // It skips, saying why, only when network namespaces are unavailable (not
 // root, or `ip netns add` fails). It installs iptables with apt-get when
 // it is missing. Every namespace, link and mount it creates is named dep*
-// and removed at the end (and before it starts, after a crashed run).
+// ($NETDRILL_PREFIX* when set, up to 6 characters, to tell one engineer's
+// run from another's on a shared machine) and removed at the end (and
+// before it starts, after a crashed run).
 package netdrill

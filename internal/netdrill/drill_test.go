@@ -42,6 +42,9 @@ type drill struct {
 	mu       sync.Mutex
 	frozen   map[string]bool
 	acked    []string       // every acknowledged enqueue's id
+	ackedBy  map[string]int // acknowledged enqueues per host
+	secDir   string         // the secrets directory ("" without)
+	notes    []string       // what the current step noted (note)
 	enqErrs  map[string]int // failed enqueue calls per host
 	alone    []string       // a node in a mesh of its own for 3 polls in a row
 	blips    []string       // ... for a single poll (reported, not a failure)
@@ -72,7 +75,7 @@ func TestDrill(t *testing.T) {
 	needNetns(t)
 	lockDrill(t)
 	start := time.Now()
-	dir, err := os.MkdirTemp("", "dep-drill-")
+	dir, err := os.MkdirTemp("", prefix+"-drill-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +84,7 @@ func TestDrill(t *testing.T) {
 			os.RemoveAll(dir)
 		}
 	})
-	d := &drill{t: t, dir: dir, nodes: map[string]*proc{}, workers: map[string]*proc{}, frozen: map[string]bool{}, enqErrs: map[string]int{}, streak: map[string]int{}}
+	d := &drill{t: t, dir: dir, nodes: map[string]*proc{}, workers: map[string]*proc{}, frozen: map[string]bool{}, ackedBy: map[string]int{}, enqErrs: map[string]int{}, streak: map[string]int{}}
 	d.bin = buildBinary(t, dir)
 	d.env = d.secrets()
 	setup(t, hosts)
@@ -128,6 +131,7 @@ func TestDrill(t *testing.T) {
 	d.step("full disk", "b1's data dir (96 MiB tmpfs) filled for 8 s under load, then freed", func() {
 		d.fillDisk(hosts[2], 8*time.Second)
 	})
+	d.replSteps()
 	stopLoad()
 	load.Wait()
 	d.step("end", "load stopped; everything acknowledged must be completed", func() {})
@@ -166,6 +170,7 @@ func (d *drill) secrets() []string {
 		return nil
 	}
 	d.t.Logf("netdrill: secrets in %s ($MQMESH_SECRETS)", dir)
+	d.secDir = dir
 	return []string{"MQMESH_SECRETS=" + dir}
 }
 
@@ -175,7 +180,7 @@ func (d *drill) mountSmallDisk(h host) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		d.t.Fatal(err)
 	}
-	run(d.t, "mount", "-t", "tmpfs", "-o", "size=96m", "dep-drill-"+h.name, data)
+	run(d.t, "mount", "-t", "tmpfs", "-o", "size=96m", prefix+"-drill-"+h.name, data)
 	d.t.Cleanup(func() { try("umount", "-l", data) })
 }
 
@@ -187,12 +192,13 @@ func (d *drill) startAll() {
 	if err := os.WriteFile(wcfg, []byte("queues:\n  "+queue+": {kind: sleep, latency: 2ms}\n"), 0o644); err != nil {
 		d.t.Fatal(err)
 	}
+	ncfg := d.writeReplConfig()
 	for _, h := range hosts {
 		hd := filepath.Join(d.dir, h.name)
 		if err := os.MkdirAll(hd, 0o755); err != nil {
 			d.t.Fatal(err)
 		}
-		args := []string{d.bin, "node", "--name", h.name, "--idc", h.idc, "--host", "host-" + h.name,
+		args := []string{d.bin, "node", "--config", ncfg, "--name", h.name, "--idc", h.idc, "--host", "host-" + h.name,
 			"--data", filepath.Join(hd, "data"), "--listen", h.ip + ":4222", "--gossip-bind", h.ip,
 			"--cluster-listen", h.ip + ":6222", "--gateway-listen", h.ip + ":7222", "--profile", "lan",
 			"--disk-reserve", "16777216", "--memtable-size", "4194304", "--nats-max-payload", "262144", "--max-payload", "65536", "--value-log-file-size", "4194304", "--json", "--shutdown-timeout", "10s"}
@@ -248,6 +254,7 @@ func (d *drill) produce(ctx context.Context, h host) {
 		ids := strings.Fields(out) // printed even when a later batch failed: those were acknowledged
 		d.mu.Lock()
 		d.acked = append(d.acked, ids...)
+		d.ackedBy[h.name] += len(ids)
 		if err != nil && ctx.Err() == nil {
 			d.enqErrs[h.name]++
 		}
@@ -392,6 +399,7 @@ func (d *drill) step(name, fault string, do func()) {
 	aloneBefore, blipsBefore := len(d.alone), len(d.blips)
 	errsBefore := maps.Clone(d.enqErrs)
 	d.seenDown = 0
+	d.notes = nil
 	d.mu.Unlock()
 	do()
 	d.mu.Lock()
@@ -436,8 +444,11 @@ func (d *drill) step(name, fault string, do func()) {
 	}
 	d.mu.Lock()
 	r.alone = len(d.alone) - aloneBefore
+	for _, n := range d.notes {
+		r.notes += n + "; "
+	}
 	if b := d.blips[blipsBefore:]; len(b) > 0 {
-		r.notes = fmt.Sprintf("seen alone for one poll (not a failure: under 3 in a row): %v; ", b)
+		r.notes += fmt.Sprintf("seen alone for one poll (not a failure: under 3 in a row): %v; ", b)
 	}
 	if r.alone > 0 {
 		d.failures = append(d.failures, fmt.Sprintf("%s: a node was in a mesh of its own: %v", name, d.alone[aloneBefore:]))
@@ -457,10 +468,31 @@ func (d *drill) step(name, fault string, do func()) {
 		name, r.converge.Round(100*time.Millisecond), r.converged, r.acked, r.missing, r.doneIn.Round(100*time.Millisecond), r.completions, r.dup, r.alone, r.notes)
 }
 
+// ackedOn is how many enqueues h's node has acknowledged so far.
+func (d *drill) ackedOn(h string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ackedBy[h]
+}
+
+// note adds a remark to the current step's row.
+func (d *drill) note(s string) {
+	d.t.Logf("netdrill: %s", s)
+	d.mu.Lock()
+	d.notes = append(d.notes, s)
+	d.mu.Unlock()
+}
+
+// fail records a failed invariant (reported at the end, with the table).
+func (d *drill) fail(s string) {
+	d.t.Logf("netdrill: FAIL: %s", s)
+	d.failures = append(d.failures, s)
+}
+
 // fillDisk fills h's tmpfs data dir for dur while the load goes on, frees
 // it, and restarts the node as first started if it died.
 func (d *drill) fillDisk(h host, dur time.Duration) {
-	filler := filepath.Join(d.dir, h.name, "data", "dep-filler")
+	filler := filepath.Join(d.dir, h.name, "data", prefix+"-filler")
 	f, err := os.Create(filler)
 	if err != nil {
 		d.t.Fatal(err)

@@ -9,22 +9,35 @@ import (
 )
 
 // Network of the drill: a bridge in the root namespace and one namespace
-// per host, every name prefixed with "dep".
+// per host, every name prefixed with prefix.
 const (
-	bridge    = "dep-br"
 	subnet    = "10.213.77"
 	bridgeIP  = subnet + ".1"
 	prefixLen = "/24"
 )
+
+// prefix starts the name of every namespace, link, mount and directory the
+// drill creates: "dep", or $NETDRILL_PREFIX (at most 6 characters: link
+// names have 15), so that a drill run by one engineer on a shared machine
+// is told apart from another's. Drills still run one at a time (the
+// subnet is fixed; see lockDrill).
+var prefix = func() string {
+	if p := os.Getenv("NETDRILL_PREFIX"); p != "" && len(p) <= 6 {
+		return p
+	}
+	return "dep"
+}()
+
+var bridge = prefix + "-br"
 
 // host is one simulated host: its namespace, address and IDC.
 type host struct {
 	name, idc, ip string
 }
 
-func (h host) ns() string       { return "dep-" + h.name }
-func (h host) vethRoot() string { return "dep-" + h.name + "-r" }
-func (h host) vethNS() string   { return "dep-" + h.name + "-n" }
+func (h host) ns() string       { return prefix + "-" + h.name }
+func (h host) vethRoot() string { return prefix + "-" + h.name + "-r" }
+func (h host) vethNS() string   { return prefix + "-" + h.name + "-n" }
 
 // run runs a command and returns its combined output, failing the test
 // on error.
@@ -58,7 +71,7 @@ func needNetns(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		aptInstall(t, "iproute2")
 	}
-	const probe = "dep-probe"
+	probe := prefix + "-probe"
 	try("ip", "netns", "del", probe)
 	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
 		t.Skipf("netdrill: network namespaces unavailable here (ip netns add: %v: %s)", err, strings.TrimSpace(string(out)))
