@@ -151,6 +151,10 @@ func (p *Publisher) start() error {
 		}
 		p.syncSubs = append(p.syncSubs, sub)
 	}
+	// The first election here, not in the loop: a node that summarizes
+	// its IDC from the start does so once Start returns.
+	p.electedAt = p.cfg.Now()
+	p.summarizer(p.cfg.Summarize == nil || p.cfg.Summarize())
 	p.stop = make(chan struct{})
 	p.wg.Add(1)
 	go p.run()
