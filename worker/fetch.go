@@ -63,6 +63,15 @@ func (p *Pool) fetch(r *registered) {
 					return
 				}
 			case a.Where == Local:
+				if a.Wait > 0 {
+					// A long poll waits on an empty queue: it keeps only its
+					// queue's share of the credits, the others' loops need
+					// theirs meanwhile.
+					if share := p.credits.share(len(p.handlers)); a.Slots > share {
+						p.credits.give(a.Slots - share)
+						a.Slots, a.MaxTasks = share, min(a.MaxTasks, share)
+					}
+				}
 				out.local++
 				out.long = a.Wait > 0
 				pullWG.Add(1)

@@ -27,41 +27,69 @@ import (
 const localPulls = 4
 
 // credits counts the tasks a pool holds, against a limit that may change.
+// Takers are served in turn (first come, first served): a pool has a fetch
+// loop per queue, and one whose pulls come back and go out again at once
+// must not starve the others of credits (a long poll of an empty queue
+// would otherwise hold them all, again and again).
 type credits struct {
-	mu      sync.Mutex
-	held    int
-	limit   int
-	waiters int
-	wake    chan struct{} // closed when credits are given back while someone waits
+	mu    sync.Mutex
+	held  int
+	limit int
+	queue []*creditWaiter // in arrival order
+}
+
+// creditWaiter is a take waiting its turn; got is set (and ready closed)
+// when credits are granted to it.
+type creditWaiter struct {
+	want  int
+	got   int
+	ready chan struct{}
 }
 
 func newCredits(limit int) *credits {
-	return &credits{limit: limit, wake: make(chan struct{})}
+	return &credits{limit: limit}
 }
 
-// take waits until at least one credit is free, then takes up to max; it
-// returns 0 when stop closes first.
-func (c *credits) take(max int, stop <-chan struct{}) int {
+// take waits its turn until at least one credit is free, then takes up
+// to want; it returns 0 when stop closes first.
+func (c *credits) take(want int, stop <-chan struct{}) int {
+	want = max(want, 1)
 	c.mu.Lock()
-	for c.held >= c.limit {
-		c.waiters++
-		wake := c.wake
+	if len(c.queue) == 0 && c.held < c.limit {
+		n := min(want, c.limit-c.held)
+		c.held += n
 		c.mu.Unlock()
-		select {
-		case <-wake:
-		case <-stop:
-			c.mu.Lock()
-			c.waiters--
-			c.mu.Unlock()
-			return 0
-		}
-		c.mu.Lock()
-		c.waiters--
+		return n
 	}
-	n := min(max, c.limit-c.held)
-	c.held += n
+	w := &creditWaiter{want: want, ready: make(chan struct{})}
+	c.queue = append(c.queue, w)
 	c.mu.Unlock()
-	return n
+	select {
+	case <-w.ready:
+		return w.got
+	case <-stop:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w.got > 0 { // granted as stop closed: give them on
+		c.held -= w.got
+		c.grantLocked()
+		return 0
+	}
+	for i, o := range c.queue {
+		if o == w {
+			c.queue = append(c.queue[:i], c.queue[i+1:]...)
+			break
+		}
+	}
+	return 0
+}
+
+// share is the limit split between n takers (at least 1).
+func (c *credits) share(n int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(c.limit/max(n, 1), 1)
 }
 
 // give returns n credits.
@@ -71,25 +99,26 @@ func (c *credits) give(n int) {
 	}
 	c.mu.Lock()
 	c.held -= n
-	c.signalLocked()
+	c.grantLocked()
 	c.mu.Unlock()
 }
 
 // setLimit changes the limit (credits held above it stay held).
 func (c *credits) setLimit(n int) {
 	c.mu.Lock()
-	grew := n > c.limit
 	c.limit = n
-	if grew {
-		c.signalLocked()
-	}
+	c.grantLocked()
 	c.mu.Unlock()
 }
 
-func (c *credits) signalLocked() {
-	if c.waiters > 0 {
-		close(c.wake)
-		c.wake = make(chan struct{})
+// grantLocked hands free credits to the waiters in turn.
+func (c *credits) grantLocked() {
+	for len(c.queue) > 0 && c.held < c.limit {
+		w := c.queue[0]
+		c.queue = c.queue[1:]
+		w.got = min(w.want, c.limit-c.held)
+		c.held += w.got
+		close(w.ready)
 	}
 }
 

@@ -49,6 +49,43 @@ func TestCredits(t *testing.T) {
 	}
 }
 
+// Takers are served in turn: a loop that gives its credits back and at
+// once takes them all again (a long poll of an empty queue, over and
+// over) does not starve a waiting one. Before, the waiter could lose every
+// race for the freed credits, and a pool's other queue stalled.
+func TestCreditsServeWaitersInTurn(t *testing.T) {
+	c := newCredits(4)
+	stop := make(chan struct{})
+	defer close(stop)
+	if n := c.take(4, stop); n != 4 {
+		t.Fatalf("took %d of 4", n)
+	}
+	got := make(chan int, 1)
+	go func() { got <- c.take(4, stop) }()
+	testlog.Eventually(t, 5*time.Second, "the second taker waits", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queue) == 1
+	})
+	// The greedy taker gives all back and asks again at once: the waiter
+	// is served first, the greedy one waits its turn.
+	c.give(4)
+	greedy := make(chan int, 1)
+	go func() { greedy <- c.take(4, stop) }()
+	if n := <-got; n != 4 {
+		t.Fatalf("the waiter got %d, want 4", n)
+	}
+	testlog.Eventually(t, 5*time.Second, "the greedy taker waits its turn", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queue) == 1 && c.held == 4
+	})
+	c.give(4)
+	if n := <-greedy; n != 4 {
+		t.Fatalf("the greedy taker got %d once the waiter gave back, want 4", n)
+	}
+}
+
 func TestSizer(t *testing.T) {
 	s := &sizer{slots: 8, cap: 256, floor: 32}
 	if pf, b := s.size(); pf != 0 || b != 32 {
