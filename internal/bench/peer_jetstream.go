@@ -119,7 +119,46 @@ func (p *jetStreamPeer) prepare(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
+	if p.replicas > 1 {
+		return waitReplicated(ctx, s, p.consumer)
+	}
 	return nil
+}
+
+// waitReplicated waits until a replicated stream and its consumer have a
+// leader and every replica is current, as an operator waits before
+// sending traffic: publishes right after creation can fail with "no
+// response from stream" while the group elects its leader.
+func waitReplicated(ctx context.Context, s jetstream.Stream, c jetstream.Consumer) error {
+	ready := func(ci *jetstream.ClusterInfo) bool {
+		if ci == nil || ci.Leader == "" {
+			return false
+		}
+		for _, r := range ci.Replicas {
+			if !r.Current || r.Offline {
+				return false
+			}
+		}
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		si, err := s.Info(ctx)
+		if err == nil && ready(si.Cluster) {
+			ci, err := c.Info(ctx)
+			if err == nil && ready(ci.Cluster) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stream %s and its consumer not replicated and led within 30s: %w", jsStream, ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 // publishStall is how long a PublishAsync may wait for a free slot under
