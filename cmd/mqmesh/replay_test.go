@@ -33,7 +33,11 @@ func handleAll(t *testing.T, c *mqnode.Client, queue string) int {
 	t.Helper()
 	n := 0
 	for {
-		ds, _, err := c.Pull(ctxT(t), mqnode.PullRequest{Queue: queue, MaxTasks: 100})
+		// A short long poll, not a look: a task whose enqueue was just
+		// acknowledged may still sit behind its write group's bookkeeping
+		// (a no-wait pull's grace is 100 ms, which a loaded CI machine can
+		// outlast).
+		ds, _, err := c.Pull(ctxT(t), mqnode.PullRequest{Queue: queue, MaxTasks: 100, MaxWait: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
