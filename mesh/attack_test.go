@@ -354,7 +354,7 @@ func TestAttackSuite(t *testing.T) {
 		if err := fake.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "a1 to see the fake", func() bool { return memberState(a1, "worker:idcB:w7") == StateAlive })
+		eventually(t, 20*time.Second, "a1 to see the fake", func() bool { return memberState(a1, "worker:idcB:w7") == StateAlive })
 		fake.Kill()
 		eventually(t, 20*time.Second, "a1 to see the fake dead", func() bool { return memberState(a1, "worker:idcB:w7") == StateFailed })
 		adm := m.dial(t, a1, secrets.RoleAdmin)
