@@ -70,8 +70,16 @@ type childNode struct {
 
 func startChild(t *testing.T, dir string, durability Durability) *childNode {
 	t.Helper()
+	return startTestChild(t, crashChildEnv+"=1", "MQNODE_CRASH_DIR="+dir, "MQNODE_CRASH_DURABILITY="+string(durability))
+}
+
+// startTestChild runs this test binary as a child node with env added to
+// the environment, and returns once it printed its client URL (its first
+// line on stdout; the rest is drained). The child is killed at cleanup.
+func startTestChild(t *testing.T, env ...string) *childNode {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashChildEnv+"=1", "MQNODE_CRASH_DIR="+dir, "MQNODE_CRASH_DURABILITY="+string(durability))
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -1,14 +1,11 @@
 package mqnode
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,22 +57,8 @@ func TestReplKill9PrimaryAndLoseItsDisk(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = b.Stop(context.Background()) })
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), replChildEnv+"=1", "MQNODE_REPL_DIR="+dir, "MQNODE_REPL_ROUTE="+b.RouteURL().String())
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	s := bufio.NewScanner(out)
-	if !s.Scan() || !strings.HasPrefix(s.Text(), "nats://") {
-		t.Fatalf("child did not report its URL: %q", s.Text())
-	}
-	clientURL := s.Text()
+	child := startTestChild(t, replChildEnv+"=1", "MQNODE_REPL_DIR="+dir, "MQNODE_REPL_ROUTE="+b.RouteURL().String())
+	cmd, clientURL := child.cmd, child.url
 	alive := []Peer{{IDC: DefaultIDC, Name: "a", Host: "a", Alive: true}, {IDC: DefaultIDC, Name: "b", Host: "b", Alive: true}}
 	b.SetPeers(alive)
 	c, err := Dial(ctxT(t), clientURL)

@@ -17,11 +17,8 @@ const (
 
 var replSelfKey = []byte("!repl")
 
-func primaryPrefix(pfx byte, primary string) []byte {
-	b := make([]byte, 0, 2+len(primary)+32)
-	b = append(b, pfx, byte(len(primary)))
-	return append(b, primary...)
-}
+// primaryPrefix is pfx, then primary length-prefixed, as queue keys are.
+func primaryPrefix(pfx byte, primary string) []byte { return queuePrefix(pfx, primary) }
 
 func shadowKey(primary string, key []byte) []byte {
 	return append(primaryPrefix(pfxShadow, primary), key...)
