@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -150,41 +149,4 @@ func WatchPermissions() nats.Option {
 		}
 		return nil
 	}
-}
-
-// violationLog rate-limits the server's permission-violation log lines:
-// one per client per minute, with the count of those suppressed.
-type violationLog struct {
-	mu   sync.Mutex
-	last map[string]violationSeen
-}
-
-type violationSeen struct {
-	at         time.Time
-	suppressed int
-}
-
-// allow reports whether the violation line of client should be logged now,
-// and how many were suppressed since the last one logged.
-func (v *violationLog) allow(client string, now time.Time) (bool, int) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.last == nil {
-		v.last = map[string]violationSeen{}
-	}
-	s, ok := v.last[client]
-	if ok && now.Sub(s.at) < time.Minute {
-		s.suppressed++
-		v.last[client] = s
-		return false, 0
-	}
-	if len(v.last) > 4096 {
-		for k, e := range v.last {
-			if now.Sub(e.at) >= time.Minute {
-				delete(v.last, k)
-			}
-		}
-	}
-	v.last[client] = violationSeen{at: now}
-	return true, s.suppressed
 }

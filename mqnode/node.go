@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mqmesh/mqmesh/internal/lifecycle"
+	"github.com/mqmesh/mqmesh/internal/ratelog"
 	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/internal/subject"
 )
@@ -191,7 +192,7 @@ func (n *Node) startLocked(ctx context.Context) (err error) {
 		return fmt.Errorf("mqnode: nats server: %w", err)
 	}
 	fatal := make(chan string, 1)
-	n.ns.SetLoggerV2(natsLogger{l: n.log.With("component", "nats"), fatal: fatal, violations: &violationLog{}}, false, false, false)
+	n.ns.SetLoggerV2(natsLogger{l: n.log.With("component", "nats"), fatal: fatal, violations: &ratelog.Limiter{Every: time.Minute}}, false, false, false)
 	go n.ns.Start()
 	wait := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
@@ -386,7 +387,7 @@ func leaseHolder(workerID, member string) string {
 type natsLogger struct {
 	l          *slog.Logger
 	fatal      chan<- string
-	violations *violationLog
+	violations *ratelog.Limiter // one violation line per client per minute
 }
 
 func (g natsLogger) Noticef(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
@@ -407,7 +408,7 @@ func (g natsLogger) Errorf(f string, a ...any) {
 		if i < 0 {
 			i = strings.Index(msg, " - Subscription Violation")
 		}
-		ok, suppressed := g.violations.allow(msg[:i], time.Now())
+		ok, suppressed := g.violations.Allow(msg[:i], time.Now())
 		if !ok {
 			return
 		}

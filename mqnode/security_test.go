@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/mqmesh/mqmesh/internal/ratelog"
 	"github.com/mqmesh/mqmesh/internal/secrets"
 	"github.com/mqmesh/mqmesh/internal/secrets/secretstest"
 	"github.com/mqmesh/mqmesh/internal/testlog"
@@ -169,20 +170,20 @@ func TestReleaseWorker(t *testing.T) {
 // TestViolationLogOncePerClientPerMinute: a client hammering a denied
 // subject is logged once a minute, with the count suppressed meanwhile.
 func TestViolationLogOncePerClientPerMinute(t *testing.T) {
-	var v violationLog
+	v := ratelog.Limiter{Every: time.Minute}
 	t0 := time.Unix(1000, 0)
-	if ok, _ := v.allow("cid:1", t0); !ok {
+	if ok, _ := v.Allow("cid:1", t0); !ok {
 		t.Fatal("first violation not logged")
 	}
 	for i := 1; i <= 50; i++ {
-		if ok, _ := v.allow("cid:1", t0.Add(time.Duration(i)*time.Second)); ok {
+		if ok, _ := v.Allow("cid:1", t0.Add(time.Duration(i)*time.Second)); ok {
 			t.Fatalf("violation %d within the minute logged", i)
 		}
 	}
-	if ok, _ := v.allow("cid:2", t0.Add(time.Second)); !ok {
+	if ok, _ := v.Allow("cid:2", t0.Add(time.Second)); !ok {
 		t.Fatal("another client's first violation not logged")
 	}
-	ok, suppressed := v.allow("cid:1", t0.Add(61*time.Second))
+	ok, suppressed := v.Allow("cid:1", t0.Add(61*time.Second))
 	if !ok || suppressed != 50 {
 		t.Fatalf("after a minute: logged %v, suppressed %d, want true, 50", ok, suppressed)
 	}
@@ -190,7 +191,7 @@ func TestViolationLogOncePerClientPerMinute(t *testing.T) {
 
 func TestNATSLoggerRateLimitsViolations(t *testing.T) {
 	var buf strings.Builder
-	g := natsLogger{l: slog.New(slog.NewTextHandler(&buf, nil)), violations: &violationLog{}}
+	g := natsLogger{l: slog.New(slog.NewTextHandler(&buf, nil)), violations: &ratelog.Limiter{Every: time.Minute}}
 	for i := 0; i < 5; i++ {
 		g.Errorf("%s - Publish Violation - Subject %q", "127.0.0.1:5000 - cid:7", "mq.a.b.dlq")
 		g.Errorf("%s - Subscription Violation - Subject %q", "127.0.0.1:5001 - cid:8", "mq.>")

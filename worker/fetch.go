@@ -177,7 +177,11 @@ func (p *Pool) pullLocal(r *registered, a Action) ([]*mqnode.Delivery, Origin) {
 	p.sched.Observe(PullResult{Action: a, Got: len(ds), Err: err, ReadyAfter: pr.ReadyAfter, Throttled: pr.Throttled}, time.Now())
 	p.schedMu.Unlock()
 	if err != nil {
-		p.log.Warn("pull from the own node failed", "node", a.Node, "queue", r.queue, "err", err)
+		// Retried every localRetry: while the node is down (a pull then
+		// fails at once) one line per queue per 10 s, with the count held back.
+		if ok, held := p.pullWarn.Allow(r.queue, time.Now()); ok {
+			p.log.Warn("pull from the own node failed", "node", a.Node, "queue", r.queue, "err", err, "suppressed", held)
+		}
 		return nil, origin
 	}
 	return ds, origin

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mqmesh/mqmesh/backlog"
 	"github.com/mqmesh/mqmesh/internal/lifecycle"
+	"github.com/mqmesh/mqmesh/internal/ratelog"
 	"github.com/mqmesh/mqmesh/internal/subject"
 	"github.com/mqmesh/mqmesh/mesh"
 	"github.com/mqmesh/mqmesh/mqnode"
@@ -68,8 +69,10 @@ type Pool struct {
 	cancelRun context.CancelFunc
 	killed    atomic.Bool
 
-	stats   counters
-	metrics *poolMetrics // histograms (metrics.go)
+	stats counters
+	// pullWarn rate-limits the warning of failed pulls of the own node.
+	pullWarn ratelog.Limiter
+	metrics  *poolMetrics // histograms (metrics.go)
 	// beforeAck, when set (tests), runs after a handler returned and
 	// before its ack is sent; returning false drops the ack.
 	beforeAck func(*Task, Result) bool
@@ -110,6 +113,7 @@ func New(nc *nats.Conn, cfg Config) (*Pool, error) {
 		runCtx:    ctx,
 		cancelRun: cancel,
 		metrics:   newPoolMetrics(),
+		pullWarn:  ratelog.Limiter{Every: 10 * time.Second},
 	}
 	cancels := []context.CancelFunc{cancel}
 	for i := range p.runShards {
