@@ -41,6 +41,15 @@ type lease struct {
 	idx      int
 }
 
+// started is when the lease began (for a lease from before start was
+// kept: its deadline less its length).
+func (l *lease) started() int64 {
+	if l.start > 0 {
+		return l.start
+	}
+	return l.deadline - l.dur
+}
+
 type leaseTable struct {
 	s         *store
 	mu        sync.Mutex

@@ -120,9 +120,11 @@ func (o *observer) enqueued(queue string, items []*wirepb.EnqueueItem, res []*wi
 			continue
 		}
 		h := items[i].Headers
-		o.tr.record(&TraceEvent{TimeUnixMs: now, Kind: TraceEnqueue, TaskId: r.Id, Queue: queue,
-			Producer: h[HeaderProducer], Traceparent: h[HeaderTraceParent], Parent: parent, DelayMs: items[i].DelayMs})
-		if parent != "" {
+		if o.tr.keeps(r.Id, 0) {
+			o.tr.record(&TraceEvent{TimeUnixMs: now, Kind: TraceEnqueue, TaskId: r.Id, Queue: queue,
+				Producer: h[HeaderProducer], Traceparent: h[HeaderTraceParent], Parent: parent, DelayMs: items[i].DelayMs})
+		}
+		if parent != "" && o.tr.keeps(parent, 0) {
 			o.tr.record(&TraceEvent{TimeUnixMs: now, Kind: TraceSpawn, TaskId: parent, Queue: queue, Child: r.Id})
 		}
 	}
@@ -143,6 +145,34 @@ func (o *observer) leased(q *queue, t *wirepb.Task, worker string, now int64) {
 	e := &TraceEvent{TimeUnixMs: now, Kind: TraceLease, TaskId: t.Id, Queue: q.name, Attempt: t.Attempt + 1}
 	o.describe(worker, e)
 	o.leaseTiers[tierIndex[e.Tier]].Add(1)
+	if o.tr.keeps(t.Id, t.Attempt) {
+		o.tr.record(e)
+	}
+}
+
+// failedOnce records a task's first failure at its first delivery (l) or
+// before any (l nil). A task outside the sample has no events yet: its
+// enqueue (from the task record) and its lease are written first, so its
+// trace is whole from here on (TraceConfig.Sample).
+func (o *observer) failedOnce(t *wirepb.Task, queue string, l *lease, e *TraceEvent) {
+	if o.tr.keeps(t.Id, t.Attempt) {
+		o.tr.record(e)
+		return
+	}
+	if o.tr == nil || o.tr.ch == nil {
+		return
+	}
+	delay := int64(0)
+	if t.NotBeforeUnixMs > t.CreatedUnixMs {
+		delay = t.NotBeforeUnixMs - t.CreatedUnixMs
+	}
+	o.tr.record(&TraceEvent{TimeUnixMs: t.CreatedUnixMs, Kind: TraceEnqueue, TaskId: t.Id, Queue: queue,
+		Producer: t.Headers[HeaderProducer], Traceparent: t.Headers[HeaderTraceParent], DelayMs: delay})
+	if l != nil {
+		le := &TraceEvent{TimeUnixMs: l.started(), Kind: TraceLease, TaskId: t.Id, Queue: queue, Attempt: 1}
+		o.describe(l.worker, le)
+		o.tr.record(le)
+	}
 	o.tr.record(e)
 }
 
@@ -151,11 +181,7 @@ func (o *observer) settled(l *lease, kind wirepb.AckKind, errText string, now in
 	if o == nil {
 		return
 	}
-	started := l.deadline - l.dur // the lease start, unless extended
-	if l.start > 0 {
-		started = l.start
-	}
-	d := max(now-started, 0)
+	d := max(now-l.started(), 0)
 	e := &TraceEvent{TimeUnixMs: now, TaskId: l.task.Id, Queue: l.q.name, Attempt: l.task.Attempt + 1, DurationMs: d, Error: errText}
 	o.describe(l.worker, e)
 	outcome := "ack"
@@ -169,7 +195,13 @@ func (o *observer) settled(l *lease, kind wirepb.AckKind, errText string, now in
 		e.Kind, outcome = TraceGiveUp, "give-up"
 	}
 	o.settleAfter.WithLabelValues(l.q.name, outcome).Observe(float64(d) / 1000)
-	o.tr.record(e)
+	if kind == wirepb.AckKind_ACK {
+		if o.tr.keeps(l.task.Id, l.task.Attempt) {
+			o.tr.record(e)
+		}
+		return
+	}
+	o.failedOnce(l.task, l.q.name, l, e)
 }
 
 // expiredLease: a lease ran out or its worker left.
@@ -179,19 +211,19 @@ func (o *observer) expiredLease(l *lease, why string) {
 	}
 	e := &TraceEvent{Kind: TraceExpire, TaskId: l.task.Id, Queue: l.q.name, Attempt: l.task.Attempt + 1, Error: why}
 	o.describe(l.worker, e)
-	o.tr.record(e)
+	o.failedOnce(l.task, l.q.name, l, e)
 }
 
 // retried: a failed task is ready again after delay, for attempt.
 func (o *observer) retried(q *queue, t *wirepb.Task, delay time.Duration) {
-	if o != nil {
+	if o != nil && o.tr.keeps(t.Id, t.Attempt) {
 		o.tr.record(&TraceEvent{Kind: TraceRetry, TaskId: t.Id, Queue: q.name, Attempt: t.Attempt + 1, DelayMs: delay.Milliseconds(), Error: t.LastError})
 	}
 }
 
 // deferred: the retry gate put a retry back for d.
 func (o *observer) deferred(q *queue, t *wirepb.Task, d time.Duration) {
-	if o != nil {
+	if o != nil && o.tr.keeps(t.Id, t.Attempt) {
 		o.tr.record(&TraceEvent{Kind: TraceDefer, TaskId: t.Id, Queue: q.name, Attempt: t.Attempt + 1, DelayMs: d.Milliseconds()})
 	}
 }
@@ -205,7 +237,7 @@ func (o *observer) dead(q *queue, t *wirepb.Task, reason string) {
 		o.expired.WithLabelValues(q.name).Inc()
 	}
 	if t != nil {
-		o.tr.record(&TraceEvent{Kind: TraceDead, TaskId: t.Id, Queue: q.name, Attempt: t.Attempt, Error: reason})
+		o.failedOnce(t, q.name, nil, &TraceEvent{Kind: TraceDead, TaskId: t.Id, Queue: q.name, Attempt: t.Attempt, Error: reason})
 	}
 }
 

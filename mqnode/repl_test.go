@@ -452,7 +452,7 @@ func TestReplAsyncLagBounded(t *testing.T) {
 // TestReplVisible: the replication of a task shows in its trace (to whom),
 // in the stats reply and in the metrics.
 func TestReplVisible(t *testing.T) {
-	a, b := startPair(t, nil, nil)
+	a, b := startPair(t, func(c *Config) { c.Trace.Sample = 1 }, nil)
 	ca := client(t, a)
 	id := replEnqueueN(t, ca, "jobs", 1)[0]
 	// Trace events ride a later group commit: wait for them.

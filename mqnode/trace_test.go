@@ -1,8 +1,11 @@
 package mqnode
 
 import (
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
 // With trace.sample 0.5 about half of the tasks are traced, each whole:
@@ -47,4 +50,86 @@ func TestTraceSampleKeepsWholeTasks(t *testing.T) {
 		t.Fatalf("%d of 400 tasks traced at sample 0.5", traced)
 	}
 	t.Logf("%d of 400 tasks traced at sample 0.5", traced)
+}
+
+// Outside the sample a task that succeeds at once leaves no trace, and a
+// task that fails is traced whole from its first failure on: its enqueue
+// and first lease are written with the failure, then every later step.
+func TestTraceKeepsEveryFailedTask(t *testing.T) {
+	n, c := startNode(t, Config{Trace: TraceConfig{Sample: 1e-12}}) // no task is sampled
+	ctx := ctxT(t)
+	res, err := c.Enqueue(ctx, "f", &EnqueueItem{Payload: []byte("ok"), Headers: map[string]string{HeaderProducer: "p1"}},
+		&EnqueueItem{Payload: []byte("nack")}, &EnqueueItem{Payload: []byte("dead")}, &EnqueueItem{Payload: []byte("expire")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, nacked, dead, expired := res[0].Id, res[1].Id, res[2].Id, res[3].Id
+	pull := func(lease time.Duration) map[string][]byte {
+		t.Helper()
+		ds, _, err := c.Pull(ctx, PullRequest{Queue: "f", MaxTasks: 10, MaxWait: 2 * time.Second, WorkerID: "w1", Lease: lease})
+		if err != nil || len(ds) == 0 {
+			t.Fatalf("pull: %v, %d tasks", err, len(ds))
+		}
+		out := map[string][]byte{}
+		for _, d := range ds {
+			out[d.Task.Id] = d.Receipt
+		}
+		return out
+	}
+	ack := func(receipt []byte, kind AckKind) {
+		t.Helper()
+		if _, err := c.Ack(ctx, &AckItem{Receipt: receipt, Kind: kind, Error: "boom"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := pull(300 * time.Millisecond)
+	if len(first) != 4 {
+		t.Fatalf("first pull: %d tasks", len(first))
+	}
+	ack(first[ok], wirepb.AckKind_ACK)
+	ack(first[nacked], wirepb.AckKind_NACK)
+	ack(first[dead], wirepb.AckKind_DEAD)
+	// expired: its lease runs out; nacked comes back after its backoff.
+	seen := map[string]bool{}
+	eventually(t, 20*time.Second, "the nacked and expired tasks again", func() bool {
+		ds, _, err := c.Pull(ctx, PullRequest{Queue: "f", MaxTasks: 10, MaxWait: 200 * time.Millisecond, WorkerID: "w1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			seen[d.Task.Id] = true
+			ack(d.Receipt, wirepb.AckKind_ACK)
+		}
+		return seen[nacked] && seen[expired]
+	})
+	kinds := func(id string) []string {
+		evs, err := n.Trace(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ks []string
+		for _, e := range evs {
+			ks = append(ks, e.Kind)
+		}
+		return ks
+	}
+	want := map[string][]string{
+		ok:      nil,
+		nacked:  {TraceEnqueue, TraceLease, TraceNack, TraceRetry, TraceLease, TraceAck},
+		dead:    {TraceEnqueue, TraceLease, TraceGiveUp, TraceDead},
+		expired: {TraceEnqueue, TraceLease, TraceExpire, TraceRetry, TraceLease, TraceAck},
+	}
+	eventually(t, 10*time.Second, "the traces written", func() bool {
+		for id, w := range want {
+			if !slices.Equal(kinds(id), w) {
+				return false
+			}
+		}
+		return true
+	})
+	for id, w := range want {
+		if got := kinds(id); !slices.Equal(got, w) {
+			t.Errorf("task %s: events %v, want %v", id, got, w)
+		}
+	}
 }

@@ -148,7 +148,7 @@ func TestConfigFlagsCoverEveryKey(t *testing.T) {
 		case key == "throttle":
 			name = "no-throttle" // and --cpu-ceiling, --backend-budget; the rest by file
 		case key == "trace":
-			name = "trace-retention" // and --no-trace; the rest by file
+			name = "trace-retention" // and --no-trace, --trace-sample; the rest by file
 		case key == "buddy":
 			name = "buddy-idc" // and --takeover-after, --partition-policy; the rest by file
 		default:

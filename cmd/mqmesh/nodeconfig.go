@@ -123,6 +123,7 @@ func bindConfigFlags(fs *pflag.FlagSet, c *mqnode.Config) {
 	fs.Var(budgetsValue{&th.Backends}, "backend-budget", "mesh-wide budget of a backend, NAME=CALLS_PER_S (repeatable or comma-separated; throttle.backends)")
 	fs.BoolVar(&c.Trace.Disabled, "no-trace", c.Trace.Disabled, "record no task trace (trace.disabled)")
 	fs.DurationVar(&c.Trace.Retention, "trace-retention", c.Trace.Retention, "how long task trace events are kept (trace.retention; other trace settings only in the config file)")
+	fs.Float64Var(&c.Trace.Sample, "trace-sample", c.Trace.Sample, "share of tasks traced in full even when they succeed, in (0, 1]; a task that fails is traced from its first failure on whatever the share (trace.sample)")
 }
 
 // budgetsValue is the --backend-budget flag: NAME=CALLS_PER_S pairs.

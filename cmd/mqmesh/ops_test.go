@@ -235,7 +235,7 @@ func TestOpsEndpointWithSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, _ := set.AdminToken()
-	ready, base := runNodeHTTP(t, "--secrets", dir, "--name", "s1")
+	ready, base := runNodeHTTP(t, "--secrets", dir, "--name", "s1", "--trace-sample", "1")
 	if !strings.HasPrefix(base, "https://") {
 		t.Fatalf("endpoint %s: want TLS", base)
 	}

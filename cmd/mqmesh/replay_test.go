@@ -16,7 +16,7 @@ func startKeepingNode(t *testing.T) (*mqnode.Node, string) {
 	t.Helper()
 	n, err := mqnode.New(mqnode.Config{
 		Name: "n1", DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testLogger(t), Throttle: testlog.NoCPUThrottle,
-		QueueDefaults: mqnode.QueueConfig{KeepSettled: time.Hour},
+		QueueDefaults: mqnode.QueueConfig{KeepSettled: time.Hour}, Trace: mqnode.TraceConfig{Sample: 1},
 	})
 	if err != nil {
 		t.Fatal(err)

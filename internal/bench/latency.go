@@ -30,6 +30,7 @@ type latencyOptions struct {
 	dir         string
 	settle      time.Duration
 	json        bool
+	noTrace     bool
 	runner
 }
 
@@ -55,6 +56,7 @@ func newLatencyCommand(launch Launcher) *cobra.Command {
 	f.IntVar(&o.slots, "slots", 64, "mqnode: handlers of the worker.Pool")
 	f.DurationVar(&o.settle, "settle-timeout", 30*time.Second, "how long a run waits for its last tasks after the offered period")
 	f.StringVar(&o.dir, "dir", "", "root of the temporary data directories (default: the system temp dir)")
+	f.BoolVar(&o.noTrace, "mqnode-no-trace", false, "run mqnode without its task trace, to measure what the trace costs")
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
 	return cmd
 }
@@ -190,7 +192,7 @@ func latencyRuns(ctx context.Context, o *latencyOptions, root string, lp *Latenc
 		return err
 	}
 	defer os.RemoveAll(dir)
-	so := serveOptions{peer: lp.Peer, durability: o.durability, dir: dir}
+	so := serveOptions{peer: lp.Peer, durability: o.durability, dir: dir, noTrace: o.noTrace}
 	if lp.Peer == peerMQNode {
 		so.throttle = throttleOff // with its backlog publisher, as deployed
 	}
