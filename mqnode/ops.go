@@ -44,7 +44,7 @@ func (s *store) validateItems(items []*wirepb.EnqueueItem, field string) error {
 		if len(it.DedupKey) > maxDedupKeyLen {
 			return fmt.Errorf("%w: %s[%d] dedup key is %d bytes, limit %d", ErrBadRequest, field, i, len(it.DedupKey), maxDedupKeyLen)
 		}
-		if err := s.checkTiming(fmt.Sprintf("%s[%d]", field, i), it.DelayMs, it.NotBeforeUnixMs, it.TtlMs, it.MaxAttempts, now); err != nil {
+		if err := s.checkTiming(field, i, it.DelayMs, it.NotBeforeUnixMs, it.TtlMs, it.MaxAttempts, now); err != nil {
 			return err
 		}
 		if err := s.checkReplyFit(field, i, it); err != nil {

@@ -22,14 +22,13 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 var ErrCorrupt = fmt.Errorf("%w: corrupt record", ErrStorage)
 
 func encodeFrame(m proto.Message) ([]byte, error) {
-	body, err := proto.Marshal(m)
+	out, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 5), m) // one allocation: header and body
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode record: %w", ErrInternal, err)
 	}
-	out := make([]byte, 5, 5+len(body))
 	out[0] = frameVersion
-	binary.LittleEndian.PutUint32(out[1:], crc32.Checksum(body, castagnoli))
-	return append(out, body...), nil
+	binary.LittleEndian.PutUint32(out[1:], crc32.Checksum(out[5:], castagnoli))
+	return out, nil
 }
 
 func decodeFrame(b []byte, m proto.Message) error {

@@ -38,12 +38,26 @@ func (s *store) replyBudget() int {
 // checkReplyFit refuses an enqueue item whose task could not be delivered
 // alone in one pull reply.
 func (s *store) checkReplyFit(field string, i int, it *wirepb.EnqueueItem) error {
+	if itemSizeBound(it)+taskExtraBound+deliveryOverhead <= s.replyBudget() {
+		return nil // the common case, without proto.Size's reflective walk
+	}
 	size := proto.Size(it) + taskExtraBound + deliveryOverhead
 	if size > s.replyBudget() {
 		return fmt.Errorf("%w: %s[%d] would be a task of up to %d bytes, more than one reply can carry (%d: nats_max_payload %d less %d)",
 			ErrPayloadTooLarge, field, i, size, s.replyBudget(), s.cfg.NATSMaxPayload, replyEnvelope)
 	}
 	return nil
+}
+
+// itemSizeBound is at least proto.Size(it): every field at its widest tag
+// and length prefix (1 + 10 bytes), a header as a map entry of three.
+func itemSizeBound(it *wirepb.EnqueueItem) int {
+	const f = 11
+	n := f + len(it.Payload) + f + len(it.DedupKey) + 4*f + len(it.ProtoReflect().GetUnknown())
+	for k, v := range it.Headers {
+		n += 3*f + len(k) + len(v)
+	}
+	return n
 }
 
 // releaseUnsent gives back the leases of a pull reply that could not be

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -130,4 +131,21 @@ func TestStatsPagesByBytes(t *testing.T) {
 			t.Fatalf("queue %d: %v", i, q)
 		}
 	}
+}
+
+// itemSizeBound never under-counts proto.Size, whatever the item holds
+// (the fast path of the reply-fit check relies on it).
+func FuzzItemSizeBound(f *testing.F) {
+	f.Add([]byte("payload"), "k", "v", "dedup", int64(1), int64(2), int64(3), uint32(4), []byte(nil))
+	f.Add([]byte{}, "", "", "", int64(-1), int64(math.MaxInt64), int64(math.MinInt64), uint32(math.MaxUint32), []byte{0x48, 0x01})
+	f.Fuzz(func(t *testing.T, payload []byte, k, v, dedup string, delay, notBefore, ttl int64, attempts uint32, unknown []byte) {
+		it := &wirepb.EnqueueItem{Payload: payload, DelayMs: delay, NotBeforeUnixMs: notBefore, TtlMs: ttl, MaxAttempts: attempts, DedupKey: dedup}
+		if k != "" || v != "" {
+			it.Headers = map[string]string{k: v, k + "2": v + v}
+		}
+		it.ProtoReflect().SetUnknown(unknown)
+		if b, s := itemSizeBound(it), proto.Size(it); b < s {
+			t.Fatalf("bound %d < proto.Size %d", b, s)
+		}
+	})
 }

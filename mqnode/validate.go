@@ -53,22 +53,31 @@ func addMs(a, b int64) int64 {
 }
 
 // checkTiming checks the delay, not-before, ttl and attempts of one
-// enqueue item (field names the item, e.g. "items[3]") at time now (ms).
-func (s *store) checkTiming(field string, delayMs, notBeforeMs, ttlMs int64, maxAttempts uint32, now int64) error {
-	if err := checkMs(field+".delay_ms", delayMs, s.cfg.MaxDelay); err != nil {
-		return err
+// enqueue item (field and i name the item, e.g. items and 3 for
+// "items[3]"; i < 0: field alone) at time now (ms).
+func (s *store) checkTiming(field string, i int, delayMs, notBeforeMs, ttlMs int64, maxAttempts uint32, now int64) error {
+	// The checks compare numbers first and build the field's name only
+	// for an error: they run for every task of every enqueue.
+	name := func(suffix string) string {
+		if i < 0 {
+			return field + suffix
+		}
+		return fmt.Sprintf("%s[%d]%s", field, i, suffix)
+	}
+	if delayMs < 0 || delayMs > s.cfg.MaxDelay.Milliseconds() {
+		return checkMs(name(".delay_ms"), delayMs, s.cfg.MaxDelay)
 	}
 	if notBeforeMs < 0 {
-		return fmt.Errorf("%w: %s.not_before_unix_ms = %d: must not be negative", ErrBadRequest, field, notBeforeMs)
+		return fmt.Errorf("%w: %s = %d: must not be negative", ErrBadRequest, name(".not_before_unix_ms"), notBeforeMs)
 	}
 	if lim := addMs(now, s.cfg.MaxDelay.Milliseconds()); notBeforeMs > lim {
-		return fmt.Errorf("%w: %s.not_before_unix_ms = %d: more than max_delay (%s) in the future", ErrBadRequest, field, notBeforeMs, s.cfg.MaxDelay)
+		return fmt.Errorf("%w: %s = %d: more than max_delay (%s) in the future", ErrBadRequest, name(".not_before_unix_ms"), notBeforeMs, s.cfg.MaxDelay)
 	}
-	if err := checkMs(field+".ttl_ms", ttlMs, s.cfg.MaxTTL); err != nil {
-		return err
+	if ttlMs < 0 || ttlMs > s.cfg.MaxTTL.Milliseconds() {
+		return checkMs(name(".ttl_ms"), ttlMs, s.cfg.MaxTTL)
 	}
 	if maxAttempts > MaxAttemptsLimit {
-		return fmt.Errorf("%w: %s.max_attempts = %d: above the limit of %d", ErrBadRequest, field, maxAttempts, MaxAttemptsLimit)
+		return fmt.Errorf("%w: %s = %d: above the limit of %d", ErrBadRequest, name(".max_attempts"), maxAttempts, MaxAttemptsLimit)
 	}
 	return nil
 }

@@ -151,6 +151,11 @@ func (o *nodeOptions) validate() error {
 // runNode runs every pairing, then the backlog steps, and returns the
 // report (also when a run failed) and an error naming what failed.
 func runNode(ctx context.Context, o *nodeOptions) (*Report, error) {
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("--profile-dir: %w", err)
+		}
+	}
 	root, err := os.MkdirTemp(o.dir, "mqmesh-bench-")
 	if err != nil {
 		return nil, err

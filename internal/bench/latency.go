@@ -134,6 +134,10 @@ type LatencyRun struct {
 	// enqueue acknowledged. Milliseconds, over the tasks after the warmup.
 	Start Percentiles `json:"start_ms"`
 	Ack   Percentiles `json:"ack_ms"`
+	// Send is scheduled send → the send call: the pacer's own lateness
+	// (timer wake-ups, a producer that blocks), a floor under Start and
+	// Ack that is the machine's and the client's, not the peer's.
+	Send Percentiles `json:"send_ms"`
 	// Saturated: some tasks were not handled within the settle timeout,
 	// or the handled rate fell short of 95 % of the offered.
 	Saturated bool   `json:"saturated"`
@@ -210,8 +214,8 @@ func latencyRuns(ctx context.Context, o *latencyOptions, root string, lp *Latenc
 		if err != nil {
 			lr.Error = err.Error()
 		}
-		fmt.Fprintf(log, "bench: latency %s: offered %.0f/s achieved %.0f/s: start p50 %.2f p99 %.2f p99.9 %.2f ms, ack p99 %.2f ms%s\n",
-			lp.Peer, rate, lr.Achieved, lr.Start.P50, lr.Start.P99, lr.Start.P999, lr.Ack.P99, map[bool]string{true: " (saturated)"}[lr.Saturated])
+		fmt.Fprintf(log, "bench: latency %s: offered %.0f/s achieved %.0f/s: start p50 %.2f p99 %.2f p99.9 %.2f ms, ack p99 %.2f ms, send p99 %.2f ms%s\n",
+			lp.Peer, rate, lr.Achieved, lr.Start.P50, lr.Start.P99, lr.Start.P999, lr.Ack.P99, lr.Send.P99, map[bool]string{true: " (saturated)"}[lr.Saturated])
 		return lr, err
 	}
 	// The maximum: every task due at once.
@@ -244,6 +248,7 @@ func latencyRun(ctx context.Context, o *latencyOptions, url, peerName, run strin
 	sched := make([]int64, count) // scheduled send, unix ns
 	acked := make([]atomic.Int64, count)
 	started := make([]atomic.Int64, count)
+	sent := make([]atomic.Int64, count)
 	var handled, ackErrs atomic.Int64
 	var firstAckErr atomic.Pointer[error]
 	index := func(p []byte) (int, bool) {
@@ -291,6 +296,7 @@ func latencyRun(ctx context.Context, o *latencyOptions, url, peerName, run strin
 		copy(payload, filler)
 		binary.BigEndian.PutUint64(payload, uint64(i))
 		binary.BigEndian.PutUint64(payload[8:], uint64(sched[i]))
+		sent[i].Store(time.Now().UnixNano())
 		if sendErr = p.send(ctx, payload); sendErr != nil {
 			count = i
 			break
@@ -335,6 +341,7 @@ func latencyRun(ctx context.Context, o *latencyOptions, url, peerName, run strin
 	}
 	lr.Start = percentiles(sched[from:count], started[from:count])
 	lr.Ack = percentiles(sched[from:count], acked[from:count])
+	lr.Send = percentiles(sched[from:count], sent[from:count])
 	lr.Saturated = lr.Handled < count || (rate > 0 && lr.Achieved < 0.95*rate)
 	var errs []error
 	if sendErr != nil {
