@@ -165,7 +165,7 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 			if fan != nil {
 				return w.putFanoutSubtasks(fan, it.Subtasks, res)
 			}
-			ids, err := w.putTasks(subq, it.Subtasks)
+			ids, err := w.putTasks(subq, it.Subtasks, "")
 			if err != nil {
 				return err
 			}
@@ -180,11 +180,11 @@ func (s *store) settleOp(ctx context.Context, it *wirepb.AckItem, res *wirepb.Ac
 			now := s.nowMs()
 			q.c.acked.add(now, 1)
 			if fan != nil {
-				traceFanout(s.obs, fan, time.Time{}, l.task.Id)
+				traceFanout(s.obs, fan, time.Time{}, l.task.Id, "")
 			}
 			if n := len(it.Subtasks); n > 0 && fan == nil {
 				subq.c.enqueued.add(now, int64(n))
-				s.obs.enqueued(subq.name, it.Subtasks, spawned, time.Time{}, l.task.Id)
+				s.obs.enqueued(subq.name, it.Subtasks, spawned, time.Time{}, l.task.Id, "")
 			}
 		},
 	}}, nil

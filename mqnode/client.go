@@ -123,9 +123,9 @@ func (c *Client) Enqueue(ctx context.Context, queue string, items ...*EnqueueIte
 	if err := ValidateTarget("queue", queue); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
-	stampItems(ctx, c.producerName(), items)
+	stampItems(ctx, items)
 	var rep wirepb.EnqueueReply
-	err := c.call(ctx, c.subj(OpEnqueue), &wirepb.EnqueueRequest{Queue: queue, Items: items}, &rep, func() *wirepb.Error { return rep.Error })
+	err := c.call(ctx, c.subj(OpEnqueue), &wirepb.EnqueueRequest{Queue: queue, Items: items, Producer: c.producerName()}, &rep, func() *wirepb.Error { return rep.Error })
 	if err != nil {
 		return nil, err
 	}

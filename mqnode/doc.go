@@ -192,8 +192,9 @@
 // sample, per-task cap; events in the store's keyspace x, written with the
 // task writes' group commits): Node.Trace reads it, and FindTrace asks every
 // node of the mesh on TraceSubject, where the owner answers. Client.Enqueue
-// puts the caller's W3C trace context and its connection name in the task
-// headers (HeaderTraceParent, HeaderProducer). The ops operation
+// puts the caller's W3C trace context in the task headers
+// (HeaderTraceParent) and its connection name in the request
+// (EnqueueRequest.producer, kept as Task.Producer). The ops operation
 // (OpSummary) tells viewers where a node's tasks ran and its latency
 // histograms per queue.
 //

@@ -221,6 +221,6 @@ func deliveredTask(t *wirepb.Task) *wirepb.Task {
 		Id: t.Id, Queue: t.Queue, Payload: t.Payload, Headers: t.Headers,
 		CreatedUnixMs: t.CreatedUnixMs, Attempt: t.Attempt + 1,
 		NotBeforeUnixMs: t.NotBeforeUnixMs, ExpiresUnixMs: t.ExpiresUnixMs,
-		MaxAttempts: t.MaxAttempts, LastError: t.LastError, DedupKey: t.DedupKey,
+		MaxAttempts: t.MaxAttempts, LastError: t.LastError, DedupKey: t.DedupKey, Producer: t.Producer,
 	}
 }

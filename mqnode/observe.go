@@ -1,6 +1,7 @@
 package mqnode
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -11,8 +12,10 @@ import (
 	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
-// HeaderProducer is the task header naming who enqueued a task (the trace
-// shows it); Client.Enqueue fills it with the connection's name when unset.
+// HeaderProducer is a task header naming who enqueued the task. When set
+// it wins over the request's producer (EnqueueRequest.producer, which
+// Client.Enqueue fills with the connection's name @ host); the node keeps
+// the result in Task.Producer, which the trace and the handler see.
 const HeaderProducer = "mqmesh-producer"
 
 // HeaderTraceParent is the W3C trace context header carried by a task.
@@ -101,8 +104,9 @@ func (o *observer) close() {
 }
 
 // enqueued: a batch is durable (start: when the request arrived). parent
-// is the task whose ack spawned these subtasks ("" for a producer's).
-func (o *observer) enqueued(queue string, items []*wirepb.EnqueueItem, res []*wirepb.EnqueueResult, start time.Time, parent string) {
+// is the task whose ack spawned these subtasks ("" for a producer's);
+// producer is the request's (an item's HeaderProducer wins).
+func (o *observer) enqueued(queue string, items []*wirepb.EnqueueItem, res []*wirepb.EnqueueResult, start time.Time, parent, producer string) {
 	if o == nil {
 		return
 	}
@@ -122,7 +126,7 @@ func (o *observer) enqueued(queue string, items []*wirepb.EnqueueItem, res []*wi
 		h := items[i].Headers
 		if o.tr.keeps(r.Id, 0) {
 			o.tr.record(&TraceEvent{TimeUnixMs: now, Kind: TraceEnqueue, TaskId: r.Id, Queue: queue,
-				Producer: h[HeaderProducer], Traceparent: h[HeaderTraceParent], Parent: parent, DelayMs: items[i].DelayMs})
+				Producer: cmp.Or(h[HeaderProducer], producer), Traceparent: h[HeaderTraceParent], Parent: parent, DelayMs: items[i].DelayMs})
 		}
 		if parent != "" && o.tr.keeps(parent, 0) {
 			o.tr.record(&TraceEvent{TimeUnixMs: now, Kind: TraceSpawn, TaskId: parent, Queue: queue, Child: r.Id})
@@ -167,7 +171,7 @@ func (o *observer) failedOnce(t *wirepb.Task, queue string, l *lease, e *TraceEv
 		delay = t.NotBeforeUnixMs - t.CreatedUnixMs
 	}
 	o.tr.record(&TraceEvent{TimeUnixMs: t.CreatedUnixMs, Kind: TraceEnqueue, TaskId: t.Id, Queue: queue,
-		Producer: t.Headers[HeaderProducer], Traceparent: t.Headers[HeaderTraceParent], DelayMs: delay})
+		Producer: cmp.Or(t.Producer, t.Headers[HeaderProducer]), Traceparent: t.Headers[HeaderTraceParent], DelayMs: delay})
 	if l != nil {
 		le := &TraceEvent{TimeUnixMs: l.started(), Kind: TraceLease, TaskId: t.Id, Queue: queue, Attempt: 1}
 		o.describe(l.worker, le)

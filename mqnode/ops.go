@@ -1,6 +1,7 @@
 package mqnode
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -55,7 +56,8 @@ func (s *store) validateItems(items []*wirepb.EnqueueItem, field string) error {
 }
 
 // putTasks records new tasks of items on q; results[i] gets each id.
-func (w *wtx) putTasks(q *queue, items []*wirepb.EnqueueItem) ([]*wirepb.EnqueueResult, error) {
+// producer is the producer of the items without a HeaderProducer.
+func (w *wtx) putTasks(q *queue, items []*wirepb.EnqueueItem, producer string) ([]*wirepb.EnqueueResult, error) {
 	results := make([]*wirepb.EnqueueResult, len(items))
 	var batchDedup map[string]string
 	for i, it := range items {
@@ -85,6 +87,7 @@ func (w *wtx) putTasks(q *queue, items []*wirepb.EnqueueItem) ([]*wirepb.Enqueue
 		t := &wirepb.Task{
 			Id: id.String(), Queue: q.name, Payload: it.Payload, Headers: it.Headers,
 			CreatedUnixMs: now, MaxAttempts: it.MaxAttempts, DedupKey: it.DedupKey,
+			Producer: cmp.Or(it.Headers[HeaderProducer], producer),
 		}
 		t.NotBeforeUnixMs = it.NotBeforeUnixMs
 		if t.NotBeforeUnixMs == 0 && it.DelayMs > 0 {
@@ -128,9 +131,12 @@ func (s *store) admitItems(items []*wirepb.EnqueueItem) error {
 }
 
 // enqueue durably stores a batch of tasks and returns their ids.
-func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.EnqueueItem) ([]*wirepb.EnqueueResult, error) {
+// producer names who enqueued them (EnqueueRequest.producer; "" for the
+// node's own enqueues): the producer of every item without its own
+// HeaderProducer.
+func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.EnqueueItem, producer string) ([]*wirepb.EnqueueResult, error) {
 	if topic, ok := TopicTarget(queueName); ok {
-		return s.publish(ctx, topic, items) // topic.go
+		return s.publish(ctx, topic, items, producer) // topic.go
 	}
 	if err := subject.Validate("queue", queueName); err != nil {
 		return nil, err
@@ -147,7 +153,7 @@ func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.E
 	op := &writeOp{
 		prepare: func(w *wtx) error {
 			var err error
-			results, err = w.putTasks(q, items)
+			results, err = w.putTasks(q, items, producer)
 			return err
 		},
 		after: func() {
@@ -163,7 +169,7 @@ func (s *store) enqueue(ctx context.Context, queueName string, items []*wirepb.E
 	if err := s.w.do(ctx, op); err != nil {
 		return nil, err
 	}
-	s.obs.enqueued(queueName, items, results, start, "")
+	s.obs.enqueued(queueName, items, results, start, "", producer)
 	return results, nil
 }
 

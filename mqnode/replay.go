@@ -207,7 +207,7 @@ func (s *store) replayWrite(ctx context.Context, q *queue, req *wirepb.ReplayReq
 		if req.DryRun || len(items) == 0 {
 			return nil
 		}
-		res, err := w.putTasks(q, items)
+		res, err := w.putTasks(q, items, "")
 		if err != nil {
 			return err
 		}
@@ -267,7 +267,7 @@ func (o *observer) replayed(queue string, items []*wirepb.EnqueueItem, res []*wi
 	if o == nil {
 		return
 	}
-	o.enqueued(queue, items, res, time.Time{}, "")
+	o.enqueued(queue, items, res, time.Time{}, "", "")
 	now := time.Now().UnixMilli()
 	for i, r := range res {
 		if i >= len(origs) || r.Duplicate {

@@ -197,7 +197,7 @@ func (s *service) enqueue(ctx context.Context, b []byte) proto.Message {
 	if err := proto.Unmarshal(b, &req); err != nil {
 		return &wirepb.EnqueueReply{Error: badRequest(err)}
 	}
-	res, err := s.n.st.enqueue(ctx, req.Queue, req.Items)
+	res, err := s.n.st.enqueue(ctx, req.Queue, req.Items, req.Producer)
 	return &wirepb.EnqueueReply{Error: toWireError(err), Results: res}
 }
 

@@ -273,13 +273,13 @@ func (s *store) fanout(ctx context.Context, topic string, items []*wirepb.Enqueu
 
 // putFanout writes every copy of a topic enqueue in the open transaction.
 // results[i] lists item i's copies; its Id is the first copy's.
-func (w *wtx) putFanout(fqs []*fanQueue, n int) ([]*wirepb.EnqueueResult, error) {
+func (w *wtx) putFanout(fqs []*fanQueue, n int, producer string) ([]*wirepb.EnqueueResult, error) {
 	results := make([]*wirepb.EnqueueResult, n)
 	for i := range results {
 		results[i] = &wirepb.EnqueueResult{Duplicate: true}
 	}
 	for _, f := range fqs {
-		res, err := w.putTasks(f.q, f.items)
+		res, err := w.putTasks(f.q, f.items, producer)
 		if err != nil {
 			return nil, err
 		}
@@ -317,7 +317,7 @@ func countFanout(fqs []*fanQueue, results []*wirepb.EnqueueResult, now int64) {
 
 // publish is an enqueue to a topic: one copy per matching subscription,
 // all in one transaction.
-func (s *store) publish(ctx context.Context, topic string, items []*wirepb.EnqueueItem) ([]*wirepb.EnqueueResult, error) {
+func (s *store) publish(ctx context.Context, topic string, items []*wirepb.EnqueueItem, producer string) ([]*wirepb.EnqueueResult, error) {
 	if err := subject.Validate("topic", topic); err != nil {
 		return nil, err
 	}
@@ -333,7 +333,7 @@ func (s *store) publish(ctx context.Context, topic string, items []*wirepb.Enque
 	op := &writeOp{
 		prepare: func(w *wtx) error {
 			var err error
-			results, err = w.putFanout(fqs, len(items))
+			results, err = w.putFanout(fqs, len(items), producer)
 			return err
 		},
 		after: func() { countFanout(fqs, results, s.nowMs()) },
@@ -341,22 +341,22 @@ func (s *store) publish(ctx context.Context, topic string, items []*wirepb.Enque
 	if err := s.w.do(ctx, op); err != nil {
 		return nil, err
 	}
-	traceFanout(s.obs, fqs, start, "")
+	traceFanout(s.obs, fqs, start, "", producer)
 	return results, nil
 }
 
 // traceFanout records the enqueue of every copy (metrics and trace), with
-// parent for subtasks.
-func traceFanout(o *observer, fqs []*fanQueue, start time.Time, parent string) {
+// parent for subtasks and their producer.
+func traceFanout(o *observer, fqs []*fanQueue, start time.Time, parent, producer string) {
 	for _, f := range fqs {
-		o.enqueued(f.q.name, f.items, f.res, start, parent)
+		o.enqueued(f.q.name, f.items, f.res, start, parent, producer)
 	}
 }
 
 // putFanoutSubtasks writes the subtasks of an ack to a topic; the ack's
 // subtask ids are every copy's id, in request order.
 func (w *wtx) putFanoutSubtasks(fqs []*fanQueue, items []*wirepb.EnqueueItem, res *wirepb.AckResult) error {
-	results, err := w.putFanout(fqs, len(items))
+	results, err := w.putFanout(fqs, len(items), "")
 	if err != nil {
 		return err
 	}

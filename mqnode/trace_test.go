@@ -133,3 +133,35 @@ func TestTraceKeepsEveryFailedTask(t *testing.T) {
 		}
 	}
 }
+
+// The producer travels once per request (EnqueueRequest.producer), not as
+// a header per task: the delivered task and its trace name it, and an
+// item's own mqmesh-producer header wins.
+func TestProducerTravelsPerRequest(t *testing.T) {
+	n, c := startNode(t, Config{Trace: TraceConfig{Sample: 1}})
+	ctx := ctxT(t)
+	res, err := c.Enqueue(ctx, "p", &EnqueueItem{Payload: []byte("a")},
+		&EnqueueItem{Payload: []byte("b"), Headers: map[string]string{HeaderProducer: "own"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, _, err := c.Pull(ctx, PullRequest{Queue: "p", MaxTasks: 2, MaxWait: time.Second, WorkerID: "w"})
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("pull: %v, %d tasks", err, len(ds))
+	}
+	want := map[string]string{res[0].Id: c.producerName(), res[1].Id: "own"}
+	for _, d := range ds {
+		if d.Task.Producer != want[d.Task.Id] {
+			t.Errorf("task %s: producer %q, want %q", d.Task.Id, d.Task.Producer, want[d.Task.Id])
+		}
+		if _, ok := d.Task.Headers[HeaderProducer]; ok && d.Task.Id == res[0].Id {
+			t.Errorf("task %s carries a producer header: %v", d.Task.Id, d.Task.Headers)
+		}
+	}
+	for id, p := range want {
+		eventually(t, 10*time.Second, "the enqueue event of "+id, func() bool {
+			evs, err := n.Trace(id)
+			return err == nil && len(evs) > 0 && evs[0].Kind == TraceEnqueue && evs[0].Producer == p
+		})
+	}
+}

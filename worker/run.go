@@ -18,7 +18,7 @@ func (p *Pool) run(r *registered, origin Origin, where Where, d *mqnode.Delivery
 	t := d.Task
 	task := &Task{
 		ID: t.Id, Queue: t.Queue, Payload: t.Payload, Headers: t.Headers, Attempt: t.Attempt,
-		Created: time.UnixMilli(t.CreatedUnixMs), Origin: origin, Tier: tierOf(where), LastError: t.LastError,
+		Created: time.UnixMilli(t.CreatedUnixMs), Origin: origin, Tier: tierOf(where), LastError: t.LastError, Producer: t.Producer,
 	}
 	leaseCtx, loseLease := context.WithCancelCause(p.runParent())
 	defer loseLease(nil)

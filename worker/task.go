@@ -26,6 +26,9 @@ type Task struct {
 	Tier   backlog.Tier
 	// LastError is the error of the previous attempt, if any.
 	LastError string
+	// Producer names who enqueued the task (the producer's connection
+	// name @ host, or its own mqmesh-producer header), if known.
+	Producer string
 
 	usage usage // backend calls reported by the handler (Report)
 }

@@ -38,7 +38,7 @@ type Event struct {
 	Idc           string                 `protobuf:"bytes,5,opt,name=idc,proto3" json:"idc,omitempty"` // the node that recorded it
 	Node          string                 `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
 	Attempt       uint32                 `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`  // the delivery's attempt number (1 = first)
-	Producer      string                 `protobuf:"bytes,8,opt,name=producer,proto3" json:"producer,omitempty"` // enqueue: the producer's name (mqmesh-producer header)
+	Producer      string                 `protobuf:"bytes,8,opt,name=producer,proto3" json:"producer,omitempty"` // enqueue: the producer's name (Task.producer: the request's, or the mqmesh-producer header)
 	Worker        string                 `protobuf:"bytes,9,opt,name=worker,proto3" json:"worker,omitempty"`     // lease and outcomes: the worker id
 	Host          string                 `protobuf:"bytes,10,opt,name=host,proto3" json:"host,omitempty"`        // the worker's host (from the mesh membership)
 	WorkerIdc     string                 `protobuf:"bytes,11,opt,name=worker_idc,json=workerIdc,proto3" json:"worker_idc,omitempty"`

@@ -282,6 +282,7 @@ type Task struct {
 	MaxAttempts     uint32                 `protobuf:"varint,9,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`         // 0 = queue default
 	LastError       string                 `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	DedupKey        string                 `protobuf:"bytes,11,opt,name=dedup_key,json=dedupKey,proto3" json:"dedup_key,omitempty"`
+	Producer        string                 `protobuf:"bytes,12,opt,name=producer,proto3" json:"producer,omitempty"` // who enqueued it (EnqueueRequest.producer, or the item's mqmesh-producer header)
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -389,6 +390,13 @@ func (x *Task) GetLastError() string {
 func (x *Task) GetDedupKey() string {
 	if x != nil {
 		return x.DedupKey
+	}
+	return ""
+}
+
+func (x *Task) GetProducer() string {
+	if x != nil {
+		return x.Producer
 	}
 	return ""
 }
@@ -609,9 +617,13 @@ func (x *EnqueueItem) GetDedupKey() string {
 }
 
 type EnqueueRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	Items         []*EnqueueItem         `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Items []*EnqueueItem         `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	// Who enqueued the batch (the client's connection name @ host): the
+	// producer of every item without its own mqmesh-producer header. One
+	// field per request instead of a header map entry per task.
+	Producer      string `protobuf:"bytes,3,opt,name=producer,proto3" json:"producer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -658,6 +670,13 @@ func (x *EnqueueRequest) GetItems() []*EnqueueItem {
 		return x.Items
 	}
 	return nil
+}
+
+func (x *EnqueueRequest) GetProducer() string {
+	if x != nil {
+		return x.Producer
+	}
+	return ""
 }
 
 type EnqueueResult struct {
@@ -2441,7 +2460,7 @@ const file_wire_proto_rawDesc = "" +
 	"wire.proto\x12\x0emqmesh.wire.v1\x1a\x11repl_status.proto\"K\n" +
 	"\x05Error\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.mqmesh.wire.v1.CodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xb5\x03\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xd1\x03\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12\x18\n" +
@@ -2455,7 +2474,8 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\n" +
 	" \x01(\tR\tlastError\x12\x1b\n" +
-	"\tdedup_key\x18\v \x01(\tR\bdedupKey\x1a:\n" +
+	"\tdedup_key\x18\v \x01(\tR\bdedupKey\x12\x1a\n" +
+	"\bproducer\x18\f \x01(\tR\bproducer\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
@@ -2479,10 +2499,11 @@ const file_wire_proto_rawDesc = "" +
 	"\tdedup_key\x18\a \x01(\tR\bdedupKey\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"u\n" +
 	"\x0eEnqueueRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x121\n" +
-	"\x05items\x18\x02 \x03(\v2\x1b.mqmesh.wire.v1.EnqueueItemR\x05items\"p\n" +
+	"\x05items\x18\x02 \x03(\v2\x1b.mqmesh.wire.v1.EnqueueItemR\x05items\x12\x1a\n" +
+	"\bproducer\x18\x03 \x01(\tR\bproducer\"p\n" +
 	"\rEnqueueResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x121\n" +
