@@ -205,9 +205,12 @@
 // publisher; jetstream: PublishAsync (4,096 pending at most) and Consume
 // at its defaults with msg.Ack. Per run: offered and achieved rate,
 // p50/p99/p99.9 from the schedule to the handler's start and to the
-// enqueue acknowledgement, tasks handled, and whether it saturated (tasks
-// unhandled within --settle-timeout or under 95 % of the offered rate).
-// --warmup leaves each run's first tasks out.
+// enqueue acknowledgement, from the schedule to the send call itself (the
+// pacer's own lateness: timer wake-ups and a blocking producer, a floor
+// that is the machine's and the client's, not the peer's), tasks handled,
+// and whether it saturated (tasks unhandled within --settle-timeout or
+// under 95 % of the offered rate). --warmup leaves each run's first tasks
+// out; --mqnode-no-trace runs the node without its task trace.
 //
 // # bench remote: pulls across a slow link
 //
