@@ -167,6 +167,11 @@ func requeueable(raw []byte) (*wirepb.Task, bool) {
 		return nil, false
 	}
 	if d.Task != nil && d.Task.Id != "" {
+		if d.Task.LastError == "" {
+			// It failed all the same (e.g. expired unconsumed): the handler
+			// and the trace (a task that failed is traced) see why.
+			d.Task.LastError = d.Reason
+		}
 		return d.Task, true
 	}
 	if len(d.Raw) > 0 {

@@ -124,11 +124,11 @@ func (o *observer) enqueued(queue string, items []*wirepb.EnqueueItem, res []*wi
 			continue
 		}
 		h := items[i].Headers
-		if o.tr.keeps(r.Id, 0) {
+		if o.tr.keepsNew(r.Id) {
 			o.tr.record(&TraceEvent{TimeUnixMs: now, Kind: TraceEnqueue, TaskId: r.Id, Queue: queue,
 				Producer: cmp.Or(h[HeaderProducer], producer), Traceparent: h[HeaderTraceParent], Parent: parent, DelayMs: items[i].DelayMs})
 		}
-		if parent != "" && o.tr.keeps(parent, 0) {
+		if parent != "" && o.tr.keepsNew(parent) {
 			o.tr.record(&TraceEvent{TimeUnixMs: now, Kind: TraceSpawn, TaskId: parent, Queue: queue, Child: r.Id})
 		}
 	}
@@ -149,7 +149,7 @@ func (o *observer) leased(q *queue, t *wirepb.Task, worker string, now int64) {
 	e := &TraceEvent{TimeUnixMs: now, Kind: TraceLease, TaskId: t.Id, Queue: q.name, Attempt: t.Attempt + 1}
 	o.describe(worker, e)
 	o.leaseTiers[tierIndex[e.Tier]].Add(1)
-	if o.tr.keeps(t.Id, t.Attempt) {
+	if o.tr.keeps(t) {
 		o.tr.record(e)
 	}
 }
@@ -159,7 +159,7 @@ func (o *observer) leased(q *queue, t *wirepb.Task, worker string, now int64) {
 // enqueue (from the task record) and its lease are written first, so its
 // trace is whole from here on (TraceConfig.Sample).
 func (o *observer) failedOnce(t *wirepb.Task, queue string, l *lease, e *TraceEvent) {
-	if o.tr.keeps(t.Id, t.Attempt) {
+	if o.tr.keeps(t) {
 		o.tr.record(e)
 		return
 	}
@@ -200,7 +200,7 @@ func (o *observer) settled(l *lease, kind wirepb.AckKind, errText string, now in
 	}
 	o.settleAfter.WithLabelValues(l.q.name, outcome).Observe(float64(d) / 1000)
 	if kind == wirepb.AckKind_ACK {
-		if o.tr.keeps(l.task.Id, l.task.Attempt) {
+		if o.tr.keeps(l.task) {
 			o.tr.record(e)
 		}
 		return
@@ -220,14 +220,14 @@ func (o *observer) expiredLease(l *lease, why string) {
 
 // retried: a failed task is ready again after delay, for attempt.
 func (o *observer) retried(q *queue, t *wirepb.Task, delay time.Duration) {
-	if o != nil && o.tr.keeps(t.Id, t.Attempt) {
+	if o != nil && o.tr.keeps(t) {
 		o.tr.record(&TraceEvent{Kind: TraceRetry, TaskId: t.Id, Queue: q.name, Attempt: t.Attempt + 1, DelayMs: delay.Milliseconds(), Error: t.LastError})
 	}
 }
 
 // deferred: the retry gate put a retry back for d.
 func (o *observer) deferred(q *queue, t *wirepb.Task, d time.Duration) {
-	if o != nil && o.tr.keeps(t.Id, t.Attempt) {
+	if o != nil && o.tr.keeps(t) {
 		o.tr.record(&TraceEvent{Kind: TraceDefer, TaskId: t.Id, Queue: q.name, Attempt: t.Attempt + 1, DelayMs: d.Milliseconds()})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mqmesh/mqmesh/mqnode/tracepb"
+	"github.com/mqmesh/mqmesh/mqnode/wirepb"
 )
 
 // TraceConfig bounds the node's task trace: the events of every task's
@@ -132,11 +133,17 @@ func newTracer(s *store) *tracer {
 	return t
 }
 
-// keeps says whether the events of a task at attempt (its failed
-// deliveries so far) are recorded: a sampled task's always, any task's
-// once it has failed.
-func (t *tracer) keeps(id string, attempt uint32) bool {
-	return t != nil && t.ch != nil && (attempt > 0 || t.sampled(id))
+// keeps says whether the events of task tk are recorded: a sampled
+// task's always, any task's once it has failed (a failed delivery, or a
+// last error: a dead letter requeued keeps its reason there).
+func (t *tracer) keeps(tk *wirepb.Task) bool {
+	return t != nil && t.ch != nil && (tk.Attempt > 0 || tk.LastError != "" || t.sampled(tk.Id))
+}
+
+// keepsNew says whether the events of a new task (no failure yet) are
+// recorded: a sampled one's.
+func (t *tracer) keepsNew(id string) bool {
+	return t != nil && t.ch != nil && t.sampled(id)
 }
 
 // record queues e; it never blocks. The caller has decided that e is kept

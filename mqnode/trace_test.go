@@ -54,7 +54,8 @@ func TestTraceSampleKeepsWholeTasks(t *testing.T) {
 
 // Outside the sample a task that succeeds at once leaves no trace, and a
 // task that fails is traced whole from its first failure on: its enqueue
-// and first lease are written with the failure, then every later step.
+// and first lease are written with the failure, then every later step,
+// also after a dead letter is requeued.
 func TestTraceKeepsEveryFailedTask(t *testing.T) {
 	n, c := startNode(t, Config{Trace: TraceConfig{Sample: 1e-12}}) // no task is sampled
 	ctx := ctxT(t)
@@ -88,7 +89,15 @@ func TestTraceKeepsEveryFailedTask(t *testing.T) {
 	}
 	ack(first[ok], wirepb.AckKind_ACK)
 	ack(first[nacked], wirepb.AckKind_NACK)
-	ack(first[dead], wirepb.AckKind_DEAD)
+	// Given up without an error text: the task has no last error of its own.
+	if _, err := c.Ack(ctx, &AckItem{Receipt: first[dead], Kind: wirepb.AckKind_DEAD}); err != nil {
+		t.Fatal(err)
+	}
+	// dead comes back by an operator's requeue (attempts reset: the trace
+	// goes on because a requeued task keeps why it failed).
+	if n, err := c.DLQRequeue(ctx, "f"); err != nil || n != 1 {
+		t.Fatalf("requeue: %d, %v", n, err)
+	}
 	// expired: its lease runs out; nacked comes back after its backoff.
 	seen := map[string]bool{}
 	eventually(t, 20*time.Second, "the nacked and expired tasks again", func() bool {
@@ -100,7 +109,7 @@ func TestTraceKeepsEveryFailedTask(t *testing.T) {
 			seen[d.Task.Id] = true
 			ack(d.Receipt, wirepb.AckKind_ACK)
 		}
-		return seen[nacked] && seen[expired]
+		return seen[nacked] && seen[expired] && seen[dead]
 	})
 	kinds := func(id string) []string {
 		evs, err := n.Trace(id)
@@ -116,7 +125,7 @@ func TestTraceKeepsEveryFailedTask(t *testing.T) {
 	want := map[string][]string{
 		ok:      nil,
 		nacked:  {TraceEnqueue, TraceLease, TraceNack, TraceRetry, TraceLease, TraceAck},
-		dead:    {TraceEnqueue, TraceLease, TraceGiveUp, TraceDead},
+		dead:    {TraceEnqueue, TraceLease, TraceGiveUp, TraceDead, TraceLease, TraceAck},
 		expired: {TraceEnqueue, TraceLease, TraceExpire, TraceRetry, TraceLease, TraceAck},
 	}
 	eventually(t, 10*time.Second, "the traces written", func() bool {
