@@ -159,11 +159,11 @@ func (o *observer) leased(q *queue, t *wirepb.Task, worker string, now int64) {
 // enqueue (from the task record) and its lease are written first, so its
 // trace is whole from here on (TraceConfig.Sample).
 func (o *observer) failedOnce(t *wirepb.Task, queue string, l *lease, e *TraceEvent) {
-	if o.tr.keeps(t) {
-		o.tr.record(e)
+	if !o.tr.on() {
 		return
 	}
-	if o.tr == nil || o.tr.ch == nil {
+	if o.tr.keeps(t) {
+		o.tr.record(e)
 		return
 	}
 	delay := int64(0)

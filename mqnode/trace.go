@@ -137,19 +137,22 @@ func newTracer(s *store) *tracer {
 // task's always, any task's once it has failed (a failed delivery, or a
 // last error: a dead letter requeued keeps its reason there).
 func (t *tracer) keeps(tk *wirepb.Task) bool {
-	return t != nil && t.ch != nil && (tk.Attempt > 0 || tk.LastError != "" || t.sampled(tk.Id))
+	return t.on() && (tk.Attempt > 0 || tk.LastError != "" || t.sampled(tk.Id))
 }
 
 // keepsNew says whether the events of a new task (no failure yet) are
 // recorded: a sampled one's.
 func (t *tracer) keepsNew(id string) bool {
-	return t != nil && t.ch != nil && t.sampled(id)
+	return t.on() && t.sampled(id)
 }
+
+// on says whether the tracer records anything (not disabled).
+func (t *tracer) on() bool { return t != nil && t.ch != nil }
 
 // record queues e; it never blocks. The caller has decided that e is kept
 // (keeps).
 func (t *tracer) record(e *TraceEvent) {
-	if t == nil || t.ch == nil {
+	if !t.on() {
 		return
 	}
 	if e.TimeUnixMs == 0 {

@@ -20,6 +20,9 @@ const MaxAttemptsLimit = 10000
 
 // checkMs checks a millisecond count from the wire: 0 <= v <= limit.
 func checkMs(field string, v int64, limit time.Duration) error {
+	if msInRange(v, limit) {
+		return nil
+	}
 	if v < 0 {
 		return fmt.Errorf("%w: %s = %d: must not be negative", ErrBadRequest, field, v)
 	}
@@ -27,6 +30,11 @@ func checkMs(field string, v int64, limit time.Duration) error {
 		return fmt.Errorf("%w: %s = %d ms: above the node's limit of %d ms (%s)", ErrBadRequest, field, v, lm, limit)
 	}
 	return nil
+}
+
+// msInRange says whether checkMs accepts v: 0 <= v <= limit in ms.
+func msInRange(v int64, limit time.Duration) bool {
+	return v >= 0 && v <= limit.Milliseconds()
 }
 
 // msDuration converts a checked millisecond count to a Duration, saturating
@@ -54,17 +62,12 @@ func addMs(a, b int64) int64 {
 
 // checkTiming checks the delay, not-before, ttl and attempts of one
 // enqueue item (field and i name the item, e.g. items and 3 for
-// "items[3]"; i < 0: field alone) at time now (ms).
+// "items[3]") at time now (ms).
 func (s *store) checkTiming(field string, i int, delayMs, notBeforeMs, ttlMs int64, maxAttempts uint32, now int64) error {
 	// The checks compare numbers first and build the field's name only
 	// for an error: they run for every task of every enqueue.
-	name := func(suffix string) string {
-		if i < 0 {
-			return field + suffix
-		}
-		return fmt.Sprintf("%s[%d]%s", field, i, suffix)
-	}
-	if delayMs < 0 || delayMs > s.cfg.MaxDelay.Milliseconds() {
+	name := func(suffix string) string { return fmt.Sprintf("%s[%d]%s", field, i, suffix) }
+	if !msInRange(delayMs, s.cfg.MaxDelay) {
 		return checkMs(name(".delay_ms"), delayMs, s.cfg.MaxDelay)
 	}
 	if notBeforeMs < 0 {
@@ -73,7 +76,7 @@ func (s *store) checkTiming(field string, i int, delayMs, notBeforeMs, ttlMs int
 	if lim := addMs(now, s.cfg.MaxDelay.Milliseconds()); notBeforeMs > lim {
 		return fmt.Errorf("%w: %s = %d: more than max_delay (%s) in the future", ErrBadRequest, name(".not_before_unix_ms"), notBeforeMs, s.cfg.MaxDelay)
 	}
-	if ttlMs < 0 || ttlMs > s.cfg.MaxTTL.Milliseconds() {
+	if !msInRange(ttlMs, s.cfg.MaxTTL) {
 		return checkMs(name(".ttl_ms"), ttlMs, s.cfg.MaxTTL)
 	}
 	if maxAttempts > MaxAttemptsLimit {

@@ -98,7 +98,7 @@ func (o *traceOptions) run(ctx context.Context, w io.Writer, id string) error {
 		return err
 	}
 	if len(reps) == 0 {
-		return fmt.Errorf("task %s: no node answered with its trace within %s (unknown id, older than the trace retention, or a task that succeeded outside trace.sample)", id, o.Wait)
+		return fmt.Errorf("task %s: no node answered with its trace within %s (unknown id, older than the trace retention, or a task outside trace.sample that has not failed: pending or done)", id, o.Wait)
 	}
 	out := toTraceJSON(id, reps[0])
 	if o.JSON {
