@@ -17,6 +17,10 @@ const (
 	jsStream   = "BENCH"
 	jsSubject  = "bench.tasks"
 	jsConsumer = "bench"
+
+	// Stream creation: tries and the bound of each (prepare).
+	jsCreateTries   = 6
+	jsCreateTimeout = 10 * time.Second
 )
 
 // jetStreamPeer drives a JetStream work-queue stream: producers share one
@@ -86,15 +90,28 @@ func (p *jetStreamPeer) close() {
 // them before traffic. A work-queue stream allows one consumer per
 // subject, so consumers of earlier runs are deleted first.
 func (p *jetStreamPeer) prepare(ctx context.Context) error {
-	_, err := p.prod.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:      jsStream,
 		Subjects:  []string{jsSubject},
 		Retention: jetstream.WorkQueuePolicy,
 		Storage:   jetstream.FileStorage,
 		Replicas:  p.replicas,
-	})
+	}
+	// A JetStream API request can go unanswered while a new cluster's
+	// meta group settles (CI: one create of an R3 stream waited until the
+	// test's deadline); the documented remedy is to ask again. Each try
+	// is bounded, the tries too.
+	var err error
+	for try := 1; try <= jsCreateTries; try++ {
+		tctx, cancel := context.WithTimeout(ctx, jsCreateTimeout)
+		_, err = p.prod.CreateOrUpdateStream(tctx, cfg)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("create stream: %w", err)
+		return fmt.Errorf("create stream (%d tries of %s): %w", jsCreateTries, jsCreateTimeout, err)
 	}
 	s, err := p.cons.Stream(ctx, jsStream)
 	if err != nil {
